@@ -1,0 +1,121 @@
+"""The `i2v-watcher` command: run, submit, status, retry, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import structlog
+
+from i2v_watcher import __version__, backends
+from i2v_watcher.config import Settings, load_settings
+from i2v_watcher.errors import StartupError
+from i2v_watcher.logs import configure
+
+EXIT_CANNOT_RUN, EXIT_CRASH = 2, 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="i2v-watcher", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"i2v-watcher {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the daemon"))
+    run.add_argument("--once", action="store_true",
+                     help="process what is in the inbox (and arrives meanwhile), then exit: 0 when every "
+                          "job was published, 3 when some failed")
+    submit = with_config(sub.add_parser("submit", help="drop an image and its sidecar into the inbox"))
+    submit.add_argument("image", type=Path)
+    submit.add_argument("--prompt", help="the text prompt")
+    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any sidecar field, e.g. --set num_frames=24 (repeatable)")
+    submit.add_argument("--name", help="the job's name in the inbox (default: the image's name)")
+    status = with_config(sub.add_parser("status", help="counts and lists of jobs, from the folders"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = with_config(sub.add_parser("retry", help="move failed jobs back into the inbox"))
+    target = retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("name", nargs="?", help="a failed job's name (as `status` lists it)")
+    target.add_argument("--all", action="store_true", help="every failed job")
+    check = sub.add_parser("check-config", help="validate a config file and print the effective settings")
+    check.add_argument("config", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure(settings.log_level, settings.log_format)
+        return int(COMMANDS[args.command](settings, args))
+    except StartupError as exc:
+        print(f"i2v-watcher: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.daemon import Daemon
+
+    log = structlog.get_logger("i2v_watcher")
+    try:
+        return Daemon(settings, once=args.once).serve()
+    except StartupError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_CANNOT_RUN
+    except Exception:
+        log.exception("daemon crashed")
+        return EXIT_CRASH
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.submit import build_sidecar, submit
+
+    path = submit(settings, args.image, build_sidecar(args.prompt, args.set), args.name)
+    print(path)
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.status import collect, render
+
+    result = collect(settings)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.status import failed_reports, find_reports, retry
+
+    reports = failed_reports(settings) if args.all else find_reports(settings, args.name)
+    if not reports and not args.all:
+        raise StartupError(f"no failed job named {args.name!r} (see `i2v-watcher status`)")
+    for report in reports:
+        for path in retry(settings, report):
+            print(path)
+    return 0
+
+
+def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.ffmpeg import find_ffmpeg
+
+    backends.discover(settings.plugins)
+    backends.get(settings.backend)
+    binary, origin = find_ffmpeg(settings.ffmpeg_path)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    print(f"ffmpeg: {binary.path} ({origin}; {binary.version})", file=sys.stderr)
+    if not settings.inbox.is_dir():
+        note = "it will be created" if settings.create_inbox else "the daemon will refuse to start"
+        print(f"warning: the inbox {settings.inbox} does not exist; {note}", file=sys.stderr)
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "retry": cmd_retry,
+            "check-config": cmd_check_config}

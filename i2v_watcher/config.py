@@ -1,0 +1,163 @@
+"""All settings in one pydantic-settings model: a TOML file, overridden by I2V_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import string
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from i2v_watcher.errors import StartupError
+from i2v_watcher.spec import JobDefaults, RegistryName, describe_validation_error
+
+# Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
+DEFAULT_IGNORE_PATTERNS = [
+    ".*",  # hidden files: .DS_Store, ._* AppleDouble twins, rsync/.part temporaries, our own submits
+    "~*", "*~", "*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload", "*.download", "*.!sync",
+    "*.swp", "*.lock", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r",
+    "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found",
+]
+TEMPLATE_FIELDS = frozenset({"stem", "date", "time", "seed", "preset", "backend", "job_id"})
+
+
+def _default_worker_id() -> str:
+    return socket.gethostname().split(".")[0] or "worker"
+
+
+class EncodeSettings(BaseModel):
+    """The one H.264 encode of the core daemon (the full post-processing chain comes later)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crf: int = Field(default=18, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                    "slower", "veryslow"] = "medium"
+    poster_quality: int = Field(default=90, ge=1, le=100)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="I2V_", env_nested_delimiter="__", extra="forbid")
+
+    # Folders
+    inbox: Path
+    outbox: Path
+    failed: Path
+    done: Path
+    work: Path
+    create_inbox: bool = False
+    worker_id: str = Field(default_factory=_default_worker_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+    # What runs
+    backend: RegistryName = "preview"
+    plugins: list[str] = Field(default_factory=list)
+    defaults: JobDefaults = Field(default_factory=JobDefaults)
+    encode: EncodeSettings = Field(default_factory=EncodeSettings)
+    ffmpeg_path: Path | None = None
+
+    # Watching the inbox
+    watch_mode: Literal["auto", "inotify", "poll"] = "auto"
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    rescan_s: float = Field(default=30.0, gt=0)
+    settle_s: float = Field(default=2.0, ge=0)
+    sidecar_grace_s: float = Field(default=10.0, ge=0)
+    orphan_sidecar_s: float = Field(default=600.0, ge=0)
+    ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_PATTERNS))
+
+    # Untrusted input
+    max_sidecar_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
+    max_image_pixels: int = Field(default=64_000_000, ge=4096)
+    max_image_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+
+    # Publishing and clean-up
+    output_template: str = "{stem}"
+    keep_inputs: Literal["done", "outbox", "delete"] = "done"
+    retention_days: float | None = Field(default=None, gt=0)
+    transient_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_s: float = Field(default=2.0, ge=0)
+    retry_backoff_max_s: float = Field(default=60.0, ge=0)
+
+    # Life of the process
+    stop_timeout_s: float = Field(default=30.0, ge=0)
+    progress_log_s: float = Field(default=5.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings
+
+    @field_validator("inbox", "outbox", "failed", "done", "work", "ffmpeg_path")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Relative paths are taken from the directory the daemon was started in.
+        return None if value is None else Path(os.path.abspath(os.path.expanduser(value)))
+
+    @field_validator("output_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        unknown = fields - TEMPLATE_FIELDS
+        if unknown or not value.strip():
+            raise ValueError(
+                f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(TEMPLATE_FIELDS))}"
+            )
+        return value
+
+    @field_validator("ignore_patterns")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [pattern.lower() for pattern in value]
+
+    @model_validator(mode="after")
+    def _folders_apart(self) -> Settings:
+        named = {"outbox": self.outbox, "failed": self.failed, "done": self.done, "work": self.work}
+        reals = [os.path.realpath(path) for path in (self.inbox, *named.values())]
+        if len(set(reals)) != len(reals):
+            raise ValueError("inbox, outbox, failed, done and work must be five different folders")
+        inbox = Path(os.path.realpath(self.inbox))
+        for name, path in named.items():
+            real = Path(os.path.realpath(path))
+            if real == inbox or inbox in real.parents:
+                raise ValueError(f"{name} ({path}) must not lie inside the inbox ({self.inbox})")
+            if real in inbox.parents:
+                raise ValueError(f"the inbox ({self.inbox}) must not lie inside {name} ({path})")
+        return self
+
+    def folders(self) -> dict[str, Path]:
+        return {"inbox": self.inbox, "outbox": self.outbox, "failed": self.failed, "done": self.done,
+                "work": self.work}
+
+    @property
+    def worker_dir(self) -> Path:
+        return self.work / self.worker_id
+
+
+def load_settings(config_file: Path | str | None) -> Settings:
+    """Read the TOML file (if any), apply I2V_* overrides, validate; errors are StartupErrors."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise StartupError(f"config file not found: {config_file}") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise StartupError(f"cannot read config file {config_file}: {exc}") from exc
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        message = describe_validation_error(exc).replace("invalid sidecar", "invalid configuration")
+        raise StartupError(f"{message} (in {config_file or 'the environment'})") from exc

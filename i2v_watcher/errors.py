@@ -1,0 +1,38 @@
+"""The exceptions that decide a job's fate: failed, retried, or put back in the queue."""
+
+from __future__ import annotations
+
+import errno
+
+
+class StartupError(Exception):
+    """The daemon itself cannot run (bad config, missing ffmpeg, missing model); exit code 2."""
+
+
+class JobError(Exception):
+    """A job cannot succeed as dropped; it goes to failed/ with this message and an optional hint."""
+
+    def __init__(self, message: str, *, stage: str = "", hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.stage = stage
+        self.hint = hint
+
+
+class JobCancelled(Exception):
+    """The daemon is stopping; the job is put back in the queue untouched."""
+
+
+class InboxUnavailable(Exception):
+    """The inbox vanished or went stale (unmounted share); the daemon pauses until it is back."""
+
+
+# Errors of the storage, not of the job: waiting and trying again usually cures them.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT,
+     errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS

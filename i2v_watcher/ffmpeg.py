@@ -1,0 +1,66 @@
+"""Find the ffmpeg binary (setting, PATH, then the one imageio-ffmpeg ships) and learn what it can do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from i2v_watcher.errors import StartupError
+
+HINT = ("install one: `pip install imageio-ffmpeg` (ships a static ffmpeg), or `apt-get install ffmpeg`, "
+        "or set ffmpeg_path in the config")
+REQUIRED_ENCODERS = ("libx264",)
+
+
+@dataclass(frozen=True)
+class FFmpeg:
+    path: str
+    version: str
+    encoders: frozenset[str]
+
+
+def child_env() -> dict[str, str]:
+    """The environment for ffmpeg: without systemd's notify/watchdog variables, which are ours alone."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "I2V_CRASH_AT")}
+
+
+def _candidate(configured: Path | None) -> tuple[str, str]:
+    if configured is not None:
+        if not os.access(configured, os.X_OK) or configured.is_dir():
+            raise StartupError(f"ffmpeg_path {configured} is not an executable file; {HINT}")
+        return str(configured), "ffmpeg_path setting"
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path, "PATH"
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe()), "imageio-ffmpeg"
+    except (ImportError, RuntimeError) as exc:
+        raise StartupError(f"no ffmpeg found (not on PATH, imageio-ffmpeg: {exc}); {HINT}") from exc
+
+
+def find_ffmpeg(configured: Path | None) -> tuple[FFmpeg, str]:
+    """The usable ffmpeg and where it came from; a StartupError with a hint when there is none."""
+    path, origin = _candidate(configured)
+
+    def ask(*args: str) -> str:
+        try:
+            return subprocess.run([path, "-hide_banner", *args], capture_output=True, text=True,
+                                  timeout=30, check=True, env=child_env()).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StartupError(f"ffmpeg at {path} ({origin}) does not run: {exc}; {HINT}") from exc
+
+    version = (ask("-version").splitlines() or ["unknown"])[0]
+    encoders = frozenset(
+        line.split()[1] for line in ask("-encoders").splitlines()
+        if len(line.split()) > 1 and len(line.split()[0]) == 6 and line.split()[0][0] in "VAS"
+    )
+    missing = [name for name in REQUIRED_ENCODERS if name not in encoders]
+    if missing:
+        raise StartupError(f"ffmpeg at {path} ({origin}) lacks the encoder(s) {', '.join(missing)}; {HINT}")
+    return FFmpeg(path=path, version=version, encoders=encoders), origin

@@ -1,0 +1,184 @@
+"""The life of one claimed job, stage by stage: generate → post-process → publish → dispose (or fail).
+
+Each stage ends by recording the next stage in the job's state, so `run` can be called again on a job
+found in the work dir after a crash and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import secrets
+import time
+import traceback
+from collections.abc import Callable
+from importlib import metadata as importlib_metadata
+from typing import Any, Literal, TypeVar
+
+import structlog
+
+from i2v_watcher import __version__
+from i2v_watcher.backends import Backend
+from i2v_watcher.cancel import Cancel
+from i2v_watcher.claim import requeue
+from i2v_watcher.config import Settings
+from i2v_watcher.errors import JobCancelled, JobError, is_transient
+from i2v_watcher.fail import fail
+from i2v_watcher.ffmpeg import FFmpeg
+from i2v_watcher.generate import check_fields, generate
+from i2v_watcher.images import load_image, sha256_of
+from i2v_watcher.job import Job
+from i2v_watcher.postprocess import postprocess
+from i2v_watcher.publish import dispose_inputs, publish
+from i2v_watcher.spec import JobSpec, parse_sidecar, resolve
+
+Outcome = Literal["published", "failed", "requeued", "interrupted"]
+T = TypeVar("T")
+PRESETS = ("default",)  # the full post-processing chain adds named presets
+log = structlog.get_logger("i2v_watcher.pipeline")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"i2v_watcher": __version__, "python": platform.python_version()}
+    for package in ("numpy", "pillow", "pydantic", "ffmpeg-python"):
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+            versions[package] = importlib_metadata.version(package)
+    return versions
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, backend: Backend, ffmpeg: FFmpeg, cancel: Cancel) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.ffmpeg = ffmpeg
+        self.cancel = cancel
+
+    def run(self, job: Job) -> Outcome:
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
+            try:
+                return self._run(job)
+            except JobCancelled:
+                if job.state.stage == "claimed" and requeue(self.settings, job):
+                    log.info("stopped: job put back into the inbox")
+                    return "requeued"
+                log.info("stopped: job kept in the work dir, resumed at the next start",
+                         stage=job.state.stage)
+                return "interrupted"
+
+    def _run(self, job: Job) -> Outcome:
+        try:
+            if job.state.problem:
+                raise JobError(job.state.problem, stage="watch")
+            if job.state.stage == "claimed":
+                self._retrying(job, lambda: self._make(job))
+            if job.state.stage in ("encoded", "publishing"):
+                self._retrying(job, lambda: publish(self.settings, job))
+            if job.state.stage == "published":
+                self._retrying(job, lambda: dispose_inputs(self.settings, job))
+                return "published"
+        except JobCancelled:
+            raise
+        except JobError as exc:
+            self._fail(job, exc, exc.stage, exc.message, exc.hint)
+            return "failed"
+        except Exception as exc:  # the daemon keeps running whatever one job does
+            stage = job.state.stage
+            message = f"unexpected error: {type(exc).__name__}: {exc}"
+            if is_transient(exc):
+                message = f"storage kept failing after {job.state.attempts} attempts: {exc}"
+            self._fail(job, exc, stage, message, "")
+            return "failed"
+        assert job.state.stage == "failing", job.state.stage
+        self._retrying(job, lambda: fail(self.settings, job, job.state.error or {}))
+        return "failed"
+
+    def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
+        error = {"stage": stage, "error_class": type(exc).__name__, "message": message, "hint": hint,
+                 "traceback": "".join(traceback.format_exception(exc))}
+        self._retrying(job, lambda: fail(self.settings, job, error))
+
+    def _retrying(self, job: Job, action: Callable[[], T]) -> T:
+        """Run one stage; storage errors (disk full, stale share) are retried with backoff."""
+        delay = self.settings.retry_backoff_s
+        while True:
+            try:
+                return action()
+            except OSError as exc:
+                if not is_transient(exc) or job.state.attempts >= self.settings.transient_retries:
+                    raise
+                job.state.attempts += 1
+                log.warning("storage error, will retry", error=str(exc), attempt=job.state.attempts,
+                            retry_in_s=delay)
+                self._sleep(delay)
+                delay = min(delay * 2, self.settings.retry_backoff_max_s)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.cancel.check()
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _make(self, job: Job) -> None:
+        """Sidecar → parameters → image → frames → staged outputs; ends in stage `encoded`."""
+        timings: dict[str, float] = {}
+        started = time.monotonic()
+        spec = self._spec(job)
+        if job.state.seed is None:
+            job.advance("claimed", seed=spec.seed if spec.seed is not None else secrets.randbelow(2**32))
+        assert job.state.seed is not None
+        params = resolve(spec, self.settings.defaults, backend=self.settings.backend, seed=job.state.seed)
+        if params.backend != self.backend.name:
+            raise JobError(f"backend {params.backend!r} is not loaded by this daemon",
+                           stage="sidecar", hint=f"this daemon runs {self.backend.name!r}")
+        if params.postprocess not in PRESETS:
+            raise JobError(f"unknown post-processing preset {params.postprocess!r}", stage="sidecar",
+                           hint=f"known presets: {', '.join(PRESETS)}")
+        if params.postprocess_overrides:
+            raise JobError("postprocess_overrides are not supported by this version", stage="sidecar")
+        notes = check_fields(self.backend, params)
+        if job.state.image is None:
+            raise JobError("the job has no image", stage="claim")
+        image_path = job.input(job.state.image)
+        image = load_image(image_path, max_pixels=self.settings.max_image_pixels,
+                           max_bytes=self.settings.max_image_bytes)
+        timings["load"] = time.monotonic() - started
+
+        started = time.monotonic()
+        frames = generate(self.backend, image, params, self.cancel, self.settings.progress_log_s)
+        timings["generate"] = time.monotonic() - started
+
+        started = time.monotonic()
+        outputs, post = postprocess(frames, job.out_dir, self.ffmpeg, self.settings.encode, self.cancel)
+        timings["postprocess"] = time.monotonic() - started
+        log.info("encoded", frames=frames.count, width=frames.width, height=frames.height,
+                 seconds=round(sum(timings.values()), 2))
+
+        metadata: dict[str, Any] = {
+            "job_id": job.id,
+            "input": {"path": f"{job.state.key}{image_path.suffix}", "image": job.state.image,
+                      "sidecar": job.state.sidecar, "sha256": sha256_of(image_path),
+                      "bytes": image_path.stat().st_size, "width": image.width, "height": image.height},
+            "prompt": params.prompt,
+            "negative_prompt": params.negative_prompt,
+            "seed": params.seed,
+            "backend": self.backend.name,
+            "model": self.backend.model_id,
+            "parameters": params.model_dump(mode="json", exclude={"explicit"}),
+            "requested": spec.model_dump(mode="json", exclude_unset=True),
+            "notes": notes,
+            "generation": frames.details,
+            "postprocess": post,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **self.backend.versions()},
+            "worker_id": job.state.worker_id,
+            "claimed_at": job.state.claimed_at,
+            "outputs": [{"file": o.file, "suffix": o.suffix} for o in outputs],
+        }
+        job.advance("encoded", metadata=metadata)
+
+    def _spec(self, job: Job) -> JobSpec:
+        if job.state.sidecar is None:
+            return JobSpec()
+        with open(job.input(job.state.sidecar), "rb") as handle:
+            data = handle.read(self.settings.max_sidecar_bytes + 1)
+        return parse_sidecar(data, max_bytes=self.settings.max_sidecar_bytes)
