@@ -47,8 +47,12 @@ def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
                 image.load()
         except JobError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise fail(f"not a readable PNG, JPEG or WebP image: {exc}",
+        except UnidentifiedImageError as exc:
+            raise fail("not a readable PNG, JPEG or WebP image (the file's content is not an image of "
+                       "these formats, whatever its name says)",
+                       "check that the file opens in an image viewer") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise fail(f"the image is too large to decode safely: {exc}",
                        "check that the file opens in an image viewer") from exc
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
             raise fail(f"the image is damaged or truncated: {exc}",

@@ -28,13 +28,19 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    logging.getLogger("watchdog").setLevel(logging.ERROR)  # it warns about its own thread shutdown
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
+    logging.getLogger("watchdog.observers.inotify").addFilter(_drop_shutdown_noise)
     structlog.configure(
         processors=[*shared, exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _drop_shutdown_noise(record: logging.LogRecord) -> bool:
+    # watchdog 7 reports its own orderly observer stop as an error; it is not one.
+    return "called when the thread is inactive" not in record.getMessage()
 
 
 class ProgressLog:

@@ -54,9 +54,10 @@ def check_output_name(name: str) -> str:
 
 
 class JobDefaults(BaseModel):
-    """What a job gets for each field its sidecar leaves out (the config's [defaults] table)."""
+    """What a job gets for each field its sidecar leaves out (the config's [defaults] table).
+    Not strict, unlike a sidecar: I2V_DEFAULTS__* environment overrides arrive as strings."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
     prompt: Prompt = ""
     negative_prompt: Prompt = ""

@@ -1,0 +1,225 @@
+"""Shared helpers: temporary folder sets, config files, images, and the daemon as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+FAST = {
+    "settle_s": 0.2,
+    "sidecar_grace_s": 0.4,
+    "orphan_sidecar_s": 1.0,
+    "rescan_s": 2.0,
+    "retry_backoff_s": 0.05,
+    "retry_backoff_max_s": 0.1,
+    "log_format": "json",
+    "worker_id": "testhost",
+}
+SMALL = {"num_frames": 6, "resolution": "64p", "fps": 8.0}
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    for table, values in settings.items():
+        if isinstance(values, dict):
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_image(path: Path, size: tuple[int, int] = (96, 72), seed: int = 0, fmt: str | None = None,
+               **save: Any) -> Path:
+    """A smooth, textured image (gradients and a few shapes), like a photo rather than noise."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = rng.uniform(0, 6.28, 3)
+    channels = [127 + 120 * np.sin(x / (7 + 3 * i) + y / (11 + 2 * i) + phase[i]) for i in range(3)]
+    pixels = np.stack(channels, axis=-1).clip(0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, fmt, **save)
+    return path
+
+
+@dataclass
+class Folders:
+    root: Path
+    config: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Path:
+        if name in ("inbox", "outbox", "failed", "done", "work"):
+            return self.root / name
+        raise AttributeError(name)
+
+    def write_config(self, **changes: Any) -> Path:
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(self.settings.get(key), dict):
+                self.settings[key] = {**self.settings[key], **value}
+            else:
+                self.settings[key] = value
+        write_toml(self.config, self.settings)
+        return self.config
+
+    def files(self, folder: str) -> list[str]:
+        base = self.root / folder
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() or p.is_symlink())
+
+    def jobs_in_work(self) -> list[Path]:
+        return sorted(p for p in (self.work / "testhost").glob("*") if (p / "job.json").exists())
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.outbox / f"{name}.json").read_text())
+        return data
+
+    def report(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.failed / f"{name}.error.json").read_text())
+        return data
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Folders:
+    root = tmp_path / "data"
+    (root / "inbox").mkdir(parents=True)
+    f = Folders(root=root, config=tmp_path / "i2v.toml")
+    f.write_config(
+        inbox=str(root / "inbox"), outbox=str(root / "outbox"), failed=str(root / "failed"),
+        done=str(root / "done"), work=str(root / "work"), **FAST, defaults=dict(SMALL),
+    )
+    return f
+
+
+def daemon_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+        check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "i2v_watcher", *args], capture_output=True, text=True,
+                            timeout=timeout, env=env or daemon_env(), cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class Daemon:
+    """`i2v-watcher run` as a real subprocess; its JSON log lines are kept for assertions."""
+
+    def __init__(self, config: Path, *args: str, **env: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "i2v_watcher", "run", "--config", str(config), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=daemon_env(**env), cwd=REPO)
+        self.lines: list[str] = []
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+            self.lines += out.splitlines()
+            raise AssertionError("daemon did not exit in time:\n" + self.log) from None
+        self.lines += out.splitlines()
+        return self.process.returncode
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.wait()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.lines:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.communicate()
+
+
+@pytest.fixture
+def start(daemons: list[Daemon]) -> Callable[..., Daemon]:
+    def _start(config: Path, *args: str, **env: str) -> Daemon:
+        daemon = Daemon(config, *args, **env)
+        daemons.append(daemon)
+        return daemon
+    return _start
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Video:
+    frames: int
+    width: int
+    height: int
+    fps: float
+    codec: str
+    pix_fmt: str
+    pixels: np.ndarray
+
+
+def decode(path: Path) -> Video:
+    """Decode an MP4 with the ffmpeg that imageio-ffmpeg ships (no ffprobe needed)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    meta = reader.__next__()
+    w, h = meta["size"]
+    frames = [np.frombuffer(chunk, dtype=np.uint8).reshape(h, w, 3) for chunk in reader]
+    return Video(frames=len(frames), width=w, height=h, fps=float(meta["fps"]),
+                 codec=str(meta.get("codec", "")), pix_fmt=str(meta.get("pix_fmt", "")),
+                 pixels=np.stack(frames) if frames else np.empty((0, h, w, 3), np.uint8))
