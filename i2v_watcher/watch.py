@@ -107,16 +107,18 @@ class Inbox:
             entries = list(walk_files(self.root, self._skip_logged))
         except OSError as exc:
             raise InboxUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
+        unsettled: set[str] = set()
         for path, st in entries:
             present.add(path)
-            if not self._settled(path, st, now):
-                result.waiting += 1
-                continue
             rel = path.relative_to(self.root)
             suffix = path.suffix.lower()
             # An image and its sidecar pair up by stem; any other file is a group of its own.
             paired = suffix in IMAGE_SUFFIXES + SIDECAR_SUFFIXES
-            group = groups.setdefault(str(rel.with_suffix("")) if paired else str(rel), {})
+            key = str(rel.with_suffix("")) if paired else str(rel)
+            if not self._settled(path, st, now):
+                unsettled.add(key)  # the whole group waits: a sidecar is no orphan while its image arrives
+                continue
+            group = groups.setdefault(key, {})
             group.setdefault("mtime", st.st_mtime)
             group["mtime"] = min(group["mtime"], st.st_mtime)
             if not stat.S_ISREG(st.st_mode):
@@ -128,7 +130,10 @@ class Inbox:
             else:
                 group.setdefault("other", []).append(path)
         self._seen = {p: s for p, s in self._seen.items() if p in present}
+        result.waiting += len(unsettled)
         for key, group in groups.items():
+            if key in unsettled:
+                continue
             candidate = self._candidate(key, group, now)
             if candidate is None:
                 if group.get("images"):
