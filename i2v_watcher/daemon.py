@@ -159,10 +159,8 @@ class Daemon:
             if job is not None:
                 self._run(job)
             return True
-        if self.once and scan is not None and scan.waiting == 0:
-            if scan.orphans:
-                log.warning("sidecars without an image remain in the inbox", count=scan.orphans)
-            return False
+        if self.once and scan is not None and scan.waiting == 0 and scan.orphans == 0:
+            return False  # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported
         self.watcher.changed.wait(TICK_S)
         return True
 

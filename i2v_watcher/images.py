@@ -36,7 +36,7 @@ def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
         try:
             Image.MAX_IMAGE_PIXELS = max_pixels  # our own check below runs first; this is a backstop
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image: Image.Image = Image.open(handle, formats=FORMATS)
                 width, height = image.size  # read from the header: nothing is decoded yet
                 if width * height > max_pixels:
@@ -51,9 +51,9 @@ def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
             raise fail("not a readable PNG, JPEG or WebP image (the file's content is not an image of "
                        "these formats, whatever its name says)",
                        "check that the file opens in an image viewer") from exc
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise fail(f"the image is too large to decode safely: {exc}",
-                       "check that the file opens in an image viewer") from exc
+        except Image.DecompressionBombError as exc:
+            raise fail(f"the image has too many pixels, over the limit of {max_pixels} (max_image_pixels): "
+                       f"{exc}", "scale it down before dropping it") from exc
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
             raise fail(f"the image is damaged or truncated: {exc}",
                        "the upload may have been cut off; drop it again") from exc
