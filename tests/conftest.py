@@ -151,6 +151,19 @@ class Daemon:
         self.lines += out.splitlines()
         return self.process.returncode
 
+    def read_until(self, event: str) -> dict[str, Any]:
+        """Read the log as it is written until a line with this event (pytest-timeout bounds it)."""
+        assert self.process.stdout is not None
+        for line in iter(self.process.stdout.readline, ""):
+            self.lines.append(line.rstrip("\n"))
+            try:
+                data: dict[str, Any] = json.loads(line)
+            except ValueError:
+                continue
+            if data.get("event") == event:
+                return data
+        raise AssertionError(f"the daemon exited before logging {event!r}:\n{self.log}")
+
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
 

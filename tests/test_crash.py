@@ -7,7 +7,6 @@ import signal
 from collections.abc import Callable
 
 import pytest
-
 from conftest import Daemon, Folders, decode, make_image, wait_for
 
 Start = Callable[..., Daemon]
@@ -61,8 +60,7 @@ def test_kill_9_during_generation_resumes_the_same_job(folders: Folders, start: 
     drop_job(folders)
     daemon = start(folders.config)
     wait_for(lambda: folders.jobs_in_work(), what="the job to be claimed")
-    wait_for(lambda: '"progress"' in (line := daemon.process.stdout.readline()) or None,
-             what="generation to start")
+    daemon.read_until("progress")
     daemon.kill()
     (job_dir,) = folders.jobs_in_work()
     job_id = json.loads((job_dir / "job.json").read_text())["job_id"]

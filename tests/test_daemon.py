@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
-
 from conftest import Daemon, Folders, decode, make_image, wait_for
+from PIL import Image
 
 Start = Callable[..., Daemon]
 
@@ -63,8 +62,7 @@ def test_drop_images_get_videos(folders: Folders, start: Start) -> None:
 def test_live_daemon_takes_new_files_and_a_late_sidecar(folders: Folders, start: Start) -> None:
     folders.write_config(sidecar_grace_s=1.5)
     daemon = start(folders.config)
-    wait_for(lambda: '"watching"' in "".join(daemon.process.stdout.readline() for _ in range(1)),
-             what="the daemon to start")
+    daemon.read_until("watching")
     make_image(folders.inbox / "late.png")
     time.sleep(0.5)  # the image is complete; its sidecar comes later, within sidecar_grace_s
     (folders.inbox / "late.yaml").write_text("num_frames: 3\nprompt: late\n")

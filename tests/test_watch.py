@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
+
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.watch import Inbox

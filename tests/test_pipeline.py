@@ -1,0 +1,98 @@
+"""One job through the stages in-process: storage errors retried with backoff, retention."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_image
+
+from i2v_watcher import publish as publish_module
+from i2v_watcher.backends.preview import PreviewBackend
+from i2v_watcher.cancel import Cancel
+from i2v_watcher.claim import claim
+from i2v_watcher.config import Settings
+from i2v_watcher.daemon import prepare_folders
+from i2v_watcher.ffmpeg import find_ffmpeg
+from i2v_watcher.fsutil import read_json
+from i2v_watcher.job import Job
+from i2v_watcher.pipeline import Pipeline
+from i2v_watcher.retention import prune
+from i2v_watcher.watch import Candidate
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings(**{n: str(tmp_path / n) for n in ("inbox", "outbox", "failed", "done", "work")},
+                 create_inbox=True, worker_id="w", transient_retries=3, retry_backoff_s=0.01,
+                 retry_backoff_max_s=0.02, defaults={"num_frames": 3, "resolution": "64p"})
+    prepare_folders(s)
+    return s
+
+
+def job_for(settings: Settings, name: str = "a") -> Job:
+    image = make_image(settings.inbox / f"{name}.png")
+    job = claim(settings, Candidate(key=name, image=image, mtime=image.stat().st_mtime))
+    assert job is not None
+    return job
+
+
+def pipeline(settings: Settings) -> Pipeline:
+    binary, _ = find_ffmpeg(None)
+    return Pipeline(settings, PreviewBackend(settings), binary, Cancel())
+
+
+def flaky(monkeypatch: pytest.MonkeyPatch, failures: int, code: int = errno.ENOSPC) -> list[Any]:
+    calls: list[Any] = []
+    real = publish_module.copy_atomic
+
+    def copy(source: Path, final: Path) -> None:
+        calls.append(final)
+        if len(calls) <= failures:
+            raise OSError(code, os.strerror(code), str(final))
+        real(source, final)
+
+    monkeypatch.setattr(publish_module, "copy_atomic", copy)
+    return calls
+
+
+def test_a_full_outbox_is_retried_until_it_has_room(settings: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = flaky(monkeypatch, failures=2)
+    assert pipeline(settings).run(job_for(settings)) == "published"
+    assert len(calls) == 4  # two refused, then the clip and the poster
+    assert sorted(p.name for p in settings.outbox.iterdir()) == ["a.jpg", "a.json", "a.mp4"]
+
+
+def test_storage_that_keeps_failing_fails_the_job_without_losing_the_input(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky(monkeypatch, failures=100)
+    assert pipeline(settings).run(job_for(settings)) == "failed"
+    report = read_json(settings.failed / "a.error.json")
+    assert report["attempts"] == 3 and "storage kept failing" in report["message"]
+    assert report["error_class"] == "OSError" and (settings.failed / "a.png").exists()
+    assert list(settings.outbox.glob("*.mp4")) == [] and list(settings.worker_dir.iterdir()) == []
+
+
+def test_a_non_transient_error_is_not_retried(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = flaky(monkeypatch, failures=100, code=errno.EACCES)
+    assert pipeline(settings).run(job_for(settings)) == "failed"
+    assert len(calls) == 1
+    assert read_json(settings.failed / "a.error.json")["attempts"] == 0
+
+
+def test_retention_prunes_done_and_failed_only_when_set(settings: Settings) -> None:
+    for folder in (settings.done, settings.failed, settings.outbox):
+        (folder / "sub").mkdir(parents=True, exist_ok=True)
+        (folder / "sub" / "old.png").write_bytes(b"x")
+    assert prune(settings) == 0
+    short = settings.model_copy(update={"retention_days": 0.1 / 86400})
+    time.sleep(0.2)
+    (settings.done / "fresh.png").write_bytes(b"x")
+    assert prune(short) == 2
+    assert not (settings.done / "sub").exists() and not (settings.failed / "sub").exists()
+    assert (settings.done / "fresh.png").exists() and (settings.outbox / "sub" / "old.png").exists()
