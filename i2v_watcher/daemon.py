@@ -62,7 +62,8 @@ class Daemon:
             self.main_loop()
         finally:
             self.shutdown()
-        return EXIT_FAILED_JOBS if self.failed else EXIT_OK
+        # Only a batch run reports failed jobs in its exit code; a service stopped by a signal exits 0.
+        return EXIT_FAILED_JOBS if self.once and self.failed else EXIT_OK
 
     def startup(self) -> None:
         settings = self.settings
@@ -84,7 +85,7 @@ class Daemon:
         prune(settings)
         self.watcher.start()
         self.paused = False
-        self._last_full = self._last_scan = self._last_prune = time.monotonic()
+        self._last_full = self._last_scan = self._last_prune = self._last_recover = time.monotonic()
         self._scan: Scan | None = None
         log.info("watching", inbox=str(settings.inbox), outbox=str(settings.outbox),
                  worker_id=settings.worker_id, once=self.once)
@@ -135,6 +136,9 @@ class Daemon:
     def tick(self) -> bool:
         """One turn of the loop; False when `--once` has drained the inbox."""
         now = time.monotonic()
+        if now - self._last_recover >= self.settings.rescan_s:
+            self._last_recover = now
+            self.recover()  # jobs left behind by an error, e.g. a failed/ folder that was unwritable
         if now - self._last_prune >= RETENTION_EVERY_S:
             self._last_prune = now
             prune(self.settings)

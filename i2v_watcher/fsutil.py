@@ -15,6 +15,11 @@ NETWORK_FS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "sshfs", "9
               "glusterfs", "lustre", "davfs", "gpfs", "beegfs", "ocfs2", "gfs2", "virtiofs", "vboxsf")
 
 
+def open_nofollow(path: str, flags: int) -> int:
+    """An `opener` for open(): a symbolic link put in a file's place is refused, never followed."""
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

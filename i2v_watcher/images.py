@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from i2v_watcher.errors import JobError
+from i2v_watcher.fsutil import open_nofollow
 
 FORMATS = ["PNG", "JPEG", "WEBP"]
 
@@ -26,8 +27,7 @@ def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
     def fail(message: str, hint: str = "") -> JobError:
         return JobError(message, stage="load", hint=hint)
 
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
+    with open(path, "rb", opener=open_nofollow) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise fail("the image file is empty (0 bytes)", "the upload may have failed; drop it again")

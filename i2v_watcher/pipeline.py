@@ -25,6 +25,7 @@ from i2v_watcher.config import Settings
 from i2v_watcher.errors import JobCancelled, JobError, is_transient
 from i2v_watcher.fail import fail
 from i2v_watcher.ffmpeg import FFmpeg
+from i2v_watcher.fsutil import open_nofollow
 from i2v_watcher.generate import check_fields, generate
 from i2v_watcher.images import load_image, sha256_of
 from i2v_watcher.job import Job
@@ -179,6 +180,6 @@ class Pipeline:
     def _spec(self, job: Job) -> JobSpec:
         if job.state.sidecar is None:
             return JobSpec()
-        with open(job.input(job.state.sidecar), "rb") as handle:
+        with open(job.input(job.state.sidecar), "rb", opener=open_nofollow) as handle:
             data = handle.read(self.settings.max_sidecar_bytes + 1)
         return parse_sidecar(data, max_bytes=self.settings.max_sidecar_bytes)

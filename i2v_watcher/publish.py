@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import string
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,15 @@ def publish(settings: Settings, job: Job) -> None:
             log.info("name taken in the outbox, using a suffix", wanted=wanted, name=name)
     chosen = job.state.output_name
     assert chosen is not None
+    started = time.monotonic()
     for source, public in _plan(settings, job, chosen):
         if not os.path.lexists(folder / public):
             copy_atomic(source, folder / public)
             crashpoint("publish.after_file")
     if not os.path.lexists(folder / f"{chosen}.json"):
         metadata = {**job.state.metadata, "job_id": job.id, "name": chosen, "files": job.state.published,
-                    "published_at": utc_now()}
+                    "published_at": utc_now(), "attempts": job.state.attempts}
+        metadata["timings_s"] = {**metadata["timings_s"], "publish": round(time.monotonic() - started, 3)}
         metadata.pop("outputs", None)
         write_json_atomic(folder / f"{chosen}.json", metadata)
         crashpoint("publish.after_metadata")

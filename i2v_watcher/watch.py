@@ -20,10 +20,11 @@ import structlog
 
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.fsutil import filesystem_type, is_network_fs, walk_files
+from i2v_watcher.fsutil import filesystem_type, is_network_fs, open_nofollow, walk_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
+UNREADABLE_GIVE_UP_S = 60.0
 log = structlog.get_logger("i2v_watcher.watch")
 
 
@@ -91,10 +92,12 @@ class Inbox:
         if not stat.S_ISREG(st.st_mode):
             return True  # links, FIFOs, sockets: never opened, only reported
         try:  # a file still locked by its writer (SMB) cannot be opened yet
-            with open(path, "rb", opener=_open_nofollow) as handle:
+            with open(path, "rb", opener=open_nofollow) as handle:
                 handle.read(1)
         except OSError:
-            return False
+            # Locked or unreadable: wait, but not forever; past that it is taken, and the job's
+            # report then says why it cannot be read, instead of the file sitting here unexplained.
+            return now - seen.since >= UNREADABLE_GIVE_UP_S + self.settings.settle_s
         return True
 
     def scan(self) -> Scan:
@@ -186,10 +189,6 @@ class Inbox:
             self._litter_logged.add(name)
             log.debug("ignored", file=name, reason="matches ignore_patterns")
         return True
-
-
-def _open_nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 class Watcher:

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_toml
 
+from conftest import REPO, write_toml
 from i2v_watcher.config import Settings, load_settings
 from i2v_watcher.errors import StartupError
 

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Callable
 
 import pytest
+
 from conftest import Daemon, Folders, decode, make_image, wait_for
 
 Start = Callable[..., Daemon]

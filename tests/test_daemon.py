@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, Folders, decode, make_image, wait_for
+import pytest
 from PIL import Image
+
+from conftest import Daemon, Folders, decode, make_image, wait_for
+from i2v_watcher.fsutil import filesystem_type
 
 Start = Callable[..., Daemon]
 
@@ -174,3 +178,28 @@ def test_inbox_that_vanishes_pauses_the_daemon_and_resumes(folders: Folders, sta
     events = [e["event"] for e in daemon.events()]
     assert "inbox unavailable: paused until it is back" in events and "inbox is back: resuming" in events
     assert folders.files("failed") == []
+
+
+def test_polling_mode_for_network_shares(folders: Folders, start: Start) -> None:
+    folders.write_config(watch_mode="poll", poll_interval_s=0.2)
+    daemon = start(folders.config)
+    assert daemon.read_until("watch mode configured")["mode"] == "poll"
+    make_image(folders.inbox / "polled.png")
+    wait_for(lambda: (folders.outbox / "polled.json").exists(), what="polled.json")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+
+
+def test_work_on_another_filesystem_than_the_inbox_is_refused(folders: Folders, start: Start,
+                                                              tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or filesystem_type(shm) == filesystem_type(folders.inbox):
+        pytest.skip("needs /dev/shm on a filesystem other than the temporary folder's")
+    work = shm / f"i2v-test-{tmp_path.name}"
+    folders.write_config(work=str(work))
+    try:
+        daemon = start(folders.config, "--once")
+        assert daemon.wait() == 2
+        assert "not on the same filesystem as the inbox" in daemon.log
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

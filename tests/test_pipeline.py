@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_image
 
+from conftest import make_image
 from i2v_watcher import publish as publish_module
 from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.cancel import Cancel

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_image
 from PIL import Image
 
+from conftest import make_image
 from i2v_watcher.backends.preview import PreviewBackend, output_size
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.config import Settings

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image
 
+from conftest import make_image
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.watch import Inbox
@@ -103,3 +103,14 @@ def test_a_vanished_inbox_is_unavailable_not_empty(inbox: Inbox) -> None:
     inbox.root.rename(inbox.root.with_name("gone"))
     with pytest.raises(InboxUnavailable):
         inbox.scan()
+
+
+def test_filesystem_types_choose_the_watch_mode() -> None:
+    from i2v_watcher.fsutil import filesystem_type, is_network_fs
+
+    assert filesystem_type(Path("/proc")) == "proc"
+    assert filesystem_type(Path("/proc/self")) == "proc"  # the longest mount point wins
+    for network in ("nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "fuse", "9p"):
+        assert is_network_fs(network), network
+    for local in ("ext4", "xfs", "btrfs", "zfs", "tmpfs", "overlay"):
+        assert not is_network_fs(local), local
