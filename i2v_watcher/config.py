@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from i2v_watcher.errors import StartupError
-from i2v_watcher.spec import JobDefaults, RegistryName, describe_validation_error
+from i2v_watcher.spec import JobDefaults, RegistryName, describe_validation_error, normalise_resolution
 
 # Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
 DEFAULT_IGNORE_PATTERNS = [
@@ -40,6 +40,61 @@ class EncodeSettings(BaseModel):
     poster_quality: int = Field(default=90, ge=1, le=100)
 
 
+class ModelSettings(BaseModel):
+    """Where a diffusion backend's weights come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # a local directory, or a Hugging Face hub id resolved from the local cache
+    variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
+
+
+DEFAULT_MODELS = {
+    "i2vgen-xl": ModelSettings(model="ali-vilab/i2vgen-xl", variant="fp16"),
+    "svd": ModelSettings(model="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
+    "wan-i2v": ModelSettings(model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
+}
+
+
+class OomRung(BaseModel):
+    """One rung of the OOM ladder; rungs apply cumulatively, each on top of those before it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: str | None = None  # cap the short side at this size (e.g. "512p")
+    num_frames: float | None = Field(default=None, gt=0, lt=1)  # keep this fraction of the frames
+    offload: Literal["model", "sequential"] | None = None  # CPU offload, for this one job only
+
+    _resolution = field_validator("resolution", mode="before")(
+        lambda v: None if v is None else normalise_resolution(v))
+
+    @model_validator(mode="after")
+    def _one_change(self) -> OomRung:
+        if sum(v is not None for v in (self.resolution, self.num_frames, self.offload)) != 1:
+            raise ValueError("each OOM ladder rung sets exactly one of resolution, num_frames, offload")
+        return self
+
+
+DEFAULT_OOM_LADDER = [OomRung(resolution="512p"), OomRung(num_frames=0.5), OomRung(offload="model")]
+
+
+class DiffusionSettings(BaseModel):
+    """How the diffusion backends load and run (applied once, at start-up)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(default="cuda", pattern=r"^(cuda(:\d+)?|cpu)$")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    local_files_only: bool = False
+    offload: Literal["none", "model", "sequential"] = "none"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    attention_backend: str = "sdpa"
+    compile: bool = False
+    channels_last: bool = False
+    oom_ladder: list[OomRung] = Field(default_factory=lambda: list(DEFAULT_OOM_LADDER))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="I2V_", env_nested_delimiter="__", extra="forbid")
 
@@ -54,7 +109,11 @@ class Settings(BaseSettings):
 
     # What runs
     backend: RegistryName = "preview"
+    backends: list[RegistryName] = Field(default_factory=list)
+    auto_backend: RegistryName = "i2vgen-xl"
     plugins: list[str] = Field(default_factory=list)
+    models: dict[str, ModelSettings] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
+    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     encode: EncodeSettings = Field(default_factory=EncodeSettings)
     ffmpeg_path: Path | None = None
@@ -135,6 +194,11 @@ class Settings(BaseSettings):
             if real in inbox.parents:
                 raise ValueError(f"the inbox ({self.inbox}) must not lie inside {name} ({path})")
         return self
+
+    @property
+    def resident(self) -> list[str]:
+        """The backends loaded at start-up: a sidecar's `backend` may choose only among these."""
+        return list(dict.fromkeys([self.backend, *self.backends]))
 
     def folders(self) -> dict[str, Path]:
         return {"inbox": self.inbox, "outbox": self.outbox, "failed": self.failed, "done": self.done,

@@ -17,10 +17,11 @@ Fps = Annotated[float, Field(gt=0, le=120)]
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Guidance = Annotated[float, Field(ge=0, le=100)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+DecodeChunk = Annotated[int, Field(ge=1, le=256)]
 RegistryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
-MIN_SHORT_SIDE, MAX_SHORT_SIDE = 64, 2048
+MIN_SHORT_SIDE, MAX_SHORT_SIDE = 32, 2048
 
 
 def normalise_resolution(value: object) -> str:
@@ -66,6 +67,7 @@ class JobDefaults(BaseModel):
     steps: Steps = 50
     guidance_scale: Guidance = 9.0
     resolution: str = "512p"
+    decode_chunk_size: DecodeChunk | None = None  # None: the backend's own default
     postprocess: RegistryName = "default"
 
     _resolution = field_validator("resolution", mode="before")(normalise_resolution)
@@ -83,6 +85,7 @@ class JobSpec(BaseModel):
     steps: Steps | None = None
     guidance_scale: Guidance | None = None
     resolution: str | None = None
+    decode_chunk_size: DecodeChunk | None = None
     seed: Seed | None = None
     backend: RegistryName | None = None
     postprocess: RegistryName | None = None
@@ -114,6 +117,7 @@ class JobParams(BaseModel):
     steps: int
     guidance_scale: float
     resolution: str
+    decode_chunk_size: int | None
     seed: int
     backend: str
     postprocess: str

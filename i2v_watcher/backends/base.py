@@ -5,13 +5,26 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ValidationError
 
 from i2v_watcher.config import Settings
-from i2v_watcher.spec import JobParams
+from i2v_watcher.errors import JobError
+from i2v_watcher.spec import JobParams, describe_validation_error
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def backend_options(model: type[OptionsT], params: JobParams) -> OptionsT:
+    """Validate the sidecar's `backend_options` against a backend's own strict model."""
+    try:
+        return model.model_validate(params.backend_options)
+    except ValidationError as exc:
+        message = describe_validation_error(exc).replace("invalid sidecar", "invalid backend_options")
+        raise JobError(message, stage="generate") from exc
 
 # Called after every unit of work (a frame, a denoising step) with (done, total). It raises
 # JobCancelled when the daemon is stopping, so backends need no cancellation logic of their own.

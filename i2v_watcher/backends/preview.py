@@ -9,12 +9,12 @@ from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
-from i2v_watcher.backends.base import Backend, Frames, Progress
+from i2v_watcher.backends.base import Backend, Frames, Progress, backend_options
 from i2v_watcher.errors import JobError
-from i2v_watcher.spec import JobParams, describe_validation_error
+from i2v_watcher.spec import JobParams
 
 Motion = Literal["zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down"]
 MAX_ASPECT = 4.0
@@ -46,17 +46,14 @@ class PreviewBackend(Backend):
     model_id = "preview (Ken Burns zoom/pan, no model)"
     honours: ClassVar[frozenset[str]] = frozenset(
         {"num_frames", "fps", "resolution", "seed", "backend_options"})
-    ignores: ClassVar[frozenset[str]] = frozenset({"prompt", "negative_prompt", "steps", "guidance_scale"})
+    ignores: ClassVar[frozenset[str]] = frozenset(
+        {"prompt", "negative_prompt", "steps", "guidance_scale", "decode_chunk_size"})
 
     def load(self) -> None:
         """Nothing to load: the preview is plain image resampling."""
 
     def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
-        try:
-            options = PreviewOptions.model_validate(params.backend_options)
-        except ValidationError as exc:
-            message = describe_validation_error(exc).replace("invalid sidecar", "invalid backend_options")
-            raise JobError(message, stage="generate") from exc
+        options = backend_options(PreviewOptions, params)
         width, height = output_size(image.width, image.height, params.resolution)
         rng = random.Random(params.seed)
         motion = options.motion if options.motion != "random" else rng.choice(get_args(Motion))

@@ -1,0 +1,321 @@
+"""What every diffusers backend shares: loading once with the memory options, fitting the job's size
+and frame count to what the model accepts, per-step progress, the OOM ladder, and checking the frames.
+
+torch and diffusers are imported inside the methods: the core install (preview backend) has neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+from dataclasses import dataclass, replace
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import structlog
+from PIL import Image
+
+from i2v_watcher.backends.base import Backend, Frames, Progress
+from i2v_watcher.config import DEFAULT_MODELS, ModelSettings, OomRung, Settings
+from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.spec import JobParams
+
+if TYPE_CHECKING:
+    import torch
+
+log = structlog.get_logger("i2v_watcher.diffusion")
+STANDARD_SHORT_SIDES = (512, 768, 1024)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one attempt at a job runs with (the OOM ladder makes smaller plans)."""
+
+    width: int
+    height: int
+    num_frames: int
+    offload: str | None = None
+    rung: int = 0
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def auto_short_side(device: str) -> tuple[int, str]:
+    """The original WebUI's rule from the GPU's total memory: ≤12 GB 512p, ≤18 GB 768p, else 1024p."""
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return 512, f"no CUDA device ({device}): 512p"
+    total = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+    side = 512 if total <= 12 else 768 if total <= 18 else 1024
+    return side, f"GPU has {total:.1f} GiB: {side}p (≤12 GiB 512p, ≤18 GiB 768p, else 1024p)"
+
+
+class _StepProgress:
+    """Stands in for the pipeline's tqdm bar: every step the pipeline counts goes to our callback."""
+
+    def __init__(self, total: int, progress: Progress) -> None:
+        self.total, self.done, self.progress = total, 0, progress
+
+    def __enter__(self) -> _StepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.progress(self.done, self.total)
+
+
+class DiffusersBackend(Backend):
+    """A diffusers image-to-video pipeline kept resident on one device for every job."""
+
+    pipeline_class: ClassVar[str]  # the diffusers class name, e.g. "I2VGenXLPipeline"
+    denoiser: ClassVar[str] = "unet"  # the pipeline component that `compile` and attention apply to
+    frames_step: ClassVar[tuple[int, int]] = (1, 0)  # frame counts of the form a·k + b
+    default_decode_chunk: ClassVar[int | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.pipe: Any = None
+        self.source: ModelSettings = settings.models.get(self.name) or DEFAULT_MODELS.get(
+            self.name, ModelSettings(model=""))
+        self.loads = 0
+
+    @property
+    def model_id(self) -> str:  # type: ignore[override]
+        return self.source.model
+
+    # ---- loading -------------------------------------------------------------------------------
+    def torch_dtype(self) -> torch.dtype:
+        import torch
+
+        wanted = self.settings.diffusion.dtype
+        device = self.settings.diffusion.device
+        if wanted == "auto":
+            if not device.startswith("cuda"):
+                return torch.float32
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype: torch.dtype = getattr(torch, wanted)
+        return dtype
+
+    def locate(self) -> str:
+        """A local directory, or a hub id found in the Hugging Face cache; a StartupError otherwise."""
+        model = self.source.model
+        local = Path(os.path.expanduser(model))
+        if local.is_dir():
+            return str(local)
+        if not model or model.startswith(("/", ".", "~")) or model.count("/") != 1:
+            raise StartupError(f"the {self.name} model directory {model!r} does not exist "
+                               f"(set [models.{self.name}] model to a local directory or a hub id)")
+        return model
+
+    def weights_available(self) -> bool:
+        with contextlib.suppress(StartupError):
+            where = self.locate()
+            if Path(where).is_dir():
+                return True
+            from huggingface_hub import try_to_load_from_cache
+
+            return isinstance(try_to_load_from_cache(where, "model_index.json"), str)
+        return False
+
+    def load(self) -> None:
+        import diffusers
+        import torch
+
+        options = self.settings.diffusion
+        if options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise StartupError(
+                f"the {self.name} backend is set to run on {options.device}, but this machine has no usable "
+                "CUDA GPU (set [diffusion] device = \"cpu\" to run slowly on the CPU, or backend = "
+                "\"preview\")")
+        where = self.locate()
+        cls = getattr(diffusers, self.pipeline_class)
+        try:
+            pipe = cls.from_pretrained(where, torch_dtype=self.torch_dtype(), variant=self.source.variant,
+                                       local_files_only=options.local_files_only)
+        except (OSError, ValueError) as exc:
+            cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+            raise StartupError(
+                f"cannot load the {self.name} model {self.source.model!r}: {exc}. For a hub id the weights "
+                f"must be in the Hugging Face cache ({cache}); fetch them once with `huggingface-cli "
+                f"download {self.source.model}`, or point [models.{self.name}] model at a local "
+                "directory") from exc
+        pipe.set_progress_bar_config(disable=True)
+        self._apply_options(pipe)
+        self.pipe = pipe
+        self.loads += 1
+
+    def _apply_options(self, pipe: Any) -> None:
+        import torch
+
+        options = self.settings.diffusion
+        device = torch.device(options.device)
+        if options.offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif options.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        vae: Any = pipe.vae
+        if options.vae_slicing and hasattr(vae, "enable_slicing"):
+            vae.enable_slicing()
+        if options.vae_tiling and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        if options.channels_last:
+            vae.to(memory_format=torch.channels_last)  # its 2D convolutions are what benefits
+        denoiser = getattr(pipe, self.denoiser)
+        if options.attention_backend != "sdpa":
+            try:
+                denoiser.set_attention_backend(options.attention_backend)
+            except (AttributeError, ValueError, RuntimeError, ImportError) as exc:
+                raise StartupError(f"attention backend {options.attention_backend!r}: {exc}") from exc
+        if options.compile:
+            # Static shapes: each new size compiles once; a size seen before never recompiles.
+            denoiser.compile(fullgraph=False, dynamic=False)
+
+    def versions(self) -> dict[str, str]:
+        found = {}
+        for package in ("torch", "diffusers", "transformers", "accelerate"):
+            with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+                found[package] = importlib_metadata.version(package)
+        return found
+
+    # ---- fitting the job to the model ----------------------------------------------------------
+    def size_multiple(self) -> int:
+        """Sides must be multiples of this: the VAE's downscale times the denoiser's (and of 8, which
+        the pipelines check whatever the model)."""
+        pipe = self.pipe
+        blocks = len(getattr(pipe.unet.config, "block_out_channels", (0,)))
+        return math.lcm(8, int(pipe.vae_scale_factor) * int(2 ** max(blocks - 1, 0)))
+
+    def fit_frames(self, count: int) -> int:
+        a, b = self.frames_step
+        return max(b + a * round((count - b) / a), b + a if b else a)
+
+    def plan(self, image: Image.Image, params: JobParams, notes: dict[str, Any]) -> Plan:
+        if params.resolution == "auto":
+            short, reason = auto_short_side(self.settings.diffusion.device)
+            notes["resolution_auto"] = reason
+        else:
+            short = int(params.resolution.rstrip("p"))
+        width, height = self.fit_size(image.width, image.height, short)
+        frames = self.fit_frames(params.num_frames)
+        notes["asked"] = {"resolution": params.resolution, "num_frames": params.num_frames}
+        return Plan(width=width, height=height, num_frames=frames)
+
+    def fit_size(self, width: int, height: int, short: int) -> tuple[int, int]:
+        """Keep the input's aspect ratio, short side `short`, both sides rounded to the model's multiple."""
+        m = self.size_multiple()
+        scale = short / min(width, height)
+        return max(m, m * round(width * scale / m)), max(m, m * round(height * scale / m))
+
+    def ladder(self, image: Image.Image, first: Plan) -> list[Plan]:
+        """The plans to try after an out-of-memory error, each a rung down; rungs that change nothing
+        (a job already at 512p) are left out."""
+        plans, current = [], first
+        for index, rung in enumerate(self.settings.diffusion.oom_ladder, start=1):
+            nxt = self.apply_rung(image, current, rung)
+            if nxt != current:
+                plans.append(replace(nxt, rung=index))
+                current = replace(nxt, rung=0)
+        return plans
+
+    def apply_rung(self, image: Image.Image, plan: Plan, rung: OomRung) -> Plan:
+        if rung.resolution is not None:
+            cap = int(rung.resolution.rstrip("p"))
+            if min(plan.width, plan.height) > cap:
+                width, height = self.fit_size(image.width, image.height, cap)
+                return replace(plan, width=width, height=height)
+        if rung.num_frames is not None:
+            fewer = self.fit_frames(max(1, math.floor(plan.num_frames * rung.num_frames)))
+            if fewer < plan.num_frames:
+                return replace(plan, num_frames=fewer)
+        if rung.offload is not None and plan.offload is None and self.settings.diffusion.offload == "none":
+            return replace(plan, offload=rung.offload)
+        return plan
+
+    # ---- running -------------------------------------------------------------------------------
+    def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
+        notes: dict[str, Any] = {}
+        first = self.plan(image, params, notes)
+        attempts = [first, *self.ladder(image, first)]
+        tried: list[dict[str, Any]] = []
+        for plan in attempts:
+            tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
+                          "num_frames": plan.num_frames, "offload": plan.offload})
+            try:
+                pixels = self._attempt(image, params, plan, progress)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                self._free_memory()
+                log.warning("out of GPU memory, trying one rung down", tried=tried[-1])
+                continue
+            details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
+                       "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
+                       "dtype": str(self.torch_dtype()).removeprefix("torch."),
+                       "device": self.settings.diffusion.device}
+            return Frames(pixels=pixels, fps=params.fps, details=details)
+        raise JobError(f"out of GPU memory on every rung of the OOM ladder: {tried}", stage="generate",
+                       hint="lower resolution or num_frames, or enable [diffusion] offload")
+
+    def _attempt(self, image: Image.Image, params: JobParams, plan: Plan, progress: Progress) -> np.ndarray:
+        import torch
+
+        pipe = self.pipe
+        pipe.progress_bar = lambda iterable=None, total=None: _StepProgress(
+            total if total is not None else len(iterable), progress)
+        if plan.offload == "model":
+            pipe.enable_model_cpu_offload(device=torch.device(self.settings.diffusion.device))
+        elif plan.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=torch.device(self.settings.diffusion.device))
+        try:
+            generator = torch.Generator(device="cpu").manual_seed(params.seed)
+            resized = image.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+            with torch.inference_mode():
+                output = self.call(resized, params, plan, generator)
+        finally:
+            del pipe.progress_bar  # back to the class's own method
+            if plan.offload is not None:  # this job only: the next one runs at full speed again
+                pipe.remove_all_hooks()
+                pipe.to(torch.device(self.settings.diffusion.device))
+        frames: np.ndarray = np.asarray(output.frames[0])
+        return to_uint8(frames)
+
+    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
+        """Run the pipeline once; subclasses map the job onto their pipeline's arguments."""
+        raise NotImplementedError
+
+    def _free_memory(self) -> None:
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] → uint8; NaN or all-black output fails the job instead of a black clip."""
+    if frames.ndim != 4:
+        raise JobError(f"the model returned frames of shape {frames.shape}", stage="generate")
+    if not np.isfinite(frames).all():
+        raise JobError("the model produced NaN values (no picture)", stage="generate",
+                       hint="float16 overflow is a known cause in video diffusion models: set [diffusion] "
+                            "dtype = \"bfloat16\" (or \"float32\")")
+    pixels: np.ndarray = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if pixels.max() <= 2:
+        raise JobError("the model produced all-black frames", stage="generate",
+                       hint="float16 overflow is a known cause: try [diffusion] dtype = \"bfloat16\"")
+    return pixels

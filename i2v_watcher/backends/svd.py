@@ -1,0 +1,46 @@
+"""`svd`: Stable Video Diffusion (image only). A prompt is ignored, with a note in the metadata,
+because teams send one sidecar format to every model."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from i2v_watcher.backends import register
+from i2v_watcher.backends.base import backend_options
+from i2v_watcher.backends.diffusion import DiffusersBackend, Plan
+from i2v_watcher.spec import JobParams
+
+
+class SvdOptions(BaseModel):
+    """The sidecar's `backend_options` for SVD: its own conditioning knobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    motion_bucket_id: int = Field(default=127, ge=1, le=255)
+    noise_aug_strength: float = Field(default=0.02, ge=0, le=1)
+    min_guidance_scale: float = Field(default=1.0, ge=0, le=20)
+
+
+@register
+class StableVideoDiffusionBackend(DiffusersBackend):
+    name = "svd"
+    pipeline_class = "StableVideoDiffusionPipeline"
+    honours: ClassVar[frozenset[str]] = frozenset({
+        "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed", "decode_chunk_size",
+        "backend_options"})
+    ignores: ClassVar[frozenset[str]] = frozenset({"prompt", "negative_prompt"})
+    default_decode_chunk: ClassVar[int | None] = 4
+
+    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
+        options = backend_options(SvdOptions, params)
+        return self.pipe(
+            image=image, height=plan.height, width=plan.width, num_frames=plan.num_frames,
+            num_inference_steps=params.steps, min_guidance_scale=options.min_guidance_scale,
+            max_guidance_scale=params.guidance_scale, fps=round(params.fps),
+            motion_bucket_id=options.motion_bucket_id, noise_aug_strength=options.noise_aug_strength,
+            decode_chunk_size=params.decode_chunk_size or self.default_decode_chunk,
+            generator=generator, output_type="np",
+        )

@@ -1,0 +1,115 @@
+"""Tiny random-weight image-to-video pipelines, built in code and saved with `save_pretrained`, so the
+tests load them through the daemon's real `from_pretrained` path without downloading anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def _clip_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
+    from transformers import CLIPTokenizer
+
+    # GPT-2's byte-level alphabet: printable bytes map to themselves, the others above 255.
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+def _clip_vision(with_projection: bool = True, width: int = 4, size: int = 32, patch: int = 1):  # type: ignore[no-untyped-def]
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=width, projection_dim=width, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=size, intermediate_size=16, patch_size=patch)
+    model = CLIPVisionModelWithProjection(config) if with_projection else CLIPVisionModel(config)
+    return model, CLIPImageProcessor(crop_size=32, size=32)
+
+
+def build_i2vgen_xl(target: Path) -> Path:
+    from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLPipeline, I2VGenXLUNet
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer = _clip_tokenizer(target.with_name(f"{target.name}-vocab"))
+    unet = I2VGenXLUNet(block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4,
+                        out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=4,
+                        attention_head_dim=4, num_attention_heads=None, norm_num_groups=2)
+    vae = AutoencoderKL(block_out_channels=(8,), in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D"],
+                        latent_channels=4, sample_size=32, norm_num_groups=2)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=2, hidden_size=4, intermediate_size=16, num_attention_heads=2,
+        num_hidden_layers=2, pad_token_id=1, vocab_size=len(tokenizer), projection_dim=32))
+    image_encoder, feature_extractor = _clip_vision()
+    pipe = I2VGenXLPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                            image_encoder=image_encoder, feature_extractor=feature_extractor, unet=unet,
+                            scheduler=scheduler)
+    pipe.save_pretrained(target)
+    return target
+
+
+def build_svd(target: Path) -> Path:
+    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
+                           UNetSpatioTemporalConditionModel)
+
+    torch.manual_seed(0)
+    # Its blocks normalise in 32 groups, so 32 channels is the floor.
+    unet = UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=32,
+        num_attention_heads=8, projection_class_embeddings_input_dim=96, addition_time_embed_dim=32)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
+    vae = AutoencoderKLTemporalDecoder(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                                       down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                                       latent_channels=4)
+    # SVD resizes the conditioning image to 224 px itself, whatever the processor says.
+    image_encoder, feature_extractor = _clip_vision(width=32, size=224, patch=14)
+    pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
+                                        feature_extractor=feature_extractor)
+    pipe.save_pretrained(target)
+    return target
+
+
+def build_wan_i2v(target: Path) -> Path:
+    from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline,
+                           WanTransformer3DModel)
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in "abcdefghijklmnopqrstuvwxyz ":
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
+                                               num_heads=4, relative_attention_num_buckets=8))
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=4)
+    image_encoder, image_processor = _clip_vision(with_projection=False)
+    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                   transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                                   image_encoder=image_encoder, image_processor=image_processor)
+    pipe.save_pretrained(target)
+    return target
