@@ -106,7 +106,9 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.ffmpeg import find_ffmpeg
 
     backends.discover(settings.plugins)
-    backends.get(settings.backend)
+    for name in settings.resident:
+        if name != "auto":
+            backends.get(name)
     binary, origin = find_ffmpeg(settings.ffmpeg_path)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     print(f"ffmpeg: {binary.path} ({origin}; {binary.version})", file=sys.stderr)

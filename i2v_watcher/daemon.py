@@ -48,6 +48,22 @@ def prepare_folders(settings: Settings) -> None:
             "inbox's share, e.g. next to it)")
 
 
+def choose_backend(settings: Settings) -> str:
+    """`backend = "auto"`: the configured diffusion backend where CUDA and its weights are there, else
+    the preview, said loudly. Any explicitly named backend is loaded as configured, or fails start-up."""
+    if settings.backend != "auto":
+        return settings.backend
+    candidate = backends.get(settings.auto_backend)(settings)
+    reason = candidate.unavailable()
+    if reason is None:
+        log.info("backend = auto: using the diffusion backend", backend=candidate.name,
+                 model=candidate.model_id)
+        return candidate.name
+    log.warning("backend = auto: FALLING BACK TO THE PREVIEW BACKEND, no diffusion model will run",
+                wanted=candidate.name, reason=reason)
+    return "preview"
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
@@ -71,12 +87,16 @@ class Daemon:
         binary, origin = find_ffmpeg(settings.ffmpeg_path)
         log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
         backends.discover(settings.plugins)
-        backend = backends.get(settings.backend)(settings)
-        started = time.monotonic()
-        backend.load()
-        log.info("backend loaded", backend=backend.name, model=backend.model_id,
-                 seconds=round(time.monotonic() - started, 2))
-        self.pipeline = Pipeline(settings, backend, binary, self.cancel)
+        default = choose_backend(settings)
+        resident: dict[str, backends.Backend] = {}
+        for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
+            backend = backends.get(name)(settings)
+            started = time.monotonic()
+            backend.load()
+            log.info("backend loaded", backend=name, model=backend.model_id,
+                     seconds=round(time.monotonic() - started, 2))
+            resident[name] = backend
+        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -48,9 +48,11 @@ def library_versions() -> dict[str, str]:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, backend: Backend, ffmpeg: FFmpeg, cancel: Cancel) -> None:
+    def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg, cancel: Cancel,
+                 default_backend: str) -> None:
         self.settings = settings
-        self.backend = backend
+        self.backends = backends  # the resident ones, loaded once at start-up
+        self.default_backend = default_backend
         self.ffmpeg = ffmpeg
         self.cancel = cancel
 
@@ -127,16 +129,17 @@ class Pipeline:
         if job.state.seed is None:
             job.advance("claimed", seed=spec.seed if spec.seed is not None else secrets.randbelow(2**32))
         assert job.state.seed is not None
-        params = resolve(spec, self.settings.defaults, backend=self.settings.backend, seed=job.state.seed)
-        if params.backend != self.backend.name:
-            raise JobError(f"backend {params.backend!r} is not loaded by this daemon",
-                           stage="sidecar", hint=f"this daemon runs {self.backend.name!r}")
+        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed)
+        backend = self.backends.get(params.backend)
+        if backend is None:
+            raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
+                           hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
         if params.postprocess not in PRESETS:
             raise JobError(f"unknown post-processing preset {params.postprocess!r}", stage="sidecar",
                            hint=f"known presets: {', '.join(PRESETS)}")
         if params.postprocess_overrides:
             raise JobError("postprocess_overrides are not supported by this version", stage="sidecar")
-        notes = check_fields(self.backend, params)
+        notes = check_fields(backend, params)
         if job.state.image is None:
             raise JobError("the job has no image", stage="claim")
         image_path = job.input(job.state.image)
@@ -145,7 +148,7 @@ class Pipeline:
         timings["load"] = time.monotonic() - started
 
         started = time.monotonic()
-        frames = generate(self.backend, image, params, self.cancel, self.settings.progress_log_s)
+        frames = generate(backend, image, params, self.cancel, self.settings.progress_log_s)
         timings["generate"] = time.monotonic() - started
 
         started = time.monotonic()
@@ -162,15 +165,15 @@ class Pipeline:
             "prompt": params.prompt,
             "negative_prompt": params.negative_prompt,
             "seed": params.seed,
-            "backend": self.backend.name,
-            "model": self.backend.model_id,
+            "backend": backend.name,
+            "model": backend.model_id,
             "parameters": params.model_dump(mode="json", exclude={"explicit"}),
             "requested": spec.model_dump(mode="json", exclude_unset=True),
             "notes": notes,
             "generation": frames.details,
             "postprocess": post,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **self.backend.versions()},
+            "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **backend.versions()},
             "worker_id": job.state.worker_id,
             "claimed_at": job.state.claimed_at,
             "outputs": [{"file": o.file, "suffix": o.suffix} for o in outputs],

@@ -40,6 +40,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
@@ -48,7 +50,7 @@ def write_toml(path: Path, settings: dict[str, Any]) -> None:
     for table, values in settings.items():
         if isinstance(values, dict):
             lines.append(f"[{table}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+            lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -23,11 +23,17 @@ def _clip_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
 
-def _clip_vision(with_projection: bool = True, width: int = 4, size: int = 32, patch: int = 1):  # type: ignore[no-untyped-def]
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+def _clip_vision(  # type: ignore[no-untyped-def]
+        with_projection: bool = True, width: int = 4, size: int = 32, patch: int = 1):
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        CLIPVisionModelWithProjection,
+    )
 
-    config = CLIPVisionConfig(hidden_size=width, projection_dim=width, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=size, intermediate_size=16, patch_size=patch)
+    config = CLIPVisionConfig(hidden_size=width, projection_dim=width, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=size, intermediate_size=16, patch_size=patch)
     model = CLIPVisionModelWithProjection(config) if with_projection else CLIPVisionModel(config)
     return model, CLIPImageProcessor(crop_size=32, size=32)
 
@@ -59,8 +65,12 @@ def build_i2vgen_xl(target: Path) -> Path:
 
 
 def build_svd(target: Path) -> Path:
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
-                           UNetSpatioTemporalConditionModel)
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
 
     torch.manual_seed(0)
     # Its blocks normalise in 32 groups, so 32 channels is the floor.
@@ -85,8 +95,12 @@ def build_svd(target: Path) -> Path:
 
 
 def build_wan_i2v(target: Path) -> Path:
-    from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline,
-                           WanTransformer3DModel)
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
@@ -108,8 +122,9 @@ def build_wan_i2v(target: Path) -> Path:
         text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=4)
     image_encoder, image_processor = _clip_vision(with_projection=False)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
     pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
-                                   transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-                                   image_encoder=image_encoder, image_processor=image_processor)
+                                   transformer=transformer, scheduler=scheduler, image_encoder=image_encoder,
+                                   image_processor=image_processor)
     pipe.save_pretrained(target)
     return target

@@ -73,6 +73,10 @@ class Backend(ABC):
     def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
         """Generate the frames of one job; raise JobError for what the job asked that cannot work."""
 
+    def unavailable(self) -> str | None:
+        """Why this backend could not load here (no GPU, no weights), or None; used by `backend = auto`."""
+        return None
+
     def versions(self) -> dict[str, str]:
         """Library versions that decide the output, recorded in every job's metadata."""
         return {}

@@ -120,15 +120,25 @@ class DiffusersBackend(Backend):
                                f"(set [models.{self.name}] model to a local directory or a hub id)")
         return model
 
-    def weights_available(self) -> bool:
-        with contextlib.suppress(StartupError):
+    def unavailable(self) -> str | None:
+        try:
+            import torch
+        except ImportError:
+            return "torch is not installed (pip install 'i2v-watcher[diffusion]')"
+        device = self.settings.diffusion.device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            return f"no usable CUDA GPU for device {device!r}"
+        try:
             where = self.locate()
-            if Path(where).is_dir():
-                return True
-            from huggingface_hub import try_to_load_from_cache
+        except StartupError as exc:
+            return str(exc)
+        if Path(where).is_dir():
+            return None
+        from huggingface_hub import try_to_load_from_cache
 
-            return isinstance(try_to_load_from_cache(where, "model_index.json"), str)
-        return False
+        if isinstance(try_to_load_from_cache(where, "model_index.json"), str):
+            return None
+        return f"the weights of {where!r} are not in the Hugging Face cache"
 
     def load(self) -> None:
         import diffusers
@@ -284,7 +294,12 @@ class DiffusersBackend(Backend):
         try:
             generator = torch.Generator(device="cpu").manual_seed(params.seed)
             resized = image.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
-            with torch.inference_mode():
+            device = torch.device(self.settings.diffusion.device)
+            cuda = [device.index or 0] if device.type == "cuda" else []
+            # Some pipelines also draw from the global generator (I2VGen-XL samples its image latents
+            # without `generator`): seed that too, inside a fork so nothing else is disturbed.
+            with torch.random.fork_rng(devices=cuda), torch.inference_mode():
+                torch.manual_seed(params.seed)
                 output = self.call(resized, params, plan, generator)
         finally:
             del pipe.progress_bar  # back to the class's own method

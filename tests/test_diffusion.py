@@ -1,0 +1,163 @@
+"""The diffusion backends, end to end through the daemon, on tiny random-weight pipelines that are
+built in code, saved with save_pretrained and loaded back through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Daemon, Folders, decode, make_image
+from tiny_models import build_i2vgen_xl, build_svd, build_wan_i2v
+
+torch = pytest.importorskip("torch", reason="the diffusion extra is part of the test install")
+Start = Callable[..., Daemon]
+CPU = {"device": "cpu"}
+SMALL_STEPS = {"num_frames": 4, "steps": 2, "resolution": "64p", "fps": 8.0}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"i2vgen-xl": build_i2vgen_xl(root / "i2vgen-xl"), "svd": build_svd(root / "svd"),
+            "wan-i2v": build_wan_i2v(root / "wan-i2v")}
+
+
+def use(folders: Folders, tiny: dict[str, Path], backend: str, **extra: object) -> Path:
+    return folders.write_config(
+        backend=backend, defaults=dict(SMALL_STEPS), diffusion={**CPU, **extra.pop("diffusion", {})},  # type: ignore[dict-item]
+        models={name: {"model": str(path)} for name, path in tiny.items()}, **extra)
+
+
+def test_i2vgen_xl_end_to_end_loads_once_and_is_reproducible(folders: Folders, tiny: dict[str, Path],
+                                                             start: Start) -> None:
+    use(folders, tiny, "i2vgen-xl")
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        make_image(folders.inbox / f"{name}.png", (96, 72), seed=3)
+        (folders.inbox / f"{name}.yaml").write_text(f"prompt: a red fox\nseed: {seed}\nnum_frames: 5\n")
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=300) == 0, daemon.log
+    loads = [e for e in daemon.events() if e["event"] == "backend loaded"]
+    assert [e["backend"] for e in loads] == ["i2vgen-xl"]  # loaded once for three jobs
+    a, b, c = (decode(folders.outbox / f"{n}.mp4") for n in "abc")
+    assert (a.frames, a.width, a.height) == (5, 88, 64)  # 96x72 at 64p, sides rounded to multiples of 8
+    assert np.array_equal(a.pixels, b.pixels) and not np.array_equal(a.pixels, c.pixels)
+    meta = folders.metadata("a")
+    assert meta["backend"] == "i2vgen-xl" and meta["model"] == str(tiny["i2vgen-xl"])
+    assert meta["generation"]["asked"] == {"resolution": "64p", "num_frames": 5}
+    assert meta["generation"]["oom_rung"] == 0 and meta["notes"] == []
+    assert {"torch", "diffusers", "transformers"} <= set(meta["versions"])
+    progress = [e for e in daemon.events() if e["event"] == "progress" and e.get("job") == "a"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 2  # the denoising steps
+
+
+def test_oom_ladder_steps_down_then_the_next_job_runs_at_full_settings(
+        folders: Folders, tiny: dict[str, Path], start: Start) -> None:
+    use(folders, tiny, "i2vgen-xl", plugins=["oom_injection"], diffusion={
+        "oom_ladder": [{"resolution": "32p"}, {"num_frames": 0.5}, {"offload": "model"}]})
+    make_image(folders.inbox / "1-big.png", (96, 72))
+    (folders.inbox / "1-big.yaml").write_text("prompt: '[oom] a fox'\n")
+    make_image(folders.inbox / "2-normal.png", (96, 72))
+    make_image(folders.inbox / "3-hopeless.png", (96, 72))
+    (folders.inbox / "3-hopeless.yaml").write_text("prompt: '[oom-always]'\n")
+    for i, name in enumerate(["1-big", "2-normal", "3-hopeless"]):
+        os.utime(folders.inbox / f"{name}.png", (1000 + i, 1000 + i))
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=300) == 3, daemon.log
+    big = folders.metadata("1-big")["generation"]
+    assert big["oom_rung"] == 3 and len(big["oom_ladder_tried"]) == 4
+    assert (big["width"], big["height"], big["num_frames"]) == (40, 32, 2)
+    assert big["oom_ladder_tried"][-1]["offload"] == "model"
+    assert decode(folders.outbox / "1-big.mp4").frames == 2
+    normal = folders.metadata("2-normal")["generation"]
+    assert (normal["oom_rung"], normal["width"], normal["num_frames"]) == (0, 88, 4)
+    report = folders.report("3-hopeless")
+    assert report["stage"] == "generate" and "every rung of the OOM ladder" in report["message"]
+    assert report["message"].count("'rung'") == 4
+
+
+def test_more_backends_by_config_and_fields_they_cannot_honour(folders: Folders, tiny: dict[str, Path],
+                                                              start: Start) -> None:
+    use(folders, tiny, "svd", backends=["wan-i2v"])
+    make_image(folders.inbox / "still.png", (96, 72))
+    (folders.inbox / "still.yaml").write_text("prompt: ignored by an image-only model\nnum_frames: 3\n")
+    make_image(folders.inbox / "wan.png", (96, 72))
+    (folders.inbox / "wan.yaml").write_text("backend: wan-i2v\nprompt: a boat\nnum_frames: 4\n")
+    make_image(folders.inbox / "chunky.png", (96, 72))
+    (folders.inbox / "chunky.yaml").write_text("backend: wan-i2v\ndecode_chunk_size: 2\n")
+    make_image(folders.inbox / "absent.png", (96, 72))
+    (folders.inbox / "absent.yaml").write_text("backend: i2vgen-xl\n")
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=300) == 3, daemon.log
+    still = folders.metadata("still")
+    assert still["backend"] == "svd" and still["notes"] == ["prompt is ignored by the svd backend"]
+    assert decode(folders.outbox / "still.mp4").frames == 3
+    wan = folders.metadata("wan")
+    assert wan["backend"] == "wan-i2v" and wan["generation"]["num_frames"] == 5  # 4k+1
+    assert wan["generation"]["asked"]["num_frames"] == 4
+    assert decode(folders.outbox / "wan.mp4").frames == 5
+    chunky = folders.report("chunky")
+    assert "cannot honour decode_chunk_size" in chunky["message"]
+    assert "not loaded by this daemon" in folders.report("absent")["message"]
+
+
+def test_a_missing_model_directory_is_a_startup_error(folders: Folders, tiny: dict[str, Path],
+                                                     start: Start, tmp_path: Path) -> None:
+    use(folders, tiny, "i2vgen-xl")
+    folders.write_config(models={"i2vgen-xl": {"model": str(tmp_path / "no-such-model")}})
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=120) == 2
+    assert "no-such-model" in daemon.log and "does not exist" in daemon.log
+
+
+def test_auto_without_cuda_falls_back_to_preview_loudly(folders: Folders, tiny: dict[str, Path],
+                                                        start: Start) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: auto would pick the diffusion backend")
+    use(folders, tiny, "auto", diffusion={"device": "cuda"})
+    make_image(folders.inbox / "x.png")
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=120) == 0, daemon.log
+    warning = next(e for e in daemon.events() if "FALLING BACK" in e["event"])
+    assert warning["level"] == "warning" and "CUDA" in warning["reason"]
+    assert folders.metadata("x")["backend"] == "preview"
+
+
+def test_an_explicit_diffusion_backend_without_cuda_does_not_fall_back(
+        folders: Folders, tiny: dict[str, Path], start: Start) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    use(folders, tiny, "i2vgen-xl", diffusion={"device": "cuda"})
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=120) == 2 and "no usable CUDA GPU" in daemon.log
+
+
+def test_prompt_embeddings_match_the_pipelines_own_encoding(tiny: dict[str, Path]) -> None:
+    from diffusers import I2VGenXLPipeline
+
+    from i2v_watcher.backends.i2vgen_xl import encode_prompt
+
+    pipe = I2VGenXLPipeline.from_pretrained(tiny["i2vgen-xl"])
+    encoder = pipe.text_encoder
+    if not hasattr(encoder, "text_model"):  # transformers 5: let the pipeline's code find its layer norm
+        encoder.text_model = encoder
+    pipe._guidance_scale = 9.0
+    theirs, their_negative = pipe.encode_prompt("a red fox in the snow", torch.device("cpu"), 1,
+                                                negative_prompt="blurry", clip_skip=1)
+    ours = encode_prompt(pipe, "a red fox in the snow", torch.device("cpu"))
+    negative = encode_prompt(pipe, "blurry", torch.device("cpu"))
+    assert torch.equal(ours, theirs) and torch.equal(negative, their_negative)
+    assert not torch.equal(ours, encode_prompt(pipe, "a red fox in the snow", torch.device("cpu"), None))
+
+
+@pytest.mark.gpu
+def test_i2vgen_xl_on_cuda_in_bfloat16(folders: Folders, tiny: dict[str, Path], start: Start) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU with CUDA; none here")
+    use(folders, tiny, "i2vgen-xl", diffusion={"device": "cuda", "dtype": "bfloat16"})
+    make_image(folders.inbox / "gpu.png")
+    assert start(folders.config, "--once").wait(timeout=300) == 0
+    assert folders.metadata("gpu")["generation"]["dtype"] == "bfloat16"
