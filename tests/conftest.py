@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the tests build their models
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
