@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import Daemon, Folders, decode, make_image
 from tiny_models import build_i2vgen_xl, build_svd, build_wan_i2v
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is part of the test install")
 Start = Callable[..., Daemon]
 CPU = {"device": "cpu"}
 SMALL_STEPS = {"num_frames": 4, "steps": 2, "resolution": "64p", "fps": 8.0}
