@@ -43,7 +43,7 @@ def job_for(settings: Settings, name: str = "a") -> Job:
 
 def pipeline(settings: Settings) -> Pipeline:
     binary, _ = find_ffmpeg(None)
-    return Pipeline(settings, PreviewBackend(settings), binary, Cancel())
+    return Pipeline(settings, {"preview": PreviewBackend(settings)}, binary, Cancel(), "preview")
 
 
 def flaky(monkeypatch: pytest.MonkeyPatch, failures: int, code: int = errno.ENOSPC) -> list[Any]:
