@@ -69,23 +69,23 @@ def test_kill_9_during_generation_resumes_the_same_job(folders: Folders, start: 
     assert assert_published_once(folders)["job_id"] == job_id
 
 
-def test_sigterm_lets_the_running_job_finish(folders: Folders, start: Start) -> None:
-    folders.write_config(**SLOW, stop_timeout_s=60)
+def sigterm_during_a_slow_job(folders: Folders, start: Start, stop_timeout_s: float) -> Daemon:
+    folders.write_config(**SLOW, stop_timeout_s=stop_timeout_s)
     drop_job(folders)
     daemon = start(folders.config)
     wait_for(lambda: folders.jobs_in_work(), what="the job to be claimed")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
+    return daemon
+
+
+def test_sigterm_lets_the_running_job_finish(folders: Folders, start: Start) -> None:
+    sigterm_during_a_slow_job(folders, start, stop_timeout_s=60)
     assert_published_once(folders)
 
 
 def test_sigterm_past_stop_timeout_puts_the_job_back(folders: Folders, start: Start) -> None:
-    folders.write_config(**SLOW, stop_timeout_s=0.3)
-    drop_job(folders)
-    daemon = start(folders.config)
-    wait_for(lambda: folders.jobs_in_work(), what="the job to be claimed")
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait() == 0
+    daemon = sigterm_during_a_slow_job(folders, start, stop_timeout_s=0.3)
     assert folders.files("inbox") == ["a.png", "a.yaml"]  # back where the user dropped it, untouched
     assert folders.files("outbox") == [] and folders.files("work") == []
     assert any(e["event"] == "stopped: job put back into the inbox" for e in daemon.events())

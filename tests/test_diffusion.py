@@ -162,3 +162,32 @@ def test_i2vgen_xl_on_cuda_in_bfloat16(folders: Folders, tiny: dict[str, Path], 
     make_image(folders.inbox / "gpu.png")
     assert start(folders.config, "--once").wait(timeout=300) == 0
     assert folders.metadata("gpu")["generation"]["dtype"] == "bfloat16"
+
+
+def test_a_hub_id_missing_from_the_cache_is_a_startup_error_that_says_so(
+        folders: Folders, tiny: dict[str, Path], start: Start, tmp_path: Path) -> None:
+    use(folders, tiny, "svd")
+    folders.write_config(models={"svd": {"model": "nobody/no-such-model"}})
+    daemon = start(folders.config, "--once", HF_HOME=str(tmp_path / "hf"))
+    assert daemon.wait(timeout=120) == 2
+    assert "nobody/no-such-model" in daemon.log and "Hugging Face cache" in daemon.log
+
+
+def test_resolution_auto_follows_the_gpu_memory_rule_and_says_why() -> None:
+    from i2v_watcher.backends.diffusion import auto_short_side
+
+    side, reason = auto_short_side("cpu")
+    assert side == 512 and "no CUDA device" in reason
+
+
+def test_nan_or_black_frames_fail_the_job_with_a_hint() -> None:
+    from i2v_watcher.backends.diffusion import to_uint8
+    from i2v_watcher.errors import JobError
+
+    good = np.full((2, 8, 8, 3), 0.5, dtype=np.float32)
+    assert to_uint8(good).max() == 128
+    with pytest.raises(JobError, match="NaN") as caught:
+        to_uint8(np.where(good > 0, np.nan, good))
+    assert "bfloat16" in caught.value.hint
+    with pytest.raises(JobError, match="all-black"):
+        to_uint8(np.zeros_like(good))
