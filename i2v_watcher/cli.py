@@ -104,12 +104,14 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.ffmpeg import find_ffmpeg
+    from i2v_watcher.postprocess import check_presets
 
     backends.discover(settings.plugins)
     for name in settings.resident:
-        if name != "auto":
-            backends.get(name)
+        backends.get(settings.auto_backend if name == "auto" else name)
     binary, origin = find_ffmpeg(settings.ffmpeg_path)
+    for note in check_presets(settings, binary):
+        print(note, file=sys.stderr)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     print(f"ffmpeg: {binary.path} ({origin}; {binary.version})", file=sys.stderr)
     if not settings.inbox.is_dir():

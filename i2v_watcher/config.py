@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from i2v_watcher.errors import StartupError
 from i2v_watcher.spec import JobDefaults, RegistryName, describe_validation_error, normalise_resolution
+from i2v_watcher.steps.base import Step
 
 # Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
 DEFAULT_IGNORE_PATTERNS = [
@@ -29,15 +30,48 @@ def _default_worker_id() -> str:
     return socket.gethostname().split(".")[0] or "worker"
 
 
-class EncodeSettings(BaseModel):
-    """The one H.264 encode of the core daemon (the full post-processing chain comes later)."""
+class Preset(BaseModel):
+    """A named post-processing chain: filter steps, then one output step (see i2v_watcher/steps/)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    crf: int = Field(default=18, ge=0, le=51)
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                    "slower", "veryslow"] = "medium"
-    poster_quality: int = Field(default=90, ge=1, le=100)
+    steps: list[dict[str, Any]]
+
+    @field_validator("steps")
+    @classmethod
+    def _valid_chain(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from i2v_watcher.steps import parse_chain
+
+        parse_chain(value)
+        return value
+
+    def chain(self) -> list[Step]:
+        from i2v_watcher.steps import parse_chain
+
+        return parse_chain(self.steps)
+
+
+def _encode(**options: Any) -> dict[str, Any]:
+    return {"step": "encode", "codec": "libx264", **options}
+
+
+def _fit(width: int, height: int) -> list[dict[str, Any]]:
+    """The original WebUI's recipe: fit and pad, 30 fps, libx264 crf 23 preset fast."""
+    return [{"step": "scale_pad", "width": width, "height": height, "color": "black"},
+            {"step": "fps", "fps": 30}, _encode(crf=23, preset="fast")]
+
+
+SHIPPED_PRESETS = {
+    "archive": Preset(steps=[_encode(crf=12, preset="slow")]),  # lossless-ish master, native size/fps
+    "vertical-1080x1920": Preset(steps=_fit(1080, 1920)),
+    "square-1080": Preset(steps=_fit(1080, 1080)),
+    "landscape-1920x1080": Preset(steps=_fit(1920, 1080)),
+    "gif-preview": Preset(steps=[{"step": "gif", "fps": 12, "width": 480}]),
+    "webp-preview": Preset(steps=[{"step": "webp", "fps": 12, "width": 480, "quality": 75}]),
+}
+# The step fields a sidecar may override (postprocess_overrides); everything else is the config's.
+DEFAULT_OVERRIDABLE = {"encode": ["crf"], "fade": ["in_s", "out_s", "color"], "scale_pad": ["color"],
+                       "poster": ["frame"], "loop": ["count", "boomerang"], "speed": ["factor"]}
 
 
 class ModelSettings(BaseModel):
@@ -115,8 +149,12 @@ class Settings(BaseSettings):
     models: dict[str, ModelSettings] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
-    encode: EncodeSettings = Field(default_factory=EncodeSettings)
+    presets: dict[str, Preset] = Field(default_factory=lambda: dict(SHIPPED_PRESETS))
+    postprocess_overridable: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_OVERRIDABLE.items()})
+    poster_quality: int = Field(default=90, ge=1, le=100)
     ffmpeg_path: Path | None = None
+    ffmpeg_stall_s: float = Field(default=60.0, gt=0)
 
     # Watching the inbox
     watch_mode: Literal["auto", "inotify", "poll"] = "auto"
@@ -164,6 +202,17 @@ class Settings(BaseSettings):
         # Relative paths are taken from the directory the daemon was started in.
         return None if value is None else Path(os.path.abspath(os.path.expanduser(value)))
 
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _with_shipped_presets(cls, value: Any) -> Any:
+        # The config adds presets (or redefines one by name); the shipped ones stay available.
+        return {**SHIPPED_PRESETS, **value} if isinstance(value, dict) else value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _with_default_models(cls, value: Any) -> Any:
+        return {**DEFAULT_MODELS, **value} if isinstance(value, dict) else value
+
     @field_validator("output_template")
     @classmethod
     def _template(cls, value: str) -> str:
@@ -179,6 +228,21 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: list[str]) -> list[str]:
         return [pattern.lower() for pattern in value]
+
+    @model_validator(mode="after")
+    def _presets_known(self) -> Settings:
+        from i2v_watcher.steps import step_class
+
+        missing = [p for p in self.defaults.presets if p not in self.presets]
+        if missing:
+            raise ValueError(f"defaults.postprocess names unknown preset(s) {missing}; "
+                             f"presets: {', '.join(self.presets)}")
+        for step, fields in self.postprocess_overridable.items():
+            known = step_class(step).model_fields
+            unknown = [f for f in fields if f not in known]
+            if unknown:
+                raise ValueError(f"postprocess_overridable: step {step!r} has no field(s) {unknown}")
+        return self
 
     @model_validator(mode="after")
     def _folders_apart(self) -> Settings:

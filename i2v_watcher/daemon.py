@@ -19,6 +19,7 @@ from i2v_watcher.ffmpeg import find_ffmpeg
 from i2v_watcher.fsutil import same_filesystem
 from i2v_watcher.job import STATE_FILE, TRASH_PREFIX, Job
 from i2v_watcher.pipeline import Pipeline
+from i2v_watcher.postprocess import check_presets
 from i2v_watcher.retention import prune
 from i2v_watcher.watch import Inbox, Scan, Watcher
 
@@ -86,6 +87,12 @@ class Daemon:
         prepare_folders(settings)
         binary, origin = find_ffmpeg(settings.ffmpeg_path)
         log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
+        for note in check_presets(settings, binary):
+            log.info("ffmpeg hardware encoder", result=note)
+        # Signals only set flags; installed before the (possibly long) model load, so a stop then is
+        # orderly too: the loop is never entered.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
         backends.discover(settings.plugins)
         default = choose_backend(settings)
         resident: dict[str, backends.Backend] = {}
@@ -99,8 +106,6 @@ class Daemon:
         self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
         self.recover()
         prune(settings)
         self.watcher.start()
@@ -115,7 +120,8 @@ class Daemon:
         self.cancel.request_stop(self.settings.stop_timeout_s)
         log.warning("stop requested" if first else "second signal: aborting now",
                     signal=signal.Signals(signum).name, stop_timeout_s=self.settings.stop_timeout_s)
-        self.watcher.changed.set()
+        if hasattr(self, "watcher"):
+            self.watcher.changed.set()
 
     def recover(self) -> None:
         """Resume every job this worker left in its work folder (a crash, or a failed clean-up)."""

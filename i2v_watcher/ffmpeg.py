@@ -20,6 +20,7 @@ class FFmpeg:
     path: str
     version: str
     encoders: frozenset[str]
+    filters: frozenset[str]
 
 
 def child_env() -> dict[str, str]:
@@ -60,7 +61,10 @@ def find_ffmpeg(configured: Path | None) -> tuple[FFmpeg, str]:
         line.split()[1] for line in ask("-encoders").splitlines()
         if len(line.split()) > 1 and len(line.split()[0]) == 6 and line.split()[0][0] in "VAS"
     )
+    filters = frozenset(
+        line.split()[1] for line in ask("-filters").splitlines()
+        if len(line.split()) > 2 and "->" in line.split()[2])
     missing = [name for name in REQUIRED_ENCODERS if name not in encoders]
     if missing:
         raise StartupError(f"ffmpeg at {path} ({origin}) lacks the encoder(s) {', '.join(missing)}; {HINT}")
-    return FFmpeg(path=path, version=version, encoders=encoders), origin
+    return FFmpeg(path=path, version=version, encoders=encoders, filters=filters), origin

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from i2v_watcher.fsutil import free_name, move, read_json, write_json_atomic
 
-Stage = Literal["claiming", "claimed", "encoded", "publishing", "published", "failing"]
+Stage = Literal["claiming", "claimed", "generated", "encoded", "publishing", "published", "failing"]
 STATE_FILE = "job.json"
 TRASH_PREFIX = ".trash-"
 

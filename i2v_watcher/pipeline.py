@@ -7,14 +7,17 @@ found in the work dir after a crash and continues where it stopped.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import secrets
 import time
 import traceback
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import structlog
 
 from i2v_watcher import __version__
@@ -25,18 +28,27 @@ from i2v_watcher.config import Settings
 from i2v_watcher.errors import JobCancelled, JobError, is_transient
 from i2v_watcher.fail import fail
 from i2v_watcher.ffmpeg import FFmpeg
-from i2v_watcher.fsutil import open_nofollow
+from i2v_watcher.fsutil import open_nofollow, temp_name
 from i2v_watcher.generate import check_fields, generate
 from i2v_watcher.images import load_image, sha256_of
 from i2v_watcher.job import Job
-from i2v_watcher.postprocess import postprocess
+from i2v_watcher.postprocess import build_chains, postprocess
 from i2v_watcher.publish import dispose_inputs, publish
-from i2v_watcher.spec import JobSpec, parse_sidecar, resolve
+from i2v_watcher.spec import JobParams, JobSpec, parse_sidecar, resolve
 
 Outcome = Literal["published", "failed", "requeued", "interrupted"]
 T = TypeVar("T")
-PRESETS = ("default",)  # the full post-processing chain adds named presets
+FRAMES_FILE = "frames.npy"  # the generated frames, kept until the job is published
 log = structlog.get_logger("i2v_watcher.pipeline")
+
+
+def save_frames(target: Path, pixels: np.ndarray) -> None:
+    tmp = temp_name(target)
+    with open(tmp, "wb") as handle:
+        np.save(handle, pixels)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
 
 
 def library_versions() -> dict[str, str]:
@@ -73,7 +85,9 @@ class Pipeline:
             if job.state.problem:
                 raise JobError(job.state.problem, stage="watch")
             if job.state.stage == "claimed":
-                self._retrying(job, lambda: self._make(job))
+                self._retrying(job, lambda: self._generate(job))
+            if job.state.stage == "generated":
+                self._retrying(job, lambda: self._postprocess(job))
             if job.state.stage in ("encoded", "publishing"):
                 self._retrying(job, lambda: publish(self.settings, job))
             if job.state.stage == "published":
@@ -121,42 +135,38 @@ class Pipeline:
             self.cancel.check()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _make(self, job: Job) -> None:
-        """Sidecar → parameters → image → frames → staged outputs; ends in stage `encoded`."""
-        timings: dict[str, float] = {}
-        started = time.monotonic()
+    def _params(self, job: Job) -> tuple[JobSpec, JobParams, Backend]:
+        """The job's effective parameters (the seed fixed once, in the state) and its backend."""
         spec = self._spec(job)
         if job.state.seed is None:
-            job.advance("claimed", seed=spec.seed if spec.seed is not None else secrets.randbelow(2**32))
+            seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
+            job.advance(job.state.stage, seed=seed)
         assert job.state.seed is not None
         params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed)
         backend = self.backends.get(params.backend)
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
-        if params.postprocess not in PRESETS:
-            raise JobError(f"unknown post-processing preset {params.postprocess!r}", stage="sidecar",
-                           hint=f"known presets: {', '.join(PRESETS)}")
-        if params.postprocess_overrides:
-            raise JobError("postprocess_overrides are not supported by this version", stage="sidecar")
+        return spec, params, backend
+
+    def _generate(self, job: Job) -> None:
+        """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
+        started = time.monotonic()
+        spec, params, backend = self._params(job)
+        build_chains(self.settings, params)  # a bad preset or override fails now, not after the GPU work
         notes = check_fields(backend, params)
         if job.state.image is None:
             raise JobError("the job has no image", stage="claim")
         image_path = job.input(job.state.image)
         image = load_image(image_path, max_pixels=self.settings.max_image_pixels,
                            max_bytes=self.settings.max_image_bytes)
-        timings["load"] = time.monotonic() - started
-
+        timings = {"load": time.monotonic() - started}
         started = time.monotonic()
         frames = generate(backend, image, params, self.cancel, self.settings.progress_log_s)
         timings["generate"] = time.monotonic() - started
-
-        started = time.monotonic()
-        outputs, post = postprocess(frames, job.out_dir, self.ffmpeg, self.settings.encode, self.cancel)
-        timings["postprocess"] = time.monotonic() - started
-        log.info("encoded", frames=frames.count, width=frames.width, height=frames.height,
-                 seconds=round(sum(timings.values()), 2))
-
+        save_frames(job.dir / FRAMES_FILE, frames.pixels)
+        log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
+                 seconds=round(timings["generate"], 2))
         metadata: dict[str, Any] = {
             "job_id": job.id,
             "input": {"path": f"{job.state.key}{image_path.suffix}", "image": job.state.image,
@@ -171,13 +181,27 @@ class Pipeline:
             "requested": spec.model_dump(mode="json", exclude_unset=True),
             "notes": notes,
             "generation": frames.details,
-            "postprocess": post,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **backend.versions()},
             "worker_id": job.state.worker_id,
             "claimed_at": job.state.claimed_at,
-            "outputs": [{"file": o.file, "suffix": o.suffix} for o in outputs],
+            "frames_fps": frames.fps,
         }
+        job.advance("generated", metadata=metadata)
+
+    def _postprocess(self, job: Job) -> None:
+        """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
+        after a crash or an ffmpeg failure without generating again."""
+        started = time.monotonic()
+        _, params, _ = self._params(job)
+        chains = build_chains(self.settings, params)
+        pixels = np.load(job.dir / FRAMES_FILE)
+        metadata = dict(job.state.metadata)
+        outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,
+                                    chains, self.settings, self.cancel)
+        metadata["timings_s"] = {**metadata["timings_s"], "postprocess": round(time.monotonic() - started, 3)}
+        log.info("encoded", presets=info["presets"], seconds=metadata["timings_s"]["postprocess"])
+        metadata.update(postprocess=info, outputs=[{"file": o.file, "suffix": o.suffix} for o in outputs])
         job.advance("encoded", metadata=metadata)
 
     def _spec(self, job: Job) -> JobSpec:

@@ -1,26 +1,35 @@
-"""Post-process: frames → H.264/yuv420p MP4 (one encode, raw RGB piped into ffmpeg) and a poster JPEG.
+"""Post-process: the generated frames, piped once into one ffmpeg run that feeds every requested preset
+(split, each branch through its filter steps into its one encode), plus the poster JPEG.
 
-The outputs are written into the job's out/ folder under fixed names, so no user-chosen name ever
-reaches an ffmpeg command line; publishing gives them their public names.
+Outputs are written into the job's out/ folder under fixed names, so no user-chosen name ever reaches
+an ffmpeg command line; publishing gives them their public names.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import ffmpeg as ffmpeg_python
+import numpy as np
 from PIL import Image
 
-from i2v_watcher.backends import Frames
 from i2v_watcher.cancel import Cancel
-from i2v_watcher.config import EncodeSettings
-from i2v_watcher.errors import JobError
+from i2v_watcher.config import Settings
+from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.ffmpeg import FFmpeg, child_env
+from i2v_watcher.spec import JobParams
+from i2v_watcher.steps import Clip, OutputStep, Step, dump_step, step_class
+from i2v_watcher.steps.encode import HARDWARE
 
 STDERR_LINES = 20
+Chain = tuple[str, list[Step]]  # a preset's name and its steps, overrides applied
 
 
 @dataclass(frozen=True)
@@ -29,55 +38,183 @@ class Output:
 
     file: str
     suffix: str
+    preset: str | None = None
 
 
-def encode_command(frames: Frames, target: Path, binary: FFmpeg, encode: EncodeSettings) -> list[str]:
-    stream = ffmpeg_python.input(
-        "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{frames.width}x{frames.height}",
-        framerate=frames.fps,
-    ).output(
-        str(target), vcodec="libx264", pix_fmt="yuv420p", crf=encode.crf, preset=encode.preset,
-        movflags="+faststart", f="mp4",
-    ).global_args("-nostdin", "-hide_banner", "-loglevel", "error").overwrite_output()
-    return list(ffmpeg_python.compile(stream, cmd=binary.path))
+def build_chains(settings: Settings, params: JobParams) -> list[Chain]:
+    """The presets a job asked for, with its allow-listed overrides applied and validated."""
+    unknown = [p for p in params.postprocess if p not in settings.presets]
+    if unknown:
+        raise JobError(f"unknown post-processing preset(s) {', '.join(unknown)}", stage="sidecar",
+                       hint=f"presets: {', '.join(settings.presets)}")
+    overrides = check_overrides(settings, params.postprocess_overrides)
+    chains = []
+    for name in params.postprocess:
+        steps = settings.presets[name].chain()
+        chains.append((name, [apply_override(s, overrides.get(s.name, {})) for s in steps]))
+    return chains
 
 
-def run_ffmpeg(command: list[str], stdin: bytes, cancel: Cancel) -> None:
-    """Run ffmpeg with the frames on stdin; stop it when the daemon aborts; its stderr on failure."""
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=child_env())
-    payload: bytes | None = stdin
+def check_overrides(settings: Settings, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Only allow-listed steps and fields, plain scalar values, never a path or an ffmpeg option."""
+    checked: dict[str, dict[str, Any]] = {}
+    for step, fields in overrides.items():
+        allowed = settings.postprocess_overridable.get(step)
+        if allowed is None:
+            raise JobError(f"postprocess_overrides: step {step!r} cannot be overridden", stage="sidecar",
+                           hint=f"overridable: {_describe(settings.postprocess_overridable)}")
+        if not isinstance(fields, dict):
+            raise JobError(f"postprocess_overrides.{step} must be a mapping of field: value",
+                           stage="sidecar")
+        for field, value in fields.items():
+            if field not in allowed:
+                raise JobError(f"postprocess_overrides: {step}.{field} cannot be overridden",
+                               stage="sidecar",
+                               hint=f"overridable: {_describe(settings.postprocess_overridable)}")
+            if not isinstance(value, (int, float, str, bool)):
+                raise JobError(f"postprocess_overrides: {step}.{field} must be a plain value",
+                               stage="sidecar")
+            if (isinstance(value, str) and any(c in value for c in "/\\:;,=[]'\"")) or \
+                    (isinstance(value, str) and value.startswith(("-", "."))):
+                raise JobError(f"postprocess_overrides: {step}.{field} = {value!r} is refused: no paths, "
+                               "filters or ffmpeg options in a sidecar", stage="sidecar")
+        checked[step] = dict(fields)
+    return checked
+
+
+def apply_override(step: Step, changes: dict[str, Any]) -> Step:
+    if not changes:
+        return step
     try:
-        while True:
-            try:
-                _, stderr = process.communicate(payload, timeout=0.25)
-                break
-            except subprocess.TimeoutExpired:
-                payload = None  # communicate() keeps feeding what it had not written yet
-                cancel.check()
+        return step_class(step.name).model_validate({**step.model_dump(), **changes}, strict=True)
+    except ValueError as exc:
+        raise JobError(f"postprocess_overrides.{step.name}: {exc}", stage="sidecar") from exc
+
+
+def _describe(allow: dict[str, list[str]]) -> str:
+    return "; ".join(f"{step}: {', '.join(fields)}" for step, fields in allow.items())
+
+
+def graph(pixels: np.ndarray, fps: float, out_dir: Path, chains: list[Chain]) \
+        -> tuple[Any, list[Output], list[dict[str, Any]]]:
+    """The ffmpeg-python graph: one raw input, split once per preset, one output per preset."""
+    count, height, width = pixels.shape[:3]
+    source = ffmpeg_python.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                                 framerate=fps).video
+    branches = [source] if len(chains) == 1 else [source.split()[i] for i in range(len(chains))]
+    streams, outputs, described = [], [], []
+    for index, ((name, steps), stream) in enumerate(zip(chains, branches, strict=True)):
+        clip = Clip(width=width, height=height, frames=count, fps=fps)
+        for step in steps[:-1]:
+            stream, clip = step.apply(stream, clip)
+        last = steps[-1]
+        assert isinstance(last, OutputStep)
+        staged = f"{index}-{name}{last.extension()}"
+        streams.append(last.output(stream, clip, out_dir / staged))
+        # The first preset's video keeps the plain <name>.<ext>; every other output is named after
+        # its preset, and stills never take <name>.jpg, the poster's name.
+        plain = index == 0 and last.extension() in (".mp4", ".webm")
+        outputs.append(Output(staged, last.extension() if plain else f".{name}{last.extension()}", name))
+        described.append({"preset": name, "steps": [dump_step(s) for s in steps], **last.describe(clip)})
+    return ffmpeg_python.merge_outputs(*streams), outputs, described
+
+
+def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, chains: list[Chain],
+                settings: Settings, cancel: Cancel) -> tuple[list[Output], dict[str, Any]]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged, outputs, described = graph(pixels, fps, out_dir, chains)
+    command = list(ffmpeg_python.compile(
+        merged.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
+                           "-progress", "pipe:1").overwrite_output(), cmd=binary.path))
+    run_ffmpeg(command, pixels.tobytes(), cancel, settings.ffmpeg_stall_s)
+    Image.fromarray(pixels[0]).save(out_dir / "poster.jpg", "JPEG", quality=settings.poster_quality)
+    info = {"presets": [name for name, _ in chains], "outputs": described, "ffmpeg_command": command,
+            "ffmpeg_version": binary.version, "poster": {"frame": 0}}
+    return [*outputs, Output("poster.jpg", ".jpg")], info
+
+
+def run_ffmpeg(command: list[str], stdin: bytes, cancel: Cancel, stall_s: float) -> None:
+    """Run ffmpeg with the frames on stdin. It runs in its own session, so a Ctrl-C or a service stop
+    reaches the daemon (which decides) and not ffmpeg; it is killed when the daemon aborts or when its
+    progress output stops for `stall_s` (slow is fine, silent is hung); its stderr tail on failure."""
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=child_env(), start_new_session=True)
+    assert process.stdin and process.stdout and process.stderr
+    last_progress = [time.monotonic()]
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+
+    def feed(pipe: IO[bytes]) -> None:
+        # When ffmpeg stops reading early, its exit code and stderr say why.
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            pipe.write(stdin)
+        with contextlib.suppress(BrokenPipeError):
+            pipe.close()
+
+    def watch_progress(pipe: IO[bytes]) -> None:
+        for _ in pipe:
+            last_progress[0] = time.monotonic()
+
+    def keep_tail(pipe: IO[bytes]) -> None:
+        for line in pipe:
+            tail.append(line.decode("utf-8", "replace").rstrip())
+
+    threads = [threading.Thread(target=fn, args=(pipe,), daemon=True) for fn, pipe in
+               ((feed, process.stdin), (watch_progress, process.stdout), (keep_tail, process.stderr))]
+    for thread in threads:
+        thread.start()
+    try:
+        while process.poll() is None:
+            time.sleep(0.05)
+            cancel.check()
+            if time.monotonic() - last_progress[0] > stall_s:
+                raise JobError(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)",
+                               stage="postprocess", hint="command: " + " ".join(command))
     except BaseException:
         process.kill()
         process.wait()
         raise
+    finally:
+        for thread in threads:
+            thread.join(timeout=5)
     if process.returncode != 0:
-        tail = stderr.decode("utf-8", "replace").strip().splitlines()[-STDERR_LINES:]
         raise JobError(
             f"ffmpeg failed with exit code {process.returncode}: " + (" | ".join(tail) or "(no output)"),
             stage="postprocess", hint="command: " + " ".join(command))
 
 
-def postprocess(frames: Frames, out_dir: Path, binary: FFmpeg, encode: EncodeSettings,
-                cancel: Cancel) -> tuple[list[Output], dict[str, Any]]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clip = out_dir / "clip.mp4"
-    command = encode_command(frames, clip, binary, encode)
-    run_ffmpeg(command, frames.pixels.tobytes(), cancel)
-    poster = out_dir / "poster.jpg"
-    Image.fromarray(frames.pixels[0]).save(poster, "JPEG", quality=encode.poster_quality)
-    info: dict[str, Any] = {
-        "preset": "default", "ffmpeg_command": command, "ffmpeg_version": binary.version,
-        "video": {"codec": "h264", "pix_fmt": "yuv420p", "width": frames.width, "height": frames.height,
-                  "frames": frames.count, "fps": frames.fps, "crf": encode.crf, "preset": encode.preset},
-        "poster": {"frame": 0},
-    }
-    return [Output("clip.mp4", ".mp4"), Output("poster.jpg", ".jpg")], info
+def check_presets(settings: Settings, binary: FFmpeg) -> list[str]:
+    """At start-up, not hours later in a job: every preset's filters and encoders must exist, and a
+    hardware encoder must pass a one-frame trial encode (a static ffmpeg lists NVENC without a GPU).
+    Returns notes for the log; raises StartupError listing every problem."""
+    problems, notes = [], []
+    tried: dict[str, str | None] = {}
+    for name, preset in settings.presets.items():
+        for step in preset.chain():
+            for missing in sorted(set(step.filters) - binary.filters):
+                problems.append(f"preset {name!r}: ffmpeg has no {missing!r} filter (step {step.name})")
+            for encoder in sorted(step.encoders()):
+                if encoder not in binary.encoders:
+                    problems.append(f"preset {name!r}: ffmpeg has no {encoder!r} encoder")
+                elif encoder in HARDWARE:
+                    if encoder not in tried:
+                        tried[encoder] = trial_encode(binary, encoder)
+                    if tried[encoder]:
+                        problems.append(f"preset {name!r}: the {encoder} encoder cannot run here: "
+                                        f"{tried[encoder]}")
+    notes += [f"{encoder}: trial encode ok" for encoder, error in tried.items() if error is None]
+    if problems:
+        raise StartupError("post-processing presets cannot run with this ffmpeg: " + "; ".join(problems))
+    return notes
+
+
+def trial_encode(binary: FFmpeg, encoder: str) -> str | None:
+    """Encode one black frame with `encoder`; None when it works, else the reason."""
+    command = [binary.path, "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i",
+               "color=c=black:s=256x256:d=0.04", "-frames:v", "1", "-c:v", encoder, "-f", "null", "-"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env())
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if result.returncode == 0:
+        return None
+    return " | ".join(result.stderr.strip().splitlines()[-3:]) or f"exit code {result.returncode}"

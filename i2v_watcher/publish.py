@@ -54,7 +54,7 @@ def publish(settings: Settings, job: Job) -> None:
         meta = job.state.metadata
         wanted = meta["parameters"].get("output_name") or render_name(
             settings.output_template, job,
-            {"seed": job.state.seed, "preset": meta["postprocess"]["preset"], "backend": meta["backend"]})
+            {"seed": job.state.seed, "preset": meta["postprocess"]["presets"][0], "backend": meta["backend"]})
         suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
         name = free_name(folder, wanted, suffixes)
         files = [public for _, public in _plan(settings, job, name)] + [f"{name}.json"]

@@ -19,6 +19,11 @@ Guidance = Annotated[float, Field(ge=0, le=100)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 DecodeChunk = Annotated[int, Field(ge=1, le=256)]
 RegistryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Presets = Annotated[list[RegistryName], Field(min_length=1, max_length=8)]
+
+
+def presets_of(value: str | list[str]) -> list[str]:
+    return list(dict.fromkeys([value] if isinstance(value, str) else value))
 
 _RESOLUTION = re.compile(r"^(\d{2,4})p?$")
 MIN_SHORT_SIDE, MAX_SHORT_SIDE = 32, 2048
@@ -68,9 +73,13 @@ class JobDefaults(BaseModel):
     guidance_scale: Guidance = 9.0
     resolution: str = "512p"
     decode_chunk_size: DecodeChunk | None = None  # None: the backend's own default
-    postprocess: RegistryName = "default"
+    postprocess: RegistryName | list[RegistryName] = "archive"
 
     _resolution = field_validator("resolution", mode="before")(normalise_resolution)
+
+    @property
+    def presets(self) -> list[str]:
+        return presets_of(self.postprocess)
 
 
 class JobSpec(BaseModel):
@@ -88,7 +97,7 @@ class JobSpec(BaseModel):
     decode_chunk_size: DecodeChunk | None = None
     seed: Seed | None = None
     backend: RegistryName | None = None
-    postprocess: RegistryName | None = None
+    postprocess: RegistryName | Presets | None = None
     output_name: str | None = None
     # Reserved for later stages: options a backend validates itself, post-processing overrides.
     backend_options: dict[str, Any] = Field(default_factory=dict)
@@ -120,7 +129,7 @@ class JobParams(BaseModel):
     decode_chunk_size: int | None
     seed: int
     backend: str
-    postprocess: str
+    postprocess: list[str]  # preset names: one output each, from one generation
     output_name: str | None
     backend_options: dict[str, Any]
     postprocess_overrides: dict[str, Any]
@@ -131,7 +140,10 @@ def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int) ->
     values: dict[str, Any] = defaults.model_dump()
     values.update(backend=backend, seed=seed, output_name=None)
     values.update(spec.model_dump(exclude_none=True))
-    return JobParams(**values, explicit=frozenset(spec.model_fields_set))
+    values["postprocess"] = presets_of(values["postprocess"])
+    # An empty table (backend_options: {}) asks for nothing, so no backend must refuse it.
+    explicit = frozenset(f for f in spec.model_fields_set if getattr(spec, f) not in (None, {}))
+    return JobParams(**values, explicit=explicit)
 
 
 class _NoAliasLoader(yaml.SafeLoader):

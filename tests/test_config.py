@@ -72,7 +72,7 @@ def test_example_config_is_valid_and_documents_every_setting() -> None:
     text = example.read_text()
     for name in Settings.model_fields:
         assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE) or f"[{name}" in text, name
-    for table in ("defaults", "encode", "diffusion"):
+    for table in ("defaults", "diffusion"):
         model = type(getattr(settings, table))
         for name in model.model_fields:
             assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE), f"{table}.{name}"

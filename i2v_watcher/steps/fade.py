@@ -1,0 +1,30 @@
+"""`fade`: fade in from and out to a colour, in seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from i2v_watcher.steps import register
+from i2v_watcher.steps.base import COLOR_PATTERN, Clip, Step
+
+
+@register
+class Fade(Step):
+    name = "fade"
+    filters = ("fade",)
+
+    in_s: float = Field(default=0.5, ge=0, le=60)
+    out_s: float = Field(default=0.5, ge=0, le=60)
+    color: str = Field(default="black", pattern=COLOR_PATTERN)
+
+    def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
+        if self.in_s > 0:
+            stream = stream.filter("fade", type="in", start_time=0, duration=min(self.in_s, clip.duration),
+                                   color=self.color)
+        if self.out_s > 0:
+            length = min(self.out_s, clip.duration)
+            stream = stream.filter("fade", type="out", start_time=round(clip.duration - length, 4),
+                                   duration=length, color=self.color)
+        return stream, clip

@@ -1,0 +1,34 @@
+"""`poster`: one frame of the clip as a JPEG still (frame N; the last one when N is past the end)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from i2v_watcher.steps import register
+from i2v_watcher.steps.base import Clip, OutputStep
+
+
+@register
+class Poster(OutputStep):
+    name = "poster"
+    filters = ("select",)
+
+    frame: int = Field(default=0, ge=0)
+    quality: int = Field(default=2, ge=2, le=31)  # JPEG quantiser: 2 is best
+
+    def extension(self) -> str:
+        return ".jpg"
+
+    def output(self, stream: Any, clip: Clip, target: Path) -> Any:
+        frame = min(self.frame, clip.frames - 1)
+        return stream.filter("select", f"eq(n,{frame})").output(
+            str(target), vframes=1, vcodec="mjpeg", pix_fmt="yuvj444p", **{"q:v": self.quality}, f="image2")
+
+    def encoders(self) -> set[str]:
+        return {"mjpeg"}
+
+    def describe(self, clip: Clip) -> dict[str, Any]:
+        return {"width": clip.width, "height": clip.height, "frame": min(self.frame, clip.frames - 1)}

@@ -1,0 +1,22 @@
+"""`speed`: play faster (factor > 1) or slower (< 1) at the same frame rate (frames dropped/repeated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from i2v_watcher.steps import register
+from i2v_watcher.steps.base import Clip, Step
+
+
+@register
+class Speed(Step):
+    name = "speed"
+    filters = ("setpts", "fps")
+
+    factor: float = Field(ge=0.1, le=10)
+
+    def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
+        slowed = stream.filter("setpts", f"PTS/{self.factor}").filter("fps", fps=clip.fps)
+        return slowed, clip.but(frames=max(1, round(clip.frames / self.factor)))
