@@ -23,6 +23,14 @@ class JobCancelled(Exception):
     """The daemon is stopping; the job is put back in the queue untouched."""
 
 
+class FfmpegStalled(OSError):
+    """ffmpeg stopped reporting progress and was killed: retried (from the kept frames) like a storage
+    error, then the job fails."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ETIMEDOUT, message)
+
+
 class InboxUnavailable(Exception):
     """The inbox vanished or went stale (unmounted share); the daemon pauses until it is back."""
 

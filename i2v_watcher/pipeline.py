@@ -25,8 +25,9 @@ from i2v_watcher.backends import Backend
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.claim import requeue
 from i2v_watcher.config import Settings
-from i2v_watcher.errors import JobCancelled, JobError, is_transient
+from i2v_watcher.errors import FfmpegStalled, JobCancelled, JobError, is_transient
 from i2v_watcher.fail import fail
+from i2v_watcher.faults import crashpoint
 from i2v_watcher.ffmpeg import FFmpeg
 from i2v_watcher.fsutil import open_nofollow, temp_name
 from i2v_watcher.generate import check_fields, generate
@@ -99,9 +100,12 @@ class Pipeline:
             self._fail(job, exc, exc.stage, exc.message, exc.hint)
             return "failed"
         except Exception as exc:  # the daemon keeps running whatever one job does
-            stage = job.state.stage
+            stage: str = job.state.stage
             message = f"unexpected error: {type(exc).__name__}: {exc}"
-            if is_transient(exc):
+            if isinstance(exc, FfmpegStalled):
+                stage = "postprocess"
+                message = f"{exc.strerror}, {job.state.attempts + 1} times"
+            elif is_transient(exc):
                 message = f"storage kept failing after {job.state.attempts} attempts: {exc}"
             self._fail(job, exc, stage, message, "")
             return "failed"
@@ -188,6 +192,7 @@ class Pipeline:
             "frames_fps": frames.fps,
         }
         job.advance("generated", metadata=metadata)
+        crashpoint("pipeline.after_generate")
 
     def _postprocess(self, job: Job) -> None:
         """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again

@@ -22,7 +22,7 @@ from PIL import Image
 
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.config import Settings
-from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.errors import FfmpegStalled, JobError, StartupError
 from i2v_watcher.ffmpeg import FFmpeg, child_env
 from i2v_watcher.spec import JobParams
 from i2v_watcher.steps import Clip, OutputStep, Step, dump_step, step_class
@@ -167,8 +167,7 @@ def run_ffmpeg(command: list[str], stdin: bytes, cancel: Cancel, stall_s: float)
             time.sleep(0.05)
             cancel.check()
             if time.monotonic() - last_progress[0] > stall_s:
-                raise JobError(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)",
-                               stage="postprocess", hint="command: " + " ".join(command))
+                raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")
     except BaseException:
         process.kill()
         process.wait()

@@ -24,7 +24,9 @@ class Fade(Step):
             stream = stream.filter("fade", type="in", start_time=0, duration=min(self.in_s, clip.duration),
                                    color=self.color)
         if self.out_s > 0:
-            length = min(self.out_s, clip.duration)
-            stream = stream.filter("fade", type="out", start_time=round(clip.duration - length, 4),
+            # Ends on the last frame (shown at duration - 1/fps), so the clip closes on the colour.
+            last = clip.duration - 1 / clip.fps
+            length = min(self.out_s, last)
+            stream = stream.filter("fade", type="out", start_time=round(max(0.0, last - length), 4),
                                    duration=length, color=self.color)
         return stream, clip

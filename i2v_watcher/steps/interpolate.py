@@ -14,7 +14,7 @@ from i2v_watcher.steps.base import Clip, Step
 @register
 class Interpolate(Step):
     name = "interpolate"
-    filters = ("minterpolate",)
+    filters = ("tpad", "minterpolate", "trim")
 
     fps: float = Field(ge=1, le=120)
     mode: Literal["mci", "blend"] = "mci"  # motion-compensated, or a plain cross-fade of frames
@@ -23,5 +23,9 @@ class Interpolate(Step):
         options: dict[str, Any] = {"fps": self.fps, "mi_mode": self.mode}
         if self.mode == "mci":
             options.update(mc_mode="aobmc", me_mode="bidir", vsbmc=1)
-        return stream.filter("minterpolate", **options), clip.but(
-            fps=self.fps, frames=round(clip.duration * self.fps))
+        frames = round(clip.duration * self.fps)
+        # minterpolate stops a few frames early (it looks ahead); cloning the last frames first and
+        # trimming after keeps the clip's duration, as a plain fps change would.
+        padded = stream.filter("tpad", stop_mode="clone", stop=3)
+        smooth = padded.filter("minterpolate", **options).filter("trim", end_frame=frames)
+        return smooth, clip.but(fps=self.fps, frames=frames)
