@@ -4,6 +4,7 @@ hangs. Every output is decoded and checked."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decode
+from conftest import Daemon, Folders, decode, make_image
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.config import Preset, Settings
 from i2v_watcher.errors import FfmpegStalled, JobError, StartupError
 from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.postprocess import build_chains, check_presets, postprocess, run_ffmpeg
 from i2v_watcher.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.steps import dump_step
 
 FPS = 8.0
+Start = Callable[..., Daemon]
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +126,9 @@ def test_each_step(settings: Settings, binary: FFmpeg, tmp_path: Path, preset: s
     files, info = run(settings, binary, tmp_path, [preset])
     (clip_file,) = [path for suffix, path in files.items() if suffix != ".jpg"]
     assert check(decode(clip_file)), (preset, decode(clip_file))
-    assert info["outputs"][0]["steps"] == [{"step": s["step"], **{k: v for k, v in s.items() if k != "step"}}
-                                           for s in info["outputs"][0]["steps"]]
+    # Recorded for the metadata in full, defaults included: enough to run the same chain again.
+    assert info["outputs"][0]["steps"] == [dump_step(step) for step in CUSTOM[preset].chain()]
+    assert info["outputs"][0]["steps"][0]["step"] == CUSTOM[preset].steps[0]["step"]
 
 
 def test_interpolation_makes_new_frames_not_copies(settings: Settings, binary: FFmpeg,
@@ -159,7 +163,7 @@ def test_poster_step_and_padding_colour(settings: Settings, binary: FFmpeg, tmp_
 
 
 def test_overrides_only_on_the_allow_list(settings: Settings, binary: FFmpeg, tmp_path: Path) -> None:
-    files, info = run(settings, binary, tmp_path, ["yuv444"], overrides={"encode": {"crf": 35}})
+    _, info = run(settings, binary, tmp_path, ["yuv444"], overrides={"encode": {"crf": 35}})
     assert info["outputs"][0]["crf"] == 35 and info["outputs"][0]["steps"][0]["crf"] == 35
     params = resolve(JobSpec(postprocess=["fade"]), JobDefaults(), backend="preview", seed=1)
     for overrides, phrase in [
@@ -222,3 +226,43 @@ def test_a_silent_ffmpeg_is_killed_as_hung_but_a_slow_one_is_not(binary: FFmpeg,
     slow = [binary.path, "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-re",
             "-f", "lavfi", "-i", "color=c=red:s=64x64:d=2.5", "-f", "null", "-"]
     run_ffmpeg(slow, b"", Cancel(), stall_s=1.5)  # 2.5 s of work, reporting all along: not hung
+
+
+def test_one_generation_many_outputs_through_the_daemon(folders: Folders, start: Start) -> None:
+    make_image(folders.inbox / "multi.png", (96, 72))
+    (folders.inbox / "multi.yaml").write_text(
+        "postprocess: [archive, vertical-1080x1920, gif-preview]\n"
+        "postprocess_overrides: {encode: {crf: 30}, scale_pad: {color: white}}\n")
+    make_image(folders.inbox / "poke.png", (96, 72))
+    (folders.inbox / "poke.yaml").write_text(
+        "postprocess_overrides: {scale_pad: {color: 'black:movie=/etc/passwd'}}\n")
+    daemon = start(folders.config, "--once")
+    assert daemon.wait() == 3, daemon.log
+    meta = folders.metadata("multi")
+    assert meta["files"] == ["multi.mp4", "multi.vertical-1080x1920.mp4", "multi.gif-preview.gif",
+                             "multi.jpg", "multi.json"]
+    assert sorted(folders.files("outbox")) == sorted(meta["files"])
+    vertical = decode(folders.outbox / "multi.vertical-1080x1920.mp4")
+    assert (vertical.width, vertical.height, vertical.fps) == (1080, 1920, 30.0)
+    assert vertical.pixels[0][0, 0].min() > 230  # the overridden white padding
+    assert [o["crf"] for o in meta["postprocess"]["outputs"][:2]] == [30, 30]
+    command = meta["postprocess"]["ffmpeg_command"]
+    assert command.count("-i") == 1 and meta["postprocess"]["presets"] == [
+        "archive", "vertical-1080x1920", "gif-preview"]
+    report = folders.report("poke")
+    assert report["stage"] == "sidecar" and "no paths, filters or ffmpeg options" in report["message"]
+    assert not any(e.get("job") == "poke" and e["event"] == "progress" for e in daemon.events())
+
+
+def test_a_crash_after_generation_resumes_at_post_processing(folders: Folders, start: Start) -> None:
+    folders.write_config(backend="slow", plugins=["slow_backend"])
+    make_image(folders.inbox / "a.png")
+    (folders.inbox / "a.yaml").write_text("num_frames: 4\nbackend_options: {delay_s: 0.05}\n")
+    crashed = start(folders.config, "--once", I2V_CRASH_AT="pipeline.after_generate")
+    assert crashed.wait() == -9
+    (job,) = folders.jobs_in_work()
+    assert (job / "frames.npy").exists()
+    resumed = start(folders.config, "--once")
+    assert resumed.wait() == 0
+    assert not any(e["event"] == "progress" for e in resumed.events())  # not generated again
+    assert decode(folders.outbox / "a.mp4").frames == 4 and folders.files("work") == []
