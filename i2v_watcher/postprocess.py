@@ -126,8 +126,14 @@ def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, c
     command = list(ffmpeg_python.compile(
         merged.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
                            "-progress", "pipe:1").overwrite_output(), cmd=binary.path))
-    run_ffmpeg(command, pixels.tobytes(), cancel, settings.ffmpeg_stall_s)
-    Image.fromarray(pixels[0]).save(out_dir / "poster.jpg", "JPEG", quality=settings.poster_quality)
+    # The poster is encoded while ffmpeg works: it needs a core, not ffmpeg's output.
+    poster = threading.Thread(target=lambda: Image.fromarray(pixels[0]).save(
+        out_dir / "poster.jpg", "JPEG", quality=settings.poster_quality))
+    poster.start()
+    try:
+        run_ffmpeg(command, pixels.tobytes(), cancel, settings.ffmpeg_stall_s)
+    finally:
+        poster.join()
     info = {"presets": [name for name, _ in chains], "outputs": described, "ffmpeg_command": command,
             "ffmpeg_version": binary.version, "poster": {"frame": 0}}
     return [*outputs, Output("poster.jpg", ".jpg")], info
@@ -158,13 +164,19 @@ def run_ffmpeg(command: list[str], stdin: bytes, cancel: Cancel, stall_s: float)
         for line in pipe:
             tail.append(line.decode("utf-8", "replace").rstrip())
 
+    exited = threading.Event()
+
+    def wait() -> None:
+        process.wait()
+        exited.set()  # wakes the loop below the moment ffmpeg exits (Popen.wait(timeout) would poll)
+
     threads = [threading.Thread(target=fn, args=(pipe,), daemon=True) for fn, pipe in
                ((feed, process.stdin), (watch_progress, process.stdout), (keep_tail, process.stderr))]
+    threads.append(threading.Thread(target=wait, daemon=True))
     for thread in threads:
         thread.start()
     try:
-        while process.poll() is None:
-            time.sleep(0.05)
+        while not exited.wait(0.05):
             cancel.check()
             if time.monotonic() - last_progress[0] > stall_s:
                 raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")

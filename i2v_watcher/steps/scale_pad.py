@@ -23,7 +23,7 @@ class ScalePad(Step):
     color: str = Field(default="black", pattern=COLOR_PATTERN)
 
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
-        fitted = stream.filter("scale", self.width, self.height, force_original_aspect_ratio="decrease",
-                               flags="lanczos")
+        # ffmpeg's default (bicubic) scaler, as in the original WebUI's recipe.
+        fitted = stream.filter("scale", self.width, self.height, force_original_aspect_ratio="decrease")
         padded = fitted.filter("pad", self.width, self.height, "(ow-iw)/2", "(oh-ih)/2", color=self.color)
         return padded.filter("setsar", 1), clip.but(width=self.width, height=self.height)
