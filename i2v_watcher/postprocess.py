@@ -29,6 +29,7 @@ from i2v_watcher.steps import Clip, OutputStep, Step, dump_step, step_class
 from i2v_watcher.steps.encode import HARDWARE
 
 STDERR_LINES = 20
+FORBIDDEN = "/\\:;,=[]'\""  # path and ffmpeg filter-graph syntax: never in an override's value
 Chain = tuple[str, list[Step]]  # a preset's name and its steps, overrides applied
 
 
@@ -74,8 +75,7 @@ def check_overrides(settings: Settings, overrides: dict[str, Any]) -> dict[str, 
             if not isinstance(value, (int, float, str, bool)):
                 raise JobError(f"postprocess_overrides: {step}.{field} must be a plain value",
                                stage="sidecar")
-            if (isinstance(value, str) and any(c in value for c in "/\\:;,=[]'\"")) or \
-                    (isinstance(value, str) and value.startswith(("-", "."))):
+            if isinstance(value, str) and (any(c in FORBIDDEN for c in value) or value[:1] in "-."):
                 raise JobError(f"postprocess_overrides: {step}.{field} = {value!r} is refused: no paths, "
                                "filters or ffmpeg options in a sidecar", stage="sidecar")
         checked[step] = dict(fields)
@@ -101,7 +101,8 @@ def graph(pixels: np.ndarray, fps: float, out_dir: Path, chains: list[Chain]) \
     count, height, width = pixels.shape[:3]
     source = ffmpeg_python.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
                                  framerate=fps).video
-    branches = [source] if len(chains) == 1 else [source.split()[i] for i in range(len(chains))]
+    split = source.split() if len(chains) > 1 else None
+    branches = [source] if split is None else [split[i] for i in range(len(chains))]
     streams, outputs, described = [], [], []
     for index, ((name, steps), stream) in enumerate(zip(chains, branches, strict=True)):
         clip = Clip(width=width, height=height, frames=count, fps=fps)
