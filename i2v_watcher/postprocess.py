@@ -39,7 +39,6 @@ class Output:
 
     file: str
     suffix: str
-    preset: str | None = None
 
 
 def build_chains(settings: Settings, params: JobParams) -> list[Chain]:
@@ -115,7 +114,7 @@ def graph(pixels: np.ndarray, fps: float, out_dir: Path, chains: list[Chain]) \
         # The first preset's video keeps the plain <name>.<ext>; every other output is named after
         # its preset, and stills never take <name>.jpg, the poster's name.
         plain = index == 0 and last.extension() in (".mp4", ".webm")
-        outputs.append(Output(staged, last.extension() if plain else f".{name}{last.extension()}", name))
+        outputs.append(Output(staged, last.extension() if plain else f".{name}{last.extension()}"))
         described.append({"preset": name, "steps": [dump_step(s) for s in steps], **last.describe(clip)})
     return ffmpeg_python.merge_outputs(*streams), outputs, described
 

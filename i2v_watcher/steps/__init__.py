@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from i2v_watcher.steps.base import Clip, OutputStep, Step
 
-__all__ = ["Clip", "OutputStep", "Step", "available", "parse_chain", "parse_step", "register", "step_class"]
+__all__ = ["Clip", "OutputStep", "Step", "available", "dump_step", "parse_chain", "parse_step", "register",
+           "step_class"]
 
 _REGISTRY: dict[str, type[Step]] = {}
 S = TypeVar("S", bound=type[Step])
