@@ -78,7 +78,7 @@ def test_live_daemon_takes_new_files_and_a_late_sidecar(folders: Folders, start:
 
 
 def test_a_slowly_written_file_is_not_taken_early(folders: Folders, start: Start, tmp_path: Path) -> None:
-    folders.write_config(settle_s=0.6)
+    folders.write_config(settle_s=1.0)
     source = make_image(tmp_path / "big.png", (320, 240), seed=3).read_bytes()
     (folders.inbox / "slow.yaml").write_text("num_frames: 3\n")
     daemon = start(folders.config)
@@ -97,6 +97,8 @@ def test_a_slowly_written_file_is_not_taken_early(folders: Folders, start: Start
     writer.join()
     assert not any(claimed_early)
     wait_for(lambda: (folders.outbox / "slow.json").exists(), what="slow.json")
+    # The metadata marks the outbox complete; the inputs move to done/ just after it.
+    wait_for(lambda: (folders.done / "slow.png").exists(), what="done/slow.png")
     assert folders.files("failed") == []
     assert (folders.done / "slow.png").read_bytes() == source
     daemon.signal(signal.SIGTERM)
