@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 COLOR_PATTERN = r"^(#[0-9a-fA-F]{6}|[a-zA-Z]{3,20})$"  # "black", "#1e1e1e": never a path or an option
 
@@ -57,3 +57,18 @@ class OutputStep(Step):
     def describe(self, clip: Clip) -> dict[str, Any]:
         """What the output holds, for the metadata."""
         return {"width": clip.width, "height": clip.height, "frames": clip.frames, "fps": clip.fps}
+
+
+class AnimatedPreview(OutputStep):
+    """A small looping preview (GIF, WebP): the clip resampled to `fps` and scaled to `width`."""
+
+    filters: ClassVar[tuple[str, ...]] = ("fps", "scale")
+
+    fps: float = Field(default=12, gt=0, le=50)
+    width: int = Field(default=480, ge=16, le=1920, multiple_of=2)
+
+    def scaled(self, stream: Any) -> Any:
+        return stream.filter("fps", fps=self.fps).filter("scale", self.width, -2, flags="lanczos")
+
+    def describe(self, clip: Clip) -> dict[str, Any]:
+        return {"width": self.width, "fps": self.fps}

@@ -8,16 +8,13 @@ from typing import Any
 from pydantic import Field
 
 from i2v_watcher.steps import register
-from i2v_watcher.steps.base import Clip, OutputStep
+from i2v_watcher.steps.base import AnimatedPreview, Clip
 
 
 @register
-class Webp(OutputStep):
+class Webp(AnimatedPreview):
     name = "webp"
-    filters = ("fps", "scale")
 
-    fps: float = Field(default=12, gt=0, le=50)
-    width: int = Field(default=480, ge=16, le=1920, multiple_of=2)
     quality: int = Field(default=75, ge=0, le=100)
 
     def extension(self) -> str:
@@ -27,8 +24,5 @@ class Webp(OutputStep):
         return {"libwebp_anim"}
 
     def output(self, stream: Any, clip: Clip, target: Path) -> Any:
-        scaled = stream.filter("fps", fps=self.fps).filter("scale", self.width, -2, flags="lanczos")
-        return scaled.output(str(target), vcodec="libwebp_anim", quality=self.quality, loop=0, f="webp")
-
-    def describe(self, clip: Clip) -> dict[str, Any]:
-        return {"width": self.width, "fps": self.fps}
+        return self.scaled(stream).output(str(target), vcodec="libwebp_anim", quality=self.quality, loop=0,
+                                          f="webp")
