@@ -287,5 +287,5 @@ def load_settings(config_file: Path | str | None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        message = describe_validation_error(exc).replace("invalid sidecar", "invalid configuration")
+        message = describe_validation_error(exc, "configuration")
         raise StartupError(f"{message} (in {config_file or 'the environment'})") from exc

@@ -57,7 +57,7 @@ def publish(settings: Settings, job: Job) -> None:
             {"seed": job.state.seed, "preset": meta["postprocess"]["presets"][0], "backend": meta["backend"]})
         suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
         name = free_name(folder, wanted, suffixes)
-        files = [public for _, public in _plan(settings, job, name)] + [f"{name}.json"]
+        files = [name + suffix for suffix in suffixes]
         job.advance("publishing", output_name=name,
                     published=[str(job.rel_dir / f) if str(job.rel_dir) != "." else f for f in files])
         if name != wanted:

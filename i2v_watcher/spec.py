@@ -190,12 +190,12 @@ def parse_sidecar(data: bytes, *, max_bytes: int) -> JobSpec:
                        hint=f"allowed keys: {', '.join(JobSpec.model_fields)}") from exc
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, what: str = "sidecar") -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "(sidecar)"
+        where = ".".join(str(part) for part in err["loc"]) or f"({what})"
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key")
         else:
             lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return "invalid sidecar: " + "; ".join(lines)
+    return f"invalid {what}: " + "; ".join(lines)

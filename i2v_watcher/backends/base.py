@@ -23,7 +23,7 @@ def backend_options(model: type[OptionsT], params: JobParams) -> OptionsT:
     try:
         return model.model_validate(params.backend_options)
     except ValidationError as exc:
-        message = describe_validation_error(exc).replace("invalid sidecar", "invalid backend_options")
+        message = describe_validation_error(exc, "backend_options")
         raise JobError(message, stage="generate") from exc
 
 # Called after every unit of work (a frame, a denoising step) with (done, total). It raises

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from i2v_watcher.spec import describe_validation_error
 from i2v_watcher.steps.base import Clip, OutputStep, Step
 
 __all__ = ["Clip", "OutputStep", "Step", "available", "dump_step", "parse_chain", "parse_step", "register",
@@ -51,8 +52,7 @@ def parse_step(raw: dict[str, Any]) -> Step:
     try:
         return cls.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"step {kind!r}: {problems}") from None
+        raise ValueError(describe_validation_error(exc, f"step {kind!r}")) from None
 
 
 def parse_chain(raw_steps: list[dict[str, Any]]) -> list[Step]:
