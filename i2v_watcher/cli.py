@@ -77,36 +77,55 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.submit import build_sidecar, submit
 
-    path = submit(settings, args.image, build_sidecar(args.prompt, args.set), args.name)
+    try:
+        path = submit(settings, args.image, build_sidecar(args.prompt, args.set), args.name)
+    except OSError as exc:  # the inbox or the image, not a bug: a message, not a traceback
+        raise StartupError(f"cannot submit {args.image}: {exc}") from exc
     print(path)
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.status import collect, render
+    from i2v_watcher.status import collect, render, warn
 
     result = collect(settings)
+    for warning in result["warnings"]:
+        warn(warning)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.status import failed_reports, find_reports, retry
+    """Each report on its own: one that cannot be trusted is refused and left where it is, the others
+    are retried; exit 2 when any was refused."""
+    from i2v_watcher.status import RetryRefused, failed_reports, find_reports, printable, reason, retry, warn
 
-    reports = failed_reports(settings) if args.all else find_reports(settings, args.name)
-    if not reports and not args.all:
-        raise StartupError(f"no failed job named {args.name!r} (see `i2v-watcher status`)")
+    reports = failed_reports(settings, warn) if args.all else find_reports(settings, args.name, warn)
+    if not reports:
+        if not args.all:
+            raise StartupError(f"no failed job named {args.name!r} (see `i2v-watcher status`)")
+        print("nothing to retry", file=sys.stderr)
+        return 0
+    refused = 0
     for report in reports:
-        for path in retry(settings, report):
-            print(path)
-    return 0
+        try:
+            moved = retry(settings, report)
+        except (RetryRefused, OSError) as exc:
+            refused += 1
+            print(f"i2v-watcher: refused {printable(str(report))}: {printable(reason(exc))} "
+                  "(the report and its files stay in place)", file=sys.stderr)
+            continue
+        for path in moved:
+            print(printable(str(path)))
+    return EXIT_CANNOT_RUN if refused else 0
 
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.daemon import discover_backends
     from i2v_watcher.ffmpeg import find_ffmpeg
     from i2v_watcher.postprocess import check_presets
 
-    backends.discover(settings.plugins)
+    discover_backends(settings)
     for name in settings.resident:
         backends.get(settings.auto_backend if name == "auto" else name)
     binary, origin = find_ffmpeg(settings.ffmpeg_path)

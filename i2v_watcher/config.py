@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import os
 import socket
 import string
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from i2v_watcher.errors import StartupError
-from i2v_watcher.spec import JobDefaults, RegistryName, describe_validation_error, normalise_resolution
+from i2v_watcher.spec import (
+    JobDefaults,
+    RegistryName,
+    check_output_name,
+    describe_validation_error,
+    normalise_resolution,
+)
 from i2v_watcher.steps.base import Step
 
 # Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
@@ -24,6 +33,13 @@ DEFAULT_IGNORE_PATTERNS = [
     "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found",
 ]
 TEMPLATE_FIELDS = frozenset({"stem", "date", "time", "seed", "preset", "backend", "job_id"})
+# Values of the shape a job gives each template field: the template is tried with them at load time,
+# so a template that can never make a plain file name fails at start-up, not after the GPU work.
+TEMPLATE_SAMPLE = {"stem": "photo", "date": "20260101", "time": "120000", "seed": 42, "preset": "archive",
+                   "backend": "preview", "job_id": "20260101T120000Z-0123abcd"}
+FOLDERS = ("inbox", "outbox", "failed", "done", "work")
+HOUR, DAY = 3600.0, 86400.0
+GIB = 1024**3
 
 
 def _default_worker_id() -> str:
@@ -33,7 +49,7 @@ def _default_worker_id() -> str:
 class Preset(BaseModel):
     """A named post-processing chain: filter steps, then one output step (see i2v_watcher/steps/)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: list[dict[str, Any]]
 
@@ -77,7 +93,7 @@ DEFAULT_OVERRIDABLE = {"encode": ["crf"], "fade": ["in_s", "out_s", "color"], "s
 class ModelSettings(BaseModel):
     """Where a diffusion backend's weights come from."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str  # a local directory, or a Hugging Face hub id resolved from the local cache
     variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
@@ -93,14 +109,23 @@ DEFAULT_MODELS = {
 class OomRung(BaseModel):
     """One rung of the OOM ladder; rungs apply cumulatively, each on top of those before it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     resolution: str | None = None  # cap the short side at this size (e.g. "512p")
     num_frames: float | None = Field(default=None, gt=0, lt=1)  # keep this fraction of the frames
     offload: Literal["model", "sequential"] | None = None  # CPU offload, for this one job only
 
-    _resolution = field_validator("resolution", mode="before")(
-        lambda v: None if v is None else normalise_resolution(v))
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        resolution = normalise_resolution(value)
+        # A rung caps the short side with int("512p"[:-1]); "auto" would fail every job at that point.
+        if resolution == "auto":
+            raise ValueError("an OOM ladder rung caps the short side at a concrete size such as 512p "
+                             "or 384p, never auto")
+        return resolution
 
     @model_validator(mode="after")
     def _one_change(self) -> OomRung:
@@ -115,7 +140,7 @@ DEFAULT_OOM_LADDER = [OomRung(resolution="512p"), OomRung(num_frames=0.5), OomRu
 class DiffusionSettings(BaseModel):
     """How the diffusion backends load and run (applied once, at start-up)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     device: str = Field(default="cuda", pattern=r"^(cuda(:\d+)?|cpu)$")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
@@ -130,7 +155,10 @@ class DiffusionSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="I2V_", env_nested_delimiter="__", extra="forbid")
+    # allow_inf_nan=False: inf or nan in a duration (TOML and the environment both spell them) would
+    # crash a timer thread or spin it; every number below also has an upper bound for the same reason.
+    model_config = SettingsConfigDict(env_prefix="I2V_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     # Folders
     inbox: Path
@@ -154,33 +182,37 @@ class Settings(BaseSettings):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_OVERRIDABLE.items()})
     poster_quality: int = Field(default=90, ge=1, le=100)
     ffmpeg_path: Path | None = None
-    ffmpeg_stall_s: float = Field(default=60.0, gt=0)
+    ffmpeg_stall_s: float = Field(default=60.0, ge=1, le=HOUR)
 
     # Watching the inbox
     watch_mode: Literal["auto", "inotify", "poll"] = "auto"
-    poll_interval_s: float = Field(default=5.0, gt=0)
-    rescan_s: float = Field(default=30.0, gt=0)
-    settle_s: float = Field(default=2.0, ge=0)
-    sidecar_grace_s: float = Field(default=10.0, ge=0)
-    orphan_sidecar_s: float = Field(default=600.0, ge=0)
+    poll_interval_s: float = Field(default=5.0, ge=0.1, le=HOUR)  # below 0.1 s polling burns a core
+    rescan_s: float = Field(default=30.0, ge=1, le=DAY)
+    settle_s: float = Field(default=2.0, ge=0, le=HOUR)
+    sidecar_grace_s: float = Field(default=10.0, ge=0, le=DAY)
+    orphan_sidecar_s: float = Field(default=600.0, ge=0, le=30 * DAY)
     ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_PATTERNS))
 
     # Untrusted input
     max_sidecar_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
-    max_image_pixels: int = Field(default=64_000_000, ge=4096)
-    max_image_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=64_000_000, ge=4096, le=1_000_000_000)
+    max_image_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, le=10 * GIB)
+    # Host memory a job's frames may take; None: half of the machine's memory (or its cgroup limit).
+    memory_budget_mb: int | None = Field(default=None, ge=64, le=64 * 1024 * 1024)
+    # A job in flight when the daemon died this many times in a row goes to failed/ (an OOM kill).
+    max_job_crashes: int = Field(default=2, ge=1, le=100)
 
     # Publishing and clean-up
     output_template: str = "{stem}"
     keep_inputs: Literal["done", "outbox", "delete"] = "done"
-    retention_days: float | None = Field(default=None, gt=0)
+    retention_days: float | None = Field(default=None, gt=0, le=36500)
     transient_retries: int = Field(default=5, ge=0, le=100)
-    retry_backoff_s: float = Field(default=2.0, ge=0)
-    retry_backoff_max_s: float = Field(default=60.0, ge=0)
+    retry_backoff_s: float = Field(default=2.0, ge=0, le=HOUR)
+    retry_backoff_max_s: float = Field(default=60.0, ge=0, le=DAY)
 
     # Life of the process
-    stop_timeout_s: float = Field(default=30.0, ge=0)
-    progress_log_s: float = Field(default=5.0, ge=0)
+    stop_timeout_s: float = Field(default=30.0, ge=0, le=DAY)
+    progress_log_s: float = Field(default=5.0, ge=0, le=HOUR)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -216,13 +248,7 @@ class Settings(BaseSettings):
     @field_validator("output_template")
     @classmethod
     def _template(cls, value: str) -> str:
-        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        unknown = fields - TEMPLATE_FIELDS
-        if unknown or not value.strip():
-            raise ValueError(
-                f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(TEMPLATE_FIELDS))}"
-            )
-        return value
+        return check_output_template(value)
 
     @field_validator("ignore_patterns")
     @classmethod
@@ -245,18 +271,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _backoff_ordered(self) -> Settings:
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError(f"retry_backoff_max_s ({self.retry_backoff_max_s:g}) must be at least "
+                             f"retry_backoff_s ({self.retry_backoff_s:g})")
+        return self
+
+    @model_validator(mode="after")
     def _folders_apart(self) -> Settings:
-        named = {"outbox": self.outbox, "failed": self.failed, "done": self.done, "work": self.work}
-        reals = [os.path.realpath(path) for path in (self.inbox, *named.values())]
-        if len(set(reals)) != len(reals):
-            raise ValueError("inbox, outbox, failed, done and work must be five different folders")
-        inbox = Path(os.path.realpath(self.inbox))
-        for name, path in named.items():
-            real = Path(os.path.realpath(path))
-            if real == inbox or inbox in real.parents:
-                raise ValueError(f"{name} ({path}) must not lie inside the inbox ({self.inbox})")
-            if real in inbox.parents:
-                raise ValueError(f"the inbox ({self.inbox}) must not lie inside {name} ({path})")
+        check_folders_apart(self.folders())
         return self
 
     @property
@@ -271,6 +294,84 @@ class Settings(BaseSettings):
     @property
     def worker_dir(self) -> Path:
         return self.work / self.worker_id
+
+
+def check_output_template(template: str) -> str:
+    """Only plain `{field}`s: a conversion, format spec, attribute or index could reach into the
+    values' objects or pad a name past any limit. The result must be a plain file name."""
+    if not template.strip():
+        raise ValueError("must not be empty")
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            raise ValueError(f"unknown field {{{name}}}; allowed: "
+                             f"{', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))} "
+                             "(plain fields only: no attributes, indexes, conversions or format specs)")
+        if spec or conversion:
+            raise ValueError(f"field {{{name}}} has a conversion or format spec; only plain "
+                             f"{{{name}}} is allowed")
+    sample = template.format(**TEMPLATE_SAMPLE)
+    try:
+        check_output_name(sample)
+    except ValueError as exc:
+        raise ValueError(f"gives the output name {sample!r} for a sample job, which is not usable: {exc}") \
+            from exc
+    return template
+
+
+def _describe_folder(name: str, path: Path, real: str) -> str:
+    return f"{name} ({path})" if str(path) == real else f"{name} ({path} -> {real})"
+
+
+def check_folders_apart(folders: dict[str, Path]) -> None:
+    """No folder may be another, or lie inside another: a scan or clean-up of the outer one would
+    take the inner one's files for its own (jobs claimed twice, outputs pruned). Real paths, so a
+    symbolic link does not hide the nesting."""
+    reals = {name: os.path.realpath(path) for name, path in folders.items()}
+    for first, second in itertools.combinations(folders, 2):
+        a, b = Path(reals[first]), Path(reals[second])
+        one = _describe_folder(first, folders[first], reals[first])
+        other = _describe_folder(second, folders[second], reals[second])
+        if a == b:
+            raise ValueError(f"{one} and {other} are the same folder: inbox, outbox, failed, done and "
+                             "work must be five different folders")
+        if b in a.parents:
+            raise ValueError(f"{one} must not lie inside {other}")
+        if a in b.parents:
+            raise ValueError(f"{other} must not lie inside {one}")
+
+
+def check_model_tables(settings: Settings, known_backends: Iterable[str],
+                       diffusion_backends: Iterable[str]) -> None:
+    """Every [models.<name>] table must name a backend that loads a model. A separate step from
+    validation because plugins register backends only at start-up; call it after discovery.
+    A typo would otherwise be ignored and the shipped hub id loaded in its place."""
+    known = set(known_backends)
+    with_models = sorted(set(diffusion_backends))
+    problems = []
+    for name, source in settings.models.items():
+        if DEFAULT_MODELS.get(name) == source:
+            continue  # the shipped tables are never the user's mistake
+        if name not in known:
+            problems.append(_unknown_model_table(name, with_models))
+        elif name not in with_models:
+            problems.append(f"[models.{name}]: backend {name} loads no model, so the table means nothing")
+    if problems:
+        message = "; ".join(problems)
+        listed = ", ".join(with_models) or "(none)"
+        raise StartupError(f"{message}{' ' if message.endswith('?') else '; '}backends with models: {listed}")
+
+
+def _unknown_model_table(name: str, with_models: list[str]) -> str:
+    # Compare lower-cased and with "_" as "-", the usual slips; suggest the real spelling.
+    def key(text: str) -> str:
+        return text.lower().replace("_", "-")
+
+    by_key = {key(candidate): candidate for candidate in with_models}
+    close = difflib.get_close_matches(key(name), list(by_key), n=1)
+    hint = f"; did you mean [models.{by_key[close[0]]}]?" if close else ""
+    return f"[models.{name}] names no backend{hint}"
 
 
 def load_settings(config_file: Path | str | None) -> Settings:

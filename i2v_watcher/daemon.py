@@ -1,27 +1,31 @@
-"""The daemon's life: startup(), main_loop(), shutdown(). Signal handlers only set flags; the loop
-ticks, and nothing in it blocks for long, so a stop is always prompt."""
+"""The daemon's life: startup(), main_loop(), shutdown(). Signal handlers only set flags once the
+daemon is up (before that, a stop ends start-up at once); the loop ticks, and nothing in it blocks for
+long, so a stop is always prompt. Jobs left in the work folder are resumed by the loop, after start-up,
+as ordinary work."""
 
 from __future__ import annotations
 
-import shutil
+import os
 import signal
 import time
+from dataclasses import dataclass
 from types import FrameType
 
 import structlog
 
 from i2v_watcher import backends
 from i2v_watcher.cancel import Cancel
-from i2v_watcher.claim import claim, resume_claim
-from i2v_watcher.config import Settings
-from i2v_watcher.errors import InboxUnavailable, StartupError
+from i2v_watcher.claim import ClaimRefused, claim, resume_claim
+from i2v_watcher.config import Settings, check_model_tables
+from i2v_watcher.errors import InboxUnavailable, StartupError, StartupInterrupted
 from i2v_watcher.ffmpeg import find_ffmpeg
 from i2v_watcher.fsutil import same_filesystem
-from i2v_watcher.job import STATE_FILE, TRASH_PREFIX, Job
-from i2v_watcher.pipeline import Pipeline
+from i2v_watcher.job import Job
+from i2v_watcher.pipeline import Outcome, Pipeline
 from i2v_watcher.postprocess import check_presets
 from i2v_watcher.retention import prune
-from i2v_watcher.watch import Inbox, Scan, Watcher
+from i2v_watcher.watch import Candidate, Inbox, Scan, Watcher
+from i2v_watcher.workstore import WorkStore
 
 EXIT_OK, EXIT_FAILED_JOBS = 0, 3
 TICK_S = 0.5
@@ -65,6 +69,24 @@ def choose_backend(settings: Settings) -> str:
     return "preview"
 
 
+def discover_backends(settings: Settings) -> None:
+    """Import the backends and plugins, then check what the config says about them."""
+    backends.discover(settings.plugins)
+    check_model_tables(settings, backends.available(), backends.with_models())
+
+
+@dataclass
+class Held:
+    """A job kept in the work folder because a folder it must write is not writable: tried again
+    with backoff. `error` is what was logged last, so the same error is not logged with a traceback
+    every time."""
+
+    next_at: float
+    delay: float
+    tries: int
+    error: str = ""
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
@@ -72,28 +94,39 @@ class Daemon:
         self.cancel = Cancel()
         self.failed = 0
         self.published = 0
+        self.up = False
+        self.held: dict[str, Held] = {}
 
     def serve(self) -> int:
-        self.startup()
+        stops = (signal.SIGTERM, signal.SIGINT)
+        signals = {signum: signal.signal(signum, self._on_signal) for signum in stops}
         try:
-            self.main_loop()
+            try:
+                self.startup()
+            except StartupInterrupted:
+                log.warning("stopped during start-up")
+                return EXIT_OK
+            try:
+                self.main_loop()
+            finally:
+                self.shutdown()
         finally:
-            self.shutdown()
-        # Only a batch run reports failed jobs in its exit code; a service stopped by a signal exits 0.
-        return EXIT_FAILED_JOBS if self.once and self.failed else EXIT_OK
+            for signum, handler in signals.items():
+                signal.signal(signum, handler)
+        # Only a batch run reports jobs it could not finish in its exit code; a service stopped by a
+        # signal exits 0.
+        unfinished = self.failed or self.held or (self._scan is not None and self._scan.blocked)
+        return EXIT_FAILED_JOBS if self.once and unfinished else EXIT_OK
 
     def startup(self) -> None:
+        """Everything the daemon needs before it can take a job; nothing here runs a job."""
         settings = self.settings
         prepare_folders(settings)
         binary, origin = find_ffmpeg(settings.ffmpeg_path)
         log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
         for note in check_presets(settings, binary):
             log.info("ffmpeg hardware encoder", result=note)
-        # Signals only set flags; installed before the (possibly long) model load, so a stop then is
-        # orderly too: the loop is never entered.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        backends.discover(settings.plugins)
+        discover_backends(settings)
         default = choose_backend(settings)
         resident: dict[str, backends.Backend] = {}
         for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
@@ -103,56 +136,75 @@ class Daemon:
             log.info("backend loaded", backend=name, model=backend.model_id,
                      seconds=round(time.monotonic() - started, 2))
             resident[name] = backend
+        self.store = WorkStore(settings)
         self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
-        self.recover()
+        # A link or special file can only be moved to failed/ by a rename: on another filesystem
+        # they stay in the inbox (copying would mean opening them).
+        self.leave_specials = os.stat(settings.failed).st_dev != os.stat(settings.inbox).st_dev
         prune(settings)
         self.watcher.start()
         self.paused = False
-        self._last_full = self._last_scan = self._last_prune = self._last_recover = time.monotonic()
+        now = time.monotonic()
+        self._last_full = self._last_scan = self._last_prune = now
+        self._next_recover = now  # the first tick resumes what a previous run left
         self._scan: Scan | None = None
+        self.up = True
         log.info("watching", inbox=str(settings.inbox), outbox=str(settings.outbox),
                  worker_id=settings.worker_id, once=self.once)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         first = not self.cancel.stopping
         self.cancel.request_stop(self.settings.stop_timeout_s)
+        if not self.up:
+            raise StartupInterrupted(signal.Signals(signum).name)
         log.warning("stop requested" if first else "second signal: aborting now",
                     signal=signal.Signals(signum).name, stop_timeout_s=self.settings.stop_timeout_s)
-        if hasattr(self, "watcher"):
-            self.watcher.changed.set()
+        self.watcher.changed.set()
 
     def recover(self) -> None:
-        """Resume every job this worker left in its work folder (a crash, or a failed clean-up)."""
-        for folder in sorted(self.settings.worker_dir.iterdir()):
+        """Resume every job this worker left in its work folder (a crash, a stop, a folder that was
+        not writable), each when its backoff allows."""
+        now = time.monotonic()
+        for job in self.store.leftovers():
             if self.cancel.stopping:
                 return
-            if folder.name.startswith(TRASH_PREFIX):
-                shutil.rmtree(folder, ignore_errors=True)
+            held = self.held.get(job.id)
+            if held is not None and now < held.next_at:
                 continue
-            if not (folder / STATE_FILE).is_file():
-                # A crash right after the folder was made: the state is written before any input moves.
-                inputs = folder / "input"
-                if inputs.is_dir() and any(inputs.iterdir()):
-                    log.error("job folder without a state file; left alone", folder=str(folder))
-                else:
-                    shutil.rmtree(folder, ignore_errors=True)
-                continue
-            found = Job.load(folder)
-            log.info("resuming job", job_id=found.id, job=found.state.key, stage=found.state.stage)
-            job = resume_claim(self.settings, found) if found.state.stage == "claiming" else found
-            if job is not None:
-                self._run(job)
+            if held is None:
+                log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
+            resumed = resume_claim(self.settings, job) if job.state.stage == "claiming" else job
+            if resumed is not None:
+                self._run(resumed)
 
     def _run(self, job: Job) -> None:
+        self.store.in_flight.add(job.dir.name)
         try:
-            outcome = self.pipeline.run(job)
-        except Exception:
-            log.exception("job left in the work folder, will retry", job_id=job.id)
+            outcome: Outcome = self.pipeline.run(job)
+            error = ""
+        except Exception as exc:  # outside the job's own error handling: keep it, try again later
+            outcome, error = "held", f"{type(exc).__name__}: {exc}"
+            previous = self.held.get(job.id)
+            if previous is None or previous.error != error:
+                log.exception("job left in the work folder, will retry", job_id=job.id)
+        finally:
+            self.store.in_flight.discard(job.dir.name)
+        if outcome == "held":
+            self._hold(job, error)
             return
+        self.held.pop(job.id, None)
         self.failed += outcome == "failed"
         self.published += outcome == "published"
+
+    def _hold(self, job: Job, error: str) -> None:
+        previous = self.held.get(job.id)
+        delay = self.settings.retry_backoff_s if previous is None else min(
+            max(previous.delay * 2, self.settings.retry_backoff_s), self.settings.retry_backoff_max_s)
+        tries = 1 if previous is None else previous.tries + 1
+        self.held[job.id] = Held(time.monotonic() + delay, delay, tries, error)
+        self._next_recover = min(self._next_recover, time.monotonic() + delay)
 
     def main_loop(self) -> None:
         while not self.cancel.stopping:
@@ -162,9 +214,9 @@ class Daemon:
     def tick(self) -> bool:
         """One turn of the loop; False when `--once` has drained the inbox."""
         now = time.monotonic()
-        if now - self._last_recover >= self.settings.rescan_s:
-            self._last_recover = now
-            self.recover()  # jobs left behind by an error, e.g. a failed/ folder that was unwritable
+        if now >= self._next_recover:
+            self._next_recover = now + self.settings.rescan_s
+            self.recover()  # jobs left behind by a crash, a stop, or a folder that was not writable
         if now - self._last_prune >= RETENTION_EVERY_S:
             self._last_prune = now
             prune(self.settings)
@@ -181,18 +233,34 @@ class Daemon:
         if scan and scan.ready:
             candidate = scan.ready.pop(0)
             self._scan = None  # rescan after every job: the folder may have changed meanwhile
-            try:
-                job = claim(self.settings, candidate)
-            except InboxUnavailable as exc:
-                self._pause(str(exc))
-                return True
-            if job is not None:
-                self._run(job)
+            self._take(candidate)
             return True
-        if self.once and scan is not None and scan.waiting == 0 and scan.orphans == 0:
+        if self.once and scan is not None and scan.waiting == 0 and scan.orphans == 0 \
+                and not self._held_retrying():
             return False  # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported
-        self.watcher.changed.wait(TICK_S)
+        self.watcher.changed.wait(max(0.0, min(TICK_S, self._next_recover - time.monotonic())))
         return True
+
+    def _take(self, candidate: Candidate) -> None:
+        try:
+            job = claim(self.settings, self.store, candidate, leave_specials=self.leave_specials)
+        except InboxUnavailable as exc:
+            self._pause(str(exc))
+            return
+        except ClaimRefused as exc:
+            self.inbox.block(candidate, str(exc))
+            return
+        except Exception as exc:  # one job's files never stop the daemon
+            log.exception("claim failed", job=candidate.key)
+            self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")
+            return
+        if job is not None:
+            self._run(job)
+
+    def _held_retrying(self) -> bool:
+        """With `--once`: held jobs are tried `transient_retries` times before the run gives up on them
+        (they stay in the work folder for the next run)."""
+        return any(h.tries <= self.settings.transient_retries for h in self.held.values())
 
     def _scan_due(self, now: float) -> bool:
         if self._scan is None or self.watcher.changed.is_set():
@@ -224,4 +292,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.watcher.stop()
+        if self.held:
+            log.error("jobs kept in the work folder: a folder they must write is not writable",
+                      jobs=len(self.held))
         log.info("stopped", published=self.published, failed=self.failed)

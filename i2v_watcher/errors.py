@@ -31,6 +31,29 @@ class FfmpegStalled(OSError):
         super().__init__(errno.ETIMEDOUT, message)
 
 
+class OutputInvalid(OSError):
+    """An encoded output does not decode to what was asked (a damaged or truncated file): made again
+    from the kept frames like a storage error, never published."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EIO, message)
+
+
+class DestinationUnavailable(Exception):
+    """The outbox, done/ or failed/ cannot be written now (full, read-only, not writable, gone): an
+    operator's problem, not the job's. The job is kept in the work folder and tried again later."""
+
+    def __init__(self, stage: str, error: OSError) -> None:
+        super().__init__(f"{stage}: {error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        self.stage = stage
+        self.error = error
+
+
+class StartupInterrupted(BaseException):
+    """A stop signal arrived while the daemon was still starting (a model loading): start-up ends
+    there. A BaseException, like KeyboardInterrupt, so no library's `except Exception` swallows it."""
+
+
 class InboxUnavailable(Exception):
     """The inbox vanished or went stale (unmounted share); the daemon pauses until it is back."""
 
@@ -42,5 +65,14 @@ TRANSIENT_ERRNOS = frozenset(
 )
 
 
+# What a folder the daemon must write can raise besides those: fixed by an operator, not by waiting.
+OPERATOR_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ELOOP,
+                             errno.ENOTDIR})
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+def is_destination_problem(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS | OPERATOR_ERRNOS

@@ -1,23 +1,58 @@
-"""Crash-safe file operations: every visible name appears complete, in one rename."""
+"""Crash-safe file operations: every visible name appears complete, in one rename, and never replaces a
+name that is already there. Nothing the inbox holds is trusted: links are never followed, and only
+regular files are ever opened."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import hashlib
 import json
 import os
+import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "sshfs", "9p", "afs", "ceph",
-              "glusterfs", "lustre", "davfs", "gpfs", "beegfs", "ocfs2", "gfs2", "virtiofs", "vboxsf")
+NAME_MAX = 255  # bytes, on every filesystem the daemon is meant for
+RESERVED_SUFFIX = ".reserved"
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+class NotRegularFile(OSError):
+    """A link, FIFO, socket, device or folder where a regular file was expected: never opened."""
+
+    def __init__(self, path: str | Path, what: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file ({what})", str(path))
+
+
+def kind_of(mode: int) -> str:
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
 def open_nofollow(path: str, flags: int) -> int:
-    """An `opener` for open(): a symbolic link put in a file's place is refused, never followed."""
-    return os.open(path, flags | os.O_NOFOLLOW)
+    """An `opener` for open(): a symbolic link is refused, never followed, and anything but a regular
+    file is refused before it can block (a FIFO would wait for a writer forever)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, kind_of(mode))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def fsync_dir(path: Path) -> None:
@@ -34,101 +69,244 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def temp_name(final: Path) -> Path:
-    """`.clip.mp4.part`: hidden, and matched by no `*.mp4` glob of a consumer."""
-    return final.with_name(f".{final.name}.part")
+def _fit_name(name: str, tail: str) -> str:
+    """`.<name><tail>`, hidden; a name too long for the filesystem is replaced by its hash."""
+    hidden = f".{name}{tail}"
+    if len(os.fsencode(hidden)) <= NAME_MAX:
+        return hidden
+    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:24]}{tail}"
 
 
-def write_bytes_atomic(final: Path, data: bytes) -> None:
-    tmp = temp_name(final)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+def temp_name(final: Path, token: str | None = None) -> Path:
+    """`.clip.mp4.<token>.part`: hidden, matched by no `*.mp4` glob of a consumer, and unique to its
+    writer (a job passes its id, so a resumed job finds and replaces its own leftover)."""
+    token = token or f"{os.getpid():x}-{secrets.token_hex(4)}"
+    return final.with_name(_fit_name(final.name, f".{token}.part"))
+
+
+def _renameat2_noreplace(source: Path, target: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if fn(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """Rename, but never onto an existing name (FileExistsError): a file another process put there is
+    never replaced. renameat2(RENAME_NOREPLACE) where the filesystem has it, else a hard link and
+    unlink (NFS), else a check and a plain rename (the only racy fallback, for filesystems with
+    neither, such as some SMB servers)."""
+    try:
+        _renameat2_noreplace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from exc
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
+def _write_temp(final: Path, token: str | None, fill: Callable[[Any], None]) -> Path:
+    tmp = temp_name(final, token)
+    try:
+        with open(tmp, "wb", opener=_create_private) as handle:
+            fill(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a partial file never stays behind (a full disk must not poison the next job)
+        raise
+    return tmp
+
+
+def _create_private(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+
+
+def _install(tmp: Path, final: Path, replace: bool) -> None:
+    try:
+        if replace:
+            os.replace(tmp, final)
+        else:
+            rename_noreplace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(final.parent)
 
 
-def write_json_atomic(final: Path, payload: dict[str, Any]) -> None:
-    write_bytes_atomic(final, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+def write_bytes_atomic(final: Path, data: bytes, *, token: str | None = None, replace: bool = True) -> None:
+    """Write a file under a hidden temporary name, then rename it into place. `replace=False` never
+    replaces an existing file (FileExistsError): for the shared folders, where another process may
+    have written the name meanwhile. Our own state files are replaced."""
+    _install(_write_temp(final, token, lambda handle: handle.write(data)), final, replace)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        data = json.load(handle)
+def write_json_atomic(final: Path, payload: dict[str, Any], *, token: str | None = None,
+                      replace: bool = True) -> None:
+    write_bytes_atomic(final, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode(),
+                       token=token, replace=replace)
+
+
+def read_json(path: Path, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
+    """A JSON object from a file in the shared folders (untrusted: never through a link, size-capped)."""
+    with open(path, "rb", opener=open_nofollow) as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes} bytes")
+    data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return data
 
 
-def copy_atomic(source: Path, final: Path) -> None:
-    """Copy under a temporary name, flush, then rename: works across filesystems."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(final)
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
-        dst.flush()
-        os.fsync(dst.fileno())
-    shutil.copystat(source, tmp)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
+def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace: bool = False) -> None:
+    """Copy a regular file under a temporary name, flush, then rename: works across filesystems."""
+    with open(source, "rb", opener=open_nofollow) as src:
+        mode = os.fstat(src.fileno())
+        tmp = _write_temp(final, token, lambda dst: shutil.copyfileobj(src, dst, 1024 * 1024))
+    with contextlib.suppress(OSError):
+        os.utime(tmp, ns=(mode.st_atime_ns, mode.st_mtime_ns))
+    _install(tmp, final, replace)
 
 
-def move(source: Path, final: Path) -> None:
-    """Rename where possible; across filesystems copy atomically, then remove the source."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+def move(source: Path, final: Path, *, token: str | None = None) -> None:
+    """Move without replacing anything. A rename where possible; across filesystems a regular file is
+    copied atomically, then the source removed. A link or special file is only ever renamed: across
+    filesystems it raises NotRegularFile and stays where it is (copying would mean opening it)."""
     try:
-        os.rename(source, final)
+        rename_noreplace(source, final)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        copy_atomic(source, final)
+        mode = os.lstat(source).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(source, kind_of(mode)) from exc
+        copy_atomic(source, final, token=token)
         os.unlink(source)
     fsync_dir(final.parent)
 
 
-def free_name(folder: Path, stem: str, suffixes: list[str]) -> str:
-    """The first of stem, stem-1, stem-2… for which no `<stem><suffix>` exists in folder (no overwrite)."""
+def same_content(a: Path, b: Path) -> bool:
+    """Whether two regular files hold the same bytes (a resumed publish recognises its own file)."""
+    try:
+        with open(a, "rb", opener=open_nofollow) as fa, open(b, "rb", opener=open_nofollow) as fb:
+            if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
+                return False
+            while True:
+                block = fa.read(1024 * 1024)
+                if block != fb.read(1024 * 1024):
+                    return False
+                if not block:
+                    return True
+    except OSError:
+        return False
+
+
+def reservation(folder: Path, stem: str) -> Path:
+    return folder / _fit_name(stem, RESERVED_SUFFIX)
+
+
+def reserve_name(folder: Path, stem: str, suffixes: list[str], owner: str) -> str:
+    """The first of stem, stem-1, stem-2… that no `<stem><suffix>` in folder uses and that no other
+    process has reserved, reserved for `owner` by an exclusive create (atomic on local disks and NFS),
+    so two workers, or two `submit`s, never pick the same name. Taking it again as its owner works
+    (a resumed job). Release it with release_name once the files are in place."""
     for n in range(10_000):
         candidate = stem if n == 0 else f"{stem}-{n}"
-        if not any(os.path.lexists(folder / f"{candidate}{suffix}") for suffix in suffixes):
-            return candidate
-    raise FileExistsError(f"no free name for {stem!r} in {folder}")
+        if any(os.path.lexists(folder / f"{candidate}{suffix}") for suffix in suffixes):
+            continue
+        marker = reservation(folder, candidate)
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            if _reserved_by(marker) == owner:
+                return candidate
+            continue
+        try:
+            os.write(fd, owner.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Between the check and the create another process may have published the name unreserved.
+        if any(os.path.lexists(folder / f"{candidate}{suffix}") for suffix in suffixes):
+            release_name(folder, candidate, owner)
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"no free name for {stem!r}", str(folder))
+
+
+def _reserved_by(marker: Path) -> str | None:
+    try:
+        with open(marker, "rb", opener=open_nofollow) as handle:
+            return handle.read(256).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def release_name(folder: Path, stem: str, owner: str) -> None:
+    marker = reservation(folder, stem)
+    if _reserved_by(marker) == owner:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)
+
+
+def safe_subdir(root: Path, rel: PurePosixPath | str) -> Path:
+    """root/rel, creating the missing folders below root; every component must be a real folder (a
+    link planted in a shared folder would lead writes outside it). The root itself must exist: an
+    unmounted share is never re-created as a local folder."""
+    if not root.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the folder is missing (is the share mounted?)", str(root))
+    path = root
+    for part in PurePosixPath(rel).parts:
+        if part in ("", ".", "..", "/"):
+            if part == "..":
+                raise OSError(errno.EINVAL, "'..' in a sub-folder name", str(rel))
+            continue
+        path = path / part
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISDIR(mode):
+            raise OSError(errno.ELOOP if stat.S_ISLNK(mode) else errno.ENOTDIR,
+                          f"{kind_of(mode)} where a folder was expected", str(path))
+    return path
 
 
 def same_filesystem(a: Path, b: Path) -> bool:
     return os.stat(a).st_dev == os.stat(b).st_dev
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding path, from /proc/self/mountinfo ('' when unknown)."""
-    real = os.path.realpath(path)
-    best, fstype = "", ""
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8",
-                                            errors="replace") as handle:
-        for line in handle:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) < 5 or not right:
-                continue
-            mount_point = fields[4].encode().decode("unicode_escape")
-            inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) >= len(best):
-                best, fstype = mount_point, right.split()[0]
-    return fstype
-
-
-def is_network_fs(fstype: str) -> bool:
-    return fstype in NETWORK_FS or fstype.startswith("fuse")
-
-
-def walk_files(root: Path, skip: Callable[[str], bool]) -> Iterator[tuple[Path, os.stat_result]]:
+def walk_files(root: Path, skip: Callable[[str], bool],
+               on_error: Callable[[Path, OSError], None] | None = None) \
+        -> Iterator[tuple[Path, os.stat_result]]:
     """Every file (and symbolic link) below root with its lstat; links are never followed and
-    folders whose name `skip` accepts are not entered."""
+    folders whose name `skip` accepts are not entered. A sub-folder that cannot be read goes to
+    `on_error` and is skipped (one folder's problem is not the inbox's); the root's error is raised."""
     stack = [root]
     while stack:
         folder = stack.pop()
-        with os.scandir(folder) as entries:
+        try:
+            listing = os.scandir(folder)
+        except OSError as exc:
+            if folder == root or on_error is None:
+                raise
+            on_error(folder, exc)
+            continue
+        with listing as entries:
             for entry in entries:
                 if skip(entry.name):
                     continue

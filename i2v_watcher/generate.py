@@ -1,21 +1,31 @@
-"""Generate: run the resident backend on one job, after checking that it can honour what was asked."""
+"""Generate: run the resident backend on one job, after checking everything that can be checked
+before the GPU is spent: the fields the backend honours, its options, the size it will make (both
+sides bounded) and the memory the frames will need."""
 
 from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from i2v_watcher.backends import Backend, Frames
+from i2v_watcher.backends.base import Planned, check_aspect
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.errors import JobError
+from i2v_watcher.faults import crashpoint
 from i2v_watcher.logs import ProgressLog
 from i2v_watcher.spec import JobParams
 
 # Fields every backend accepts: they choose the backend, the outputs and the randomness.
 GENERIC_FIELDS = frozenset({"backend", "postprocess", "output_name", "postprocess_overrides", "seed"})
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+GB = 1e9
 
 
-def check_fields(backend: Backend, params: JobParams) -> list[str]:
+def check_fields(backend: Backend | type[Backend], params: JobParams) -> list[str]:
     """Refuse what the sidecar set and this backend cannot honour; notes for what it only ignores."""
     ignores = backend.ignores
     refused = sorted(params.explicit - GENERIC_FIELDS - backend.honours - ignores)
@@ -30,12 +40,60 @@ def check_fields(backend: Backend, params: JobParams) -> list[str]:
             if getattr(params, field) not in ("", None)]
 
 
+def machine_memory_bytes(cgroup_files: tuple[str, ...] = CGROUP_LIMITS) -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit where that is lower (a
+    systemd MemoryMax=, a container)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for name in cgroup_files:
+        try:
+            raw = Path(name).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            total = min(total, int(raw))
+    return total
+
+
+def memory_budget_bytes(budget_mb: int | None) -> int:
+    """The configured budget, or half of what this process may use: the model, the Python heap and
+    the encoder need the other half."""
+    return budget_mb * 1_000_000 if budget_mb is not None else machine_memory_bytes() // 2
+
+
+def plan_job(backend: Backend, image_size: tuple[int, int], params: JobParams, budget: int) -> Planned:
+    """What the backend will make of this job; a JobError, before any generation, when the image's
+    shape is beyond the model or the frames would not fit in the memory budget."""
+    check_aspect(*image_size, backend.max_aspect)
+    planned = backend.planned(*image_size, params)
+    needed = planned.frames * planned.width * planned.height * backend.host_bytes_per_pixel
+    if needed > budget:
+        raise JobError(
+            f"this job needs about {needed / GB:.1f} GB of memory for its frames ({planned.frames} frames "
+            f"of {planned.width}x{planned.height}), over the budget of {budget / GB:.1f} GB "
+            "(memory_budget_mb)", stage="sidecar", hint=_what_fits(backend, image_size, params, budget))
+    return planned
+
+
+def _what_fits(backend: Backend, image_size: tuple[int, int], params: JobParams, budget: int) -> str:
+    planned = backend.planned(*image_size, params)
+    per_frame = planned.width * planned.height * backend.host_bytes_per_pixel
+    frames = max(0, math.floor(budget / per_frame))
+    options = [f"at most {frames} frames at {params.resolution}"] if frames else []
+    for short in (1024, 768, 512, 384, 256, 128, 64):
+        smaller = backend.planned(*image_size, params.model_copy(update={"resolution": f"{short}p"}))
+        if smaller.frames * smaller.width * smaller.height * backend.host_bytes_per_pixel <= budget:
+            options.append(f"{smaller.frames} frames at {short}p")
+            break
+    return "fits: " + ", or ".join(options) if options else "lower num_frames and resolution"
+
+
 def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Cancel,
              progress_log_s: float) -> Frames:
     report = ProgressLog("generate", progress_log_s)
 
     def progress(done: int, total: int) -> None:
         report(done, total)
+        crashpoint("generate.progress")
         cancel.check()
 
     frames = backend.generate(image, params, progress)

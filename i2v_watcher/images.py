@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from i2v_watcher.errors import JobError
@@ -57,4 +58,25 @@ def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
             raise fail(f"the image is damaged or truncated: {exc}",
                        "the upload may have been cut off; drop it again") from exc
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)
+
+
+# Pillow's convert("RGB") clips these modes at 255 instead of scaling them, so a 16-bit greyscale PNG
+# (mode "I;16"/"I;16B" in recent Pillow, "I" in older ones) comes out nearly white.
+_WIDE_GREY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_WIDE_MAX = 65535
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded mode as 8-bit RGB. Wide greyscale is scaled from 0..65535: that is the range of every
+    16-bit PNG, the only source of "I" among the formats we open; none of them yields "F" (floating
+    point), which is read on the same scale rather than stretched from its own min and max, so a dark
+    image stays dark. Other modes (palette, L, LA, RGBA, CMYK) keep Pillow's conversion."""
+    if image.mode == "RGB":
+        return image
+    if image.mode not in _WIDE_GREY:
+        return image.convert("RGB")
+    wide = np.clip(np.asarray(image), 0, _WIDE_MAX).astype(np.uint32)
+    # Rounded to the nearest level: 0 → 0, 32768 → 128, 65535 → 255.
+    grey = ((wide * 255 + _WIDE_MAX // 2) // _WIDE_MAX).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")

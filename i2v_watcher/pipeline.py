@@ -1,7 +1,9 @@
 """The life of one claimed job, stage by stage: generate → post-process → publish → dispose (or fail).
 
 Each stage ends by recording the next stage in the job's state, so `run` can be called again on a job
-found in the work dir after a crash and continues where it stopped.
+found in the work dir after a crash and continues where it stopped. Everything that can be checked
+before generation is checked before generation, so a GPU-minute is never spent on a job that cannot
+be published.
 """
 
 from __future__ import annotations
@@ -10,37 +12,61 @@ import contextlib
 import os
 import platform
 import secrets
+import shutil
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import structlog
+from PIL import Image
 
 from i2v_watcher import __version__
 from i2v_watcher.backends import Backend
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.claim import requeue
 from i2v_watcher.config import Settings
-from i2v_watcher.errors import FfmpegStalled, JobCancelled, JobError, is_transient
+from i2v_watcher.errors import (
+    DestinationUnavailable,
+    FfmpegStalled,
+    JobCancelled,
+    JobError,
+    OutputInvalid,
+    is_destination_problem,
+    is_transient,
+)
 from i2v_watcher.fail import fail
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.ffmpeg import FFmpeg
 from i2v_watcher.fsutil import open_nofollow, temp_name
-from i2v_watcher.generate import check_fields, generate
+from i2v_watcher.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.images import load_image, sha256_of
 from i2v_watcher.job import Job
-from i2v_watcher.postprocess import build_chains, postprocess
-from i2v_watcher.publish import dispose_inputs, publish
+from i2v_watcher.postprocess import Chain, build_chains, chain_problems, postprocess
+from i2v_watcher.publish import dispose_inputs, publish, render_name
 from i2v_watcher.spec import JobParams, JobSpec, parse_sidecar, resolve
 
-Outcome = Literal["published", "failed", "requeued", "interrupted"]
+Outcome = Literal["published", "failed", "requeued", "interrupted", "held"]
 T = TypeVar("T")
 FRAMES_FILE = "frames.npy"  # the generated frames, kept until the job is published
+RISKY_STAGES = ("claimed", "generated")  # where a job itself can kill the process (memory, a driver)
 log = structlog.get_logger("i2v_watcher.pipeline")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job checked and ready for the GPU: nothing found later can be the job's own fault."""
+
+    spec: JobSpec
+    params: JobParams
+    backend: Backend
+    chains: list[Chain]
+    image: Image.Image
+    notes: list[str]
 
 
 def save_frames(target: Path, pixels: np.ndarray) -> None:
@@ -68,10 +94,15 @@ class Pipeline:
         self.default_backend = default_backend
         self.ffmpeg = ffmpeg
         self.cancel = cancel
+        self.budget = memory_budget_bytes(settings.memory_budget_mb)
+        self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
+        self._destinations = {"outbox": settings.outbox, "done": settings.done, "failed": settings.failed,
+                              "inbox": settings.inbox}
 
     def run(self, job: Job) -> Outcome:
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
             try:
+                self._mark_running(job)
                 return self._run(job)
             except JobCancelled:
                 if job.state.stage == "claimed" and requeue(self.settings, job):
@@ -80,21 +111,44 @@ class Pipeline:
                 log.info("stopped: job kept in the work dir, resumed at the next start",
                          stage=job.state.stage)
                 return "interrupted"
+            except DestinationUnavailable as exc:
+                log.error("cannot write a destination folder: job kept in the work folder, will retry",
+                          stage=job.state.stage, error=str(exc))
+                return "held"
+            finally:
+                if job.state.running and job.dir.is_dir():
+                    with contextlib.suppress(OSError):  # this process is alive: not a death
+                        job.advance(job.state.stage, running=False)
+
+    def _mark_running(self, job: Job) -> None:
+        """Count the processes that died while this job was generating or encoding (OOM-killed, say):
+        a job that keeps killing the daemon must not stop the queue forever."""
+        state = job.state
+        deaths = state.deaths + (state.running and state.stage in RISKY_STAGES)
+        job.advance(state.stage, running=True, deaths=deaths)
+        if deaths >= self.settings.max_job_crashes and state.stage in RISKY_STAGES and not state.problem:
+            job.advance(state.stage, problem=(
+                f"the daemon died {deaths} times in a row while working on this job (stage "
+                f"{state.stage}); it is set aside so that it cannot stop the queue again"))
 
     def _run(self, job: Job) -> Outcome:
         try:
-            if job.state.problem:
-                raise JobError(job.state.problem, stage="watch")
+            if job.state.problem and job.state.stage != "failing":
+                hint = "" if job.state.deaths < self.settings.max_job_crashes else (
+                    "the usual cause is memory (the kernel's OOM killer, see `journalctl -k`): lower "
+                    "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
+                raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
+                               hint=hint)
             if job.state.stage == "claimed":
                 self._retrying(job, lambda: self._generate(job))
             if job.state.stage == "generated":
                 self._retrying(job, lambda: self._postprocess(job))
             if job.state.stage in ("encoded", "publishing"):
-                self._retrying(job, lambda: publish(self.settings, job))
+                self._destination(job, "outbox", lambda: publish(self.settings, job))
             if job.state.stage == "published":
-                self._retrying(job, lambda: dispose_inputs(self.settings, job))
+                self._destination(job, "done", lambda: dispose_inputs(self.settings, job))
                 return "published"
-        except JobCancelled:
+        except (JobCancelled, DestinationUnavailable):
             raise
         except JobError as exc:
             self._fail(job, exc, exc.stage, exc.message, exc.hint)
@@ -102,7 +156,7 @@ class Pipeline:
         except Exception as exc:  # the daemon keeps running whatever one job does
             stage: str = job.state.stage
             message = f"unexpected error: {type(exc).__name__}: {exc}"
-            if isinstance(exc, FfmpegStalled):
+            if isinstance(exc, (FfmpegStalled, OutputInvalid)):
                 stage = "postprocess"
                 message = f"{exc.strerror}, {job.state.attempts + 1} times"
             elif is_transient(exc):
@@ -110,16 +164,32 @@ class Pipeline:
             self._fail(job, exc, stage, message, "")
             return "failed"
         assert job.state.stage == "failing", job.state.stage
-        self._retrying(job, lambda: fail(self.settings, job, job.state.error or {}))
+        self._destination(job, "failed", lambda: fail(self.settings, job, job.state.error or {}))
         return "failed"
 
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
         error = {"stage": stage, "error_class": type(exc).__name__, "message": message, "hint": hint,
                  "traceback": "".join(traceback.format_exception(exc))}
-        self._retrying(job, lambda: fail(self.settings, job, error))
+        self._destination(job, "failed", lambda: fail(self.settings, job, error))
+
+    def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
+        """A stage that writes a shared folder: when that folder cannot be written (full, read-only,
+        not writable, unmounted), the job is kept and tried again later; it is not the job's fault."""
+        try:
+            action()
+        except OSError as exc:
+            if not is_destination_problem(exc) or not self._in_destination(exc):
+                raise
+            raise DestinationUnavailable(folder, exc) from exc
+
+    def _in_destination(self, exc: OSError) -> bool:
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p]
+        roots = [str(root) for root in self._destinations.values()]
+        return not paths or any(p == r or p.startswith(r.rstrip("/") + "/") for p in paths for r in roots)
 
     def _retrying(self, job: Job, action: Callable[[], T]) -> T:
-        """Run one stage; storage errors (disk full, stale share) are retried with backoff."""
+        """Run one stage; storage errors (disk full, stale share) are retried with backoff. The count
+        is kept in the job's state, so a restart does not start it again from zero."""
         delay = self.settings.retry_backoff_s
         while True:
             try:
@@ -127,7 +197,7 @@ class Pipeline:
             except OSError as exc:
                 if not is_transient(exc) or job.state.attempts >= self.settings.transient_retries:
                     raise
-                job.state.attempts += 1
+                job.advance(job.state.stage, attempts=job.state.attempts + 1)
                 log.warning("storage error, will retry", error=str(exc), attempt=job.state.attempts,
                             retry_in_s=delay)
                 self._sleep(delay)
@@ -153,20 +223,42 @@ class Pipeline:
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
         return spec, params, backend
 
+    def _chains(self, params: JobParams) -> list[Chain]:
+        chains = build_chains(self.settings, params)
+        problems = chain_problems(chains, self.ffmpeg, self._trials)
+        if problems:
+            raise JobError("; ".join(problems), stage="sidecar",
+                           hint="choose presets and overrides that this ffmpeg can run")
+        return chains
+
+    def _prepare(self, job: Job) -> Prepared:
+        """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
+        presets, the output name, the image, its shape and the memory its frames need."""
+        spec, params, backend = self._params(job)
+        notes = check_fields(backend, params)
+        backend.options(params)
+        chains = self._chains(params)
+        if job.state.image is None:
+            raise JobError("the job has no image", stage="claim")
+        wanted = params.output_name or render_name(
+            self.settings.output_template, job,
+            {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name})
+        job.advance(job.state.stage, wanted_name=wanted)
+        image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
+                           max_bytes=self.settings.max_image_bytes)
+        plan_job(backend, image.size, params, self.budget)
+        return Prepared(spec, params, backend, chains, image, notes)
+
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
         started = time.monotonic()
-        spec, params, backend = self._params(job)
-        build_chains(self.settings, params)  # a bad preset or override fails now, not after the GPU work
-        notes = check_fields(backend, params)
-        if job.state.image is None:
-            raise JobError("the job has no image", stage="claim")
+        ready = self._prepare(job)
+        backend, params = ready.backend, ready.params
+        assert job.state.image is not None
         image_path = job.input(job.state.image)
-        image = load_image(image_path, max_pixels=self.settings.max_image_pixels,
-                           max_bytes=self.settings.max_image_bytes)
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
-        frames = generate(backend, image, params, self.cancel, self.settings.progress_log_s)
+        frames = generate(backend, ready.image, params, self.cancel, self.settings.progress_log_s)
         timings["generate"] = time.monotonic() - started
         save_frames(job.dir / FRAMES_FILE, frames.pixels)
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
@@ -175,15 +267,16 @@ class Pipeline:
             "job_id": job.id,
             "input": {"path": f"{job.state.key}{image_path.suffix}", "image": job.state.image,
                       "sidecar": job.state.sidecar, "sha256": sha256_of(image_path),
-                      "bytes": image_path.stat().st_size, "width": image.width, "height": image.height},
+                      "bytes": image_path.stat().st_size, "width": ready.image.width,
+                      "height": ready.image.height},
             "prompt": params.prompt,
             "negative_prompt": params.negative_prompt,
             "seed": params.seed,
             "backend": backend.name,
             "model": backend.model_id,
             "parameters": params.model_dump(mode="json", exclude={"explicit"}),
-            "requested": spec.model_dump(mode="json", exclude_unset=True),
-            "notes": notes,
+            "requested": ready.spec.model_dump(mode="json", exclude_unset=True),
+            "notes": ready.notes,
             "generation": frames.details,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **backend.versions()},
@@ -196,11 +289,12 @@ class Pipeline:
 
     def _postprocess(self, job: Job) -> None:
         """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
-        after a crash or an ffmpeg failure without generating again."""
+        after a crash or an ffmpeg failure without generating again, each time into a new folder."""
         started = time.monotonic()
         _, params, _ = self._params(job)
         chains = build_chains(self.settings, params)
         pixels = np.load(job.dir / FRAMES_FILE)
+        self._fresh_encode_dir(job)
         metadata = dict(job.state.metadata)
         outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,
                                     chains, self.settings, self.cancel)
@@ -208,6 +302,13 @@ class Pipeline:
         log.info("encoded", presets=info["presets"], seconds=metadata["timings_s"]["postprocess"])
         metadata.update(postprocess=info, outputs=[{"file": o.file, "suffix": o.suffix} for o in outputs])
         job.advance("encoded", metadata=metadata)
+
+    def _fresh_encode_dir(self, job: Job) -> None:
+        """A new out-<token>/ for this attempt; earlier attempts' folders are removed first."""
+        for old in job.dir.glob("out*"):
+            shutil.rmtree(old, ignore_errors=True)
+        job.advance(job.state.stage, encode_dir=f"out-{secrets.token_hex(4)}")
+        crashpoint("postprocess.before_encode")
 
     def _spec(self, job: Job) -> JobSpec:
         if job.state.sidecar is None:

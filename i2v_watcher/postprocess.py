@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -22,13 +25,14 @@ from PIL import Image
 
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.config import Settings
-from i2v_watcher.errors import FfmpegStalled, JobError, StartupError
+from i2v_watcher.errors import FfmpegStalled, JobError, OutputInvalid, StartupError
 from i2v_watcher.ffmpeg import FFmpeg, child_env
 from i2v_watcher.spec import JobParams
 from i2v_watcher.steps import Clip, OutputStep, Step, dump_step, step_class
 from i2v_watcher.steps.encode import HARDWARE
 
 STDERR_LINES = 20
+PR_SET_PDEATHSIG = 1
 FORBIDDEN = "/\\:;,=[]'\""  # path and ffmpeg filter-graph syntax: never in an override's value
 Chain = tuple[str, list[Step]]  # a preset's name and its steps, overrides applied
 
@@ -121,6 +125,8 @@ def graph(pixels: np.ndarray, fps: float, out_dir: Path, chains: list[Chain]) \
 
 def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, chains: list[Chain],
                 settings: Settings, cancel: Cancel) -> tuple[list[Output], dict[str, Any]]:
+    """Encode every preset into out_dir (a folder of this attempt's own, so an encoder left over from
+    a killed daemon never writes into what is published), then check that each output decodes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     merged, outputs, described = graph(pixels, fps, out_dir, chains)
     command = list(ffmpeg_python.compile(
@@ -131,20 +137,67 @@ def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, c
         out_dir / "poster.jpg", "JPEG", quality=settings.poster_quality))
     poster.start()
     try:
-        run_ffmpeg(command, pixels.tobytes(), cancel, settings.ffmpeg_stall_s)
+        frames = memoryview(np.ascontiguousarray(pixels).data).cast("B")  # no copy of a large clip
+        run_ffmpeg(command, frames, cancel, settings.ffmpeg_stall_s)
     finally:
         poster.join()
+    for output, description in zip(outputs, described, strict=True):
+        verify_video(binary, out_dir / output.file, description.get("frames"), cancel,
+                     settings.ffmpeg_stall_s)
+    verify_still(out_dir / "poster.jpg")
     info = {"presets": [name for name, _ in chains], "outputs": described, "ffmpeg_command": command,
             "ffmpeg_version": binary.version, "poster": {"frame": 0}}
     return [*outputs, Output("poster.jpg", ".jpg")], info
 
 
-def run_ffmpeg(command: list[str], stdin: bytes, cancel: Cancel, stall_s: float) -> None:
+def verify_video(binary: FFmpeg, path: Path, frames: int | None, cancel: Cancel, stall_s: float) -> None:
+    """Decode the whole file: it must decode without an error to the expected frame count (None: at
+    least one frame). A damaged clip is never published as complete."""
+    if path.suffix == ".webp":  # ffmpeg cannot decode animated WebP; Pillow can
+        verify_still(path)
+        return
+    command = [binary.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
+               "-progress", "pipe:1", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    lines: list[str] = []
+    try:
+        run_ffmpeg(command, b"", cancel, stall_s, progress=lines)
+    except JobError as exc:
+        raise OutputInvalid(f"{path.name} does not decode: {exc.message}") from exc
+    counted = [int(line.split("=", 1)[1]) for line in lines if line.startswith("frame=")]
+    decoded = counted[-1] if counted else 0
+    if decoded < 1 or (frames is not None and decoded != frames):
+        raise OutputInvalid(f"{path.name} decodes to {decoded} frames, not {frames or 'at least 1'}")
+
+
+def verify_still(path: Path) -> None:
+    """An image file (the poster, an animated WebP): every frame must decode."""
+    try:
+        with Image.open(path) as image:
+            for index in range(getattr(image, "n_frames", 1)):
+                image.seek(index)
+                image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise OutputInvalid(f"{path.name} does not decode: {exc}") from exc
+
+
+def _die_with_parent() -> None:
+    """In the child, before ffmpeg starts: the kernel kills it when the daemon dies (kill -9 too), so
+    an orphaned encoder never goes on writing into a job that a restarted daemon runs again."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        os._exit(126)
+    if os.getppid() == 1:  # the daemon died before prctl took effect
+        os._exit(126)
+
+
+def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, stall_s: float,
+               progress: list[str] | None = None) -> None:
     """Run ffmpeg with the frames on stdin. It runs in its own session, so a Ctrl-C or a service stop
     reaches the daemon (which decides) and not ffmpeg; it is killed when the daemon aborts or when its
     progress output stops for `stall_s` (slow is fine, silent is hung); its stderr tail on failure."""
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=child_env(), start_new_session=True)
+                               stderr=subprocess.PIPE, env=child_env(), start_new_session=True,
+                               preexec_fn=_die_with_parent)
     assert process.stdin and process.stdout and process.stderr
     last_progress = [time.monotonic()]
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
@@ -157,8 +210,10 @@ def run_ffmpeg(command: list[str], stdin: bytes, cancel: Cancel, stall_s: float)
             pipe.close()
 
     def watch_progress(pipe: IO[bytes]) -> None:
-        for _ in pipe:
+        for line in pipe:
             last_progress[0] = time.monotonic()
+            if progress is not None:
+                progress.append(line.decode("ascii", "replace").strip())
 
     def keep_tail(pipe: IO[bytes]) -> None:
         for line in pipe:
@@ -197,10 +252,21 @@ def check_presets(settings: Settings, binary: FFmpeg) -> list[str]:
     """At start-up, not hours later in a job: every preset's filters and encoders must exist, and a
     hardware encoder must pass a one-frame trial encode (a static ffmpeg lists NVENC without a GPU).
     Returns notes for the log; raises StartupError listing every problem."""
-    problems, notes = [], []
     tried: dict[str, str | None] = {}
-    for name, preset in settings.presets.items():
-        for step in preset.chain():
+    problems = chain_problems([(name, preset.chain()) for name, preset in settings.presets.items()], binary,
+                              tried)
+    notes = [f"{encoder}: trial encode ok" for encoder, error in tried.items() if error is None]
+    if problems:
+        raise StartupError("post-processing presets cannot run with this ffmpeg: " + "; ".join(problems))
+    return notes
+
+
+def chain_problems(chains: list[Chain], binary: FFmpeg, tried: dict[str, str | None]) -> list[str]:
+    """What in these chains this ffmpeg cannot run: missing filters and encoders, and hardware
+    encoders whose trial encode (remembered in `tried`) failed."""
+    problems = []
+    for name, steps in chains:
+        for step in steps:
             for missing in sorted(set(step.filters) - binary.filters):
                 problems.append(f"preset {name!r}: ffmpeg has no {missing!r} filter (step {step.name})")
             for encoder in sorted(step.encoders()):
@@ -212,10 +278,7 @@ def check_presets(settings: Settings, binary: FFmpeg) -> list[str]:
                     if tried[encoder]:
                         problems.append(f"preset {name!r}: the {encoder} encoder cannot run here: "
                                         f"{tried[encoder]}")
-    notes += [f"{encoder}: trial encode ok" for encoder, error in tried.items() if error is None]
-    if problems:
-        raise StartupError("post-processing presets cannot run with this ffmpeg: " + "; ".join(problems))
-    return notes
+    return problems
 
 
 def trial_encode(binary: FFmpeg, encoder: str) -> str | None:

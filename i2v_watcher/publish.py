@@ -1,12 +1,15 @@
 """Publish: put a job's outputs into the outbox, then its inputs where `keep_inputs` says.
 
 The outbox contract a consumer can script against: every file appears under its final name in one
-rename (written first as a hidden `.<name>.part`), the clip and poster first, then the metadata
-`<name>.json` last as the marker that the job is complete. Names never overwrite: a clash gets a suffix.
+rename (written first as a hidden `.<name>.<token>.part`), the clip and poster first, then the metadata
+`<name>.json` last as the marker that the job is complete. Names never overwrite: the name is reserved
+before the first file is written (so two workers never pick the same one), a clash gets a suffix, and a
+file that another process put under our name is never replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import string
 import time
@@ -19,23 +22,38 @@ import structlog
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.faults import crashpoint
-from i2v_watcher.fsutil import copy_atomic, free_name, write_json_atomic
+from i2v_watcher.fsutil import (
+    copy_atomic,
+    read_json,
+    release_name,
+    reserve_name,
+    safe_subdir,
+    same_content,
+    write_json_atomic,
+)
 from i2v_watcher.job import Job, utc_now
-from i2v_watcher.spec import check_output_name
+from i2v_watcher.spec import check_output_name, safe_stem
 
 log = structlog.get_logger("i2v_watcher.publish")
+MAX_CLASHES = 3
+
+
+class NameTaken(Exception):
+    """A file that is not ours stands under a name we reserved (a process that reserves no names)."""
 
 
 def render_name(template: str, job: Job, fields: dict[str, Any]) -> str:
+    """The output name from `output_template`, checked before any generation."""
     claimed = datetime.fromisoformat(job.state.claimed_at).astimezone()
-    values = {"stem": job.stem, "date": claimed.strftime("%Y%m%d"), "time": claimed.strftime("%H%M%S"),
-              "job_id": job.id, **fields}
+    values = {"stem": safe_stem(job.stem), "date": claimed.strftime("%Y%m%d"),
+              "time": claimed.strftime("%H%M%S"), "job_id": job.id, **fields}
     name = string.Formatter().vformat(template, (), values)
     try:
         return check_output_name(name)
     except ValueError as exc:
         raise JobError(f"the output name {name!r} from output_template is not usable: {exc}",
-                       stage="publish") from exc
+                       stage="sidecar", hint="change output_template, or set output_name in the sidecar") \
+            from exc
 
 
 def _plan(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
@@ -48,41 +66,89 @@ def _plan(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
 
 
 def publish(settings: Settings, job: Job) -> None:
-    folder = settings.outbox / job.rel_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    if job.state.stage == "encoded":
-        meta = job.state.metadata
-        wanted = meta["parameters"].get("output_name") or render_name(
-            settings.output_template, job,
-            {"seed": job.state.seed, "preset": meta["postprocess"]["presets"][0], "backend": meta["backend"]})
-        suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
-        name = free_name(folder, wanted, suffixes)
-        files = [name + suffix for suffix in suffixes]
-        job.advance("publishing", output_name=name,
-                    published=[str(job.rel_dir / f) if str(job.rel_dir) != "." else f for f in files])
-        if name != wanted:
-            log.info("name taken in the outbox, using a suffix", wanted=wanted, name=name)
+    folder = safe_subdir(settings.outbox, job.rel_dir)
+    for _ in range(MAX_CLASHES):
+        if job.state.stage == "encoded":
+            _choose_name(settings, job, folder)
+        try:
+            _publish_files(settings, job, folder)
+            return
+        except NameTaken as exc:
+            log.warning("another process wrote one of the job's names: publishing under another name",
+                        file=str(exc))
+            _give_up_name(settings, job, folder)
+    raise JobError(f"the names in {folder} keep being taken by another process", stage="publish")
+
+
+def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
+    meta = job.state.metadata
+    wanted = job.state.wanted_name or render_name(
+        settings.output_template, job,
+        {"seed": job.state.seed, "preset": meta["postprocess"]["presets"][0], "backend": meta["backend"]})
+    suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
+    name = reserve_name(folder, wanted, suffixes, job.id)
+    files = [name + suffix for suffix in suffixes]
+    job.advance("publishing", output_name=name,
+                published=[str(job.rel_dir / f) if str(job.rel_dir) != "." else f for f in files])
+    if name != wanted:
+        log.info("name taken in the outbox, using a suffix", wanted=wanted, name=name)
+
+
+def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     chosen = job.state.output_name
     assert chosen is not None
     started = time.monotonic()
     for source, public in _plan(settings, job, chosen):
-        if not os.path.lexists(folder / public):
-            copy_atomic(source, folder / public)
-            crashpoint("publish.after_file")
-    if not os.path.lexists(folder / f"{chosen}.json"):
+        target = folder / public
+        if os.path.lexists(target):
+            if same_content(source, target):
+                continue  # published before a crash
+            raise NameTaken(str(target))
+        try:
+            copy_atomic(source, target, token=job.id)
+        except FileExistsError as exc:
+            raise NameTaken(str(target)) from exc
+        crashpoint("publish.after_file")
+    marker = folder / f"{chosen}.json"
+    if not os.path.lexists(marker):
         metadata = {**job.state.metadata, "job_id": job.id, "name": chosen, "files": job.state.published,
                     "published_at": utc_now(), "attempts": job.state.attempts}
         metadata["timings_s"] = {**metadata["timings_s"], "publish": round(time.monotonic() - started, 3)}
         metadata.pop("outputs", None)
-        write_json_atomic(folder / f"{chosen}.json", metadata)
+        try:
+            write_json_atomic(marker, metadata, token=job.id, replace=False)
+        except FileExistsError as exc:
+            raise NameTaken(str(marker)) from exc
         crashpoint("publish.after_metadata")
+    elif not _ours(marker, job):
+        raise NameTaken(str(marker))
+    release_name(folder, chosen, job.id)
     job.advance("published")
     log.info("published", files=job.state.published)
+
+
+def _ours(marker: Path, job: Job) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        return read_json(marker).get("job_id") == job.id
+    return False
+
+
+def _give_up_name(settings: Settings, job: Job, folder: Path) -> None:
+    """Take back what this job published under the clashing name (only files holding our bytes)."""
+    chosen = job.state.output_name
+    assert chosen is not None
+    for source, public in _plan(settings, job, chosen):
+        if same_content(source, folder / public):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / public)
+    release_name(folder, chosen, job.id)
+    job.advance("encoded", output_name=None, published=[])
 
 
 def dispose_inputs(settings: Settings, job: Job) -> None:
     """After publishing: keep the user's originals in done/ (default), or drop them (outbox, delete)."""
     if settings.keep_inputs == "done":
-        job.move_inputs(settings.done / job.rel_dir)
+        job.move_inputs(settings.done, settings.inbox)
+        job.release_moved_name(settings.done)
         crashpoint("dispose.after_move")
     job.remove()

@@ -7,7 +7,9 @@ ready when its size and mtime have been stable for `settle_s` and it can be open
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import glob
 import os
 import stat
 import threading
@@ -20,7 +22,8 @@ import structlog
 
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.fsutil import filesystem_type, is_network_fs, open_nofollow, walk_files
+from i2v_watcher.fsutil import open_nofollow, read_json, walk_files
+from i2v_watcher.mounts import filesystem_type, is_network_fs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
@@ -49,6 +52,14 @@ class Scan:
     ready: list[Candidate] = field(default_factory=list)
     waiting: int = 0  # files not settled yet, or images waiting for their sidecar
     orphans: int = 0  # sidecars without an image that are still within their grace period
+    blocked: int = 0  # jobs and folders that cannot be taken until an operator fixes them
+
+
+@dataclass
+class _Blocked:
+    reason: str
+    identity: tuple[tuple[int, int, int], ...]  # the files' (inode, size, mtime) when it was refused
+    since: float
 
 
 @dataclass
@@ -65,6 +76,40 @@ class Inbox:
         self._seen: dict[Path, _Seen] = {}
         self._litter_logged: set[str] = set()
         self._was_mount = os.path.ismount(self.root)
+        self._blocked: dict[str, _Blocked] = {}  # job key → why its claim was refused
+        self._bad_folders: dict[Path, str] = {}  # sub-folders that cannot be read, and why
+        self._folder_errors: dict[Path, str] = {}  # filled by the current walk
+
+    def block(self, candidate: Candidate, reason: str) -> None:
+        """A claim of this job was refused (e.g. its folder is not writable): it is skipped, and tried
+        again after `rescan_s` or as soon as its files change. Logged once per distinct reason."""
+        previous = self._blocked.get(candidate.key)
+        if previous is None or previous.reason != reason:
+            log.error("cannot take this job out of the inbox; skipped until it changes or is fixed",
+                      job=candidate.key, reason=reason)
+        self._blocked[candidate.key] = _Blocked(reason, _identity(candidate.files), time.monotonic())
+
+    def _is_blocked(self, candidate: Candidate, now: float) -> bool:
+        blocked = self._blocked.get(candidate.key)
+        if blocked is None:
+            return False
+        if blocked.identity == _identity(candidate.files) and now - blocked.since < self.settings.rescan_s:
+            return True
+        blocked.since = now  # tried again, quietly: a new reason logs, the same one does not
+        return False
+
+    def _folder_error(self, folder: Path, exc: OSError) -> None:
+        self._folder_errors[folder] = exc.strerror or str(exc)
+
+    def _log_folder_changes(self) -> None:
+        """One line when a sub-folder becomes unreadable, one when it is readable again."""
+        for folder, reason in self._folder_errors.items():
+            if self._bad_folders.get(folder) != reason:
+                log.error("a folder in the inbox cannot be read; skipped, the rest is served",
+                          folder=str(folder), reason=reason)
+        for folder in self._bad_folders.keys() - self._folder_errors.keys():
+            log.warning("a folder in the inbox can be read again", folder=str(folder))
+        self._bad_folders = self._folder_errors
 
     def is_ignored(self, name: str) -> bool:
         if name.startswith(".") and name.endswith(".part"):
@@ -106,10 +151,13 @@ class Inbox:
         groups: dict[str, dict[str, Any]] = {}
         present: set[Path] = set()
         result = Scan()
+        self._folder_errors = {}
         try:
-            entries = list(walk_files(self.root, self._skip_logged))
+            entries = list(walk_files(self.root, self._skip_logged, self._folder_error))
         except OSError as exc:
             raise InboxUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
+        self._log_folder_changes()
+        result.blocked += len(self._bad_folders)
         unsettled: set[str] = set()
         for path, st in entries:
             present.add(path)
@@ -138,15 +186,36 @@ class Inbox:
             if key in unsettled:
                 continue
             candidate = self._candidate(key, group, now)
-            if candidate is None:
+            if candidate is not None and self._is_blocked(candidate, now):
+                result.blocked += 1
+            elif candidate is not None and self._left_here_before(candidate):
+                continue
+            elif candidate is None:
                 if group.get("images"):
                     result.waiting += 1
                 else:
                     result.orphans += 1
             else:
                 result.ready.append(candidate)
+        self._blocked = {k: b for k, b in self._blocked.items() if k in groups}
         result.ready.sort(key=lambda c: (c.mtime, c.key))
         return result
+
+    def _left_here_before(self, candidate: Candidate) -> bool:
+        """Links and special files that a failed job left in the inbox (failed/ is on another
+        filesystem, where they could only be copied by opening them): reported once, then left alone.
+        The report in failed/ is what remembers them, across restarts."""
+        if not candidate.problem or candidate.image or candidate.sidecar:
+            return False
+        names = {p.name for p in candidate.files}
+        folder = self.settings.failed / Path(candidate.key).parent
+        stem = Path(candidate.key).name
+        with contextlib.suppress(OSError):
+            for report in folder.glob(f"{glob.escape(stem)}*.error.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    if names <= set(read_json(report, 1024 * 1024).get("left_in_inbox", {})):
+                        return True
+        return False
 
     def _candidate(self, key: str, group: dict[str, Any], now: float) -> Candidate | None:
         images: list[Path] = sorted(group.get("images", []))
@@ -189,6 +258,18 @@ class Inbox:
             self._litter_logged.add(name)
             log.debug("ignored", file=name, reason="matches ignore_patterns")
         return True
+
+
+def _identity(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
+    found = []
+    for path in files:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            found.append((0, 0, 0))
+            continue
+        found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
 
 
 class Watcher:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import REPO, write_toml
-from i2v_watcher.config import Settings, load_settings
+from i2v_watcher.config import FOLDERS, Settings, check_model_tables, load_settings
 from i2v_watcher.errors import StartupError
 
 
@@ -36,7 +40,7 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path: Path,
 
 
 @pytest.mark.parametrize("change,needle", [
-    ({"outbox": "INBOX/out"}, "must not lie inside the inbox"),
+    ({"outbox": "INBOX/out"}, "must not lie inside inbox"),
     ({"work": "INBOX"}, "five different folders"),
     ({"settle_s": -1}, "settle_s"),
     ({"keep_inputs": "trash"}, "keep_inputs"),
@@ -84,3 +88,204 @@ def test_example_config_uses_the_code_defaults(tmp_path: Path, monkeypatch: pyte
     plain = Settings(inbox="var/inbox", outbox="var/outbox", failed="var/failed", done="var/done",
                      work="var/work", create_inbox=True, worker_id=example.worker_id)
     assert example.model_dump() == plain.model_dump()
+
+
+def load(tmp_path: Path, **changes: Any) -> Settings:
+    config = tmp_path / "c.toml"
+    write_toml(config, {**base(tmp_path), **changes})
+    return load_settings(config)
+
+
+def refused(tmp_path: Path, **changes: Any) -> str:
+    with pytest.raises(StartupError) as caught:
+        load(tmp_path, **changes)
+    return str(caught.value)
+
+
+# ---- every number has a range; inf and nan never pass -------------------------------------------
+# (setting, lowest allowed, highest allowed, a value just below, a value just above)
+RANGES = [
+    ("poll_interval_s", 0.1, 3600, 0.05, 3601),
+    ("rescan_s", 1, 86400, 0.5, 86401),
+    ("settle_s", 0, 3600, -0.1, 3601),
+    ("sidecar_grace_s", 0, 86400, -1, 86401),
+    ("orphan_sidecar_s", 0, 30 * 86400, -1, 30 * 86400 + 1),
+    ("ffmpeg_stall_s", 1, 3600, 0.5, 3601),
+    ("stop_timeout_s", 0, 86400, -1, 86401),
+    ("progress_log_s", 0, 3600, -1, 3601),
+    ("retry_backoff_s", 0, 3600, -1, 3601),
+    ("retry_backoff_max_s", 3600, 86400, -1, 86401),  # lowest: must also be >= retry_backoff_s
+    ("retention_days", 0.001, 36500, 0, 36501),
+    ("transient_retries", 0, 100, -1, 101),
+    ("max_image_pixels", 4096, 1_000_000_000, 4095, 1_000_000_001),
+    ("max_image_bytes", 1024, 10 * 1024**3, 1023, 10 * 1024**3 + 1),
+    ("max_sidecar_bytes", 256, 16 * 1024 * 1024, 255, 16 * 1024 * 1024 + 1),
+    ("poster_quality", 1, 100, 0, 101),
+    ("memory_budget_mb", 64, 64 * 1024 * 1024, 63, 64 * 1024 * 1024 + 1),
+    ("max_job_crashes", 1, 100, 0, 101),
+]
+
+
+@pytest.mark.parametrize("name,low,high,below,above", RANGES, ids=[r[0] for r in RANGES])
+def test_every_number_has_both_bounds(tmp_path: Path, name: str, low: float, high: float,
+                                      below: float, above: float) -> None:
+    # The two backoffs must stay ordered while one of them moves to its bound.
+    partner = {"retry_backoff_max_s": {"retry_backoff_s": 3600},
+               "retry_backoff_s": {"retry_backoff_max_s": 86400}}
+    extra: dict[str, Any] = partner.get(name, {})
+    assert getattr(load(tmp_path, **extra, **{name: low}), name) == low
+    assert getattr(load(tmp_path, **extra, **{name: high}), name) == high
+    for value in (below, above):
+        assert name in refused(tmp_path, **extra, **{name: value})
+
+
+FLOATS = [name for name, *_ in RANGES if Settings.model_fields[name].annotation in (float, float | None)]
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("name", FLOATS)
+def test_inf_and_nan_are_refused(tmp_path: Path, name: str, value: float) -> None:
+    assert name in refused(tmp_path, **{name: value})
+
+
+def test_inf_from_the_environment_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("I2V_POLL_INTERVAL_S", "inf")
+    assert "poll_interval_s" in refused(tmp_path)
+
+
+def test_every_numeric_setting_has_its_range_tested() -> None:
+    floats = {name for name, field in Settings.model_fields.items()
+              if field.annotation in (float, float | None, int, int | None)}
+    assert floats <= {name for name, *_ in RANGES}
+
+
+def test_retry_backoff_max_is_at_least_the_first_delay(tmp_path: Path) -> None:
+    message = refused(tmp_path, retry_backoff_s=10.0, retry_backoff_max_s=5.0)
+    assert "retry_backoff_max_s (5) must be at least retry_backoff_s (10)" in message
+    assert load(tmp_path, retry_backoff_s=10.0, retry_backoff_max_s=10.0).retry_backoff_max_s == 10.0
+
+
+def test_oom_rung_fraction_cannot_be_nan(tmp_path: Path) -> None:
+    assert "num_frames" in refused(tmp_path, diffusion={"oom_ladder": [{"num_frames": math.nan}]})
+
+
+# ---- an OOM rung needs a concrete resolution -----------------------------------------------------
+@pytest.mark.parametrize("resolution", ["auto", "AUTO", " auto "])
+def test_an_oom_rung_cannot_be_auto(tmp_path: Path, resolution: str) -> None:
+    message = refused(tmp_path, diffusion={"oom_ladder": [{"resolution": resolution}]})
+    assert "oom_ladder" in message and "never auto" in message
+
+
+def test_an_oom_rung_takes_a_concrete_resolution(tmp_path: Path) -> None:
+    settings = load(tmp_path, diffusion={"oom_ladder": [{"resolution": 384}, {"resolution": "256p"}]})
+    assert [rung.resolution for rung in settings.diffusion.oom_ladder] == ["384p", "256p"]
+
+
+# ---- [models.<name>] tables name diffusion backends --------------------------------------------
+KNOWN = ["i2vgen-xl", "preview", "svd", "wan-i2v"]
+DIFFUSION = ["i2vgen-xl", "svd", "wan-i2v"]
+
+
+def test_model_tables_of_known_diffusion_backends_pass(tmp_path: Path) -> None:
+    check_model_tables(load(tmp_path), KNOWN, DIFFUSION)
+    custom = load(tmp_path, models={"svd": {"model": "/models/svd"}})
+    check_model_tables(custom, KNOWN, DIFFUSION)
+
+
+def test_a_misspelt_model_table_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    settings = load(tmp_path, models={"i2vgen_xl": {"model": "/models/i2vgen"}})
+    with pytest.raises(StartupError) as caught:
+        check_model_tables(settings, KNOWN, DIFFUSION)
+    assert str(caught.value) == ("[models.i2vgen_xl] names no backend; did you mean [models.i2vgen-xl]? "
+                                 "backends with models: i2vgen-xl, svd, wan-i2v")
+
+
+def test_an_unknown_model_table_without_a_close_name(tmp_path: Path) -> None:
+    settings = load(tmp_path, models={"zeroscope": {"model": "/models/z"}})
+    with pytest.raises(StartupError) as caught:
+        check_model_tables(settings, KNOWN, DIFFUSION)
+    assert str(caught.value) == ("[models.zeroscope] names no backend; "
+                                 "backends with models: i2vgen-xl, svd, wan-i2v")
+
+
+def test_a_model_table_for_a_backend_without_a_model(tmp_path: Path) -> None:
+    settings = load(tmp_path, models={"preview": {"model": "/models/p"}})
+    with pytest.raises(StartupError, match=r"\[models.preview\].*loads no model.*backends with models: "):
+        check_model_tables(settings, KNOWN, DIFFUSION)
+
+
+def test_a_plugin_backend_may_have_a_model_table(tmp_path: Path) -> None:
+    settings = load(tmp_path, models={"my-model": {"model": "/models/mine"}})
+    with pytest.raises(StartupError, match="my-model"):
+        check_model_tables(settings, KNOWN, DIFFUSION)
+    check_model_tables(settings, [*KNOWN, "my-model"], [*DIFFUSION, "my-model"])
+
+
+# ---- no folder inside another ----------------------------------------------------------------------
+def real_base(tmp_path: Path) -> dict[str, str]:
+    # Real paths, so the messages show the configured paths unchanged.
+    return {name: str(tmp_path.resolve() / name) for name in FOLDERS}
+
+
+@pytest.mark.parametrize("inner,outer", list(itertools.permutations(FOLDERS, 2)))
+def test_no_folder_may_lie_inside_another(tmp_path: Path, inner: str, outer: str) -> None:
+    folders = real_base(tmp_path)
+    folders[inner] = str(Path(folders[outer]) / "sub" / inner)
+    with pytest.raises(StartupError) as caught:
+        load(tmp_path, **folders)
+    assert f"{inner} ({folders[inner]}) must not lie inside {outer} ({folders[outer]})" in str(caught.value)
+
+
+@pytest.mark.parametrize("first,second", list(itertools.combinations(FOLDERS, 2)))
+def test_no_two_folders_may_be_the_same(tmp_path: Path, first: str, second: str) -> None:
+    folders = real_base(tmp_path)
+    folders[second] = folders[first] + "/"  # spelt differently, the same folder
+    message = refused(tmp_path, **folders)
+    assert f"{first} ({folders[first]}) and {second} (" in message and "same folder" in message
+
+
+def test_symbolic_links_do_not_hide_nesting(tmp_path: Path) -> None:
+    folders = real_base(tmp_path)
+    Path(folders["work"]).mkdir()
+    link = tmp_path.resolve() / "elsewhere"
+    link.symlink_to(folders["work"])
+    folders["done"] = str(link / "done")
+    message = refused(tmp_path, **folders)
+    assert f"done ({link / 'done'} -> {folders['work']}/done) must not lie inside work" in message
+
+
+def test_folders_side_by_side_with_shared_name_prefixes_pass(tmp_path: Path) -> None:
+    root = tmp_path.resolve()
+    settings = load(tmp_path, inbox=str(root / "in"), outbox=str(root / "inbox"),
+                    failed=str(root / "in-failed"), done=str(root / "inbox2"), work=str(root / "in.work"))
+    assert os.fspath(settings.outbox) == str(root / "inbox")
+
+
+# ---- output_template -----------------------------------------------------------------------------
+@pytest.mark.parametrize("template", [
+    "../{stem}", "{stem}/x", "x/{stem}", ".{stem}", " {stem}", "{stem}\\x", "a..{stem}", "x" * 201,
+])
+def test_templates_that_make_no_plain_name_are_refused(tmp_path: Path, template: str) -> None:
+    message = refused(tmp_path, output_template=template)
+    assert "output_template" in message and "not usable" in message
+
+
+@pytest.mark.parametrize("template", [
+    "{stem!r}", "{stem!s}", "{stem.__class__}", "{seed[0]}", "{seed:>300}", "{stem:s}", "{date!a:10}",
+    "{}", "{0}", "{user}",
+])
+def test_only_plain_template_fields_are_allowed(tmp_path: Path, template: str) -> None:
+    assert "output_template" in refused(tmp_path, output_template=template)
+
+
+@pytest.mark.parametrize("template", ["{stem", "stem}", ""])
+def test_malformed_templates_are_refused(tmp_path: Path, template: str) -> None:
+    assert "output_template" in refused(tmp_path, output_template=template)
+
+
+@pytest.mark.parametrize("template", [
+    "{stem}", "{date}-{time}_{stem}", "{stem}.{seed}.{preset}.{backend}", "{job_id}", "{{{stem}}}",
+    "clip {stem} ✓",
+])
+def test_plain_templates_pass(tmp_path: Path, template: str) -> None:
+    assert load(tmp_path, output_template=template).output_template == template

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import make_image
+from i2v_watcher import pipeline as pipeline_module
 from i2v_watcher import publish as publish_module
 from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.cancel import Cancel
@@ -23,6 +24,7 @@ from i2v_watcher.job import Job
 from i2v_watcher.pipeline import Pipeline
 from i2v_watcher.retention import prune
 from i2v_watcher.watch import Candidate
+from i2v_watcher.workstore import WorkStore
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def job_for(settings: Settings, name: str = "a") -> Job:
     image = make_image(settings.inbox / f"{name}.png")
-    job = claim(settings, Candidate(key=name, image=image, mtime=image.stat().st_mtime))
+    job = claim(settings, WorkStore(settings), Candidate(key=name, image=image, mtime=image.stat().st_mtime))
     assert job is not None
     return job
 
@@ -50,28 +52,40 @@ def flaky(monkeypatch: pytest.MonkeyPatch, failures: int, code: int = errno.ENOS
     calls: list[Any] = []
     real = publish_module.copy_atomic
 
-    def copy(source: Path, final: Path) -> None:
+    def copy(source: Path, final: Path, **kwargs: Any) -> None:
         calls.append(final)
         if len(calls) <= failures:
             raise OSError(code, os.strerror(code), str(final))
-        real(source, final)
+        real(source, final, **kwargs)
 
     monkeypatch.setattr(publish_module, "copy_atomic", copy)
     return calls
 
 
-def test_a_full_outbox_is_retried_until_it_has_room(settings: Settings,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = flaky(monkeypatch, failures=2)
-    assert pipeline(settings).run(job_for(settings)) == "published"
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT])
+def test_an_outbox_that_cannot_be_written_keeps_the_job_until_it_can(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    calls = flaky(monkeypatch, failures=2, code=code)
+    job = job_for(settings)
+    steps = pipeline(settings)
+    # An operator's problem, not the job's: kept in the work folder, nothing in failed/, no attempt spent.
+    assert steps.run(job) == "held" and steps.run(Job.load(job.dir)) == "held"
+    assert list(settings.failed.iterdir()) == [] and (job.dir / "job.json").exists()
+    assert Job.load(job.dir).state.stage == "publishing" and not Job.load(job.dir).state.running
+    assert steps.run(Job.load(job.dir)) == "published"
     assert len(calls) == 4  # two refused, then the clip and the poster
     assert sorted(p.name for p in settings.outbox.iterdir()) == ["a.jpg", "a.json", "a.mp4"]
 
 
-def test_storage_that_keeps_failing_fails_the_job_without_losing_the_input(
+def test_storage_in_the_work_folder_that_keeps_failing_fails_the_job_and_counts_across_restarts(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    flaky(monkeypatch, failures=100)
-    assert pipeline(settings).run(job_for(settings)) == "failed"
+    def full(target: Path, pixels: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(pipeline_module, "save_frames", full)
+    job = job_for(settings)
+    job.advance("claimed", attempts=2)  # retries spent before a restart are not forgotten
+    assert pipeline(settings).run(job) == "failed"
     report = read_json(settings.failed / "a.error.json")
     assert report["attempts"] == 3 and "storage kept failing" in report["message"]
     assert report["error_class"] == "OSError" and (settings.failed / "a.png").exists()
@@ -79,7 +93,13 @@ def test_storage_that_keeps_failing_fails_the_job_without_losing_the_input(
 
 
 def test_a_non_transient_error_is_not_retried(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = flaky(monkeypatch, failures=100, code=errno.EACCES)
+    calls: list[Path] = []
+
+    def broken(target: Path, pixels: Any) -> None:
+        calls.append(target)
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(target))
+
+    monkeypatch.setattr(pipeline_module, "save_frames", broken)
     assert pipeline(settings).run(job_for(settings)) == "failed"
     assert len(calls) == 1
     assert read_json(settings.failed / "a.error.json")["attempts"] == 0

@@ -106,7 +106,7 @@ def test_a_vanished_inbox_is_unavailable_not_empty(inbox: Inbox) -> None:
 
 
 def test_filesystem_types_choose_the_watch_mode() -> None:
-    from i2v_watcher.fsutil import filesystem_type, is_network_fs
+    from i2v_watcher.mounts import filesystem_type, is_network_fs
 
     assert filesystem_type(Path("/proc")) == "proc"
     assert filesystem_type(Path("/proc/self")) == "proc"  # the longest mount point wins

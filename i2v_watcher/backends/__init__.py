@@ -11,7 +11,7 @@ from typing import TypeVar
 from i2v_watcher.backends.base import Backend, Frames, Progress
 from i2v_watcher.errors import StartupError
 
-__all__ = ["Backend", "Frames", "Progress", "available", "get", "register"]
+__all__ = ["Backend", "Frames", "Progress", "available", "get", "register", "with_models"]
 
 _REGISTRY: dict[str, type[Backend]] = {}
 B = TypeVar("B", bound=type[Backend])
@@ -35,6 +35,10 @@ def discover(plugins: Iterable[str] = ()) -> None:
 
 def available() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def with_models() -> list[str]:
+    return sorted(name for name, cls in _REGISTRY.items() if cls.uses_model)
 
 
 def get(name: str) -> type[Backend]:

@@ -26,6 +26,33 @@ def backend_options(model: type[OptionsT], params: JobParams) -> OptionsT:
         message = describe_validation_error(exc, "backend_options")
         raise JobError(message, stage="generate") from exc
 
+MAX_ASPECT = 4.0
+
+
+def check_aspect(width: int, height: int, max_aspect: float) -> None:
+    """Both sides are bounded: a 2000x100 strip at 512p would be planned 10240 pixels long."""
+    if max(width, height) / min(width, height) > max_aspect:
+        raise JobError(f"the image's aspect ratio {width}x{height} is more extreme than {max_aspect:g}:1",
+                       stage="load", hint="crop the image closer to the shape of a video (16:9 to 9:16)")
+
+
+def output_size(width: int, height: int, resolution: str, auto_short_side: int = 512) -> tuple[int, int]:
+    """Keep the input's aspect ratio with the requested short side; both sides even (yuv420p)."""
+    check_aspect(width, height, MAX_ASPECT)
+    short = auto_short_side if resolution == "auto" else int(resolution.rstrip("p"))
+    scale = short / min(width, height)
+    return 2 * round(width * scale / 2), 2 * round(height * scale / 2)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a backend will make of a job, known before any generation: checked against the budget."""
+
+    width: int
+    height: int
+    frames: int
+
+
 # Called after every unit of work (a frame, a denoising step) with (done, total). It raises
 # JobCancelled when the daemon is stopping, so backends need no cancellation logic of their own.
 Progress = Callable[[int, int], None]
@@ -61,6 +88,14 @@ class Backend(ABC):
     honours: ClassVar[frozenset[str]] = frozenset()
     # Fields it accepts but cannot use (a prompt sent to an image-only model): noted in the metadata.
     ignores: ClassVar[frozenset[str]] = frozenset()
+    # Whether it loads weights named by a [models.<name>] table of the config.
+    uses_model: ClassVar[bool] = False
+    # The strict model of its `backend_options`, validated before any generation (None: takes none).
+    options_model: ClassVar[type[BaseModel] | None] = None
+    # The most extreme aspect ratio it accepts: beyond it a model makes nothing useful.
+    max_aspect: ClassVar[float] = MAX_ASPECT
+    # Host memory per pixel of the clip (frames x height x width) while generating: for the budget.
+    host_bytes_per_pixel: ClassVar[int] = 6
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -72,6 +107,15 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
         """Generate the frames of one job; raise JobError for what the job asked that cannot work."""
+
+    def options(self, params: JobParams) -> Any:
+        """The job's validated `backend_options` (None for a backend that takes none)."""
+        return None if self.options_model is None else backend_options(self.options_model, params)
+
+    def planned(self, width: int, height: int, params: JobParams) -> Planned:
+        """The size and frame count this backend will generate for an image of width x height."""
+        out_width, out_height = output_size(width, height, params.resolution)
+        return Planned(out_width, out_height, params.num_frames)
 
     def unavailable(self) -> str | None:
         """Why this backend could not load here (no GPU, no weights), or None; used by `backend = auto`."""

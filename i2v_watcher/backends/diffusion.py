@@ -19,7 +19,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from i2v_watcher.backends.base import Backend, Frames, Progress
+from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
 from i2v_watcher.config import DEFAULT_MODELS, ModelSettings, OomRung, Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.spec import JobParams
@@ -84,6 +84,12 @@ class DiffusersBackend(Backend):
     denoiser: ClassVar[str] = "unet"  # the pipeline component that `compile` and attention apply to
     frames_step: ClassVar[tuple[int, int]] = (1, 0)  # frame counts of the form a·k + b
     default_decode_chunk: ClassVar[int | None] = None
+    uses_model: ClassVar[bool] = True
+    # These models are trained near 16:9; far beyond it they make nothing useful, at a high cost.
+    max_aspect: ClassVar[float] = 2.5
+    # Frames come back from the pipeline as float32 (12 bytes a pixel), on the CPU side once more as a
+    # torch tensor, plus the uint8 result: the budget counts them all.
+    host_bytes_per_pixel: ClassVar[int] = 30
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -214,16 +220,20 @@ class DiffusersBackend(Backend):
         a, b = self.frames_step
         return max(b + a * round((count - b) / a), b + a if b else a)
 
-    def plan(self, image: Image.Image, params: JobParams, notes: dict[str, Any]) -> Plan:
+    def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
         if params.resolution == "auto":
             short, reason = auto_short_side(self.settings.diffusion.device)
             notes["resolution_auto"] = reason
         else:
             short = int(params.resolution.rstrip("p"))
-        width, height = self.fit_size(image.width, image.height, short)
+        width, height = self.fit_size(*image_size, short)
         frames = self.fit_frames(params.num_frames)
         notes["asked"] = {"resolution": params.resolution, "num_frames": params.num_frames}
         return Plan(width=width, height=height, num_frames=frames)
+
+    def planned(self, width: int, height: int, params: JobParams) -> Planned:
+        plan = self.plan((width, height), params, {})
+        return Planned(plan.width, plan.height, plan.num_frames)
 
     def fit_size(self, width: int, height: int, short: int) -> tuple[int, int]:
         """Keep the input's aspect ratio, short side `short`, both sides rounded to the model's multiple."""
@@ -259,7 +269,7 @@ class DiffusersBackend(Backend):
     # ---- running -------------------------------------------------------------------------------
     def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
         notes: dict[str, Any] = {}
-        first = self.plan(image, params, notes)
+        first = self.plan(image.size, params, notes)
         attempts = [first, *self.ladder(image, first)]
         tried: list[dict[str, Any]] = []
         for plan in attempts:
@@ -329,7 +339,12 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
         raise JobError("the model produced NaN values (no picture)", stage="generate",
                        hint="float16 overflow is a known cause in video diffusion models: set [diffusion] "
                             "dtype = \"bfloat16\" (or \"float32\")")
-    pixels: np.ndarray = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    # In place: a clip of float32 frames is large, and each temporary copy would be as large again.
+    frames = np.asarray(frames, dtype=np.float32)
+    np.clip(frames, 0.0, 1.0, out=frames)
+    frames *= 255.0
+    np.rint(frames, out=frames)
+    pixels: np.ndarray = frames.astype(np.uint8)
     if pixels.max() <= 2:
         raise JobError("the model produced all-black frames", stage="generate",
                        hint="float16 overflow is a known cause: try [diffusion] dtype = \"bfloat16\"")

@@ -12,12 +12,10 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
-from i2v_watcher.backends.base import Backend, Frames, Progress, backend_options
-from i2v_watcher.errors import JobError
+from i2v_watcher.backends.base import Backend, Frames, Progress, output_size
 from i2v_watcher.spec import JobParams
 
 Motion = Literal["zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down"]
-MAX_ASPECT = 4.0
 Camera = tuple[float, float, float]  # zoom, centre x, centre y
 
 
@@ -30,16 +28,6 @@ class PreviewOptions(BaseModel):
     zoom: float | None = Field(default=None, ge=1.0, le=2.0)  # how far the camera moves in; random if absent
 
 
-def output_size(width: int, height: int, resolution: str, auto_short_side: int = 512) -> tuple[int, int]:
-    """Keep the input's aspect ratio with the requested short side; both sides even (yuv420p)."""
-    short = auto_short_side if resolution == "auto" else int(resolution.rstrip("p"))
-    if max(width, height) / min(width, height) > MAX_ASPECT:
-        raise JobError(f"the image's aspect ratio {width}x{height} is more extreme than {MAX_ASPECT:g}:1",
-                       stage="generate", hint="crop the image closer to the shape of a video")
-    scale = short / min(width, height)
-    return 2 * round(width * scale / 2), 2 * round(height * scale / 2)
-
-
 @register
 class PreviewBackend(Backend):
     name = "preview"
@@ -48,12 +36,13 @@ class PreviewBackend(Backend):
         {"num_frames", "fps", "resolution", "seed", "backend_options"})
     ignores: ClassVar[frozenset[str]] = frozenset(
         {"prompt", "negative_prompt", "steps", "guidance_scale", "decode_chunk_size"})
+    options_model = PreviewOptions
 
     def load(self) -> None:
         """Nothing to load: the preview is plain image resampling."""
 
     def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
-        options = backend_options(PreviewOptions, params)
+        options: PreviewOptions = self.options(params)
         width, height = output_size(image.width, image.height, params.resolution)
         rng = random.Random(params.seed)
         motion = options.motion if options.motion != "random" else rng.choice(get_args(Motion))

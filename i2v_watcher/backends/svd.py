@@ -9,7 +9,6 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
-from i2v_watcher.backends.base import backend_options
 from i2v_watcher.backends.diffusion import DiffusersBackend, Plan
 from i2v_watcher.spec import JobParams
 
@@ -33,9 +32,10 @@ class StableVideoDiffusionBackend(DiffusersBackend):
         "backend_options"})
     ignores: ClassVar[frozenset[str]] = frozenset({"prompt", "negative_prompt"})
     default_decode_chunk: ClassVar[int | None] = 4
+    options_model = SvdOptions
 
     def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
-        options = backend_options(SvdOptions, params)
+        options: SvdOptions = self.options(params)
         return self.pipe(
             image=image, height=plan.height, width=plan.width, num_frames=plan.num_frames,
             num_inference_steps=params.steps, min_guidance_scale=options.min_guidance_scale,

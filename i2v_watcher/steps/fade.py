@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from i2v_watcher.steps import register
-from i2v_watcher.steps.base import COLOR_PATTERN, Clip, Step
+from i2v_watcher.steps.base import Clip, Color, Step
 
 
 @register
@@ -17,7 +17,7 @@ class Fade(Step):
 
     in_s: float = Field(default=0.5, ge=0, le=60)
     out_s: float = Field(default=0.5, ge=0, le=60)
-    color: str = Field(default="black", pattern=COLOR_PATTERN)
+    color: Color = "black"
 
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         if self.in_s > 0:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from i2v_watcher.steps import register
-from i2v_watcher.steps.base import Clip, Step
+from i2v_watcher.steps.base import Clip, Step, round_half_up
 
 
 @register
@@ -19,4 +19,4 @@ class Fps(Step):
 
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         return stream.filter("fps", fps=self.fps), clip.but(fps=self.fps,
-                                                            frames=round(clip.duration * self.fps))
+                                                            frames=round_half_up(clip.duration * self.fps))

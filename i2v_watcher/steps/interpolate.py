@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from i2v_watcher.steps import register
-from i2v_watcher.steps.base import Clip, Step
+from i2v_watcher.steps.base import Clip, Step, round_half_up
 
 
 @register
@@ -23,7 +23,7 @@ class Interpolate(Step):
         options: dict[str, Any] = {"fps": self.fps, "mi_mode": self.mode}
         if self.mode == "mci":
             options.update(mc_mode="aobmc", me_mode="bidir", vsbmc=1)
-        frames = round(clip.duration * self.fps)
+        frames = round_half_up(clip.duration * self.fps)
         # minterpolate stops a few frames early (it looks ahead); cloning the last frames first and
         # trimming after keeps the clip's duration, as a plain fps change would.
         padded = stream.filter("tpad", stop_mode="clone", stop=3)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from i2v_watcher.steps import register
-from i2v_watcher.steps.base import COLOR_PATTERN, Clip, Step
+from i2v_watcher.steps.base import Clip, Color, Step
 
 Even = Field(ge=16, le=7680, multiple_of=2)
 
@@ -20,7 +20,7 @@ class ScalePad(Step):
 
     width: int = Even
     height: int = Even
-    color: str = Field(default="black", pattern=COLOR_PATTERN)
+    color: Color = "black"
 
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         # ffmpeg's default (bicubic) scaler, as in the original WebUI's recipe.

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from i2v_watcher.steps import register
-from i2v_watcher.steps.base import Clip, Step
+from i2v_watcher.steps.base import Clip, Step, round_half_up
 
 
 @register
@@ -19,4 +19,4 @@ class Speed(Step):
 
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         slowed = stream.filter("setpts", f"PTS/{self.factor}").filter("fps", fps=clip.fps)
-        return slowed, clip.but(frames=max(1, round(clip.frames / self.factor)))
+        return slowed, clip.but(frames=max(1, round_half_up(clip.frames / self.factor)))

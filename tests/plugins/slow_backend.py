@@ -1,28 +1,34 @@
 """A test plugin (loaded through the `plugins` setting, as a contributor's backend would be): the
-preview backend, slowed down per frame, so tests can signal or kill the daemon in the middle of a job."""
+preview backend, slowed down per frame, so tests can signal or kill the daemon in the middle of a job.
+Its `backend_options` add `delay_s` (seconds per frame) to the preview's."""
 
 from __future__ import annotations
 
 import time
 
 from PIL import Image
+from pydantic import Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.base import Frames, Progress
-from i2v_watcher.backends.preview import PreviewBackend
+from i2v_watcher.backends.preview import PreviewBackend, PreviewOptions
 from i2v_watcher.spec import JobParams
+
+
+class SlowOptions(PreviewOptions):
+    delay_s: float = Field(default=0.25, ge=0, le=60)
 
 
 @register
 class SlowBackend(PreviewBackend):
     name = "slow"
+    options_model = SlowOptions
 
     def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
-        options = dict(params.backend_options)
-        delay = float(options.pop("delay_s", 0.25))
+        delay = self.options(params).delay_s
 
         def slow(done: int, total: int) -> None:
             time.sleep(delay)
             progress(done, total)
 
-        return super().generate(image, params.model_copy(update={"backend_options": options}), slow)
+        return super().generate(image, params, slow)

@@ -1,0 +1,67 @@
+"""The work store: the one owner of work/<worker_id>/. It makes job folders, lists the jobs left there
+for recovery, keeps the trash clean, and knows which jobs this process is working on, so that a
+periodic recovery never resumes a job that is in flight."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from i2v_watcher.config import Settings
+from i2v_watcher.job import STATE_FILE, TRASH_PREFIX, Job, JobState
+
+log = structlog.get_logger("i2v_watcher.workstore")
+
+
+class WorkStore:
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.worker_dir
+        self.in_flight: set[str] = set()
+        self._broken: dict[str, str] = {}  # folder name → the problem already logged
+
+    def create(self, state: JobState) -> Job:
+        folder = self.root / state.job_id
+        (folder / "input").mkdir(parents=True)
+        job = Job(folder, state)
+        job.save()  # before the first input moves: a crash half-way is finished (or undone) on restart
+        return job
+
+    def leftovers(self) -> list[Job]:
+        """The jobs on disk that no one here is working on, in job-id (claim) order. Finished jobs'
+        trash is removed; a folder that cannot be understood is reported once and left alone."""
+        found = []
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            folder = Path(entry.path)
+            if not entry.is_dir(follow_symlinks=False) or entry.name in self.in_flight:
+                continue
+            if entry.name.startswith(TRASH_PREFIX):
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            job = self._load(folder)
+            if job is not None:
+                found.append(job)
+        return found
+
+    def _load(self, folder: Path) -> Job | None:
+        if not os.path.lexists(folder / STATE_FILE):
+            # A crash right after the folder was made: the state is written before any input moves.
+            inputs = folder / "input"
+            if inputs.is_dir() and any(inputs.iterdir()):
+                self._report(folder, "job folder without a state file")
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+            return None
+        try:
+            return Job.load(folder)
+        except (OSError, ValueError, ValidationError) as exc:
+            self._report(folder, f"unreadable state file: {type(exc).__name__}: {exc}")
+            return None
+
+    def _report(self, folder: Path, problem: str) -> None:
+        if self._broken.get(folder.name) != problem:
+            self._broken[folder.name] = problem
+            log.error("job folder left alone: fix or remove it by hand", folder=str(folder), problem=problem)
