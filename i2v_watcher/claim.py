@@ -29,8 +29,10 @@ class ClaimRefused(Exception):
     """The inbox refused to give the job's files up (a folder the daemon may not write, a read-only
     file system): that job's problem, which an operator fixes. Nothing was taken."""
 
-    def __init__(self, error: OSError) -> None:
-        super().__init__(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+    def __init__(self, error: OSError, path: os.PathLike[str] | None = None) -> None:
+        # Name the file in the inbox, not the rename's target in a new job folder: the message must be
+        # the same at every try, or the refusal would be logged again at every rescan.
+        super().__init__(f"{error.strerror or error}: {path or error.filename or ''}".rstrip(": "))
         self.error = error
 
 
@@ -75,7 +77,7 @@ def _finish_claim(settings: Settings, job: Job) -> Job | None:
                 continue
             if exc.errno not in _GONE:
                 _give_back(settings, job, taken)
-                raise ClaimRefused(exc) from exc
+                raise ClaimRefused(exc, source_dir / name) from exc
             if not taken:  # the main file is gone: someone else has it, or the share went away
                 job.remove()
                 if exc.errno != errno.ENOENT:

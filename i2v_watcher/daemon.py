@@ -91,7 +91,7 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
         self.once = once
-        self.cancel = Cancel()
+        self.cancel = Cancel(self._announce)
         self.failed = 0
         self.published = 0
         self.up = False
@@ -155,13 +155,19 @@ class Daemon:
                  worker_id=settings.worker_id, once=self.once)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        first = not self.cancel.stopping
-        self.cancel.request_stop(self.settings.stop_timeout_s)
+        """Only flags: no logging, no locks (the interrupted code may hold them). The loop wakes
+        within TICK_S, a running job at its next progress point."""
+        name = signal.Signals(signum).name
+        self.cancel.request_stop(self.settings.stop_timeout_s, name)
         if not self.up:
-            raise StartupInterrupted(signal.Signals(signum).name)
-        log.warning("stop requested" if first else "second signal: aborting now",
-                    signal=signal.Signals(signum).name, stop_timeout_s=self.settings.stop_timeout_s)
-        self.watcher.changed.set()
+            raise StartupInterrupted(name)
+
+    def _announce(self, signame: str, first: bool) -> None:
+        if first:
+            log.warning("stop requested: no new jobs; the running job may finish, a second signal aborts it",
+                        signal=signame, stop_timeout_s=self.settings.stop_timeout_s)
+        else:
+            log.warning("second signal: aborting now", signal=signame)
 
     def recover(self) -> None:
         """Resume every job this worker left in its work folder (a crash, a stop, a folder that was
@@ -210,9 +216,11 @@ class Daemon:
         while not self.cancel.stopping:
             if not self.tick():
                 break
+        self.cancel.announce_pending()
 
     def tick(self) -> bool:
         """One turn of the loop; False when `--once` has drained the inbox."""
+        self.cancel.announce_pending()
         now = time.monotonic()
         if now >= self._next_recover:
             self._next_recover = now + self.settings.rescan_s
@@ -280,10 +288,14 @@ class Daemon:
         self.watcher.stop()
 
     def _wait_for_inbox(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_scan < min(5.0, self.settings.rescan_s):
+            self.watcher.changed.wait(TICK_S)  # a stop is noticed within TICK_S
+            return True
+        self._last_scan = now
         try:
             self.inbox.check_available()
         except InboxUnavailable:
-            self.watcher.changed.wait(min(5.0, self.settings.rescan_s))
             return True
         log.warning("inbox is back: resuming", inbox=str(self.settings.inbox))
         self.paused = False

@@ -56,6 +56,12 @@ def build_chains(settings: Settings, params: JobParams) -> list[Chain]:
     for name in params.postprocess:
         steps = settings.presets[name].chain()
         chains.append((name, [apply_override(s, overrides.get(s.name, {})) for s in steps]))
+    used = {step.name for _, steps in chains for step in steps}
+    for step in overrides.keys() - used:
+        # An override that changes nothing is a mistake the user wants to hear about now.
+        raise JobError(f"postprocess_overrides.{step}: none of the chosen presets "
+                       f"({', '.join(params.postprocess)}) has a {step} step", stage="sidecar",
+                       hint="choose a preset with that step, or remove the override")
     return chains
 
 

@@ -24,7 +24,7 @@ def backend_options(model: type[OptionsT], params: JobParams) -> OptionsT:
         return model.model_validate(params.backend_options)
     except ValidationError as exc:
         message = describe_validation_error(exc, "backend_options")
-        raise JobError(message, stage="generate") from exc
+        raise JobError(message, stage="sidecar") from exc
 
 MAX_ASPECT = 4.0
 
