@@ -187,12 +187,18 @@ class Daemon:
 
     def _run(self, job: Job) -> None:
         self.store.in_flight.add(job.dir.name)
+        previous = self.held.get(job.id)
         try:
             outcome: Outcome = self.pipeline.run(job)
-            error = ""
+            error = self.pipeline.held_error if outcome == "held" else ""
+            if outcome == "held":  # loud: an operator must fix it; an error when new, then warnings
+                news = previous is None or previous.error != error
+                (log.error if news else log.warning)(
+                    "cannot write a destination folder: job kept in the work folder, will retry",
+                    job_id=job.id, job=job.state.key, stage=job.state.stage, error=error,
+                    tries=1 if previous is None else previous.tries + 1)
         except Exception as exc:  # outside the job's own error handling: keep it, try again later
             outcome, error = "held", f"{type(exc).__name__}: {exc}"
-            previous = self.held.get(job.id)
             if previous is None or previous.error != error:
                 log.exception("job left in the work folder, will retry", job_id=job.id)
         finally:

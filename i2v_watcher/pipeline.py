@@ -96,6 +96,7 @@ class Pipeline:
         self.cancel = cancel
         self.budget = memory_budget_bytes(settings.memory_budget_mb)
         self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
+        self.held_error = ""  # why the last job held back could not be finished
         self._destinations = {"outbox": settings.outbox, "done": settings.done, "failed": settings.failed,
                               "inbox": settings.inbox}
 
@@ -112,8 +113,7 @@ class Pipeline:
                          stage=job.state.stage)
                 return "interrupted"
             except DestinationUnavailable as exc:
-                log.error("cannot write a destination folder: job kept in the work folder, will retry",
-                          stage=job.state.stage, error=str(exc))
+                self.held_error = str(exc)  # the daemon logs it, once per distinct error
                 return "held"
             finally:
                 if job.state.running and job.dir.is_dir():
