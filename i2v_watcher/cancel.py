@@ -1,4 +1,6 @@
-"""How a stop request reaches a running job: checked at every progress point of every stage.
+"""The daemon's checkpoint, passed at every progress point of every stage and every loop tick: how a
+stop request reaches a running job, and how the daemon shows that it is alive (the heartbeat, and a
+service manager's watchdog, beat only while the checkpoint is fresh).
 
 A signal handler only records the request here. Logging from inside a handler could deadlock on the
 logger's lock, which the interrupted code may hold; the request is announced at the next check."""
@@ -7,16 +9,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from i2v_watcher.errors import JobCancelled
 
 Announce = Callable[[str, bool], None]  # (signal name, first) → log it
 
 
+@dataclass
+class Liveness:
+    """The daemon's liveness checkpoint, touched at every progress point and loop tick; the heartbeat
+    (and a service manager's watchdog) beat only while it is fresh. It also says what the daemon is
+    doing, for `status` and the web page."""
+
+    at: float = field(default_factory=time.monotonic)
+    job: str | None = None
+    job_id: str | None = None
+    stage: str | None = None
+    done: int = 0
+    total: int = 0
+    published: int = 0
+    failed: int = 0
+
+    def touch(self) -> None:
+        self.at = time.monotonic()
+
+    def fresh(self, limit_s: float) -> bool:
+        return time.monotonic() - self.at < limit_s
+
+    def working_on(self, job_id: str | None, job: str | None = None, stage: str | None = None) -> None:
+        self.job_id, self.job, self.stage, self.done, self.total = job_id, job, stage, 0, 0
+        self.touch()
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self.touch()
+
+
 class Cancel:
     """First signal: let the job finish within `stop_timeout_s`, then abort. Second: abort at once."""
 
-    def __init__(self, announce: Announce | None = None) -> None:
+    def __init__(self, announce: Announce | None = None, liveness: Liveness | None = None) -> None:
+        self.liveness = liveness or Liveness()
         self.stopping = False
         self.deadline: float | None = None
         self.force = False
@@ -42,7 +76,13 @@ class Cancel:
     def aborting(self) -> bool:
         return self.force or (self.deadline is not None and time.monotonic() >= self.deadline)
 
+    def progress(self, done: int, total: int) -> None:
+        """A unit of work done (a frame, a denoising step): a checkpoint that also records how far."""
+        self.liveness.progress(done, total)
+        self.check()
+
     def check(self) -> None:
+        self.liveness.touch()
         self.announce_pending()
         if self.aborting:
             raise JobCancelled("the daemon is stopping")

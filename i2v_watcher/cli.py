@@ -1,10 +1,12 @@
-"""The `i2v-watcher` command: run, submit, status, retry, check-config."""
+"""The `i2v-watcher` command: run, worker, submit, status, retry, check-config."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import types
+import urllib.parse
 from pathlib import Path
 
 import structlog
@@ -30,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="process what is in the inbox (and arrives meanwhile), then exit: 0 when every "
                           "job was published, 3 when some failed")
+    with_config(sub.add_parser("worker", help='process queued jobs (coordination = "celery"): one per GPU'))
     submit = with_config(sub.add_parser("submit", help="drop an image and its sidecar into the inbox"))
     submit.add_argument("image", type=Path)
     submit.add_argument("--prompt", help="the text prompt")
@@ -65,6 +68,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     log = structlog.get_logger("i2v_watcher")
     try:
+        if settings.coordination == "celery":
+            return int(_celery().Dispatcher(settings, once=args.once).serve())
         return Daemon(settings, once=args.once).serve()
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
@@ -72,6 +77,31 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     except Exception:
         log.exception("daemon crashed")
         return EXIT_CRASH
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    log = structlog.get_logger("i2v_watcher")
+    try:
+        if settings.coordination != "celery":
+            raise StartupError('`i2v-watcher worker` takes jobs from a Celery queue, for coordination = '
+                               '"celery"; with coordination = "folders", `i2v-watcher run` runs them itself')
+        return int(_celery().QueueWorker(settings).serve())
+    except StartupError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_CANNOT_RUN
+    except Exception:
+        log.exception("worker crashed")
+        return EXIT_CRASH
+
+
+def _celery() -> types.ModuleType:
+    """i2v_watcher.dispatch, which needs the `celery` extra (the core install has no celery)."""
+    try:
+        from i2v_watcher import dispatch
+    except ImportError as exc:
+        raise StartupError(f'coordination = "celery" needs the celery extra: pip install '
+                           f"'i2v-watcher[celery]' ({exc})") from exc
+    return dispatch
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
@@ -131,7 +161,10 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     binary, origin = find_ffmpeg(settings.ffmpeg_path)
     for note in check_presets(settings, binary):
         print(note, file=sys.stderr)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    effective = settings.model_dump(mode="json")
+    if effective.get("broker_url"):  # never print the broker's password
+        effective["broker_url"] = _masked(effective["broker_url"])
+    print(json.dumps(effective, indent=2))
     print(f"ffmpeg: {binary.path} ({origin}; {binary.version})", file=sys.stderr)
     if not settings.inbox.is_dir():
         note = "it will be created" if settings.create_inbox else "the daemon will refuse to start"
@@ -140,5 +173,14 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "submit": cmd_submit, "status": cmd_status, "retry": cmd_retry,
-            "check-config": cmd_check_config}
+def _masked(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:**@{host}"))
+
+
+COMMANDS = {"run": cmd_run, "worker": cmd_worker, "submit": cmd_submit, "status": cmd_status,
+            "retry": cmd_retry, "check-config": cmd_check_config}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from i2v_watcher.errors import StartupError
+from i2v_watcher.perms import parse_mode, resolve_group
 from i2v_watcher.spec import (
     JobDefaults,
     RegistryName,
@@ -210,6 +211,26 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=2.0, ge=0, le=HOUR)
     retry_backoff_max_s: float = Field(default=60.0, ge=0, le=DAY)
 
+    # Many workers on one inbox
+    # Seconds a worker's heartbeat counter may stand still before other workers take its jobs over;
+    # well above the share's attribute-cache time (NFS actimeo).
+    lease_timeout_s: float = Field(default=90.0, ge=2, le=DAY)
+    # Seconds a job may go without a progress point (a long VAE decode) before the daemon counts as
+    # hung: its heartbeat stops, so its jobs can be taken over.
+    max_silent_s: float = Field(default=600.0, ge=1, le=DAY)
+    # Group (name or number) and permission bits given to published files and the folders made for
+    # them, so the whole team can read them; unset: the daemon's own group and umask.
+    output_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+    output_mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3}$")
+    # "folders": every `run` claims and runs jobs itself, coordinated by renames alone. "celery": `run`
+    # only claims jobs into work/queue/ and enqueues their ids on a Redis broker; `worker`s run them.
+    coordination: Literal["folders", "celery"] = "folders"
+    broker_url: str | None = Field(default=None, pattern=r"^rediss?://", max_length=2048)
+    celery_queue: str = Field(default="i2v-watcher", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+    # Seconds a delivered, unacknowledged task waits before the broker hands it to another worker
+    # (its worker died): must exceed the longest job.
+    visibility_timeout_s: float = Field(default=6 * HOUR, ge=5, le=7 * DAY)
+
     # Life of the process
     stop_timeout_s: float = Field(default=30.0, ge=0, le=DAY)
     progress_log_s: float = Field(default=5.0, ge=0, le=HOUR)
@@ -255,6 +276,20 @@ class Settings(BaseSettings):
     def _lower(cls, value: list[str]) -> list[str]:
         return [pattern.lower() for pattern in value]
 
+    @field_validator("output_group")
+    @classmethod
+    def _group_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            resolve_group(value)  # a name unknown on this host is a config error, not a failed publish
+        return value
+
+    @field_validator("output_mode")
+    @classmethod
+    def _mode_usable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mode(value)
+        return value
+
     @model_validator(mode="after")
     def _presets_known(self) -> Settings:
         from i2v_watcher.steps import step_class
@@ -275,6 +310,18 @@ class Settings(BaseSettings):
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError(f"retry_backoff_max_s ({self.retry_backoff_max_s:g}) must be at least "
                              f"retry_backoff_s ({self.retry_backoff_s:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _celery_complete(self) -> Settings:
+        if self.coordination != "celery":
+            return self
+        if self.broker_url is None:
+            raise ValueError('broker_url is required with coordination = "celery" '
+                             '(e.g. broker_url = "redis://queue-host:6379/0")')
+        if self.visibility_timeout_s <= self.lease_timeout_s:
+            raise ValueError(f"visibility_timeout_s ({self.visibility_timeout_s:g}) must exceed "
+                             f"lease_timeout_s ({self.lease_timeout_s:g}), and the longest job")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -21,6 +22,7 @@ from i2v_watcher.errors import InboxUnavailable, StartupError, StartupInterrupte
 from i2v_watcher.ffmpeg import find_ffmpeg
 from i2v_watcher.fsutil import same_filesystem
 from i2v_watcher.job import Job
+from i2v_watcher.lease import Heartbeat, LeaseObserver, acquire_worker
 from i2v_watcher.pipeline import Outcome, Pipeline
 from i2v_watcher.postprocess import check_presets
 from i2v_watcher.retention import prune
@@ -45,8 +47,7 @@ def prepare_folders(settings: Settings) -> None:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"cannot create the {name} folder {path}: {exc}") from exc
-    settings.worker_dir.mkdir(exist_ok=True)
-    if not same_filesystem(settings.inbox, settings.worker_dir):
+    if not same_filesystem(settings.inbox, settings.work):
         raise StartupError(
             f"the work folder {settings.work} is not on the same filesystem as the inbox {settings.inbox}: "
             "jobs are claimed by an atomic rename, which needs both on one filesystem (put work on the "
@@ -122,6 +123,7 @@ class Daemon:
         """Everything the daemon needs before it can take a job; nothing here runs a job."""
         settings = self.settings
         prepare_folders(settings)
+        self.lock = acquire_worker(settings)  # before anything else touches work/<worker_id>/
         binary, origin = find_ffmpeg(settings.ffmpeg_path)
         log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
         for note in check_presets(settings, binary):
@@ -137,6 +139,9 @@ class Daemon:
                      seconds=round(time.monotonic() - started, 2))
             resident[name] = backend
         self.store = WorkStore(settings)
+        self.observer = LeaseObserver(settings)
+        first = resident[default]
+        self.heartbeat = Heartbeat(settings, self.cancel.liveness, first.name, first.model_id)
         self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
@@ -144,6 +149,7 @@ class Daemon:
         # they stay in the inbox (copying would mean opening them).
         self.leave_specials = os.stat(settings.failed).st_dev != os.stat(settings.inbox).st_dev
         prune(settings)
+        self.heartbeat.start()
         self.watcher.start()
         self.paused = False
         now = time.monotonic()
@@ -152,7 +158,7 @@ class Daemon:
         self._scan: Scan | None = None
         self.up = True
         log.info("watching", inbox=str(settings.inbox), outbox=str(settings.outbox),
-                 worker_id=settings.worker_id, once=self.once)
+                 worker_id=settings.worker_id, lease_timeout_s=settings.lease_timeout_s, once=self.once)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only flags: no logging, no locks (the interrupted code may hold them). The loop wakes
@@ -173,6 +179,7 @@ class Daemon:
         """Resume every job this worker left in its work folder (a crash, a stop, a folder that was
         not writable), each when its backoff allows."""
         now = time.monotonic()
+        self._take_over_stale_workers()
         for job in self.store.leftovers():
             if self.cancel.stopping:
                 return
@@ -184,6 +191,18 @@ class Daemon:
             resumed = resume_claim(self.settings, job) if job.state.stage == "claiming" else job
             if resumed is not None:
                 self._run(resumed)
+
+    def _take_over_stale_workers(self) -> None:
+        """The jobs of a worker whose lease expired (dead, frozen, stopped) are claimed like any other
+        (one rename, one winner) and resumed here from the stage they reached."""
+        for worker in self.observer.stale_workers():
+            with os.scandir(worker) as entries:
+                folders = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False)
+                                 and not e.name.startswith("."))
+            for folder in folders:
+                if self.cancel.stopping:
+                    return
+                self.store.take(Path(folder), f"the lease of worker {worker.name} expired")
 
     def _run(self, job: Job) -> None:
         self.store.in_flight.add(job.dir.name)
@@ -226,6 +245,7 @@ class Daemon:
 
     def tick(self) -> bool:
         """One turn of the loop; False when `--once` has drained the inbox."""
+        self.cancel.liveness.touch()
         self.cancel.announce_pending()
         now = time.monotonic()
         if now >= self._next_recover:
@@ -310,6 +330,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.watcher.stop()
+        self.heartbeat.stop()
+        self.lock.release()
         if self.held:
             log.error("jobs kept in the work folder: a folder they must write is not writable",
                       jobs=len(self.held))

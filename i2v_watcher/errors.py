@@ -49,6 +49,11 @@ class DestinationUnavailable(Exception):
         self.error = error
 
 
+class JobLost(Exception):
+    """Another worker took this job over (this one was frozen or cut off past its lease): whatever
+    this process still had to do for it is dropped, without publishing or reporting anything."""
+
+
 class StartupInterrupted(BaseException):
     """A stop signal arrived while the daemon was still starting (a model loading): start-up ends
     there. A BaseException, like KeyboardInterrupt, so no library's `except Exception` swallows it."""

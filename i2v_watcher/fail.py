@@ -45,6 +45,7 @@ def fail(settings: Settings, job: Job, error: dict[str, Any]) -> None:
             f"{', '.join(left)} stayed in the inbox: failed/ is on another filesystem, and links and "
             "special files are never opened or copied; remove them there")]))
     path = folder / f"{stem}{REPORT_SUFFIX}"
+    job.check_owned()  # a worker that lost the job to another never reports it
     write_json_atomic(path, report, token=job.id)  # under the name reserved for this job
     job.release_moved_name(settings.failed)
     job.remove()

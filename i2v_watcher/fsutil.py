@@ -117,12 +117,28 @@ def rename_noreplace(source: Path, target: Path) -> None:
     os.unlink(source)
 
 
-def _write_temp(final: Path, token: str | None, fill: Callable[[Any], None]) -> Path:
+def set_group_mode(fd: int, path: Path, mode: int | None = None, gid: int | None = None) -> None:
+    """Give an open file or folder a group and permission bits (None: leave as is). On the open fd, so
+    the name is never followed, and a file gets them before it is renamed into view. The group is set
+    first: chown may clear set-id bits that chmod then sets."""
+    if gid is not None:
+        try:
+            os.fchown(fd, -1, gid)
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, f"cannot give it group {gid} (output_group): the daemon's "
+                                  "user must be root or a member of that group", str(path)) from exc
+    if mode is not None:
+        os.fchmod(fd, mode)
+
+
+def _write_temp(final: Path, token: str | None, fill: Callable[[Any], None], mode: int | None = None,
+                gid: int | None = None) -> Path:
     tmp = temp_name(final, token)
     try:
         with open(tmp, "wb", opener=_create_private) as handle:
             fill(handle)
             handle.flush()
+            set_group_mode(handle.fileno(), tmp, mode, gid)
             os.fsync(handle.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
@@ -148,17 +164,19 @@ def _install(tmp: Path, final: Path, replace: bool) -> None:
     fsync_dir(final.parent)
 
 
-def write_bytes_atomic(final: Path, data: bytes, *, token: str | None = None, replace: bool = True) -> None:
+def write_bytes_atomic(final: Path, data: bytes, *, token: str | None = None, replace: bool = True,
+                       mode: int | None = None, gid: int | None = None) -> None:
     """Write a file under a hidden temporary name, then rename it into place. `replace=False` never
     replaces an existing file (FileExistsError): for the shared folders, where another process may
-    have written the name meanwhile. Our own state files are replaced."""
-    _install(_write_temp(final, token, lambda handle: handle.write(data)), final, replace)
+    have written the name meanwhile. Our own state files are replaced. `mode` and `gid`, when given,
+    are set on the temporary file, so the name appears with them."""
+    _install(_write_temp(final, token, lambda handle: handle.write(data), mode, gid), final, replace)
 
 
 def write_json_atomic(final: Path, payload: dict[str, Any], *, token: str | None = None,
-                      replace: bool = True) -> None:
+                      replace: bool = True, mode: int | None = None, gid: int | None = None) -> None:
     write_bytes_atomic(final, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode(),
-                       token=token, replace=replace)
+                       token=token, replace=replace, mode=mode, gid=gid)
 
 
 def read_json(path: Path, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
@@ -173,13 +191,15 @@ def read_json(path: Path, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
     return data
 
 
-def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace: bool = False) -> None:
-    """Copy a regular file under a temporary name, flush, then rename: works across filesystems."""
+def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace: bool = False,
+                mode: int | None = None, gid: int | None = None) -> None:
+    """Copy a regular file under a temporary name, flush, then rename: works across filesystems.
+    `mode` and `gid`, when given, are set on the temporary file, so the name appears with them."""
     with open(source, "rb", opener=open_nofollow) as src:
-        mode = os.fstat(src.fileno())
-        tmp = _write_temp(final, token, lambda dst: shutil.copyfileobj(src, dst, 1024 * 1024))
+        times = os.fstat(src.fileno())
+        tmp = _write_temp(final, token, lambda dst: shutil.copyfileobj(src, dst, 1024 * 1024), mode, gid)
     with contextlib.suppress(OSError):
-        os.utime(tmp, ns=(mode.st_atime_ns, mode.st_mtime_ns))
+        os.utime(tmp, ns=(times.st_atime_ns, times.st_mtime_ns))
     _install(tmp, final, replace)
 
 
@@ -264,10 +284,12 @@ def release_name(folder: Path, stem: str, owner: str) -> None:
             os.unlink(marker)
 
 
-def safe_subdir(root: Path, rel: PurePosixPath | str) -> Path:
+def safe_subdir(root: Path, rel: PurePosixPath | str, *, mode: int | None = None,
+                gid: int | None = None) -> Path:
     """root/rel, creating the missing folders below root; every component must be a real folder (a
     link planted in a shared folder would lead writes outside it). The root itself must exist: an
-    unmounted share is never re-created as a local folder."""
+    unmounted share is never re-created as a local folder. `mode` and `gid`, when given, are set on
+    the folders this call creates (never on ones that were there)."""
     if not root.is_dir():
         raise FileNotFoundError(errno.ENOENT, "the folder is missing (is the share mounted?)", str(root))
     path = root
@@ -277,13 +299,27 @@ def safe_subdir(root: Path, rel: PurePosixPath | str) -> Path:
                 raise OSError(errno.EINVAL, "'..' in a sub-folder name", str(rel))
             continue
         path = path / part
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(path)
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISDIR(mode):
-            raise OSError(errno.ELOOP if stat.S_ISLNK(mode) else errno.ENOTDIR,
-                          f"{kind_of(mode)} where a folder was expected", str(path))
+        except FileExistsError:
+            pass
+        else:
+            if mode is not None or gid is not None:
+                _set_folder_group_mode(path, mode, gid)
+        found = os.lstat(path).st_mode
+        if not stat.S_ISDIR(found):
+            raise OSError(errno.ELOOP if stat.S_ISLNK(found) else errno.ENOTDIR,
+                          f"{kind_of(found)} where a folder was expected", str(path))
     return path
+
+
+def _set_folder_group_mode(path: Path, mode: int | None, gid: int | None) -> None:
+    # O_NOFOLLOW: a link planted in place of the new folder is refused (ELOOP), never followed.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        set_group_mode(fd, path, mode, gid)
+    finally:
+        os.close(fd)
 
 
 def same_filesystem(a: Path, b: Path) -> bool:

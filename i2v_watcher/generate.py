@@ -19,8 +19,10 @@ from i2v_watcher.faults import crashpoint
 from i2v_watcher.logs import ProgressLog
 from i2v_watcher.spec import JobParams
 
-# Fields every backend accepts: they choose the backend, the outputs and the randomness.
-GENERIC_FIELDS = frozenset({"backend", "postprocess", "output_name", "postprocess_overrides", "seed"})
+# Fields every backend accepts: they choose the backend, the outputs, the randomness and the job's
+# place in the queue.
+GENERIC_FIELDS = frozenset({"backend", "postprocess", "output_name", "postprocess_overrides", "seed",
+                            "priority"})
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 GB = 1e9
 
@@ -94,7 +96,7 @@ def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Ca
     def progress(done: int, total: int) -> None:
         report(done, total)
         crashpoint("generate.progress")
-        cancel.check()
+        cancel.progress(done, total)
 
     frames = backend.generate(image, params, progress)
     pixels = frames.pixels

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from i2v_watcher.errors import JobLost
 from i2v_watcher.fsutil import (
     NotRegularFile,
     move,
@@ -84,6 +85,7 @@ class JobState(BaseModel):
     published: list[RelativePath] = Field(default_factory=list)  # paths relative to the outbox
     moved_stem: PlainName | None = None  # the clash-free name the inputs get in done/ or failed/
     left_in_place: list[PlainName] = Field(default_factory=list)  # special files that could not move
+    takeovers: list[dict[str, Any]] = Field(default_factory=list)  # from stale workers: who, when, stage
     metadata: dict[str, Any] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
 
@@ -98,7 +100,18 @@ class Job:
         return cls(folder, JobState.model_validate(read_json(folder / STATE_FILE)))
 
     def save(self) -> None:
-        write_json_atomic(self.dir / STATE_FILE, self.state.model_dump(mode="json"))
+        self.check_owned()
+        try:
+            write_json_atomic(self.dir / STATE_FILE, self.state.model_dump(mode="json"))
+        except FileNotFoundError:
+            self.check_owned()
+            raise
+
+    def check_owned(self) -> None:
+        """The job's folder is still where this process put it: a worker that took it over renamed it
+        into its own folder. Checked before every state change and every visible write."""
+        if not self.dir.is_dir():
+            raise JobLost(f"job {self.id} is no longer in {self.dir.parent}: another worker has it")
 
     def advance(self, stage: Stage, **changes: Any) -> None:
         for name, value in changes.items():

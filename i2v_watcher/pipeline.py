@@ -35,6 +35,7 @@ from i2v_watcher.errors import (
     FfmpegStalled,
     JobCancelled,
     JobError,
+    JobLost,
     OutputInvalid,
     is_destination_problem,
     is_transient,
@@ -50,7 +51,7 @@ from i2v_watcher.postprocess import Chain, build_chains, chain_problems, postpro
 from i2v_watcher.publish import dispose_inputs, publish, render_name
 from i2v_watcher.spec import JobParams, JobSpec, parse_sidecar, resolve
 
-Outcome = Literal["published", "failed", "requeued", "interrupted", "held"]
+Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost"]
 T = TypeVar("T")
 FRAMES_FILE = "frames.npy"  # the generated frames, kept until the job is published
 RISKY_STAGES = ("claimed", "generated")  # where a job itself can kill the process (memory, a driver)
@@ -101,10 +102,19 @@ class Pipeline:
                               "inbox": settings.inbox}
 
     def run(self, job: Job) -> Outcome:
+        live = self.cancel.liveness
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
             try:
+                live.working_on(job.id, job.state.key, job.state.stage)
                 self._mark_running(job)
-                return self._run(job)
+                outcome = self._run(job)
+                live.published += outcome == "published"
+                live.failed += outcome == "failed"
+                return outcome
+            except JobLost:
+                log.warning("another worker took this job over (this one was frozen or cut off past its "
+                            "lease): dropped here, without publishing or reporting anything")
+                return "lost"
             except JobCancelled:
                 if job.state.stage == "claimed" and requeue(self.settings, job):
                     log.info("stopped: job put back into the inbox")
@@ -116,6 +126,7 @@ class Pipeline:
                 self.held_error = str(exc)  # the daemon logs it, once per distinct error
                 return "held"
             finally:
+                live.working_on(None)
                 if job.state.running and job.dir.is_dir():
                     with contextlib.suppress(OSError):  # this process is alive: not a death
                         job.advance(job.state.stage, running=False)
@@ -139,16 +150,20 @@ class Pipeline:
                     "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
                 raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
                                hint=hint)
+            live = self.cancel.liveness
             if job.state.stage == "claimed":
+                live.stage = "generate"
                 self._retrying(job, lambda: self._generate(job))
             if job.state.stage == "generated":
+                live.stage = "postprocess"
                 self._retrying(job, lambda: self._postprocess(job))
             if job.state.stage in ("encoded", "publishing"):
+                live.stage = "publish"
                 self._destination(job, "outbox", lambda: publish(self.settings, job))
             if job.state.stage == "published":
                 self._destination(job, "done", lambda: dispose_inputs(self.settings, job))
                 return "published"
-        except (JobCancelled, DestinationUnavailable):
+        except (JobCancelled, DestinationUnavailable, JobLost):
             raise
         except JobError as exc:
             self._fail(job, exc, exc.stage, exc.message, exc.hint)

@@ -32,6 +32,7 @@ from i2v_watcher.fsutil import (
     write_json_atomic,
 )
 from i2v_watcher.job import Job, utc_now
+from i2v_watcher.perms import output_perms
 from i2v_watcher.spec import check_output_name, safe_stem
 
 log = structlog.get_logger("i2v_watcher.publish")
@@ -66,7 +67,8 @@ def _plan(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
 
 
 def publish(settings: Settings, job: Job) -> None:
-    folder = safe_subdir(settings.outbox, job.rel_dir)
+    perms = output_perms(settings.output_group, settings.output_mode)
+    folder = safe_subdir(settings.outbox, job.rel_dir, mode=perms.folder_mode, gid=perms.gid)
     for _ in range(MAX_CLASHES):
         if job.state.stage == "encoded":
             _choose_name(settings, job, folder)
@@ -97,28 +99,34 @@ def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
 def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     chosen = job.state.output_name
     assert chosen is not None
+    perms = output_perms(settings.output_group, settings.output_mode)
     started = time.monotonic()
     for source, public in _plan(settings, job, chosen):
         target = folder / public
+        job.check_owned()  # a worker that lost the job to another never publishes
         if os.path.lexists(target):
             if same_content(source, target):
                 continue  # published before a crash
             raise NameTaken(str(target))
         try:
-            copy_atomic(source, target, token=job.id)
+            copy_atomic(source, target, token=job.id, mode=perms.file_mode, gid=perms.gid)
         except FileExistsError as exc:
             raise NameTaken(str(target)) from exc
         crashpoint("publish.after_file")
     marker = folder / f"{chosen}.json"
     if not os.path.lexists(marker):
         metadata = {**job.state.metadata, "job_id": job.id, "name": chosen, "files": job.state.published,
-                    "published_at": utc_now(), "attempts": job.state.attempts}
+                    "published_at": utc_now(), "attempts": job.state.attempts,
+                    "worker_id": job.state.worker_id, "takeovers": job.state.takeovers}
         metadata["timings_s"] = {**metadata["timings_s"], "publish": round(time.monotonic() - started, 3)}
         metadata.pop("outputs", None)
+        job.check_owned()
         try:
-            write_json_atomic(marker, metadata, token=job.id, replace=False)
+            write_json_atomic(marker, metadata, token=job.id, replace=False, mode=perms.file_mode,
+                              gid=perms.gid)
         except FileExistsError as exc:
-            raise NameTaken(str(marker)) from exc
+            if not _ours(marker, job):
+                raise NameTaken(str(marker)) from exc
         crashpoint("publish.after_metadata")
     elif not _ours(marker, job):
         raise NameTaken(str(marker))
@@ -137,6 +145,7 @@ def _give_up_name(settings: Settings, job: Job, folder: Path) -> None:
     """Take back what this job published under the clashing name (only files holding our bytes)."""
     chosen = job.state.output_name
     assert chosen is not None
+    job.check_owned()
     for source, public in _plan(settings, job, chosen):
         if same_content(source, folder / public):
             with contextlib.suppress(FileNotFoundError):

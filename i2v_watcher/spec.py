@@ -21,6 +21,8 @@ Steps = Annotated[int, Field(ge=1, le=1000)]
 Guidance = Annotated[float, Field(ge=0, le=100)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 DecodeChunk = Annotated[int, Field(ge=1, le=256)]
+# A job's place in the queue: higher goes first, 0 is normal; jobs of equal priority go oldest first.
+Priority = Annotated[int, Field(ge=-100, le=100)]
 RegistryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 Presets = Annotated[list[RegistryName], Field(min_length=1, max_length=8)]
 
@@ -152,6 +154,7 @@ class JobSpec(BaseModel):
     backend: RegistryName | None = None
     postprocess: RegistryName | Presets | None = None
     output_name: str | None = None
+    priority: Priority | None = None  # None: 0, normal
     # Reserved for later stages: options a backend validates itself, post-processing overrides.
     backend_options: dict[str, Any] = Field(default_factory=dict)
     postprocess_overrides: dict[str, Any] = Field(default_factory=dict)
@@ -184,6 +187,7 @@ class JobParams(BaseModel):
     backend: str
     postprocess: list[str]  # preset names: one output each, from one generation
     output_name: str | None
+    priority: int
     backend_options: dict[str, Any]
     postprocess_overrides: dict[str, Any]
     explicit: frozenset[str]  # the fields the sidecar set, which a backend must honour or refuse
@@ -191,7 +195,7 @@ class JobParams(BaseModel):
 
 def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int) -> JobParams:
     values: dict[str, Any] = defaults.model_dump()
-    values.update(backend=backend, seed=seed, output_name=None)
+    values.update(backend=backend, seed=seed, output_name=None, priority=0)
     values.update(spec.model_dump(exclude_none=True))
     values["postprocess"] = presets_of(values["postprocess"])
     # An empty table (backend_options: {}) asks for nothing, so no backend must refuse it.

@@ -33,6 +33,7 @@ from i2v_watcher.fsutil import (
     walk_files,
 )
 from i2v_watcher.job import STATE_FILE, TRASH_PREFIX
+from i2v_watcher.lease import survey
 from i2v_watcher.submit import clash_suffixes, new_owner
 from i2v_watcher.watch import IMAGE_SUFFIXES, Inbox
 
@@ -147,10 +148,11 @@ def collect(settings: Settings) -> dict[str, Any]:
     failed = [_failed_entry(settings.failed, p) for p in _files("failed", settings.failed, skip,
                                                                 warnings.append)
               if p.name.endswith(REPORT_SUFFIX)]
+    workers = survey(settings) if settings.work.is_dir() else []
     return {
         "counts": {"queued": len(queued), "in_progress": len(in_progress), "done": len(done),
-                   "failed": len(failed)},
-        "queued": queued, "in_progress": in_progress, "done": done, "failed": failed,
+                   "failed": len(failed), "workers_alive": sum(w["state"] == "alive" for w in workers)},
+        "workers": workers, "queued": queued, "in_progress": in_progress, "done": done, "failed": failed,
         "warnings": warnings,
     }
 
@@ -161,10 +163,22 @@ def _job_line(job: dict[str, Any]) -> str:
     return f"  {job['job']}  ({job['stage']} on {job['worker_id']}, {job['job_id']})"
 
 
+def _worker_line(worker: dict[str, Any]) -> str:
+    line = f"  {worker['worker_id']}  {worker['state']}"
+    if worker.get("host"):
+        line += f" on {worker['host']} (pid {worker.get('pid')}, {worker.get('backend') or '?'})"
+    if worker.get("job") and worker["state"] == "alive":
+        progress = f" {worker['done']}/{worker['total']}" if worker.get("total") else ""
+        line += f": {worker['job']} [{worker.get('stage')}{progress}]"
+    return line
+
+
 def render(status: dict[str, Any]) -> str:
     counts = status["counts"]
     lines = [f"{label:<12} {counts[key]}" for key, label in
              (("queued", "queued"), ("in_progress", "in progress"), ("done", "done"), ("failed", "failed"))]
+    if status["workers"]:
+        lines += ["", "workers:"] + [_worker_line(w) for w in status["workers"]]
     if status["queued"]:
         lines += ["", "queued:"] + [f"  {name}" for name in status["queued"]]
     if status["in_progress"]:

@@ -24,6 +24,7 @@ from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fsutil import open_nofollow, read_json, walk_files
 from i2v_watcher.mounts import filesystem_type, is_network_fs
+from i2v_watcher.spec import parse_sidecar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
@@ -41,6 +42,12 @@ class Candidate:
     extra: tuple[Path, ...] = ()
     problem: str | None = None  # set when the files can only go to failed/ with a report
     mtime: float = 0.0
+    priority: int = 0  # the sidecar's `priority`: higher is taken first
+
+    @property
+    def order(self) -> tuple[int, float, str]:
+        """Ready jobs are taken by this: priority (higher first), then the oldest, then by path."""
+        return (-self.priority, self.mtime, self.key)
 
     @property
     def files(self) -> list[Path]:
@@ -74,6 +81,8 @@ class Inbox:
         self.settings = settings
         self.root = settings.inbox
         self._seen: dict[Path, _Seen] = {}
+        # sidecar → (size, mtime_ns, priority): a backlog's sidecars are not parsed again at every scan
+        self._priorities: dict[Path, tuple[int, int, int]] = {}
         self._litter_logged: set[str] = set()
         self._was_mount = os.path.ismount(self.root)
         self._blocked: dict[str, _Blocked] = {}  # job key → why its claim was refused
@@ -181,6 +190,7 @@ class Inbox:
             else:
                 group.setdefault("other", []).append(path)
         self._seen = {p: s for p, s in self._seen.items() if p in present}
+        self._priorities = {p: v for p, v in self._priorities.items() if p in present}
         result.waiting += len(unsettled)
         for key, group in groups.items():
             if key in unsettled:
@@ -198,7 +208,7 @@ class Inbox:
             else:
                 result.ready.append(candidate)
         self._blocked = {k: b for k, b in self._blocked.items() if k in groups}
-        result.ready.sort(key=lambda c: (c.mtime, c.key))
+        result.ready.sort(key=lambda c: c.order)
         return result
 
     def _left_here_before(self, candidate: Candidate) -> bool:
@@ -249,7 +259,29 @@ class Inbox:
         if sidecar is None and now - self._seen[image].since - self.settings.settle_s \
                 < self.settings.sidecar_grace_s:
             return None
-        return Candidate(key, image=image, sidecar=sidecar, mtime=mtime)
+        priority = 0 if sidecar is None else self._priority(sidecar)
+        return Candidate(key, image=image, sidecar=sidecar, mtime=mtime, priority=priority)
+
+    def _priority(self, sidecar: Path) -> int:
+        """The sidecar's `priority`, read once per version of the file (size and mtime). Read like the
+        job will read it (no links, size-capped, the strict parser); any problem counts as 0: the job
+        then fails properly, with a report, when it is run."""
+        seen = self._seen[sidecar]
+        cached = self._priorities.get(sidecar)
+        if cached is not None and cached[:2] == (seen.size, seen.mtime_ns):
+            return cached[2]
+        limit = self.settings.max_sidecar_bytes
+        try:
+            with open(sidecar, "rb", opener=open_nofollow) as handle:
+                data = handle.read(limit + 1)
+        except OSError:
+            return 0  # not remembered: a share's hiccup is read again at the next scan
+        try:
+            priority = parse_sidecar(data, max_bytes=limit).priority or 0
+        except Exception:  # whatever is wrong with the sidecar is the job's error, reported when it runs
+            priority = 0
+        self._priorities[sidecar] = (seen.size, seen.mtime_ns, priority)
+        return priority
 
     def _skip_logged(self, name: str) -> bool:
         if not self.is_ignored(name):

@@ -4,6 +4,7 @@ periodic recovery never resumes a job that is in flight."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +13,8 @@ import structlog
 from pydantic import ValidationError
 
 from i2v_watcher.config import Settings
-from i2v_watcher.job import STATE_FILE, TRASH_PREFIX, Job, JobState
+from i2v_watcher.fsutil import rename_noreplace
+from i2v_watcher.job import STATE_FILE, TRASH_PREFIX, Job, JobState, utc_now
 
 log = structlog.get_logger("i2v_watcher.workstore")
 
@@ -20,6 +22,7 @@ log = structlog.get_logger("i2v_watcher.workstore")
 class WorkStore:
     def __init__(self, settings: Settings) -> None:
         self.root = settings.worker_dir
+        self.worker_id = settings.worker_id
         self.in_flight: set[str] = set()
         self._broken: dict[str, str] = {}  # folder name → the problem already logged
 
@@ -45,6 +48,30 @@ class WorkStore:
             if job is not None:
                 found.append(job)
         return found
+
+    def take(self, folder: Path, reason: str) -> Job | None:
+        """Take a job folder from another worker's folder (a stale one, or the Celery queue) into
+        ours with one rename: of several workers trying at once, one wins; None for the others. The
+        takeover is recorded in the job, and the job is then resumed from the stage it reached."""
+        target = self.root / folder.name
+        try:
+            rename_noreplace(folder, target)
+        except OSError as exc:
+            # A retransmitted RENAME on NFS answers ENOENT after it succeeded: look in our own folder.
+            if not (exc.errno in (errno.ENOENT, errno.ESTALE) and target.is_dir()):
+                return None  # another worker won, or the folder went away
+        job = self._load(target)
+        if job is None:
+            return None
+        if reason != "queue":
+            job.advance(job.state.stage, worker_id=self.worker_id, takeovers=[
+                *job.state.takeovers, {"from": job.state.worker_id, "at": utc_now(),
+                                       "stage": job.state.stage, "reason": reason}])
+            log.warning("took over a job", job_id=job.id, job=job.state.key, previous=folder.parent.name,
+                        stage=job.state.stage, reason=reason)
+        else:
+            job.advance(job.state.stage, worker_id=self.worker_id)
+        return job
 
     def _load(self, folder: Path) -> Job | None:
         if not os.path.lexists(folder / STATE_FILE):

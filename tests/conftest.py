@@ -69,6 +69,14 @@ def make_image(path: Path, size: tuple[int, int] = (96, 72), seed: int = 0, fmt:
     return path
 
 
+LEASE_FILES = ("heartbeat.json", ".lock")
+
+
+def is_lease_file(base: Path, path: Path) -> bool:
+    """work/<worker_id>/heartbeat.json and .lock: each daemon's lease, not a job's file."""
+    return base.name == "work" and path.name in LEASE_FILES and path.parent.parent == base
+
+
 @dataclass
 class Folders:
     root: Path
@@ -90,8 +98,10 @@ class Folders:
         return self.config
 
     def files(self, folder: str) -> list[str]:
+        """The files in a folder; in work/, a worker's lease (heartbeat, lock) is not a job's file."""
         base = self.root / folder
-        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() or p.is_symlink())
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*")
+                      if (p.is_file() or p.is_symlink()) and not is_lease_file(base, p))
 
     def jobs_in_work(self) -> list[Path]:
         return sorted(p for p in (self.work / "testhost").glob("*") if (p / "job.json").exists())

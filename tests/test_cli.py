@@ -52,7 +52,7 @@ def test_status_counts_every_folder(folders: Folders, start: Start) -> None:
         "job_id": "20260101T000000Z-abcdef01", "worker_id": "testhost", "stage": "claimed", "key": "busy",
         "inputs": ["busy.png"], "claimed_at": "2026-01-01T00:00:00+00:00"}))
     result = json.loads(cli("status", "--json", "--config", str(folders.config), check=True).stdout)
-    assert result["counts"] == {"queued": 2, "in_progress": 1, "done": 1, "failed": 1}
+    assert result["counts"] == {"queued": 2, "in_progress": 1, "done": 1, "failed": 1, "workers_alive": 0}
     assert result["queued"] == ["queued.png", "sub/queued2.webp"]
     assert result["in_progress"][0]["job"] == "busy" and result["in_progress"][0]["stage"] == "claimed"
     assert result["failed"][0]["name"] == "bad" and result["failed"][0]["stage"] == "load"

@@ -123,6 +123,9 @@ RANGES = [
     ("poster_quality", 1, 100, 0, 101),
     ("memory_budget_mb", 64, 64 * 1024 * 1024, 63, 64 * 1024 * 1024 + 1),
     ("max_job_crashes", 1, 100, 0, 101),
+    ("visibility_timeout_s", 5, 7 * 86400, 4, 7 * 86400 + 1),
+    ("lease_timeout_s", 2, 86400, 1.9, 86401),
+    ("max_silent_s", 1, 86400, 0.5, 86401),
 ]
 
 
@@ -157,6 +160,18 @@ def test_every_numeric_setting_has_its_range_tested() -> None:
     floats = {name for name, field in Settings.model_fields.items()
               if field.annotation in (float, float | None, int, int | None)}
     assert floats <= {name for name, *_ in RANGES}
+
+
+def test_celery_coordination_needs_a_redis_broker(tmp_path: Path) -> None:
+    assert load(tmp_path).coordination == "folders"  # the default needs no broker
+    assert "broker_url is required" in refused(tmp_path, coordination="celery")
+    assert "broker_url" in refused(tmp_path, coordination="celery", broker_url="amqp://host//")
+    message = refused(tmp_path, coordination="celery", broker_url="redis://h:6379/0", lease_timeout_s=120,
+                      visibility_timeout_s=60)
+    assert "visibility_timeout_s (60) must exceed lease_timeout_s (120)" in message
+    settings = load(tmp_path, coordination="celery", broker_url="rediss://:pw@h:6380/1")
+    assert settings.celery_queue == "i2v-watcher" and settings.visibility_timeout_s == 21600
+    assert "celery_queue" in refused(tmp_path, celery_queue="../q")
 
 
 def test_retry_backoff_max_is_at_least_the_first_delay(tmp_path: Path) -> None:

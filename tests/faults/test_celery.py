@@ -1,0 +1,186 @@
+"""coordination = "celery": `run` watches and enqueues, `worker`s process, through a real redis-server.
+
+Every case ends with every input published exactly once (one `.json` marker per input, each clip
+decoding, nothing in failed/), and no job folder left in work/: the queue may lose or repeat tasks,
+the folders keep the promise."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Folders, cli, decode, make_image, wait_for, write_toml
+
+from .celery_helpers import Process, RedisServer
+
+SLOW = {"backend": "slow", "plugins": ["slow_backend"]}
+Start = Callable[..., Process]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def processes(redis_server: RedisServer) -> Iterator[list[Process]]:
+    """Killed at teardown, before the Redis server they use."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.stop()
+        # Shown by pytest when the test failed.
+        print(f"---- {process.process.args[3]} (exit {process.process.returncode}) ----\n{process.log}")
+
+
+@pytest.fixture
+def start(processes: list[Process]) -> Start:
+    def _start(command: str, config: Path, *args: str) -> Process:
+        process = Process(command, config, *args)
+        processes.append(process)
+        return process
+    return _start
+
+
+def config(folders: Folders, redis_server: RedisServer, name: str, **changes: Any) -> Path:
+    """The shared config in celery mode, with this process's worker_id."""
+    settings = {**folders.settings, "coordination": "celery", "broker_url": redis_server.url,
+                "worker_id": name, "lease_timeout_s": 3.0, "visibility_timeout_s": 60.0, **changes}
+    path = folders.config.with_name(f"{name}.toml")
+    write_toml(path, settings)
+    return path
+
+
+def drop(folders: Folders, count: int, sidecar: str = "num_frames: 4\n") -> list[str]:
+    names = [f"job{index:02d}" for index in range(count)]
+    for index, name in enumerate(names):
+        make_image(folders.inbox / f"{name}.png", seed=index)
+        (folders.inbox / f"{name}.yaml").write_text(sidecar)
+    return names
+
+
+def markers(folders: Folders) -> list[str]:
+    return sorted(p.name for p in folders.outbox.glob("*.json"))
+
+
+def job_folders(folders: Folders) -> list[str]:
+    """Job folders anywhere under work/ (heartbeats and locks are not jobs)."""
+    return sorted(str(p.relative_to(folders.work)) for p in folders.work.glob("*/*") if p.is_dir())
+
+
+def assert_each_published_once(folders: Folders, names: list[str]) -> None:
+    assert markers(folders) == sorted(f"{name}.json" for name in names)
+    ids = set()
+    for name in names:
+        meta = folders.metadata(name)
+        ids.add(meta["job_id"])
+        assert decode(folders.outbox / f"{name}.mp4").frames == meta["parameters"]["num_frames"]
+    assert len(ids) == len(names)
+    visible = sorted(p.name for p in folders.outbox.iterdir() if not p.name.startswith("."))
+    assert visible == sorted(f"{n}{ext}" for n in names for ext in (".mp4", ".jpg", ".json"))
+    assert [p.name for p in folders.outbox.iterdir() if p.name.startswith(".")] == []
+    assert folders.files("failed") == [] and folders.files("inbox") == []
+    assert job_folders(folders) == []
+
+
+def stop_all(*processes: Process) -> None:
+    for process in processes:
+        process.signal(signal.SIGTERM)
+    for process in processes:
+        assert process.wait() == 0, process.log
+
+
+def test_one_run_and_two_workers_publish_every_job_once(folders: Folders, redis_server: RedisServer,
+                                                         start: Start) -> None:
+    names = drop(folders, 20)
+    dispatcher = start("run", config(folders, redis_server, "disp"))
+    workers = [start("worker", config(folders, redis_server, w)) for w in ("w1", "w2")]
+    wait_for(lambda: len(markers(folders)) == len(names), timeout=60, what="every job published")
+    stop_all(dispatcher, *workers)
+    assert_each_published_once(folders, names)
+    assert len(dispatcher.find("enqueued")) == len(names)
+    assert not dispatcher.find("published")  # `run` never generates in celery mode
+    done = {w.find("consuming")[0]["worker_id"]: len(w.find("published")) for w in workers}
+    assert sum(done.values()) == len(names) and all(done.values()), done  # shared, each job once
+    assert {folders.metadata(n)["worker_id"] for n in names} == {"w1", "w2"}
+
+
+def test_redis_restarted_mid_run_loses_no_job(folders: Folders, redis_server: RedisServer,
+                                              start: Start) -> None:
+    names = drop(folders, 20)
+    dispatcher = start("run", config(folders, redis_server, "disp"))
+    workers = [start("worker", config(folders, redis_server, w)) for w in ("w1", "w2")]
+    wait_for(lambda: len(markers(folders)) >= 3, timeout=60, what="a few jobs published")
+    redis_server.kill()  # every queued task, and the record of them, is gone
+    queued_at_kill = [p.name for p in (folders.work / "queue").iterdir() if p.is_dir()]
+    time.sleep(1.0)
+    redis_server.start()
+    wait_for(lambda: len(markers(folders)) == len(names), timeout=60, what="every job published")
+    stop_all(dispatcher, *workers)
+    assert_each_published_once(folders, names)
+    assert queued_at_kill, "the kill came too late to lose any queued task"
+    assert dispatcher.find("queued jobs sent again")
+
+
+def test_a_worker_killed_mid_job_is_taken_over_and_the_job_published_once(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    names = drop(folders, 4, "num_frames: 6\nbackend_options: {delay_s: 0.25}\n")
+    fast = {**SLOW, "progress_log_s": 0.0}
+    dispatcher = start("run", config(folders, redis_server, "disp", **fast))
+    doomed = start("worker", config(folders, redis_server, "w1", **fast))
+    taken = doomed.read_until("took job from the queue")
+    doomed.read_until("progress", job_id=taken["job_id"])
+    doomed.process.kill()  # SIGKILL: its task stays unacknowledged, its lease stops
+    doomed.wait()
+    assert (folders.work / "w1" / taken["job_id"]).is_dir()
+    rescuer = start("worker", config(folders, redis_server, "w2", **fast))
+    wait_for(lambda: len(markers(folders)) == len(names), timeout=60, what="every job published")
+    stop_all(dispatcher, rescuer)
+    assert_each_published_once(folders, names)
+    took = [e for p in (dispatcher, rescuer) for e in p.find("took over a job")]
+    assert [(e["job_id"], e["previous"]) for e in took] == [(taken["job_id"], "w1")]
+    meta = folders.metadata(taken["job"])
+    assert meta["job_id"] == taken["job_id"] and meta["worker_id"] == "w2"
+    assert [t["from"] for t in meta["takeovers"]] == ["w1"]
+
+
+def test_a_redelivered_task_takes_the_job_over_from_a_dead_worker(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    """Without `run` (which also moves a dead worker's jobs back into the queue), the broker's own
+    redelivery after the visibility timeout brings the job to another worker, which takes it over."""
+    (name,) = drop(folders, 1, "num_frames: 6\nbackend_options: {delay_s: 0.5}\n")
+    fast = {**SLOW, "progress_log_s": 0.0, "lease_timeout_s": 2.0, "visibility_timeout_s": 5.0}
+    dispatcher = start("run", config(folders, redis_server, "disp", **fast))
+    dispatcher.read_until("enqueued")
+    stop_all(dispatcher)
+    doomed = start("worker", config(folders, redis_server, "w1", **fast))
+    taken = doomed.read_until("took job from the queue")
+    doomed.read_until("progress")
+    doomed.process.kill()
+    doomed.wait()
+    rescuer = start("worker", config(folders, redis_server, "w2", **fast))
+    took = rescuer.read_until("took over a job", timeout=30)
+    assert took["job_id"] == taken["job_id"] and took["previous"] == "w1"
+    rescuer.read_until("published", timeout=30)
+    stop_all(rescuer)
+    assert_each_published_once(folders, [name])
+    assert [t["from"] for t in folders.metadata(name)["takeovers"]] == ["w1"]
+
+
+def test_worker_needs_celery_coordination_and_check_config_hides_the_password(
+        folders: Folders, redis_server: RedisServer) -> None:
+    result = cli("worker", "--config", str(folders.config))
+    assert result.returncode == 2 and "takes jobs from a Celery queue" in result.stderr
+    url = f"redis://:s3cret@127.0.0.1:{redis_server.port}/0"
+    checked = cli("check-config", str(config(folders, redis_server, "w1", broker_url=url)))
+    assert checked.returncode == 0, checked.stderr
+    masked = f'"redis://:**@127.0.0.1:{redis_server.port}/0"'
+    assert "s3cret" not in checked.stdout and masked in checked.stdout
