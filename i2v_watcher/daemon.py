@@ -15,11 +15,11 @@ from types import FrameType
 import structlog
 
 from i2v_watcher import backends
-from i2v_watcher.cancel import Cancel
+from i2v_watcher.cancel import Announce, Cancel
 from i2v_watcher.claim import ClaimRefused, claim, resume_claim
 from i2v_watcher.config import Settings, check_model_tables
 from i2v_watcher.errors import InboxUnavailable, StartupError, StartupInterrupted
-from i2v_watcher.ffmpeg import find_ffmpeg
+from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.fsutil import same_filesystem
 from i2v_watcher.job import Job
 from i2v_watcher.lease import Heartbeat, LeaseObserver, acquire_worker
@@ -76,6 +76,37 @@ def discover_backends(settings: Settings) -> None:
     check_model_tables(settings, backends.available(), backends.with_models())
 
 
+def load_backends(settings: Settings) -> tuple[FFmpeg, str, dict[str, backends.Backend]]:
+    """The ffmpeg binary (probed with every preset) and the resident backends, each loaded once; the
+    default backend's name (`auto` resolved)."""
+    binary, origin = find_ffmpeg(settings.ffmpeg_path)
+    log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
+    for note in check_presets(settings, binary):
+        log.info("ffmpeg hardware encoder", result=note)
+    discover_backends(settings)
+    default = choose_backend(settings)
+    resident: dict[str, backends.Backend] = {}
+    for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
+        backend = backends.get(name)(settings)
+        started = time.monotonic()
+        backend.load()
+        log.info("backend loaded", backend=name, model=backend.model_id,
+                 seconds=round(time.monotonic() - started, 2))
+        resident[name] = backend
+    return binary, default, resident
+
+
+def stop_announcer(stop_timeout_s: float) -> Announce:
+    """What a stop signal logs, once the handler has returned (see cancel.py)."""
+    def announce(signame: str, first: bool) -> None:
+        if first:
+            log.warning("stop requested: no new jobs; the running job may finish, a second signal aborts it",
+                        signal=signame, stop_timeout_s=stop_timeout_s)
+        else:
+            log.warning("second signal: aborting now", signal=signame)
+    return announce
+
+
 @dataclass
 class Held:
     """A job kept in the work folder because a folder it must write is not writable: tried again
@@ -92,7 +123,7 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
         self.once = once
-        self.cancel = Cancel(self._announce)
+        self.cancel = Cancel(stop_announcer(settings.stop_timeout_s))
         self.failed = 0
         self.published = 0
         self.up = False
@@ -124,25 +155,17 @@ class Daemon:
         settings = self.settings
         prepare_folders(settings)
         self.lock = acquire_worker(settings)  # before anything else touches work/<worker_id>/
-        binary, origin = find_ffmpeg(settings.ffmpeg_path)
-        log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
-        for note in check_presets(settings, binary):
-            log.info("ffmpeg hardware encoder", result=note)
-        discover_backends(settings)
-        default = choose_backend(settings)
-        resident: dict[str, backends.Backend] = {}
-        for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
-            backend = backends.get(name)(settings)
-            started = time.monotonic()
-            backend.load()
-            log.info("backend loaded", backend=name, model=backend.model_id,
-                     seconds=round(time.monotonic() - started, 2))
-            resident[name] = backend
+        binary, default, resident = load_backends(settings)
+        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
+        first = resident[default]
+        self.start_watching(Heartbeat(settings, self.cancel.liveness, first.name, first.model_id))
+
+    def start_watching(self, heartbeat: Heartbeat, **about: object) -> None:
+        """The work store, leases, heartbeat and inbox watcher: the daemon is up after this."""
+        settings = self.settings
         self.store = WorkStore(settings)
         self.observer = LeaseObserver(settings)
-        first = resident[default]
-        self.heartbeat = Heartbeat(settings, self.cancel.liveness, first.name, first.model_id)
-        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
+        self.heartbeat = heartbeat
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
         # A link or special file can only be moved to failed/ by a rename: on another filesystem
@@ -158,7 +181,8 @@ class Daemon:
         self._scan: Scan | None = None
         self.up = True
         log.info("watching", inbox=str(settings.inbox), outbox=str(settings.outbox),
-                 worker_id=settings.worker_id, lease_timeout_s=settings.lease_timeout_s, once=self.once)
+                 worker_id=settings.worker_id, lease_timeout_s=settings.lease_timeout_s, once=self.once,
+                 **about)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only flags: no logging, no locks (the interrupted code may hold them). The loop wakes
@@ -167,13 +191,6 @@ class Daemon:
         self.cancel.request_stop(self.settings.stop_timeout_s, name)
         if not self.up:
             raise StartupInterrupted(name)
-
-    def _announce(self, signame: str, first: bool) -> None:
-        if first:
-            log.warning("stop requested: no new jobs; the running job may finish, a second signal aborts it",
-                        signal=signame, stop_timeout_s=self.settings.stop_timeout_s)
-        else:
-            log.warning("second signal: aborting now", signal=signame)
 
     def recover(self) -> None:
         """Resume every job this worker left in its work folder (a crash, a stop, a folder that was

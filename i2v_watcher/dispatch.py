@@ -33,13 +33,11 @@ from celery.worker import state as celery_state
 from kombu.exceptions import KombuError
 from kombu.utils.url import maybe_sanitize_url
 
-from i2v_watcher import backends
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.claim import resume_claim
 from i2v_watcher.config import Settings
-from i2v_watcher.daemon import EXIT_FAILED_JOBS, Daemon, choose_backend, discover_backends, prepare_folders
+from i2v_watcher.daemon import EXIT_FAILED_JOBS, Daemon, load_backends, prepare_folders, stop_announcer
 from i2v_watcher.errors import StartupError, StartupInterrupted
-from i2v_watcher.ffmpeg import find_ffmpeg
 from i2v_watcher.job import JOB_ID_PATTERN, STATE_FILE, Job
 from i2v_watcher.lease import (
     QUEUE,
@@ -50,9 +48,6 @@ from i2v_watcher.lease import (
     read_heartbeat,
 )
 from i2v_watcher.pipeline import Outcome, Pipeline
-from i2v_watcher.postprocess import check_presets
-from i2v_watcher.retention import prune
-from i2v_watcher.watch import Inbox, Watcher
 from i2v_watcher.workstore import WorkStore
 
 TASK = "i2v_watcher.process_job"
@@ -186,24 +181,8 @@ class Dispatcher(Daemon):
             raise StartupError(f"the queue folder {settings.worker_dir} is held by another `i2v-watcher run` "
                                f"in celery mode ({exc}): run one per work folder") from exc
         self.broker = Broker(settings)
-        self.store = WorkStore(settings)
-        self.observer = LeaseObserver(settings)
-        self.heartbeat = Heartbeat(settings, self.cancel.liveness)
-        self.inbox = Inbox(settings)
-        self.watcher = Watcher(settings)
-        self.leave_specials = os.stat(settings.failed).st_dev != os.stat(settings.inbox).st_dev
-        prune(settings)
-        self.heartbeat.start()
-        self.watcher.start()
-        self.paused = False
-        now = time.monotonic()
-        self._last_full = self._last_scan = self._last_prune = now
-        self._next_recover = now  # the first tick sends what waits in work/queue/
-        self._scan = None
-        self.up = True
-        log.info("watching", inbox=str(settings.inbox), outbox=str(settings.outbox), coordination="celery",
-                 broker=safe_url(settings.broker_url), queue=settings.celery_queue,
-                 lease_timeout_s=settings.lease_timeout_s, once=self.once)
+        self.start_watching(Heartbeat(settings, self.cancel.liveness), coordination="celery",
+                            broker=safe_url(settings.broker_url), queue=settings.celery_queue)
 
     def _run(self, job: Job) -> None:
         """A job just claimed (into work/queue/): its id goes on the queue. While the broker is away it
@@ -294,7 +273,7 @@ class QueueWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cancel = Cancel(self._announce)
+        self.cancel = Cancel(stop_announcer(settings.stop_timeout_s))
         self.up = False
         self.published = 0
         self.failed = 0
@@ -326,20 +305,7 @@ class QueueWorker:
             raise StartupError(f"worker_id {QUEUE!r} names the queue folder work/{QUEUE}/: choose another")
         prepare_folders(settings)
         self.lock = acquire_worker(settings)
-        binary, origin = find_ffmpeg(settings.ffmpeg_path)
-        log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
-        for note in check_presets(settings, binary):
-            log.info("ffmpeg hardware encoder", result=note)
-        discover_backends(settings)
-        default = choose_backend(settings)
-        resident: dict[str, backends.Backend] = {}
-        for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
-            backend = backends.get(name)(settings)
-            started = time.monotonic()
-            backend.load()
-            log.info("backend loaded", backend=name, model=backend.model_id,
-                     seconds=round(time.monotonic() - started, 2))
-            resident[name] = backend
+        binary, default, resident = load_backends(settings)
         self.store = WorkStore(settings)
         self.queue = WorkStore(as_queue(settings))
         self.observer = LeaseObserver(settings)
@@ -358,13 +324,6 @@ class QueueWorker:
         celery_state.should_stop = 0  # a warm shutdown: Celery's own flag, read by its loop
         if not self.up:
             raise StartupInterrupted(name)
-
-    def _announce(self, signame: str, first: bool) -> None:
-        if first:
-            log.warning("stop requested: no new jobs; the running job may finish, a second signal aborts it",
-                        signal=signame, stop_timeout_s=self.settings.stop_timeout_s)
-        else:
-            log.warning("second signal: aborting now", signal=signame)
 
     def resume_leftovers(self) -> None:
         """The jobs this worker left in its folder (killed, stopped), before it takes new ones."""

@@ -4,20 +4,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import REPO, daemon_env, wait_for
+from conftest import wait_for
 
 INSTALL_HINT = ("redis-server is not installed. The Celery tests run against a real Redis server: run "
                 "the test command `bash tests/run.sh`, which installs Debian's redis-server package "
@@ -72,70 +66,3 @@ class RedisServer:
             self.process.kill()
         if self.process is not None:
             self.process.wait()
-
-
-class Process:
-    """`i2v-watcher <command> --config FILE` as a real subprocess."""
-
-    def __init__(self, command: str, config: Path, *args: str, **env: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "i2v_watcher", command, "--config", str(config), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=daemon_env(**env), cwd=REPO)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in iter(self.process.stdout.readline, ""):
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in list(self.lines):
-            with contextlib.suppress(ValueError):
-                data = json.loads(line)
-                if isinstance(data, dict):
-                    found.append(data)
-        return found
-
-    def find(self, event: str, **match: Any) -> list[dict[str, Any]]:
-        return [e for e in self.events()
-                if e.get("event") == event and all(e.get(k) == v for k, v in match.items())]
-
-    def read_until(self, event: str, timeout: float = 30, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.find(event, **match)
-            if found:
-                return found[0]
-            if self.process.poll() is not None:
-                self._reader.join(5)
-                if self.find(event, **match):
-                    continue
-                code = self.process.returncode
-                raise AssertionError(f"exited ({code}) before logging {event!r}:\n{self.log}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {event!r} {match or ''} within {timeout} s:\n{self.log}")
-
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise AssertionError(f"did not exit within {timeout} s:\n{self.log}") from None
-        self._reader.join(5)
-        return self.process.returncode
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(5)

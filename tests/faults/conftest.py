@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST, REPO, SMALL, Daemon, Folders, daemon_env, is_lease_file, wait_for
+from conftest import FAST, REPO, SMALL, Daemon, Folders, daemon_env, is_lease_file, make_image, wait_for
 
 
 def entries(root: Path) -> dict[str, str]:
@@ -85,14 +85,16 @@ class RunAs:
 
 
 class LiveDaemon(Daemon):
-    """`i2v-watcher run` as a real subprocess, optionally as another user. A thread reads its JSON log
-    as it is written, so a test can wait for an event, count events while the daemon runs, or have the
-    daemon frozen (SIGSTOP) the instant it logs an event, before it can do anything else."""
+    """`i2v-watcher run` (or `worker`) as a real subprocess, optionally as another user. A thread reads
+    its JSON log as it is written, so a test can wait for an event, count events while the daemon
+    runs, or have the daemon frozen (SIGSTOP) the instant it logs an event, before it can do anything
+    else."""
 
-    def __init__(self, config: Path, *args: str, user: RunAs | None = None, **env: str) -> None:
-        command = [sys.executable, "-m", "i2v_watcher", "run", "--config", str(config), *args]
+    def __init__(self, config: Path, *args: str, user: RunAs | None = None, command: str = "run",
+                 **env: str) -> None:
+        command_line = [sys.executable, "-m", "i2v_watcher", command, "--config", str(config), *args]
         self.process = subprocess.Popen(
-            (user.prefix if user else []) + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            (user.prefix if user else []) + command_line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env=daemon_env(**env), cwd=REPO)
         self.lines: list[str] = []
         self._freeze: tuple[Callable[[dict[str, Any]], bool], threading.Event] | None = None
@@ -304,3 +306,12 @@ def nobody_folders(nobody: RunAs, spawned: list[LiveDaemon]) -> Iterator[Folders
             with contextlib.suppress(OSError):
                 os.chmod(os.path.join(folder, name), 0o755, follow_symlinks=False)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def drop(folders: Folders, count: int, sidecar: str = "num_frames: 4\n") -> list[str]:
+    """`count` jobs (job00, job01, …), each an image and this sidecar."""
+    names = [f"job{index:02d}" for index in range(count)]
+    for index, name in enumerate(names):
+        make_image(folders.inbox / f"{name}.png", seed=index)
+        (folders.inbox / f"{name}.yaml").write_text(sidecar)
+    return names

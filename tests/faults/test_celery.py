@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from conftest import Folders, cli, decode, make_image, wait_for, write_toml
+from conftest import Folders, cli, decode, wait_for, write_toml
 
-from .celery_helpers import Process, RedisServer
+from .celery_helpers import RedisServer
+from .conftest import LiveDaemon as Process
+from .conftest import drop
 
 SLOW = {"backend": "slow", "plugins": ["slow_backend"]}
 Start = Callable[..., Process]
@@ -44,7 +46,7 @@ def processes(redis_server: RedisServer) -> Iterator[list[Process]]:
 @pytest.fixture
 def start(processes: list[Process]) -> Start:
     def _start(command: str, config: Path, *args: str) -> Process:
-        process = Process(command, config, *args)
+        process = Process(config, *args, command=command)
         processes.append(process)
         return process
     return _start
@@ -57,14 +59,6 @@ def config(folders: Folders, redis_server: RedisServer, name: str, **changes: An
     path = folders.config.with_name(f"{name}.toml")
     write_toml(path, settings)
     return path
-
-
-def drop(folders: Folders, count: int, sidecar: str = "num_frames: 4\n") -> list[str]:
-    names = [f"job{index:02d}" for index in range(count)]
-    for index, name in enumerate(names):
-        make_image(folders.inbox / f"{name}.png", seed=index)
-        (folders.inbox / f"{name}.yaml").write_text(sidecar)
-    return names
 
 
 def markers(folders: Folders) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import Folders, cli, decode, make_image, wait_for, write_toml
 
-from .conftest import LiveDaemon, Spawn, hidden, visible
+from .conftest import LiveDaemon, Spawn, drop, hidden, visible
 
 SLOW = {"backend": "slow", "plugins": ["slow_backend"]}
 TOOK_OVER = "took over a job"
@@ -31,14 +31,6 @@ def worker_config(folders: Folders, worker_id: str | None, **changes: object) ->
     config = folders.config.with_name(f"{worker_id or 'default'}-{taken}.toml")
     write_toml(config, settings)
     return config
-
-
-def drop(folders: Folders, count: int, sidecar: str = "num_frames: 4\n") -> list[str]:
-    names = [f"job{index:02d}" for index in range(count)]
-    for index, name in enumerate(names):
-        make_image(folders.inbox / f"{name}.png", seed=index)
-        (folders.inbox / f"{name}.yaml").write_text(sidecar)
-    return names
 
 
 def assert_each_published_once(folders: Folders, names: list[str]) -> None:
