@@ -84,6 +84,8 @@ def _finish_claim(settings: Settings, job: Job) -> Job | None:
                     raise InboxUnavailable(str(exc)) from exc
                 return None
             continue  # a sidecar that vanished meanwhile: the job goes on without it
+        if not os.path.lexists(target):  # re-read what was claimed: a share can answer before it holds
+            raise InboxUnavailable(f"{target} is not there after its rename was answered")
         taken.append(name)
         crashpoint("claim.after_rename")
     fsync_dir(job.input_dir)

@@ -180,15 +180,25 @@ def write_json_atomic(final: Path, payload: dict[str, Any], *, token: str | None
 
 
 def read_json(path: Path, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
-    """A JSON object from a file in the shared folders (untrusted: never through a link, size-capped)."""
-    with open(path, "rb", opener=open_nofollow) as handle:
-        raw = handle.read(max_bytes + 1)
+    """A JSON object from a file in the shared folders (untrusted: never through a link, size-capped).
+    A stale NFS handle (the file was replaced by another host's rename) is read once more."""
+    try:
+        raw = _read_capped(path, max_bytes)
+    except OSError as exc:
+        if exc.errno != errno.ESTALE:
+            raise
+        raw = _read_capped(path, max_bytes)
     if len(raw) > max_bytes:
         raise ValueError(f"{path} is larger than {max_bytes} bytes")
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return data
+
+
+def _read_capped(path: Path, max_bytes: int) -> bytes:
+    with open(path, "rb", opener=open_nofollow) as handle:
+        return handle.read(max_bytes + 1)
 
 
 def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace: bool = False,

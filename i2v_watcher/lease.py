@@ -43,16 +43,11 @@ def heartbeat_interval(settings: Settings) -> float:
 
 
 def read_heartbeat(folder: Path) -> dict[str, Any] | None:
-    """A worker's heartbeat, or None; a stale NFS handle is retried once (the file was replaced)."""
-    for _ in range(2):
-        try:
-            return read_json(folder / HEARTBEAT_FILE, 64 * 1024)
-        except OSError as exc:
-            if exc.errno != errno.ESTALE:
-                return None
-        except ValueError:
-            return None
-    return None
+    """A worker's heartbeat, or None (read_json reads a stale NFS handle once more)."""
+    try:
+        return read_json(folder / HEARTBEAT_FILE, 64 * 1024)
+    except (OSError, ValueError):
+        return None
 
 
 class Heartbeat:

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import make_image
 from i2v_watcher import claim as claim_module
+from i2v_watcher import fsutil as fsutil_module
 from i2v_watcher import lease as lease_module
 from i2v_watcher import workstore as workstore_module
 from i2v_watcher.cancel import Liveness
@@ -162,15 +163,16 @@ def test_a_claim_answered_enoent_after_it_succeeded_is_kept(tmp_path: Path,
 
 
 def test_a_stale_handle_on_a_heartbeat_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ESTALE: another host replaced the file by a rename since we looked it up; read it again."""
     beat(tmp_path / "w", 5)
-    real = lease_module.read_json
+    real = fsutil_module._read_capped
     calls: list[Path] = []
 
-    def stale_once(path: Path, max_bytes: int = 0) -> dict[str, Any]:
+    def stale_once(path: Path, max_bytes: int) -> bytes:
         calls.append(path)
         if len(calls) == 1:
             raise OSError(errno.ESTALE, "Stale file handle", str(path))
         return real(path, max_bytes)
 
-    monkeypatch.setattr(lease_module, "read_json", stale_once)
+    monkeypatch.setattr(fsutil_module, "_read_capped", stale_once)
     assert (read_heartbeat(tmp_path / "w") or {}).get("counter") == 5 and len(calls) == 2
