@@ -14,8 +14,8 @@ import pytest
 from conftest import wait_for
 
 INSTALL_HINT = ("redis-server is not installed. The Celery tests run against a real Redis server: run "
-                "the test command `bash tests/run.sh`, which installs Debian's redis-server package "
-                "(or `apt-get install -y redis-server`)")
+                "`bash tests/setup.sh` (the test command's first half), which installs Debian's "
+                "redis-server package (or `apt-get install -y redis-server`)")
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The test command (README.md; .ci/run runs it): installs what the suite needs that pip cannot (a real
-# redis-server for the Celery tests, from Debian's package, only when it is missing), then the venv with
-# the pinned test set, then pytest. Arguments go to pytest: bash tests/run.sh -k celery
+# The first half of the test command (README.md; .ci/run runs the same line): installs what the suite
+# needs that pip cannot (a real redis-server for the Celery tests, from Debian's package, only when it is
+# missing), then the venv with the pinned test set. The command then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -10,7 +10,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
     elif command -v sudo >/dev/null 2>&1; then
         sudo=(sudo)
     else
-        echo "tests/run.sh: redis-server is missing and this user cannot install it: run as root, or" \
+        echo "tests/setup.sh: redis-server is missing and this user cannot install it: run as root, or" \
              "apt-get install -y redis-server first" >&2
         exit 1
     fi
@@ -19,4 +19,3 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 python3 -m venv .venv
 .venv/bin/pip install -e '.[test]' -c tests/constraints.txt
-.venv/bin/python -m pytest "$@"
