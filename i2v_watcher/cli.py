@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import types
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -15,6 +18,9 @@ from i2v_watcher import __version__, backends
 from i2v_watcher.config import Settings, load_settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.logs import configure
+
+if TYPE_CHECKING:
+    from i2v_watcher.service import Service
 
 EXIT_CANNOT_RUN, EXIT_CRASH = 2, 1
 
@@ -64,44 +70,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.daemon import Daemon
-
-    log = structlog.get_logger("i2v_watcher")
-    try:
+    def daemon() -> Service:
         if settings.coordination == "celery":
-            return int(_celery().Dispatcher(settings, once=args.once).serve())
-        return Daemon(settings, once=args.once).serve()
-    except StartupError as exc:
-        log.error("cannot start", error=str(exc))
-        return EXIT_CANNOT_RUN
-    except Exception:
-        log.exception("daemon crashed")
-        return EXIT_CRASH
+            return _celery_module("dispatch").Dispatcher(settings, once=args.once)  # type: ignore[no-any-return]
+        from i2v_watcher.daemon import Daemon
+
+        return Daemon(settings, once=args.once)
+    return _serve(daemon, "daemon crashed")
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    log = structlog.get_logger("i2v_watcher")
-    try:
+    def worker() -> Service:
         if settings.coordination != "celery":
             raise StartupError('`i2v-watcher worker` takes jobs from a Celery queue, for coordination = '
                                '"celery"; with coordination = "folders", `i2v-watcher run` runs them itself')
-        return int(_celery().QueueWorker(settings).serve())
+        return _celery_module("queue_worker").QueueWorker(settings)  # type: ignore[no-any-return]
+    return _serve(worker, "worker crashed")
+
+
+def _serve(make: Callable[[], Service], crashed: str) -> int:
+    """Run a long-running command: 2 when it cannot start, 1 (logged with its traceback) on a crash."""
+    log = structlog.get_logger("i2v_watcher")
+    try:
+        return make().serve()
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_CANNOT_RUN
     except Exception:
-        log.exception("worker crashed")
+        log.exception(crashed)
         return EXIT_CRASH
 
 
-def _celery() -> types.ModuleType:
-    """i2v_watcher.dispatch, which needs the `celery` extra (the core install has no celery)."""
+def _celery_module(name: str) -> types.ModuleType:
+    """A module of celery mode, which needs the `celery` extra (the core install has no celery)."""
     try:
-        from i2v_watcher import dispatch
+        return importlib.import_module(f"i2v_watcher.{name}")
     except ImportError as exc:
         raise StartupError(f'coordination = "celery" needs the celery extra: pip install '
                            f"'i2v-watcher[celery]' ({exc})") from exc
-    return dispatch
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:

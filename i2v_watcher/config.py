@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import itertools
 import os
 import socket
-import string
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,16 +13,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from i2v_watcher.config_checks import check_folders_apart, check_output_template
 from i2v_watcher.errors import StartupError
 from i2v_watcher.perms import parse_mode, resolve_group
+from i2v_watcher.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
 from i2v_watcher.spec import (
     JobDefaults,
     RegistryName,
-    check_output_name,
     describe_validation_error,
     normalise_resolution,
 )
-from i2v_watcher.steps.base import Step
 
 # Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
 DEFAULT_IGNORE_PATTERNS = [
@@ -33,11 +31,6 @@ DEFAULT_IGNORE_PATTERNS = [
     "*.swp", "*.lock", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r",
     "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found",
 ]
-TEMPLATE_FIELDS = frozenset({"stem", "date", "time", "seed", "preset", "backend", "job_id"})
-# Values of the shape a job gives each template field: the template is tried with them at load time,
-# so a template that can never make a plain file name fails at start-up, not after the GPU work.
-TEMPLATE_SAMPLE = {"stem": "photo", "date": "20260101", "time": "120000", "seed": 42, "preset": "archive",
-                   "backend": "preview", "job_id": "20260101T120000Z-0123abcd"}
 FOLDERS = ("inbox", "outbox", "failed", "done", "work")
 HOUR, DAY = 3600.0, 86400.0
 GIB = 1024**3
@@ -45,50 +38,6 @@ GIB = 1024**3
 
 def _default_worker_id() -> str:
     return socket.gethostname().split(".")[0] or "worker"
-
-
-class Preset(BaseModel):
-    """A named post-processing chain: filter steps, then one output step (see i2v_watcher/steps/)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    steps: list[dict[str, Any]]
-
-    @field_validator("steps")
-    @classmethod
-    def _valid_chain(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from i2v_watcher.steps import parse_chain
-
-        parse_chain(value)
-        return value
-
-    def chain(self) -> list[Step]:
-        from i2v_watcher.steps import parse_chain
-
-        return parse_chain(self.steps)
-
-
-def _encode(**options: Any) -> dict[str, Any]:
-    return {"step": "encode", "codec": "libx264", **options}
-
-
-def _fit(width: int, height: int) -> list[dict[str, Any]]:
-    """The original WebUI's recipe: fit and pad, 30 fps, libx264 crf 23 preset fast."""
-    return [{"step": "scale_pad", "width": width, "height": height, "color": "black"},
-            {"step": "fps", "fps": 30}, _encode(crf=23, preset="fast")]
-
-
-SHIPPED_PRESETS = {
-    "archive": Preset(steps=[_encode(crf=12, preset="slow")]),  # lossless-ish master, native size/fps
-    "vertical-1080x1920": Preset(steps=_fit(1080, 1920)),
-    "square-1080": Preset(steps=_fit(1080, 1080)),
-    "landscape-1920x1080": Preset(steps=_fit(1920, 1080)),
-    "gif-preview": Preset(steps=[{"step": "gif", "fps": 12, "width": 480}]),
-    "webp-preview": Preset(steps=[{"step": "webp", "fps": 12, "width": 480, "quality": 75}]),
-}
-# The step fields a sidecar may override (postprocess_overrides); everything else is the config's.
-DEFAULT_OVERRIDABLE = {"encode": ["crf"], "fade": ["in_s", "out_s", "color"], "scale_pad": ["color"],
-                       "poster": ["frame"], "loop": ["count", "boomerang"], "speed": ["factor"]}
 
 
 class ModelSettings(BaseModel):
@@ -341,52 +290,6 @@ class Settings(BaseSettings):
     @property
     def worker_dir(self) -> Path:
         return self.work / self.worker_id
-
-
-def check_output_template(template: str) -> str:
-    """Only plain `{field}`s: a conversion, format spec, attribute or index could reach into the
-    values' objects or pad a name past any limit. The result must be a plain file name."""
-    if not template.strip():
-        raise ValueError("must not be empty")
-    for _, name, spec, conversion in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if name not in TEMPLATE_FIELDS:
-            raise ValueError(f"unknown field {{{name}}}; allowed: "
-                             f"{', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))} "
-                             "(plain fields only: no attributes, indexes, conversions or format specs)")
-        if spec or conversion:
-            raise ValueError(f"field {{{name}}} has a conversion or format spec; only plain "
-                             f"{{{name}}} is allowed")
-    sample = template.format(**TEMPLATE_SAMPLE)
-    try:
-        check_output_name(sample)
-    except ValueError as exc:
-        raise ValueError(f"gives the output name {sample!r} for a sample job, which is not usable: {exc}") \
-            from exc
-    return template
-
-
-def _describe_folder(name: str, path: Path, real: str) -> str:
-    return f"{name} ({path})" if str(path) == real else f"{name} ({path} -> {real})"
-
-
-def check_folders_apart(folders: dict[str, Path]) -> None:
-    """No folder may be another, or lie inside another: a scan or clean-up of the outer one would
-    take the inner one's files for its own (jobs claimed twice, outputs pruned). Real paths, so a
-    symbolic link does not hide the nesting."""
-    reals = {name: os.path.realpath(path) for name, path in folders.items()}
-    for first, second in itertools.combinations(folders, 2):
-        a, b = Path(reals[first]), Path(reals[second])
-        one = _describe_folder(first, folders[first], reals[first])
-        other = _describe_folder(second, folders[second], reals[second])
-        if a == b:
-            raise ValueError(f"{one} and {other} are the same folder: inbox, outbox, failed, done and "
-                             "work must be five different folders")
-        if b in a.parents:
-            raise ValueError(f"{one} must not lie inside {other}")
-        if a in b.parents:
-            raise ValueError(f"{other} must not lie inside {one}")
 
 
 def check_model_tables(settings: Settings, known_backends: Iterable[str],

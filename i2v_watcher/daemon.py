@@ -6,19 +6,16 @@ as ordinary work."""
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
 from i2v_watcher import backends
-from i2v_watcher.cancel import Announce, Cancel
 from i2v_watcher.claim import ClaimRefused, claim, resume_claim
 from i2v_watcher.config import Settings, check_model_tables
-from i2v_watcher.errors import InboxUnavailable, StartupError, StartupInterrupted
+from i2v_watcher.errors import InboxUnavailable, StartupError
 from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.fsutil import same_filesystem
 from i2v_watcher.job import Job
@@ -26,10 +23,11 @@ from i2v_watcher.lease import Heartbeat, LeaseObserver, acquire_worker
 from i2v_watcher.pipeline import Outcome, Pipeline
 from i2v_watcher.postprocess import check_presets
 from i2v_watcher.retention import prune
+from i2v_watcher.service import EXIT_OK, Service
 from i2v_watcher.watch import Candidate, Inbox, Scan, Watcher
 from i2v_watcher.workstore import WorkStore
 
-EXIT_OK, EXIT_FAILED_JOBS = 0, 3
+EXIT_FAILED_JOBS = 3
 TICK_S = 0.5
 RETENTION_EVERY_S = 3600.0
 log = structlog.get_logger("i2v_watcher.daemon")
@@ -96,17 +94,6 @@ def load_backends(settings: Settings) -> tuple[FFmpeg, str, dict[str, backends.B
     return binary, default, resident
 
 
-def stop_announcer(stop_timeout_s: float) -> Announce:
-    """What a stop signal logs, once the handler has returned (see cancel.py)."""
-    def announce(signame: str, first: bool) -> None:
-        if first:
-            log.warning("stop requested: no new jobs; the running job may finish, a second signal aborts it",
-                        signal=signame, stop_timeout_s=stop_timeout_s)
-        else:
-            log.warning("second signal: aborting now", signal=signame)
-    return announce
-
-
 @dataclass
 class Held:
     """A job kept in the work folder because a folder it must write is not writable: tried again
@@ -119,34 +106,19 @@ class Held:
     error: str = ""
 
 
-class Daemon:
+class Daemon(Service):
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.once = once
-        self.cancel = Cancel(stop_announcer(settings.stop_timeout_s))
         self.failed = 0
         self.published = 0
-        self.up = False
         self.held: dict[str, Held] = {}
 
-    def serve(self) -> int:
-        stops = (signal.SIGTERM, signal.SIGINT)
-        signals = {signum: signal.signal(signum, self._on_signal) for signum in stops}
-        try:
-            try:
-                self.startup()
-            except StartupInterrupted:
-                log.warning("stopped during start-up")
-                return EXIT_OK
-            try:
-                self.main_loop()
-            finally:
-                self.shutdown()
-        finally:
-            for signum, handler in signals.items():
-                signal.signal(signum, handler)
-        # Only a batch run reports jobs it could not finish in its exit code; a service stopped by a
-        # signal exits 0.
+    def work(self) -> None:
+        self.main_loop()
+
+    def exit_code(self) -> int:
+        # Only a batch run reports jobs it could not finish in its exit code.
         unfinished = self.failed or self.held or (self._scan is not None and self._scan.blocked)
         return EXIT_FAILED_JOBS if self.once and unfinished else EXIT_OK
 
@@ -184,14 +156,6 @@ class Daemon:
                  worker_id=settings.worker_id, lease_timeout_s=settings.lease_timeout_s, once=self.once,
                  **about)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """Only flags: no logging, no locks (the interrupted code may hold them). The loop wakes
-        within TICK_S, a running job at its next progress point."""
-        name = signal.Signals(signum).name
-        self.cancel.request_stop(self.settings.stop_timeout_s, name)
-        if not self.up:
-            raise StartupInterrupted(name)
-
     def recover(self) -> None:
         """Resume every job this worker left in its work folder (a crash, a stop, a folder that was
         not writable), each when its backoff allows."""
@@ -213,9 +177,12 @@ class Daemon:
         """The jobs of a worker whose lease expired (dead, frozen, stopped) are claimed like any other
         (one rename, one winner) and resumed here from the stage they reached."""
         for worker in self.observer.stale_workers():
-            with os.scandir(worker) as entries:
-                folders = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False)
-                                 and not e.name.startswith("."))
+            try:
+                with os.scandir(worker) as entries:
+                    folders = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False)
+                                     and not e.name.startswith("."))
+            except OSError:  # gone meanwhile (its owner came back and cleaned up, say)
+                continue
             for folder in folders:
                 if self.cancel.stopping:
                     return

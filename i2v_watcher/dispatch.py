@@ -17,43 +17,25 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import socket
 import time
-import warnings
-from pathlib import Path
-from types import FrameType
-from typing import Any
+from collections.abc import Callable
 
 import redis
 import structlog
-from celery import Celery, bootsteps
-from celery.exceptions import CPendingDeprecationWarning
-from celery.worker import state as celery_state
+from celery import Celery
 from kombu.exceptions import KombuError
 from kombu.utils.url import maybe_sanitize_url
 
-from i2v_watcher.cancel import Cancel
 from i2v_watcher.claim import resume_claim
 from i2v_watcher.config import Settings
-from i2v_watcher.daemon import EXIT_FAILED_JOBS, Daemon, load_backends, prepare_folders, stop_announcer
-from i2v_watcher.errors import StartupError, StartupInterrupted
+from i2v_watcher.daemon import EXIT_FAILED_JOBS, Daemon, prepare_folders
+from i2v_watcher.errors import StartupError
 from i2v_watcher.job import JOB_ID_PATTERN, STATE_FILE, Job
-from i2v_watcher.lease import (
-    QUEUE,
-    Heartbeat,
-    LeaseObserver,
-    acquire_worker,
-    heartbeat_interval,
-    read_heartbeat,
-)
-from i2v_watcher.pipeline import Outcome, Pipeline
-from i2v_watcher.workstore import WorkStore
+from i2v_watcher.lease import QUEUE, Heartbeat, acquire_worker
 
 TASK = "i2v_watcher.process_job"
 BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 BROKER_RETRY_S = 2.0  # while the broker is down, `run` tries again this often
-TICK_S = 1.0  # the worker's idle tick: liveness, signals, lease history
 # A send that cannot reach the broker gives up after about 1.5 s; the job waits in work/queue/.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
 log = structlog.get_logger("i2v_watcher.dispatch")
@@ -69,7 +51,7 @@ def safe_url(url: str | None) -> str:
     return str(maybe_sanitize_url(url or ""))
 
 
-def make_app(settings: Settings) -> Celery:
+def make_app(settings: Settings, process: Callable[[str], str] | None = None) -> Celery:
     """The Celery app: tasks acknowledged only once their job is finished, redelivered when their worker
     dies (after `visibility_timeout_s`), one at a time per worker, JSON only, no result backend."""
     visibility = settings.visibility_timeout_s
@@ -106,15 +88,9 @@ def make_app(settings: Settings) -> Celery:
         # done); a redelivered copy of its task finds nothing to do.
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    app.task(name=TASK, ignore_result=True)(process_job)
+    if process is not None:  # a worker runs the task; `run` only sends it, by name
+        app.task(name=TASK, ignore_result=True)(process)
     return app
-
-
-def process_job(job_id: str) -> str:
-    """The task: run one job, named by its id, in the worker process that received it."""
-    if _active is None:
-        raise RuntimeError("process_job runs only inside `i2v-watcher worker`")
-    return _active.process(job_id)
 
 
 class Broker:
@@ -123,10 +99,10 @@ class Broker:
     leaves a task without a record (sent again, harmless), never a record without a task. A Redis
     that restarts empty loses both, and `run` sends again every job in work/queue/."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, process: Callable[[str], str] | None = None) -> None:
         assert settings.broker_url is not None  # the settings' own check in celery mode
         self.settings = settings
-        self.app = make_app(settings)
+        self.app = make_app(settings, process)
         self.key = f"i2v-watcher:{settings.celery_queue}:enqueued"
         self.redis = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5, socket_timeout=30)
 
@@ -167,10 +143,9 @@ class Dispatcher(Daemon):
         self._down: str | None = None  # why the broker could not be reached, while it cannot
         self._read_queue = False  # whether the jobs in work/queue/ have been read once
 
-    def serve(self) -> int:
-        code = super().serve()
+    def exit_code(self) -> int:
         # `--once` with the broker away: the claimed jobs wait in work/queue/ for the next `run`.
-        return EXIT_FAILED_JOBS if self.once and self._down is not None else code
+        return EXIT_FAILED_JOBS if self.once and self._down is not None else super().exit_code()
 
     def startup(self) -> None:
         settings = self.settings
@@ -261,236 +236,3 @@ class Dispatcher(Daemon):
             super().shutdown()
         finally:
             self.broker.close()
-
-
-_active: QueueWorker | None = None  # the worker of this process, which the task runs in
-
-
-class QueueWorker:
-    """`i2v-watcher worker`: starts like the daemon (its own worker folder, lease and heartbeat; the
-    resident backends loaded once), resumes what it left in its folder, then runs a Celery worker in
-    this process (solo pool: one job at a time, in this process, the model resident) on the queue."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.cancel = Cancel(stop_announcer(settings.stop_timeout_s))
-        self.up = False
-        self.published = 0
-        self.failed = 0
-        self._next_observe = 0.0
-
-    def serve(self) -> int:
-        stops = (signal.SIGTERM, signal.SIGINT)
-        signals = {signum: signal.signal(signum, self._on_signal) for signum in stops}
-        try:
-            try:
-                self.startup()
-            except StartupInterrupted:
-                log.warning("stopped during start-up")
-                return 0
-            try:
-                self.resume_leftovers()
-                if not self.cancel.stopping:
-                    self.consume()
-            finally:
-                self.shutdown()
-        finally:
-            for signum, handler in signals.items():
-                signal.signal(signum, handler)
-        return 0
-
-    def startup(self) -> None:
-        settings = self.settings
-        if settings.worker_id == QUEUE:
-            raise StartupError(f"worker_id {QUEUE!r} names the queue folder work/{QUEUE}/: choose another")
-        prepare_folders(settings)
-        self.lock = acquire_worker(settings)
-        binary, default, resident = load_backends(settings)
-        self.store = WorkStore(settings)
-        self.queue = WorkStore(as_queue(settings))
-        self.observer = LeaseObserver(settings)
-        first = resident[default]
-        self.heartbeat = Heartbeat(settings, self.cancel.liveness, first.name, first.model_id)
-        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
-        self.broker = Broker(settings)
-        self.heartbeat.start()
-        self.up = True
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """Only flags, as in the daemon. The Celery loop stops at its next turn (within TICK_S when
-        idle); a running job may finish within `stop_timeout_s`, and a second signal aborts it."""
-        name = signal.Signals(signum).name
-        self.cancel.request_stop(self.settings.stop_timeout_s, name)
-        celery_state.should_stop = 0  # a warm shutdown: Celery's own flag, read by its loop
-        if not self.up:
-            raise StartupInterrupted(name)
-
-    def resume_leftovers(self) -> None:
-        """The jobs this worker left in its folder (killed, stopped), before it takes new ones."""
-        for job in self.store.leftovers():
-            if self.cancel.stopping:
-                return
-            log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
-            self._work(job)
-
-    def consume(self) -> None:
-        global _active
-        settings = self.settings
-        app = self.broker.app
-        app.steps["consumer"].add(Tick)
-        # Celery warns at every lost connection that it lets late-acknowledged tasks run on: intended.
-        warnings.filterwarnings("ignore", category=CPendingDeprecationWarning)
-        _active = self
-        try:
-            controller = app.WorkController(
-                hostname=f"{settings.worker_id}@{socket.gethostname()}", pool_cls="solo", concurrency=1,
-                queues=[settings.celery_queue], loglevel="WARNING", without_mingle=True,
-                without_gossip=True, without_heartbeat=True)
-            log.info("consuming", worker_id=settings.worker_id, broker=safe_url(settings.broker_url),
-                     queue=settings.celery_queue, visibility_timeout_s=settings.visibility_timeout_s)
-            controller.start()
-        finally:
-            _active = None
-        if controller.exitcode:  # Celery gave up (it has logged why)
-            raise RuntimeError(f"the Celery worker stopped with exit code {controller.exitcode}")
-
-    def tick(self) -> None:
-        """Every TICK_S while the Celery loop turns: the worker is alive (its heartbeat beats), a stop
-        request is announced, and the other workers' heartbeats are watched, so that a task whose job
-        sits with a dead worker finds that worker's lease already judged."""
-        self.cancel.liveness.touch()
-        self.cancel.announce_pending()
-        now = time.monotonic()
-        if now >= self._next_observe:
-            self._next_observe = now + heartbeat_interval(self.settings)
-            with contextlib.suppress(OSError):
-                self.observer.stale_workers()
-
-    def process(self, job_id: str) -> str:
-        """One task. Returns (the task is acknowledged) once the job is published, failed, put back into
-        the queue, or found to be someone else's or finished already."""
-        if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
-            log.error("task ignored: not a job id", job_id=repr(job_id)[:100])
-            return "ignored"
-        with structlog.contextvars.bound_contextvars(job_id=job_id):
-            self.cancel.liveness.touch()
-            job = self._find(job_id)
-            if job is None:
-                return "nothing to do"
-            return self._work(job)
-
-    def _find(self, job_id: str) -> Job | None:
-        """The job named by a task, in this worker's folder: ours already (a redelivery), taken from the
-        queue with one rename, or taken over from a worker whose lease expired. None when another
-        worker has it (alive), or it is finished."""
-        for _ in range(3):  # a folder that moves while we look is looked for again
-            if (self.store.root / job_id).is_dir():
-                mine = [job for job in self.store.leftovers() if job.id == job_id]
-                return mine[0] if mine else None  # a folder that cannot be read is reported there
-            queued = self.queue.root / job_id
-            if queued.is_dir():
-                job = self.store.take(queued, "queue")
-                if job is not None:
-                    log.info("took job from the queue", job=job.state.key, stage=job.state.stage)
-                    return job
-                continue
-            owner = self._owner_of(job_id)
-            if owner is None:
-                log.info("job not found in the work folder: finished already, nothing to do")
-                return None
-            if not self._expired(owner):
-                log.info("job is with a live worker: left to it", worker=owner.name)
-                return None
-            job = self.store.take(owner / job_id, f"the lease of worker {owner.name} expired")
-            if job is not None:
-                return job
-        return None
-
-    def _owner_of(self, job_id: str) -> Path | None:
-        with os.scandir(self.settings.work) as entries:
-            for entry in entries:
-                if entry.name in (self.settings.worker_id, QUEUE) or entry.name.startswith(".") or \
-                        not entry.is_dir(follow_symlinks=False):
-                    continue
-                if os.path.isdir(os.path.join(entry.path, job_id)):
-                    return Path(entry.path)
-        return None
-
-    def _expired(self, owner: Path) -> bool:
-        """Whether the worker holding a job is gone: its heartbeat says it stopped, or its counter has
-        not moved for `lease_timeout_s` on this clock (watched since this worker started, or waited
-        for here). A counter that moves meanwhile means it is alive."""
-        settings = self.settings
-        deadline = time.monotonic() + settings.lease_timeout_s + heartbeat_interval(settings)
-
-        def counter() -> Any:
-            beat = read_heartbeat(owner)
-            return None if beat is None else (beat.get("counter"), beat.get("started_at"))
-
-        first = counter()
-        while True:
-            if owner.name in {p.name for p in self.observer.stale_workers()}:
-                return True
-            if counter() != first or self.cancel.stopping or time.monotonic() >= deadline:
-                return False
-            self.cancel.liveness.touch()  # waiting for another worker's lease is not being hung
-            time.sleep(min(1.0, heartbeat_interval(settings)))
-
-    def _work(self, job: Job) -> str:
-        if job.state.stage == "claiming":
-            resumed = resume_claim(self.settings, job)
-            if resumed is None:
-                return "nothing to do"
-            job = resumed
-        outcome: Outcome
-        try:
-            outcome = self.pipeline.run(job)
-            error = self.pipeline.held_error
-        except Exception as exc:  # outside the job's own error handling: tried again later
-            log.exception("job could not be run here", job_id=job.id)
-            outcome, error = "held", f"{type(exc).__name__}: {exc}"
-        self.published += outcome == "published"
-        self.failed += outcome == "failed"
-        if outcome == "held":
-            self._put_back(job, error)
-        return outcome
-
-    def _put_back(self, job: Job, error: str) -> None:
-        """A job this worker cannot finish now (a destination it cannot write): back into work/queue/,
-        with a task that comes due after the longest retry delay, for any worker to try again."""
-        delay = min(self.settings.retry_backoff_max_s, self.settings.visibility_timeout_s / 2)
-        log.error("cannot finish the job here: put back into the queue, will retry", job_id=job.id,
-                  job=job.state.key, stage=job.state.stage, error=error, retry_in_s=delay)
-        if job.dir.is_dir() and self.queue.take(job.dir, "queue") is not None:
-            try:
-                self.broker.enqueue(job.id, countdown=delay)
-            except BROKER_ERRORS as exc:  # `run` sends it, as it does every queued job without a task
-                log.warning("could not enqueue the job again", job_id=job.id, error=str(exc))
-
-    def shutdown(self) -> None:
-        self.cancel.announce_pending()
-        self.heartbeat.stop()
-        self.lock.release()
-        self.broker.close()
-        log.info("stopped", published=self.published, failed=self.failed)
-
-
-class Tick(bootsteps.StartStopStep):  # type: ignore[misc]
-    """A consumer step: QueueWorker.tick every TICK_S on the Celery loop's own timer. Started again
-    after every reconnection to the broker (the consumer restarts its steps then)."""
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.tref: Any = None
-
-    def start(self, parent: Any) -> None:
-        if _active is not None:
-            self.tref = parent.timer.call_repeatedly(TICK_S, _active.tick)
-
-    def stop(self, parent: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
-
-    def shutdown(self, parent: Any) -> None:
-        self.stop(parent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -84,9 +85,13 @@ def temp_name(final: Path, token: str | None = None) -> Path:
     return final.with_name(_fit_name(final.name, f".{token}.part"))
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _renameat2_noreplace(source: Path, target: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
+    fn = getattr(_libc(), "renameat2", None)
     if fn is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
     if fn(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) != 0:
@@ -257,7 +262,7 @@ def reserve_name(folder: Path, stem: str, suffixes: list[str], owner: str) -> st
     (a resumed job). Release it with release_name once the files are in place."""
     for n in range(10_000):
         candidate = stem if n == 0 else f"{stem}-{n}"
-        if any(os.path.lexists(folder / f"{candidate}{suffix}") for suffix in suffixes):
+        if _in_use(folder, candidate, suffixes):
             continue
         marker = reservation(folder, candidate)
         try:
@@ -272,11 +277,15 @@ def reserve_name(folder: Path, stem: str, suffixes: list[str], owner: str) -> st
         finally:
             os.close(fd)
         # Between the check and the create another process may have published the name unreserved.
-        if any(os.path.lexists(folder / f"{candidate}{suffix}") for suffix in suffixes):
+        if _in_use(folder, candidate, suffixes):
             release_name(folder, candidate, owner)
             continue
         return candidate
     raise FileExistsError(errno.EEXIST, f"no free name for {stem!r}", str(folder))
+
+
+def _in_use(folder: Path, stem: str, suffixes: list[str]) -> bool:
+    return any(os.path.lexists(folder / f"{stem}{suffix}") for suffix in suffixes)
 
 
 def _reserved_by(marker: Path) -> str | None:

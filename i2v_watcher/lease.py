@@ -90,6 +90,14 @@ class Heartbeat:
             self.beat("stopped")
 
 
+def worker_folders(settings: Settings, *, besides: str | None = None) -> list[Path]:
+    """The worker folders under work/ (not the queue, nothing hidden, never through a link), in name
+    order, except `besides`."""
+    with os.scandir(settings.work) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)
+                      and e.name not in (QUEUE, besides) and not e.name.startswith("."))
+
+
 class LeaseObserver:
     """Which other workers are stale: their counter has not moved for lease_timeout_s on this clock."""
 
@@ -101,23 +109,20 @@ class LeaseObserver:
         now = time.monotonic()
         stale = []
         present = set()
-        for entry in os.scandir(self.settings.work):
-            name = entry.name
-            if name in (self.settings.worker_id, QUEUE) or name.startswith(".") or \
-                    not entry.is_dir(follow_symlinks=False):
-                continue
+        for folder in worker_folders(self.settings, besides=self.settings.worker_id):
+            name = folder.name
             present.add(name)
-            beat = read_heartbeat(Path(entry.path))
+            beat = read_heartbeat(folder)
             counter = None if beat is None else (beat.get("counter"), beat.get("started_at"))
             if beat is not None and beat.get("state") == "stopped":
-                stale.append(Path(entry.path))
+                stale.append(folder)
                 continue
             seen = self._seen.get(name)
             if seen is None or seen[0] != counter:
                 self._seen[name] = (counter, now)
                 continue
             if now - seen[1] >= self.settings.lease_timeout_s:
-                stale.append(Path(entry.path))
+                stale.append(folder)
         self._seen = {k: v for k, v in self._seen.items() if k in present}
         return stale
 
@@ -201,8 +206,7 @@ def survey(settings: Settings, window_s: float | None = None) -> list[dict[str, 
     worker on this host is judged by its process; one on another host by whether its counter moves
     within the window (on this clock), so `status` never compares clocks either."""
     window = min(5.0, heartbeat_interval(settings) * 1.5) if window_s is None else window_s
-    folders = sorted(p for p in settings.work.iterdir()
-                     if p.is_dir() and not p.is_symlink() and p.name != QUEUE and not p.name.startswith("."))
+    folders = worker_folders(settings)
     first = {p.name: read_heartbeat(p) for p in folders}
     here = socket.gethostname()
     remote = [p for p in folders if (first[p.name] or {}).get("host") not in (None, here)

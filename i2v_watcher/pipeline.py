@@ -43,13 +43,13 @@ from i2v_watcher.errors import (
 from i2v_watcher.fail import fail
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.ffmpeg import FFmpeg
-from i2v_watcher.fsutil import open_nofollow, temp_name
+from i2v_watcher.fsutil import temp_name
 from i2v_watcher.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.images import load_image, sha256_of
 from i2v_watcher.job import Job
 from i2v_watcher.postprocess import Chain, build_chains, chain_problems, postprocess
 from i2v_watcher.publish import dispose_inputs, publish, render_name
-from i2v_watcher.spec import JobParams, JobSpec, parse_sidecar, resolve
+from i2v_watcher.spec import JobParams, JobSpec, read_sidecar, resolve
 
 Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost"]
 T = TypeVar("T")
@@ -328,6 +328,4 @@ class Pipeline:
     def _spec(self, job: Job) -> JobSpec:
         if job.state.sidecar is None:
             return JobSpec()
-        with open(job.input(job.state.sidecar), "rb", opener=open_nofollow) as handle:
-            data = handle.read(self.settings.max_sidecar_bytes + 1)
-        return parse_sidecar(data, max_bytes=self.settings.max_sidecar_bytes)
+        return read_sidecar(job.input(job.state.sidecar), max_bytes=self.settings.max_sidecar_bytes)

@@ -6,12 +6,14 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from i2v_watcher.errors import JobError
+from i2v_watcher.fsutil import open_nofollow
 
 # Constrained types shared by the sidecar and the config's [defaults] table, so both check alike.
 Prompt = Annotated[str, Field(max_length=4000)]
@@ -298,6 +300,14 @@ class _NoAliasLoader(yaml.SafeLoader):
 _NoAliasLoader.add_constructor(f"{_YAML_TAG}int", _NoAliasLoader.construct_bounded_int)
 for _tag in _REFUSED_TAGS:
     _NoAliasLoader.add_constructor(_tag, _NoAliasLoader.refuse_tag)
+
+
+def read_sidecar(path: Path, *, max_bytes: int) -> JobSpec:
+    """A sidecar file, read as untrusted input: never through a link, at most max_bytes (+1 to tell),
+    then parsed; OSError when it cannot be read, JobError when it is not a valid sidecar."""
+    with open(path, "rb", opener=open_nofollow) as handle:
+        data = handle.read(max_bytes + 1)
+    return parse_sidecar(data, max_bytes=max_bytes)
 
 
 def parse_sidecar(data: bytes, *, max_bytes: int) -> JobSpec:

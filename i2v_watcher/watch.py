@@ -24,7 +24,7 @@ from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fsutil import open_nofollow, read_json, walk_files
 from i2v_watcher.mounts import filesystem_type, is_network_fs
-from i2v_watcher.spec import parse_sidecar
+from i2v_watcher.spec import read_sidecar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
@@ -215,7 +215,7 @@ class Inbox:
         """Links and special files that a failed job left in the inbox (failed/ is on another
         filesystem, where they could only be copied by opening them): reported once, then left alone.
         The report in failed/ is what remembers them, across restarts."""
-        if not candidate.problem or candidate.image or candidate.sidecar:
+        if not candidate.problem:
             return False
         names = {p.name for p in candidate.files}
         folder = self.settings.failed / Path(candidate.key).parent
@@ -270,14 +270,10 @@ class Inbox:
         cached = self._priorities.get(sidecar)
         if cached is not None and cached[:2] == (seen.size, seen.mtime_ns):
             return cached[2]
-        limit = self.settings.max_sidecar_bytes
         try:
-            with open(sidecar, "rb", opener=open_nofollow) as handle:
-                data = handle.read(limit + 1)
+            priority = read_sidecar(sidecar, max_bytes=self.settings.max_sidecar_bytes).priority or 0
         except OSError:
             return 0  # not remembered: a share's hiccup is read again at the next scan
-        try:
-            priority = parse_sidecar(data, max_bytes=limit).priority or 0
         except Exception:  # whatever is wrong with the sidecar is the job's error, reported when it runs
             priority = 0
         self._priorities[sidecar] = (seen.size, seen.mtime_ns, priority)

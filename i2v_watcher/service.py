@@ -1,0 +1,79 @@
+"""What every long-running command shares (`run`, and the Celery `worker`): signal handlers that only set
+flags, a start-up that a stop signal cuts short, and a shutdown that always runs."""
+
+from __future__ import annotations
+
+import signal
+from abc import ABC, abstractmethod
+from types import FrameType
+
+import structlog
+
+from i2v_watcher.cancel import Announce, Cancel
+from i2v_watcher.config import Settings
+from i2v_watcher.errors import StartupInterrupted
+
+EXIT_OK = 0
+log = structlog.get_logger("i2v_watcher.service")
+
+
+def stop_announcer(stop_timeout_s: float) -> Announce:
+    """What a stop signal logs, once the handler has returned (see cancel.py)."""
+    def announce(signame: str, first: bool) -> None:
+        if first:
+            log.warning("stop requested: no new jobs; the running job may finish, a second signal aborts it",
+                        signal=signame, stop_timeout_s=stop_timeout_s)
+        else:
+            log.warning("second signal: aborting now", signal=signame)
+    return announce
+
+
+class Service(ABC):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cancel = Cancel(stop_announcer(settings.stop_timeout_s))
+        self.up = False  # set by startup() when it is done: a signal before that ends the start-up
+
+    def serve(self) -> int:
+        stops = (signal.SIGTERM, signal.SIGINT)
+        signals = {signum: signal.signal(signum, self._on_signal) for signum in stops}
+        try:
+            try:
+                self.startup()
+            except StartupInterrupted:
+                log.warning("stopped during start-up")
+                return EXIT_OK
+            try:
+                self.work()
+            finally:
+                self.shutdown()
+        finally:
+            for signum, handler in signals.items():
+                signal.signal(signum, handler)
+        return self.exit_code()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Only flags: no logging, no locks (the interrupted code may hold them). The loop notices at
+        its next tick, a running job at its next progress point."""
+        name = signal.Signals(signum).name
+        self.cancel.request_stop(self.settings.stop_timeout_s, name)
+        self.on_stop_signal()
+        if not self.up:
+            raise StartupInterrupted(name)
+
+    def on_stop_signal(self) -> None:
+        """More flags to set in the handler (nothing that logs or locks)."""
+        return None
+
+    def exit_code(self) -> int:
+        """A service stopped by a signal exits 0."""
+        return EXIT_OK
+
+    @abstractmethod
+    def startup(self) -> None: ...
+
+    @abstractmethod
+    def work(self) -> None: ...
+
+    @abstractmethod
+    def shutdown(self) -> None: ...
