@@ -18,6 +18,7 @@ from i2v_watcher.errors import StartupError
 from i2v_watcher.perms import parse_mode, resolve_group
 from i2v_watcher.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
 from i2v_watcher.spec import (
+    WORKER_ID_PATTERN,
     JobDefaults,
     RegistryName,
     describe_validation_error,
@@ -117,7 +118,7 @@ class Settings(BaseSettings):
     done: Path
     work: Path
     create_inbox: bool = False
-    worker_id: str = Field(default_factory=_default_worker_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    worker_id: str = Field(default_factory=_default_worker_id, pattern=WORKER_ID_PATTERN)
 
     # What runs
     backend: RegistryName = "preview"

@@ -28,7 +28,7 @@ from i2v_watcher.fsutil import (
     safe_subdir,
     write_json_atomic,
 )
-from i2v_watcher.spec import MAX_NAME_BYTES, safe_stem
+from i2v_watcher.spec import MAX_NAME_BYTES, WORKER_ID_PATTERN, safe_stem
 
 Stage = Literal["claiming", "claimed", "generated", "encoded", "publishing", "published", "failing"]
 STATE_FILE = "job.json"
@@ -65,7 +65,7 @@ def utc_now() -> str:
 
 class JobState(BaseModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
-    worker_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    worker_id: str = Field(pattern=WORKER_ID_PATTERN)
     stage: Stage
     key: RelativePath  # the job's path in the inbox without its suffix, e.g. "sub/IMG_0001"
     inputs: list[PlainName]  # file names, all from the folder `rel_dir` of the inbox

@@ -26,6 +26,7 @@ DecodeChunk = Annotated[int, Field(ge=1, le=256)]
 # A job's place in the queue: higher goes first, 0 is normal; jobs of equal priority go oldest first.
 Priority = Annotated[int, Field(ge=-100, le=100)]
 RegistryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a folder name under work/, on any filesystem
 Presets = Annotated[list[RegistryName], Field(min_length=1, max_length=8)]
 
 
