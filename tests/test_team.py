@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, Folders, cli, make_image
-from i2v_watcher import watch
+from i2v_watcher import spec
 from i2v_watcher.config import load_settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.fsutil import copy_atomic, safe_subdir, write_json_atomic
@@ -99,7 +99,7 @@ def test_the_scan_parses_each_sidecar_once_per_version(folders: Folders,
         calls.append(len(data))
         return parse_sidecar(data, max_bytes=max_bytes)
 
-    monkeypatch.setattr(watch, "parse_sidecar", counting)
+    monkeypatch.setattr(spec, "parse_sidecar", counting)  # what read_sidecar parses with
     inbox = Inbox(settings)
     inbox.scan()  # c waits for its sidecar's grace
     time.sleep(settings.sidecar_grace_s + 0.1)
