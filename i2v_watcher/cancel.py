@@ -30,6 +30,7 @@ class Liveness:
     total: int = 0
     published: int = 0
     failed: int = 0
+    queued: int | None = None  # jobs ready in the inbox at the last scan (None: not known here)
 
     def touch(self) -> None:
         self.at = time.monotonic()

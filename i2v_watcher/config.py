@@ -165,9 +165,11 @@ class Settings(BaseSettings):
     # Seconds a worker's heartbeat counter may stand still before other workers take its jobs over;
     # well above the share's attribute-cache time (NFS actimeo).
     lease_timeout_s: float = Field(default=90.0, ge=2, le=DAY)
-    # Seconds a job may go without a progress point (a long VAE decode) before the daemon counts as
-    # hung: its heartbeat stops, so its jobs can be taken over.
+    # Seconds a job may go without a progress point before the daemon counts as hung: its heartbeat
+    # stops (its jobs can be taken over) and so do systemd's watchdog pings (systemd restarts it).
     max_silent_s: float = Field(default=600.0, ge=1, le=DAY)
+    # Seconds one model load may take under systemd (EXTEND_TIMEOUT_USEC before each load).
+    load_timeout_s: float = Field(default=1200.0, ge=10, le=DAY)
     # Group (name or number) and permission bits given to published files and the folders made for
     # them, so the whole team can read them; unset: the daemon's own group and umask.
     output_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
@@ -185,7 +187,7 @@ class Settings(BaseSettings):
     stop_timeout_s: float = Field(default=30.0, ge=0, le=DAY)
     progress_log_s: float = Field(default=5.0, ge=0, le=HOUR)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_format: Literal["auto", "json", "console", "journal"] = "auto"
 
     @classmethod
     def settings_customise_sources(

@@ -19,7 +19,8 @@ from i2v_watcher.errors import InboxUnavailable, StartupError
 from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.fsutil import same_filesystem
 from i2v_watcher.job import Job
-from i2v_watcher.lease import Heartbeat, LeaseObserver, acquire_worker
+from i2v_watcher.lease import Heartbeat, LeaseObserver
+from i2v_watcher.notify import Extend
 from i2v_watcher.pipeline import Outcome, Pipeline
 from i2v_watcher.postprocess import check_presets
 from i2v_watcher.retention import prune
@@ -74,9 +75,10 @@ def discover_backends(settings: Settings) -> None:
     check_model_tables(settings, backends.available(), backends.with_models())
 
 
-def load_backends(settings: Settings) -> tuple[FFmpeg, str, dict[str, backends.Backend]]:
+def load_backends(settings: Settings, extend: Extend | None = None
+                  ) -> tuple[FFmpeg, str, dict[str, backends.Backend]]:
     """The ffmpeg binary (probed with every preset) and the resident backends, each loaded once; the
-    default backend's name (`auto` resolved)."""
+    default backend's name (`auto` resolved). `extend` asks systemd for time before each load."""
     binary, origin = find_ffmpeg(settings.ffmpeg_path)
     log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
     for note in check_presets(settings, binary):
@@ -86,6 +88,8 @@ def load_backends(settings: Settings) -> tuple[FFmpeg, str, dict[str, backends.B
     resident: dict[str, backends.Backend] = {}
     for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
         backend = backends.get(name)(settings)
+        if extend is not None:
+            extend(settings.load_timeout_s, f"loading the {name} backend ({backend.model_id or 'no model'})")
         started = time.monotonic()
         backend.load()
         log.info("backend loaded", backend=name, model=backend.model_id,
@@ -126,10 +130,11 @@ class Daemon(Service):
         """Everything the daemon needs before it can take a job; nothing here runs a job."""
         settings = self.settings
         prepare_folders(settings)
-        self.lock = acquire_worker(settings)  # before anything else touches work/<worker_id>/
-        binary, default, resident = load_backends(settings)
+        self.lock = self.acquire_worker()  # before anything else touches work/<worker_id>/
+        binary, default, resident = load_backends(settings, self.notifier.extend)
         self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
         first = resident[default]
+        self.notifier.about = {"backend": first.name, "model": first.model_id}
         self.start_watching(Heartbeat(settings, self.cancel.liveness, first.name, first.model_id))
 
     def start_watching(self, heartbeat: Heartbeat, **about: object) -> None:
@@ -248,6 +253,8 @@ class Daemon(Service):
                 return True
             self._last_scan = now
         scan = self._scan
+        if scan is not None:  # what waits besides the job taken now
+            self.cancel.liveness.queued = max(0, len(scan.ready) - 1) + scan.waiting
         if scan and scan.ready:
             candidate = scan.ready.pop(0)
             self._scan = None  # rescan after every job: the folder may have changed meanwhile

@@ -31,7 +31,7 @@ from i2v_watcher.config import Settings
 from i2v_watcher.daemon import EXIT_FAILED_JOBS, Daemon, prepare_folders
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job import JOB_ID_PATTERN, STATE_FILE, Job
-from i2v_watcher.lease import QUEUE, Heartbeat, acquire_worker
+from i2v_watcher.lease import QUEUE, Heartbeat
 
 TASK = "i2v_watcher.process_job"
 BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
@@ -151,11 +151,12 @@ class Dispatcher(Daemon):
         settings = self.settings
         prepare_folders(settings)
         try:
-            self.lock = acquire_worker(settings)
+            self.lock = self.acquire_worker()
         except StartupError as exc:
             raise StartupError(f"the queue folder {settings.worker_dir} is held by another `i2v-watcher run` "
                                f"in celery mode ({exc}): run one per work folder") from exc
         self.broker = Broker(settings)
+        self.notifier.about = {"backend": f"dispatching to the Celery queue {settings.celery_queue}"}
         self.start_watching(Heartbeat(settings, self.cancel.liveness), coordination="celery",
                             broker=safe_url(settings.broker_url), queue=settings.celery_queue)
 

@@ -103,7 +103,7 @@ class Pipeline:
 
     def run(self, job: Job) -> Outcome:
         live = self.cancel.liveness
-        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage=job.state.stage):
             try:
                 live.working_on(job.id, job.state.key, job.state.stage)
                 self._mark_running(job)
@@ -150,15 +150,14 @@ class Pipeline:
                     "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
                 raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
                                hint=hint)
-            live = self.cancel.liveness
             if job.state.stage == "claimed":
-                live.stage = "generate"
+                self._enter("generate")
                 self._retrying(job, lambda: self._generate(job))
             if job.state.stage == "generated":
-                live.stage = "postprocess"
+                self._enter("postprocess")
                 self._retrying(job, lambda: self._postprocess(job))
             if job.state.stage in ("encoded", "publishing"):
-                live.stage = "publish"
+                self._enter("publish")
                 self._destination(job, "outbox", lambda: publish(self.settings, job))
             if job.state.stage == "published":
                 self._destination(job, "done", lambda: dispose_inputs(self.settings, job))
@@ -181,6 +180,11 @@ class Pipeline:
         assert job.state.stage == "failing", job.state.stage
         self._destination(job, "failed", lambda: fail(self.settings, job, job.state.error or {}))
         return "failed"
+
+    def _enter(self, stage: str) -> None:
+        """Shown by `status` and `systemctl status`, and on every log line (a journal field, STAGE)."""
+        self.cancel.liveness.stage = stage
+        structlog.contextvars.bind_contextvars(stage=stage)
 
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
         error = {"stage": stage, "error_class": type(exc).__name__, "message": message, "hint": hint,

@@ -28,7 +28,6 @@ from i2v_watcher.lease import (
     QUEUE,
     Heartbeat,
     LeaseObserver,
-    acquire_worker,
     heartbeat_interval,
     read_heartbeat,
     worker_folders,
@@ -62,12 +61,13 @@ class QueueWorker(Service):
         if settings.worker_id == QUEUE:
             raise StartupError(f"worker_id {QUEUE!r} names the queue folder work/{QUEUE}/: choose another")
         prepare_folders(settings)
-        self.lock = acquire_worker(settings)
-        binary, default, resident = load_backends(settings)
+        self.lock = self.acquire_worker()
+        binary, default, resident = load_backends(settings, self.notifier.extend)
         self.store = WorkStore(settings)
         self.queue = WorkStore(as_queue(settings))
         self.observer = LeaseObserver(settings)
         first = resident[default]
+        self.notifier.about = {"backend": first.name, "model": first.model_id}
         self.heartbeat = Heartbeat(settings, self.cancel.liveness, first.name, first.model_id)
         self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
         self.broker = Broker(settings, self.process)

@@ -1,5 +1,6 @@
 """What every long-running command shares (`run`, and the Celery `worker`): signal handlers that only set
-flags, a start-up that a stop signal cuts short, and a shutdown that always runs."""
+flags, a start-up that a stop signal cuts short, a shutdown that always runs, and systemd told about each
+(READY=1 after start-up and before any job, STOPPING=1 once a stop is under way; notify.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import structlog
 
 from i2v_watcher.cancel import Announce, Cancel
 from i2v_watcher.config import Settings
-from i2v_watcher.errors import StartupInterrupted
+from i2v_watcher.errors import StartupError, StartupInterrupted
+from i2v_watcher.lease import WorkerLock, acquire_worker
+from i2v_watcher.notify import Notifier
 
 EXIT_OK = 0
 log = structlog.get_logger("i2v_watcher.service")
@@ -31,22 +34,38 @@ def stop_announcer(stop_timeout_s: float) -> Announce:
 class Service(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cancel = Cancel(stop_announcer(settings.stop_timeout_s))
+        announce = stop_announcer(settings.stop_timeout_s)
+
+        def announced(signame: str, first: bool) -> None:
+            if first:
+                self.notifier.stop_requested()
+            announce(signame, first)
+
+        self.cancel = Cancel(announced)
+        self.notifier = Notifier(self.cancel.liveness, settings.max_silent_s)
         self.up = False  # set by startup() when it is done: a signal before that ends the start-up
 
     def serve(self) -> int:
         stops = (signal.SIGTERM, signal.SIGINT)
         signals = {signum: signal.signal(signum, self._on_signal) for signum in stops}
+        self.notifier.explain()
         try:
             try:
+                self.notifier.status("starting")
                 self.startup()
             except StartupInterrupted:
                 log.warning("stopped during start-up")
                 return EXIT_OK
+            except StartupError as exc:
+                self.notifier.failed(str(exc))
+                raise
+            self.notifier.ready()  # before any job: jobs left from a previous run are work, not start-up
             try:
                 self.work()
             finally:
+                self.notifier.stop_requested()
                 self.shutdown()
+                self.notifier.close()
         finally:
             for signum, handler in signals.items():
                 signal.signal(signum, handler)
@@ -60,6 +79,13 @@ class Service(ABC):
         self.on_stop_signal()
         if not self.up:
             raise StartupInterrupted(name)
+
+    def acquire_worker(self) -> WorkerLock:
+        """This process's worker folder; waiting for another host's lease may take lease_timeout_s."""
+        self.notifier.extend(self.settings.lease_timeout_s + 30, "checking the worker lease")
+        lock = acquire_worker(self.settings)
+        structlog.contextvars.bind_contextvars(worker_id=lock.worker_id)  # on every line (WORKER_ID)
+        return lock
 
     def on_stop_signal(self) -> None:
         """More flags to set in the handler (nothing that logs or locks)."""

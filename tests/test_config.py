@@ -126,6 +126,7 @@ RANGES = [
     ("visibility_timeout_s", 5, 7 * 86400, 4, 7 * 86400 + 1),
     ("lease_timeout_s", 2, 86400, 1.9, 86401),
     ("max_silent_s", 1, 86400, 0.5, 86401),
+    ("load_timeout_s", 10, 86400, 9, 86401),
 ]
 
 

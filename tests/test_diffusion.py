@@ -191,3 +191,48 @@ def test_nan_or_black_frames_fail_the_job_with_a_hint() -> None:
     assert "bfloat16" in caught.value.hint
     with pytest.raises(JobError, match="all-black"):
         to_uint8(np.zeros_like(good))
+
+
+def test_decoding_the_latents_passes_progress_points_after_the_last_step(tiny: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """The VAE decode has no step callback: without its own progress points, a long decode would look
+    hung to the lease and to systemd's watchdog."""
+    from i2v_watcher import backends
+    from i2v_watcher.config import Settings
+    from i2v_watcher.spec import JobSpec, resolve
+
+    settings = Settings(inbox=tmp_path / "in", outbox=tmp_path / "out", failed=tmp_path / "failed",
+                        done=tmp_path / "done", work=tmp_path / "work", diffusion=CPU,  # type: ignore[arg-type]
+                        defaults=SMALL_STEPS, models={"i2vgen-xl": {"model": str(tiny["i2vgen-xl"])}})
+    backends.discover([])
+    backend = backends.get("i2vgen-xl")(settings)
+    backend.load()
+    calls: list[tuple[int, int]] = []
+    params = resolve(JobSpec.model_validate({"prompt": "a fox"}), settings.defaults, backend="i2vgen-xl",
+                     seed=1)
+    image = make_image(tmp_path / "x.png", (64, 64))
+    from PIL import Image
+
+    with Image.open(image) as img:
+        backend.generate(img.convert("RGB"), params, lambda done, total: calls.append((done, total)))
+    steps = [c for c in calls if c[0] < c[1]]
+    assert [c[0] for c in steps] == [1] and calls.index((2, 2)) == len(steps)  # the two denoising steps
+    decode_points = calls[len(steps) + 1:]
+    assert len(decode_points) >= 2 and set(decode_points) == {(2, 2)}, calls
+    assert not backend.pipe.vae.decoder._forward_pre_hooks  # removed after the job
+
+
+def test_a_diffusion_backend_without_the_diffusion_extra_is_a_clear_startup_error(
+        folders: Folders, tiny: dict[str, Path], start: Start, tmp_path: Path) -> None:
+    from conftest import PLUGINS, REPO
+
+    fake = tmp_path / "site"
+    (fake / "diffusers").mkdir(parents=True)
+    (fake / "diffusers" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'diffusers'\", name='diffusers')\n")
+    use(folders, tiny, "svd")
+    daemon = start(folders.config, "--once", PYTHONPATH=os.pathsep.join(map(str, (fake, PLUGINS, REPO))))
+    assert daemon.wait(timeout=120) == 2, daemon.log
+    assert "Traceback" not in daemon.log
+    error = next(e for e in daemon.events() if e["event"] == "cannot start")
+    assert "diffusion extra" in error["error"] and "diffusers is not installed" in error["error"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("i2v_watcher.diffusion")
 STANDARD_SHORT_SIDES = (512, 768, 1024)
+DIFFUSION_EXTRA = ("torch", "diffusers", "transformers")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,17 @@ class Plan:
     num_frames: int
     offload: str | None = None
     rung: int = 0
+
+
+def missing_extra() -> str | None:
+    """The first package of the `diffusion` extra that cannot be imported, or None."""
+    for name in DIFFUSION_EXTRA:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # a broken install counts as missing
+            return name
+    return None
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -65,6 +78,16 @@ class _StepProgress:
 
     def __init__(self, total: int, progress: Progress) -> None:
         self.total, self.done, self.progress = total, 0, progress
+        self.last = self
+
+    def again(self) -> None:
+        """A progress point without a step (a VAE decode block): the daemon is alive, no further."""
+        last = self.last
+        self.progress(last.done, last.total)
+
+    def bar(self, iterable: Any = None, total: int | None = None) -> _StepProgress:
+        self.last = _StepProgress(total if total is not None else len(iterable), self.progress)
+        return self.last
 
     def __enter__(self) -> _StepProgress:
         return self
@@ -127,10 +150,11 @@ class DiffusersBackend(Backend):
         return model
 
     def unavailable(self) -> str | None:
-        try:
-            import torch
-        except ImportError:
-            return "torch is not installed (pip install 'i2v-watcher[diffusion]')"
+        missing = missing_extra()
+        if missing is not None:
+            return f"{missing} is not installed (pip install 'i2v-watcher[diffusion]')"
+        import torch
+
         device = self.settings.diffusion.device
         if device.startswith("cuda") and not torch.cuda.is_available():
             return f"no usable CUDA GPU for device {device!r}"
@@ -147,8 +171,14 @@ class DiffusersBackend(Backend):
         return f"the weights of {where!r} are not in the Hugging Face cache"
 
     def load(self) -> None:
-        import diffusers
-        import torch
+        try:
+            import diffusers
+            import torch
+        except ImportError as exc:  # a clear start-up error (exit 2), not a traceback
+            raise StartupError(
+                f"the {self.name} backend needs the diffusion extra, and {exc.name or exc} is not installed: "
+                "pip install 'i2v-watcher[diffusion]' (on a GPU server, install the CUDA build of torch "
+                "first), or set backend = \"preview\"") from exc
 
         options = self.settings.diffusion
         if options.device.startswith("cuda") and not torch.cuda.is_available():
@@ -295,8 +325,13 @@ class DiffusersBackend(Backend):
         import torch
 
         pipe = self.pipe
-        pipe.progress_bar = lambda iterable=None, total=None: _StepProgress(
-            total if total is not None else len(iterable), progress)
+        steps = _StepProgress(0, progress)
+        pipe.progress_bar = steps.bar
+        # Decoding the latents has no step callback and can take a while at large sizes: each block of
+        # the VAE's decoder is a progress point too, so the watchdog and the lease see it alive.
+        decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
+        blocks = [decoder, *getattr(decoder, "up_blocks", [])] if isinstance(decoder, torch.nn.Module) else []
+        hooks = [block.register_forward_pre_hook(lambda *_: steps.again()) for block in blocks]
         if plan.offload == "model":
             pipe.enable_model_cpu_offload(device=torch.device(self.settings.diffusion.device))
         elif plan.offload == "sequential":
@@ -313,6 +348,8 @@ class DiffusersBackend(Backend):
                 output = self.call(resized, params, plan, generator)
         finally:
             del pipe.progress_bar  # back to the class's own method
+            for hook in hooks:
+                hook.remove()
             if plan.offload is not None:  # this job only: the next one runs at full speed again
                 pipe.remove_all_hooks()
                 pipe.to(torch.device(self.settings.diffusion.device))
