@@ -83,7 +83,12 @@ class Cancel:
         self.check()
 
     def check(self) -> None:
+        """A progress point: the daemon is alive, and it stops here when it must."""
         self.liveness.touch()
+        self.poll()
+
+    def poll(self) -> None:
+        """Stop here when the daemon must, without counting as progress (a wait for a child)."""
         self.announce_pending()
         if self.aborting:
             raise JobCancelled("the daemon is stopping")

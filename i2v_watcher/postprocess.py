@@ -216,8 +216,9 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
             pipe.close()
 
     def watch_progress(pipe: IO[bytes]) -> None:
-        for line in pipe:
+        for line in pipe:  # ffmpeg's progress lines are the daemon's progress points while it encodes
             last_progress[0] = time.monotonic()
+            cancel.liveness.touch()
             if progress is not None:
                 progress.append(line.decode("ascii", "replace").strip())
 
@@ -238,7 +239,7 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
         thread.start()
     try:
         while not exited.wait(0.05):
-            cancel.check()
+            cancel.poll()
             if time.monotonic() - last_progress[0] > stall_s:
                 raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")
     except BaseException:
