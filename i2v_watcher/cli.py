@@ -1,4 +1,4 @@
-"""The `i2v-watcher` command: run, worker, submit, status, retry, check-config."""
+"""The `i2v-watcher` command: run, worker, submit, status, retry, check-config, doctor."""
 
 from __future__ import annotations
 
@@ -53,11 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--all", action="store_true", help="every failed job")
     check = sub.add_parser("check-config", help="validate a config file and print the effective settings")
     check.add_argument("config", type=Path)
+    doctor = with_config(sub.add_parser(
+        "doctor", help="check the set-up before starting the service, each problem with a fix",
+        description="Check the config, GPUs, the diffusion extra, the model, ffmpeg and the presets, the "
+                    "folders, the watch mode and systemd-python, as the service would find them. Exit codes: "
+                    "0 nothing blocks the service (warnings allowed); 1 at least one error (an invalid "
+                    "config included); 2 the config file cannot be read (missing, unreadable, not TOML)."))
+    doctor.add_argument("--json", action="store_true",
+                        help='one JSON document: {"ok": bool, "findings": [{"check", "status", "message", '
+                             '"fix", ...}]}')
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # an invalid config is one of its findings, not a refusal to run
+        return cmd_doctor(args)
     try:
         settings = load_settings(args.config)
         configure(settings.log_level, settings.log_format)
@@ -177,6 +188,18 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
         print(f"warning: the inbox {settings.inbox} does not exist; {note}", file=sys.stderr)
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from i2v_watcher.doctor import diagnose, render
+
+    configure("warning", "auto")  # stdout carries the findings (or the JSON document) alone
+    try:
+        findings, code = diagnose(args.config)
+    except KeyboardInterrupt:
+        return 130
+    print(render(findings, args.json))
+    return code
 
 
 def _masked(url: str) -> str:

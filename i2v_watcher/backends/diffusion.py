@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("i2v_watcher.diffusion")
 STANDARD_SHORT_SIDES = (512, 768, 1024)
-DIFFUSION_EXTRA = ("torch", "diffusers", "transformers")
+DIFFUSION_EXTRA = ("torch", "diffusers", "transformers", "huggingface_hub")
 
 
 @dataclass(frozen=True)
