@@ -16,11 +16,15 @@ from i2v_watcher.errors import JobCancelled
 Announce = Callable[[str, bool], None]  # (signal name, first) → log it
 
 
-@dataclass
+@dataclass(eq=False)
 class Liveness:
     """The daemon's liveness checkpoint, touched at every progress point and loop tick; the heartbeat
     (and a service manager's watchdog) beat only while it is fresh. It also says what the daemon is
-    doing, for `status` and the web page."""
+    doing, for `status` and the web page.
+
+    A pipelined daemon gives each stage (generation, post-processing) a liveness of its own under the
+    loop's: the daemon is fresh only while the loop ticks *and* every stage busy with a job passes
+    progress points; an idle stage does not count."""
 
     at: float = field(default_factory=time.monotonic)
     job: str | None = None
@@ -31,12 +35,21 @@ class Liveness:
     published: int = 0
     failed: int = 0
     queued: int | None = None  # jobs ready in the inbox at the last scan (None: not known here)
+    parent: Liveness | None = field(default=None, repr=False)
+    stages: list[Liveness] = field(default_factory=list, repr=False)
 
     def touch(self) -> None:
         self.at = time.monotonic()
 
     def fresh(self, limit_s: float) -> bool:
-        return time.monotonic() - self.at < limit_s
+        now = time.monotonic()
+        return now - self.at < limit_s and all(
+            now - part.at < limit_s for part in self.stages if part.job_id is not None)
+
+    def silent_s(self) -> float:
+        """Seconds since the stalest part that counts last passed a progress point."""
+        now = time.monotonic()
+        return max([now - self.at, *(now - p.at for p in self.stages if p.job_id is not None)])
 
     def working_on(self, job_id: str | None, job: str | None = None, stage: str | None = None) -> None:
         self.job_id, self.job, self.stage, self.done, self.total = job_id, job, stage, 0, 0
@@ -46,36 +59,74 @@ class Liveness:
         self.done, self.total = done, total
         self.touch()
 
+    def part(self) -> Liveness:
+        """A liveness of its own for one stage of a pipelined daemon."""
+        child = Liveness(parent=self)
+        self.stages.append(child)
+        return child
+
+    def busy(self) -> list[Liveness]:
+        """What is working on a job now: this one, or its stages."""
+        return [p for p in (self, *self.stages) if p.job_id is not None]
+
+    def count(self, outcome: str) -> None:
+        """A job finished: counted once, on the daemon's own liveness."""
+        root = self.parent or self
+        root.published += outcome == "published"
+        root.failed += outcome == "failed"
+
+
+@dataclass
+class StopRequest:
+    """What the signal handler sets, shared by the loop and every stage."""
+
+    stopping: bool = False
+    deadline: float | None = None
+    force: bool = False
+    unannounced: list[tuple[str, bool]] = field(default_factory=list)
+
 
 class Cancel:
     """First signal: let the job finish within `stop_timeout_s`, then abort. Second: abort at once."""
 
-    def __init__(self, announce: Announce | None = None, liveness: Liveness | None = None) -> None:
+    def __init__(self, announce: Announce | None = None, liveness: Liveness | None = None,
+                 request: StopRequest | None = None) -> None:
         self.liveness = liveness or Liveness()
-        self.stopping = False
-        self.deadline: float | None = None
-        self.force = False
+        self.request = request or StopRequest()
         self.announce = announce
-        self._unannounced: list[tuple[str, bool]] = []
+
+    def for_stage(self) -> Cancel:
+        """The same stop request, with a liveness of the stage's own (see Liveness)."""
+        return Cancel(self.announce, self.liveness.part(), self.request)
+
+    @property
+    def stopping(self) -> bool:
+        return self.request.stopping
 
     def request_stop(self, timeout_s: float, reason: str = "stop") -> None:
         """Safe in a signal handler: assignments and a list append, no lock."""
-        self._unannounced.append((reason, not self.stopping))
-        if self.stopping:
-            self.force = True
+        request = self.request
+        request.unannounced.append((reason, not request.stopping))
+        if request.stopping:
+            request.force = True
             return
-        self.stopping = True
-        self.deadline = time.monotonic() + timeout_s
+        request.stopping = True
+        request.deadline = time.monotonic() + timeout_s
 
     def announce_pending(self) -> None:
-        while self._unannounced:
-            reason, first = self._unannounced.pop(0)
+        pending = self.request.unannounced
+        while pending:
+            try:
+                reason, first = pending.pop(0)
+            except IndexError:  # another stage's thread announced it meanwhile
+                return
             if self.announce is not None:
                 self.announce(reason, first)
 
     @property
     def aborting(self) -> bool:
-        return self.force or (self.deadline is not None and time.monotonic() >= self.deadline)
+        request = self.request
+        return request.force or (request.deadline is not None and time.monotonic() >= request.deadline)
 
     def progress(self, done: int, total: int) -> None:
         """A unit of work done (a frame, a denoising step): a checkpoint that also records how far."""

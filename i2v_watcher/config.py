@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     failed: Path
     done: Path
     work: Path
+    # A LOCAL folder for the generated frames' resume copies (not the share: they are large and
+    # written for every job). Unset: $CACHE_DIRECTORY/scratch under systemd, else
+    # ~/.cache/i2v-watcher/scratch.
+    scratch: Path | None = None
     create_inbox: bool = False
     worker_id: str = Field(default_factory=_default_worker_id, pattern=WORKER_ID_PATTERN)
 
@@ -168,6 +172,9 @@ class Settings(BaseSettings):
     # Seconds a job may go without a progress point before the daemon counts as hung: its heartbeat
     # stops (its jobs can be taken over) and so do systemd's watchdog pings (systemd restarts it).
     max_silent_s: float = Field(default=600.0, ge=1, le=DAY)
+    # Jobs in flight at once past the claim: 2 lets one generate while the one before is encoded and
+    # published; 0 or 1 runs one job at a time.
+    pipeline_depth: int = Field(default=2, ge=0, le=8)
     # Seconds one model load may take under systemd (EXTEND_TIMEOUT_USEC before each load).
     load_timeout_s: float = Field(default=1200.0, ge=10, le=DAY)
     # Group (name or number) and permission bits given to published files and the folders made for
@@ -293,6 +300,17 @@ class Settings(BaseSettings):
     @property
     def worker_dir(self) -> Path:
         return self.work / self.worker_id
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This worker's resume copies of generated frames (see `scratch`)."""
+        if self.scratch is not None:
+            base = self.scratch
+        elif os.environ.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=: local, kept across restarts
+            base = Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "scratch"
+        else:
+            base = Path("~/.cache/i2v-watcher/scratch").expanduser()
+        return base / self.worker_id
 
 
 def check_model_tables(settings: Settings, known_backends: Iterable[str],

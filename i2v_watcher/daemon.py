@@ -6,6 +6,7 @@ as ordinary work."""
 from __future__ import annotations
 
 import os
+import queue
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,13 @@ from i2v_watcher.fsutil import same_filesystem
 from i2v_watcher.job import Job
 from i2v_watcher.lease import Heartbeat, LeaseObserver
 from i2v_watcher.notify import Extend
-from i2v_watcher.pipeline import Outcome, Pipeline
+from i2v_watcher.pipeline import Pipeline
 from i2v_watcher.postprocess import check_presets
 from i2v_watcher.retention import prune
 from i2v_watcher.service import EXIT_OK, Service
+from i2v_watcher.stages import Result, Stages, run_guarded
 from i2v_watcher.watch import Candidate, Inbox, Scan, Watcher
-from i2v_watcher.workstore import WorkStore
+from i2v_watcher.workstore import Scratch, WorkStore
 
 EXIT_FAILED_JOBS = 3
 TICK_S = 0.5
@@ -117,6 +119,7 @@ class Daemon(Service):
         self.failed = 0
         self.published = 0
         self.held: dict[str, Held] = {}
+        self.stages: Stages | None = None  # pipelined (pipeline_depth ≥ 2); None: one job at a time
 
     def work(self) -> None:
         self.main_loop()
@@ -132,10 +135,17 @@ class Daemon(Service):
         prepare_folders(settings)
         self.lock = self.acquire_worker()  # before anything else touches work/<worker_id>/
         binary, default, resident = load_backends(settings, self.notifier.extend)
-        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
+        scratch = Scratch(settings.scratch_dir)
+        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default, scratch)
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}
         self.start_watching(Heartbeat(settings, self.cancel.liveness, first.name, first.model_id))
+        scratch.prune({job.id for job in self.store.leftovers()})
+        if settings.pipeline_depth >= 2:
+            self.stages = Stages(
+                lambda cancel: Pipeline(settings, resident, binary, cancel, default, scratch), self.cancel,
+                settings.pipeline_depth, wake=self.watcher.changed)
+            self.stages.start()
 
     def start_watching(self, heartbeat: Heartbeat, **about: object) -> None:
         """The work store, leases, heartbeat and inbox watcher: the daemon is up after this."""
@@ -195,23 +205,38 @@ class Daemon(Service):
 
     def _run(self, job: Job) -> None:
         self.store.in_flight.add(job.dir.name)
+        if self.stages is not None:
+            self.stages.submit(job)  # its result comes back through _collect
+            return
+        self._settle(run_guarded(self.pipeline, job))
+
+    def _collect(self) -> None:
+        """The outcomes of the pipelined stages' jobs."""
+        if self.stages is None:
+            return
+        while True:
+            try:
+                result = self.stages.results.get_nowait()
+            except queue.Empty:
+                return
+            self._settle(result)
+
+    def _settle(self, result: Result) -> None:
+        job, outcome, error = result.job, result.outcome, result.error
+        self.store.in_flight.discard(job.dir.name)
         previous = self.held.get(job.id)
-        try:
-            outcome: Outcome = self.pipeline.run(job)
-            error = self.pipeline.held_error if outcome == "held" else ""
-            if outcome == "held":  # loud: an operator must fix it; an error when new, then warnings
-                news = previous is None or previous.error != error
-                (log.error if news else log.warning)(
-                    "cannot write a destination folder: job kept in the work folder, will retry",
-                    job_id=job.id, job=job.state.key, stage=job.state.stage, error=error,
-                    tries=1 if previous is None else previous.tries + 1)
-        except Exception as exc:  # outside the job's own error handling: keep it, try again later
-            outcome, error = "held", f"{type(exc).__name__}: {exc}"
-            if previous is None or previous.error != error:
-                log.exception("job left in the work folder, will retry", job_id=job.id)
-        finally:
-            self.store.in_flight.discard(job.dir.name)
-        if outcome == "held":
+        news = previous is None or previous.error != error
+        if outcome == "held" and result.traceback:  # outside the job's own error handling
+            if news:
+                log.error("job left in the work folder, will retry", job_id=job.id, error=error,
+                          exception=result.traceback)
+            self._hold(job, error)
+            return
+        if outcome == "held":  # loud: an operator must fix it; an error when new, then warnings
+            (log.error if news else log.warning)(
+                "cannot write a destination folder: job kept in the work folder, will retry",
+                job_id=job.id, job=job.state.key, stage=job.state.stage, error=error,
+                tries=1 if previous is None else previous.tries + 1)
             self._hold(job, error)
             return
         self.held.pop(job.id, None)
@@ -230,12 +255,21 @@ class Daemon(Service):
         while not self.cancel.stopping:
             if not self.tick():
                 break
+        if self.stages is not None:  # both stages finish or hand back their jobs; the loop stays alive
+            self.stages.join(self._tick_while_stopping)
+            self._collect()
         self.cancel.announce_pending()
+
+    def _tick_while_stopping(self) -> None:
+        self.cancel.liveness.touch()
+        self.cancel.announce_pending()
+        self._collect()
 
     def tick(self) -> bool:
         """One turn of the loop; False when `--once` has drained the inbox."""
         self.cancel.liveness.touch()
         self.cancel.announce_pending()
+        self._collect()
         now = time.monotonic()
         if now >= self._next_recover:
             self._next_recover = now + self.settings.rescan_s
@@ -255,13 +289,14 @@ class Daemon(Service):
         scan = self._scan
         if scan is not None:  # what waits besides the job taken now
             self.cancel.liveness.queued = max(0, len(scan.ready) - 1) + scan.waiting
-        if scan and scan.ready:
+        busy = self.stages is not None and not self.stages.wants_work()
+        if scan and scan.ready and not busy:
             candidate = scan.ready.pop(0)
             self._scan = None  # rescan after every job: the folder may have changed meanwhile
             self._take(candidate)
             return True
-        if self.once and scan is not None and scan.waiting == 0 and scan.orphans == 0 \
-                and not self._held_retrying():
+        if self.once and scan is not None and scan.waiting == 0 and scan.orphans == 0 and not scan.ready \
+                and not self._held_retrying() and (self.stages is None or self.stages.idle()):
             return False  # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported
         self.watcher.changed.wait(max(0.0, min(TICK_S, self._next_recover - time.monotonic())))
         return True

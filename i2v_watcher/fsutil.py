@@ -178,6 +178,11 @@ def write_bytes_atomic(final: Path, data: bytes, *, token: str | None = None, re
     _install(_write_temp(final, token, lambda handle: handle.write(data), mode, gid), final, replace)
 
 
+def write_durably(final: Path, fill: Callable[[Any], None]) -> None:
+    """Our own file (not in a shared folder), filled by `fill(handle)`: whole or absent after a crash."""
+    _install(_write_temp(final, None, fill), final, replace=True)
+
+
 def write_json_atomic(final: Path, payload: dict[str, Any], *, token: str | None = None,
                       replace: bool = True, mode: int | None = None, gid: int | None = None) -> None:
     write_bytes_atomic(final, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode(),

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
 from i2v_watcher.errors import JobLost
@@ -94,6 +95,9 @@ class Job:
     def __init__(self, folder: Path, state: JobState) -> None:
         self.dir = folder
         self.state = state
+        # The generated frames, from the GPU to ffmpeg in memory (a resume copy is in the scratch
+        # folder); None before generation, or after a restart until loaded.
+        self.frames: np.ndarray | None = None
 
     @classmethod
     def load(cls, folder: Path) -> Job:

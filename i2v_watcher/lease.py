@@ -73,13 +73,16 @@ class Heartbeat:
 
     def beat(self, state: str = "running") -> None:
         self.counter += 1
-        live = self.liveness
+        busy = self.liveness.busy()
+        live = busy[0] if busy else self.liveness  # the job furthest behind: the one generating
         write_json_atomic(self.path, {
             "worker_id": self.settings.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
             "counter": self.counter, "state": state, "started_at": self.started_at, "beat_at": utc_now(),
             "interval_s": heartbeat_interval(self.settings), "version": __version__, **self.about,
             "job_id": live.job_id, "job": live.job, "stage": live.stage, "done": live.done,
-            "total": live.total, "published": live.published, "failed": live.failed})
+            "total": live.total, "published": self.liveness.published, "failed": self.liveness.failed,
+            "jobs": [{"job_id": b.job_id, "job": b.job, "stage": b.stage, "done": b.done, "total": b.total}
+                     for b in busy]})
 
     def stop(self) -> None:
         """Say so on the share: a stopped worker's jobs may be taken over at once."""

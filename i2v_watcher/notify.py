@@ -54,12 +54,12 @@ def status_line(live: Liveness, about: dict[str, str], max_silent_s: float) -> s
     parts = [" ".join(filter(None, (about.get("backend"), about.get("model") and f"({about['model']})")))]
     if live.queued is not None:
         parts.append(f"queue {live.queued}")
-    if live.job is not None:
-        progress = f" {live.done}/{live.total}" if live.total else ""
-        parts.append(f"job {live.job} [{live.job_id}]: {live.stage or 'starting'}{progress}")
-    else:
+    for busy in live.busy():
+        progress = f" {busy.done}/{busy.total}" if busy.total else ""
+        parts.append(f"job {busy.job} [{busy.job_id}]: {busy.stage or 'starting'}{progress}")
+    if not live.busy():
         parts.append("idle")
-    silent = time.monotonic() - live.at
+    silent = live.silent_s()
     if silent >= max_silent_s:
         parts.append(f"NO PROGRESS for {silent:.0f} s (watchdog pings stopped)")
     parts.append(f"{live.published} published, {live.failed} failed since start")

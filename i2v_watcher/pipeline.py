@@ -9,13 +9,14 @@ be published.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import secrets
 import shutil
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -43,17 +44,19 @@ from i2v_watcher.errors import (
 from i2v_watcher.fail import fail
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.ffmpeg import FFmpeg
-from i2v_watcher.fsutil import temp_name
+from i2v_watcher.fsutil import write_durably
 from i2v_watcher.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.images import load_image, sha256_of
 from i2v_watcher.job import Job
 from i2v_watcher.postprocess import Chain, build_chains, chain_problems, postprocess
 from i2v_watcher.publish import dispose_inputs, publish, render_name
 from i2v_watcher.spec import JobParams, JobSpec, read_sidecar, resolve
+from i2v_watcher.workstore import Scratch
 
-Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost"]
+# "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
+Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated"]
+FINAL = ("published", "failed", "requeued", "lost")  # the job has left this worker's folder
 T = TypeVar("T")
-FRAMES_FILE = "frames.npy"  # the generated frames, kept until the job is published
 RISKY_STAGES = ("claimed", "generated")  # where a job itself can kill the process (memory, a driver)
 log = structlog.get_logger("i2v_watcher.pipeline")
 
@@ -71,12 +74,7 @@ class Prepared:
 
 
 def save_frames(target: Path, pixels: np.ndarray) -> None:
-    tmp = temp_name(target)
-    with open(tmp, "wb") as handle:
-        np.save(handle, pixels)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    write_durably(target, lambda handle: np.save(handle, pixels))
 
 
 def library_versions() -> dict[str, str]:
@@ -89,8 +87,9 @@ def library_versions() -> dict[str, str]:
 
 class Pipeline:
     def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg, cancel: Cancel,
-                 default_backend: str) -> None:
+                 default_backend: str, scratch: Scratch | None = None) -> None:
         self.settings = settings
+        self.scratch = scratch or Scratch(settings.scratch_dir)
         self.backends = backends  # the resident ones, loaded once at start-up
         self.default_backend = default_backend
         self.ffmpeg = ffmpeg
@@ -98,30 +97,30 @@ class Pipeline:
         self.budget = memory_budget_bytes(settings.memory_budget_mb)
         self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
         self.held_error = ""  # why the last job held back could not be finished
+        self._preloader: ThreadPoolExecutor | None = None
+        self._preloads: dict[str, Future[Prepared]] = {}
         self._destinations = {"outbox": settings.outbox, "done": settings.done, "failed": settings.failed,
                               "inbox": settings.inbox}
 
-    def run(self, job: Job) -> Outcome:
+    def run(self, job: Job, *, hand_over: bool = False) -> Outcome:
+        """Take the job as far as it goes: published, failed, or kept for later. With `hand_over`,
+        stop once it is generated ("generated", its frames in `job.frames`) for the next stage."""
         live = self.cancel.liveness
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage=job.state.stage):
             try:
                 live.working_on(job.id, job.state.key, job.state.stage)
                 self._mark_running(job)
-                outcome = self._run(job)
-                live.published += outcome == "published"
-                live.failed += outcome == "failed"
+                outcome = self._run(job, hand_over)
+                live.count(outcome)
+                if outcome in FINAL:
+                    self.forget_frames(job)
                 return outcome
             except JobLost:
                 log.warning("another worker took this job over (this one was frozen or cut off past its "
                             "lease): dropped here, without publishing or reporting anything")
                 return "lost"
             except JobCancelled:
-                if job.state.stage == "claimed" and requeue(self.settings, job):
-                    log.info("stopped: job put back into the inbox")
-                    return "requeued"
-                log.info("stopped: job kept in the work dir, resumed at the next start",
-                         stage=job.state.stage)
-                return "interrupted"
+                return self.hand_back(job)
             except DestinationUnavailable as exc:
                 self.held_error = str(exc)  # the daemon logs it, once per distinct error
                 return "held"
@@ -142,7 +141,43 @@ class Pipeline:
                 f"the daemon died {deaths} times in a row while working on this job (stage "
                 f"{state.stage}); it is set aside so that it cannot stop the queue again"))
 
-    def _run(self, job: Job) -> Outcome:
+    def hand_back(self, job: Job) -> Outcome:
+        """The daemon stops: a job not generated yet goes back into the inbox, keeping its place in the
+        queue; one further on stays in the work folder and is resumed at the next start."""
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
+            if job.state.stage == "claimed" and requeue(self.settings, job):
+                log.info("stopped: job put back into the inbox")
+                self.forget_frames(job)
+                return "requeued"
+            log.info("stopped: job kept in the work dir, resumed at the next start", stage=job.state.stage)
+            return "interrupted"
+
+    def start_preload(self, job: Job) -> None:
+        """Prepare a job (sidecar, checks, image, the backend's preload) in a thread of its own while
+        another job generates; `_generate` takes the result, or its error, when the job's turn comes."""
+        if self._preloader is None:
+            self._preloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preload")
+        self._preloads[job.id] = self._preloader.submit(self._preload, job)
+
+    def _preload(self, job: Job) -> Prepared:
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):
+            return self._prepare(job)
+
+    def wait_preload(self, job: Job) -> None:
+        """Let a preload finish (whatever its result) before the job is handed back."""
+        future = self._preloads.pop(job.id, None)
+        if future is not None:
+            futures_wait([future])
+
+    def close(self) -> None:
+        if self._preloader is not None:
+            self._preloader.shutdown(wait=True)
+
+    def forget_frames(self, job: Job) -> None:
+        job.frames = None
+        self.scratch.drop(job.id)
+
+    def _run(self, job: Job, hand_over: bool = False) -> Outcome:
         try:
             if job.state.problem and job.state.stage != "failing":
                 hint = "" if job.state.deaths < self.settings.max_job_crashes else (
@@ -150,9 +185,17 @@ class Pipeline:
                     "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
                 raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
                                hint=hint)
+            if job.state.stage == "generated" and job.frames is None:
+                job.frames = self.scratch.load(job.id)
+                if job.frames is None:  # lost with a host crash, or made on another host
+                    log.warning("the generated frames are gone (a host crash, or a job taken over from "
+                                "another host): generating them again")
+                    job.advance("claimed")
             if job.state.stage == "claimed":
                 self._enter("generate")
                 self._retrying(job, lambda: self._generate(job))
+            if job.state.stage == "generated" and hand_over:
+                return "generated"
             if job.state.stage == "generated":
                 self._enter("postprocess")
                 self._retrying(job, lambda: self._postprocess(job))
@@ -271,7 +314,8 @@ class Pipeline:
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
         started = time.monotonic()
-        ready = self._prepare(job)
+        preloaded = self._preloads.pop(job.id, None)
+        ready = preloaded.result() if preloaded is not None else self._prepare(job)
         backend, params = ready.backend, ready.params
         assert job.state.image is not None
         image_path = job.input(job.state.image)
@@ -279,7 +323,7 @@ class Pipeline:
         started = time.monotonic()
         frames = generate(backend, ready.image, params, self.cancel, self.settings.progress_log_s)
         timings["generate"] = time.monotonic() - started
-        save_frames(job.dir / FRAMES_FILE, frames.pixels)
+        job.frames = frames.pixels
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
         metadata: dict[str, Any] = {
@@ -305,6 +349,7 @@ class Pipeline:
         }
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
+        self.scratch.keep(job.id, frames.pixels)
 
     def _postprocess(self, job: Job) -> None:
         """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
@@ -312,7 +357,8 @@ class Pipeline:
         started = time.monotonic()
         _, params, _ = self._params(job)
         chains = build_chains(self.settings, params)
-        pixels = np.load(job.dir / FRAMES_FILE)
+        pixels = job.frames
+        assert pixels is not None  # _run loads them, or generates again
         self._fresh_encode_dir(job)
         metadata = dict(job.state.metadata)
         outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,

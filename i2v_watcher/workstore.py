@@ -4,16 +4,20 @@ periodic recovery never resumes a job that is in flight."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import threading
 from pathlib import Path
 
+import numpy as np
 import structlog
 from pydantic import ValidationError
 
 from i2v_watcher.config import Settings
-from i2v_watcher.fsutil import rename_noreplace
+from i2v_watcher.faults import crashpoint
+from i2v_watcher.fsutil import rename_noreplace, write_durably
 from i2v_watcher.job import STATE_FILE, TRASH_PREFIX, Job, JobState, utc_now
 
 log = structlog.get_logger("i2v_watcher.workstore")
@@ -92,3 +96,69 @@ class WorkStore:
         if self._broken.get(folder.name) != problem:
             self._broken[folder.name] = problem
             log.error("job folder left alone: fix or remove it by hand", folder=str(folder), problem=problem)
+
+
+class Scratch:
+    """Resume copies of generated frames on a local disk (the `scratch` setting), one per job in
+    flight. Frames go from the GPU to ffmpeg in memory; the copy is written meanwhile by a thread of
+    its own, so neither stage waits for it, and it lets a job stopped or crashed after generation
+    resume without generating again. It is durable once it exists (written to a temporary name,
+    fsynced, renamed): after a host crash it is whole or absent, and absent means "generate again"."""
+
+    SUFFIX = ".frames.npy"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._writers: dict[str, threading.Thread] = {}
+
+    def path(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}{self.SUFFIX}"
+
+    def keep(self, job_id: str, pixels: np.ndarray) -> None:
+        """Start writing the copy; returns at once."""
+        writer = threading.Thread(target=self._write, args=(job_id, pixels), name=f"scratch-{job_id}",
+                                  daemon=True)
+        self._writers[job_id] = writer
+        writer.start()
+
+    def _write(self, job_id: str, pixels: np.ndarray) -> None:
+        target = self.path(job_id)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_durably(target, lambda handle: np.save(handle, pixels))
+        except OSError as exc:  # a full local disk: the job goes on; only its resume copy is missing
+            log.warning("cannot keep a resume copy of the frames", job_id=job_id, path=str(target),
+                        error=str(exc))
+            return
+        crashpoint("pipeline.after_scratch")
+
+    def load(self, job_id: str) -> np.ndarray | None:
+        """The frames, or None when there is no whole copy (never written, lost with a host crash)."""
+        self.wait(job_id)
+        try:
+            pixels: np.ndarray = np.load(self.path(job_id), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        return pixels
+
+    def wait(self, job_id: str) -> None:
+        writer = self._writers.pop(job_id, None)
+        if writer is not None:
+            writer.join()
+
+    def drop(self, job_id: str) -> None:
+        self.wait(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.path(job_id).unlink()
+
+    def prune(self, keep: set[str]) -> None:
+        """Remove the copies of jobs no longer in this worker's folder (published or taken over while
+        this process was down), and half-written ones."""
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.removesuffix(self.SUFFIX) not in keep or not entry.name.endswith(self.SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)

@@ -122,7 +122,8 @@ def folders(tmp_path: Path) -> Folders:
     f = Folders(root=root, config=tmp_path / "i2v.toml")
     f.write_config(
         inbox=str(root / "inbox"), outbox=str(root / "outbox"), failed=str(root / "failed"),
-        done=str(root / "done"), work=str(root / "work"), **FAST, defaults=dict(SMALL),
+        done=str(root / "done"), work=str(root / "work"), scratch=str(tmp_path / "scratch"), **FAST,
+        defaults=dict(SMALL),
     )
     return f
 

@@ -127,6 +127,7 @@ RANGES = [
     ("lease_timeout_s", 2, 86400, 1.9, 86401),
     ("max_silent_s", 1, 86400, 0.5, 86401),
     ("load_timeout_s", 10, 86400, 9, 86401),
+    ("pipeline_depth", 0, 8, -1, 9),
 ]
 
 

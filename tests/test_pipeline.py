@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from conftest import make_image
-from i2v_watcher import pipeline as pipeline_module
 from i2v_watcher import publish as publish_module
 from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.cancel import Cancel
@@ -77,12 +76,24 @@ def test_an_outbox_that_cannot_be_written_keeps_the_job_until_it_can(
     assert sorted(p.name for p in settings.outbox.iterdir()) == ["a.jpg", "a.json", "a.mp4"]
 
 
+def fail_writing_generated(monkeypatch: pytest.MonkeyPatch, code: int) -> list[Path]:
+    """The work folder refuses the write that ends the generate stage (the job's state)."""
+    real = Job.advance
+    calls: list[Path] = []
+
+    def refused(job: Job, stage: Any, **changes: Any) -> None:
+        if stage == "generated":
+            calls.append(job.dir)
+            raise OSError(code, os.strerror(code), str(job.dir / "job.json"))
+        real(job, stage, **changes)
+
+    monkeypatch.setattr(Job, "advance", refused)
+    return calls
+
+
 def test_storage_in_the_work_folder_that_keeps_failing_fails_the_job_and_counts_across_restarts(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(target: Path, pixels: Any) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
-
-    monkeypatch.setattr(pipeline_module, "save_frames", full)
+    fail_writing_generated(monkeypatch, errno.ENOSPC)
     job = job_for(settings)
     job.advance("claimed", attempts=2)  # retries spent before a restart are not forgotten
     assert pipeline(settings).run(job) == "failed"
@@ -93,13 +104,7 @@ def test_storage_in_the_work_folder_that_keeps_failing_fails_the_job_and_counts_
 
 
 def test_a_non_transient_error_is_not_retried(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Path] = []
-
-    def broken(target: Path, pixels: Any) -> None:
-        calls.append(target)
-        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(target))
-
-    monkeypatch.setattr(pipeline_module, "save_frames", broken)
+    calls = fail_writing_generated(monkeypatch, errno.EINVAL)
     assert pipeline(settings).run(job_for(settings)) == "failed"
     assert len(calls) == 1
     assert read_json(settings.failed / "a.error.json")["attempts"] == 0

@@ -3,6 +3,7 @@ hangs. Every output is decoded and checked."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -258,11 +259,31 @@ def test_a_crash_after_generation_resumes_at_post_processing(folders: Folders, s
     folders.write_config(backend="slow", plugins=["slow_backend"])
     make_image(folders.inbox / "a.png")
     (folders.inbox / "a.yaml").write_text("num_frames: 4\nbackend_options: {delay_s: 0.05}\n")
-    crashed = start(folders.config, "--once", I2V_CRASH_AT="pipeline.after_generate")
+    crashed = start(folders.config, "--once", I2V_CRASH_AT="pipeline.after_scratch")
     assert crashed.wait() == -9
     (job,) = folders.jobs_in_work()
-    assert (job / "frames.npy").exists()
+    scratch = Path(folders.settings["scratch"]) / "testhost"
+    assert [p.name for p in scratch.iterdir()] == [f"{job.name}.frames.npy"]  # the local resume copy
     resumed = start(folders.config, "--once")
     assert resumed.wait() == 0
     assert not any(e["event"] == "progress" for e in resumed.events())  # not generated again
     assert decode(folders.outbox / "a.mp4").frames == 4 and folders.files("work") == []
+    assert list(scratch.iterdir()) == []
+
+
+def test_frames_lost_with_the_host_are_generated_again(folders: Folders, start: Start) -> None:
+    """Killed after generation but before the resume copy exists (as a host crash loses it): the
+    next start generates the job again, once, and publishes it once."""
+    folders.write_config(backend="slow", plugins=["slow_backend"])
+    make_image(folders.inbox / "a.png")
+    (folders.inbox / "a.yaml").write_text("num_frames: 4\nseed: 5\nbackend_options: {delay_s: 0.05}\n")
+    crashed = start(folders.config, "--once", I2V_CRASH_AT="pipeline.after_generate")
+    assert crashed.wait() == -9
+    (job,) = folders.jobs_in_work()
+    assert json.loads((job / "job.json").read_text())["stage"] == "generated"
+    resumed = start(folders.config, "--once")
+    assert resumed.wait() == 0, resumed.log
+    assert any("frames are gone" in e["event"] for e in resumed.events())
+    assert [e["done"] for e in resumed.events() if e["event"] == "progress"][-1] == 4  # generated again
+    assert decode(folders.outbox / "a.mp4").frames == 4 and folders.files("work") == []
+    assert folders.metadata("a")["seed"] == 5
