@@ -9,6 +9,7 @@ be published.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import platform
 import secrets
 import shutil
@@ -157,7 +158,7 @@ class Pipeline:
         another job generates; `_generate` takes the result, or its error, when the job's turn comes."""
         if self._preloader is None:
             self._preloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preload")
-        self._preloads[job.id] = self._preloader.submit(self._preload, job)
+        self._preloads[job.id] = self._preloader.submit(contextvars.copy_context().run, self._preload, job)
 
     def _preload(self, job: Job) -> Prepared:
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):

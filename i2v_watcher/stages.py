@@ -10,6 +10,7 @@ on a job stops the heartbeat and the watchdog pings although the loop still tick
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -58,8 +59,10 @@ class Stages:
         self._waiting = 0  # submitted, not yet generating: the loop claims ahead only one job
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._generate, name="generate", daemon=True),
-                         threading.Thread(target=self._finish, name="finish", daemon=True)]
+        # Each thread starts in a copy of this context: what the log lines carry (worker_id) goes along.
+        self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name,
+                                          daemon=True)
+                         for target, name in ((self._generate, "generate"), (self._finish, "finish"))]
         self._generator_done = threading.Event()
         self._closing = False
 

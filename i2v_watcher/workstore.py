@@ -5,6 +5,7 @@ periodic recovery never resumes a job that is in flight."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import shutil
@@ -116,8 +117,8 @@ class Scratch:
 
     def keep(self, job_id: str, pixels: np.ndarray) -> None:
         """Start writing the copy; returns at once."""
-        writer = threading.Thread(target=self._write, args=(job_id, pixels), name=f"scratch-{job_id}",
-                                  daemon=True)
+        writer = threading.Thread(target=contextvars.copy_context().run, args=(self._write, job_id, pixels),
+                                  name=f"scratch-{job_id}", daemon=True)
         self._writers[job_id] = writer
         writer.start()
 
