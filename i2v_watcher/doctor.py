@@ -27,7 +27,7 @@ EXIT_OK, EXIT_BLOCKING, EXIT_UNREADABLE = 0, 1, 2
 LABELS = {"ok": "ok", "info": "info", "warning": "warn", "error": "ERROR", "skipped": "skip"}
 RANK: dict[Status, int] = {"skipped": 0, "ok": 0, "info": 1, "warning": 2, "error": 3}
 EXTRA = ("torch", "diffusers", "transformers")
-NEEDS_CONFIG = ("backend", "model", "presets", "folders", "filesystem", "watch")
+NEEDS_CONFIG = ("backend", "model", "presets", "folders", "filesystem", "scratch", "watch")
 INSTALL_EXTRA = "pip install 'i2v-watcher[diffusion]' (a GPU server keeps its own CUDA build of torch)"
 NO_GPU = ('install the NVIDIA driver and a CUDA build of torch, or set [diffusion] device = "cpu" '
           '(very slow) or backend = "preview"')
@@ -37,6 +37,8 @@ FALLBACK = ('fix what the gpu, diffusion-extra and model findings say, or set ba
             "the preview the intended backend")
 PRESET_FIX = ("change or remove [presets.{}], or set ffmpeg_path to an ffmpeg that has it (a hardware "
               "encoder also needs its GPU and driver visible to the service)")
+OFFERED_FIX = ("nothing, unless jobs should use them: the config does not, so the service starts, and a job "
+               "that asks for one fails at its sidecar stage, saying why")
 WRITABLE = "let the service's user write there (chown, chmod; a read-only mount: remount it read-write)"
 SYSTEMD_FIX = ("pip install 'i2v-watcher[systemd]', after apt-get install -y libsystemd-dev pkg-config "
                "python3-dev")
@@ -220,7 +222,7 @@ def check_model(ctx: Context) -> list[Finding]:
 
 def check_ffmpeg(ctx: Context) -> list[Finding]:
     from i2v_watcher.ffmpeg import HINT, find_ffmpeg
-    from i2v_watcher.postprocess import chain_problems
+    from i2v_watcher.postprocess import chain_problems, presets_in_use
 
     settings = ctx.settings
     try:
@@ -233,11 +235,25 @@ def check_ffmpeg(ctx: Context) -> list[Finding]:
     if settings is None:
         return [*found, Finding("presets", "skipped", "not checked without a valid config")]
     tried: dict[str, str | None] = {}
-    for name, preset in settings.presets.items():  # every preset, as start-up probes them all
-        found += [Finding("presets", "error", problem, PRESET_FIX.format(name), {"preset": name})
-                  for problem in chain_problems([(name, preset.chain())], binary, tried)]
-    if len(found) == 1:
-        found.append(Finding("presets", "ok", f"ffmpeg has what all {len(settings.presets)} presets need",
+    used = presets_in_use(settings)
+    offered: list[str] = []  # shipped presets this config does not use: start-up lets them be
+    reasons: dict[str, None] = {}
+    for name, preset in settings.presets.items():
+        problems = chain_problems([(name, preset.chain())], binary, tried)
+        if name in used:
+            found += [Finding("presets", "error", problem, PRESET_FIX.format(name), {"preset": name})
+                      for problem in problems]
+        elif problems:
+            offered.append(name)
+            reasons.update(dict.fromkeys(problem.split(": ", 1)[-1] for problem in problems))
+    if offered:
+        found.append(Finding(
+            "presets", "info", f"shipped preset(s) {', '.join(offered)} cannot run here: "
+            f"{'; '.join(reasons)}", OFFERED_FIX, {"presets": offered}))
+    if not any(f.status == "error" for f in found):
+        usable = len(settings.presets) - len(offered)
+        which = f"the {usable} other presets" if offered else f"all {usable} presets"
+        found.append(Finding("presets", "ok", f"ffmpeg has what {which} need",
                              data={"hardware_encoders": {k: v or "ok" for k, v in tried.items()}}))
     return found
 
@@ -289,7 +305,21 @@ def check_folders(ctx: Context) -> list[Finding]:
                              "filesystem", "put work on the inbox's share, e.g. next to the inbox"))
     else:
         found.append(Finding("filesystem", "ok", "work and the inbox are on one filesystem"))
-    return found
+    return [*found, _check_scratch(settings.scratch_dir)]
+
+
+def _check_scratch(scratch: Path) -> Finding:
+    """The resume copies of generated frames belong on a local disk: every job writes one."""
+    from i2v_watcher.mounts import filesystem_type, is_network_fs
+
+    data = {"folder": "scratch", "path": str(scratch)}
+    if (problem := _write_problem(_existing(scratch))) is not None:
+        return Finding("scratch", "error", f"scratch {scratch}: {problem}", WRITABLE, data)
+    fstype = filesystem_type(_existing(scratch)) or "unknown"
+    if is_network_fs(fstype):
+        return Finding("scratch", "warning", f"scratch {scratch} is on {fstype}: every job's frames would "
+                       "cross the network", "set `scratch` to a folder on a local disk", data)
+    return Finding("scratch", "ok", f"scratch {scratch} ({fstype}): writable", data=data)
 
 
 def check_watch(ctx: Context) -> list[Finding]:

@@ -24,8 +24,8 @@ from i2v_watcher.cli import main
 from tiny_models import build_i2vgen_xl
 
 CHECKS = {"config", "backend", "diffusion-extra", "gpu", "model", "ffmpeg", "presets", "folders",
-          "filesystem", "watch", "systemd"}
-NEED_CONFIG = {"backend", "model", "presets", "folders", "filesystem", "watch"}
+          "filesystem", "scratch", "watch", "systemd"}
+NEED_CONFIG = {"backend", "model", "presets", "folders", "filesystem", "scratch", "watch"}
 HAS_GPU = torch.cuda.is_available()
 Report = dict[str, Any]
 
@@ -185,7 +185,7 @@ def as_nobody() -> tuple[int, list[str]]:
 def test_a_folder_the_service_user_cannot_write(as_nobody: tuple[int, list[str]]) -> None:
     uid, prefix = as_nobody
     base = Path(tempfile.mkdtemp(prefix="i2v-doctor-", dir="/tmp"))  # tmp_path is closed to nobody
-    names = ("inbox", "outbox", "failed", "done", "work")
+    names = ("inbox", "outbox", "failed", "done", "work", "scratch")
     try:
         base.chmod(0o755)
         for name in names:
