@@ -90,7 +90,8 @@ def _what_fits(backend: Backend, image_size: tuple[int, int], params: JobParams,
 
 
 def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Cancel,
-             progress_log_s: float) -> Frames:
+             progress_log_s: float, preloaded: object | None = None) -> Frames:
+    """Run the backend on one job; `preloaded` is what `backend.preload` made for this job, if anything."""
     report = ProgressLog("generate", progress_log_s)
 
     def progress(done: int, total: int) -> None:
@@ -98,7 +99,10 @@ def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Ca
         crashpoint("generate.progress")
         cancel.progress(done, total)
 
-    frames = backend.generate(image, params, progress)
+    if preloaded is None:  # a plugin written before preload() existed takes three arguments
+        frames = backend.generate(image, params, progress)
+    else:
+        frames = backend.generate(image, params, progress, preloaded=preloaded)
     pixels = frames.pixels
     if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3 or pixels.shape[0] < 1:
         raise JobError(f"the backend returned frames of shape {pixels.shape} and type {pixels.dtype}, "

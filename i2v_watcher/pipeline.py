@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -72,6 +72,7 @@ class Prepared:
     chains: list[Chain]
     image: Image.Image
     notes: list[str]
+    preloaded: object | None = None  # what the backend could do ahead (Backend.preload)
 
 
 def save_frames(target: Path, pixels: np.ndarray) -> None:
@@ -162,7 +163,8 @@ class Pipeline:
 
     def _preload(self, job: Job) -> Prepared:
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):
-            return self._prepare(job)
+            ready = self._prepare(job)
+            return replace(ready, preloaded=ready.backend.preload(ready.image, ready.params))
 
     def wait_preload(self, job: Job) -> None:
         """Let a preload finish (whatever its result) before the job is handed back."""
@@ -322,7 +324,8 @@ class Pipeline:
         image_path = job.input(job.state.image)
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
-        frames = generate(backend, ready.image, params, self.cancel, self.settings.progress_log_s)
+        frames = generate(backend, ready.image, params, self.cancel, self.settings.progress_log_s,
+                          ready.preloaded)
         timings["generate"] = time.monotonic() - started
         job.frames = frames.pixels
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,

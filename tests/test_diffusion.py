@@ -4,15 +4,21 @@ built in code, saved with save_pretrained and loaded back through the real from_
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import Daemon, Folders, decode, make_image
+from i2v_watcher.backends.diffusion import DiffusersBackend, Plan, Preloaded
+from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
+from i2v_watcher.spec import JobParams
 from tiny_models import build_i2vgen_xl, build_svd, build_wan_i2v
 
 Start = Callable[..., Daemon]
@@ -184,13 +190,32 @@ def test_nan_or_black_frames_fail_the_job_with_a_hint() -> None:
     from i2v_watcher.backends.diffusion import to_uint8
     from i2v_watcher.errors import JobError
 
-    good = np.full((2, 8, 8, 3), 0.5, dtype=np.float32)
+    good = torch.full((5, 3, 8, 8), 0.5)
     assert to_uint8(good).max() == 128
+    late_nan = good.clone()
+    late_nan[4, 1, 2, 3] = float("nan")  # in the last chunk only
     with pytest.raises(JobError, match="NaN") as caught:
-        to_uint8(np.where(good > 0, np.nan, good))
+        to_uint8(late_nan, chunk=2)
     assert "bfloat16" in caught.value.hint
     with pytest.raises(JobError, match="all-black"):
-        to_uint8(np.zeros_like(good))
+        to_uint8(torch.zeros_like(good), chunk=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_frames_become_uint8_on_the_device_as_numpy_made_them_on_the_host(dtype: torch.dtype) -> None:
+    """The pipeline's frames (count, 3, height, width) become uint8 where they are, chunk by chunk, with
+    the same bytes as the float32 arithmetic numpy did on the host before."""
+    from i2v_watcher.backends.diffusion import to_uint8
+
+    video = (torch.rand((7, 3, 6, 10), generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1).to(dtype)
+    video[0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255, 254.5 / 255])  # ties, half to even
+    before = video.float().permute(0, 2, 3, 1).numpy().copy()
+    np.clip(before, 0.0, 1.0, out=before)
+    before *= 255.0
+    expected = np.rint(before).astype(np.uint8)
+    for chunk in (1, 3, 8):
+        pixels = to_uint8(video, chunk=chunk)
+        assert pixels.dtype == np.uint8 and pixels.flags.c_contiguous and np.array_equal(pixels, expected)
 
 
 def test_decoding_the_latents_passes_progress_points_after_the_last_step(tiny: dict[str, Path],
@@ -211,8 +236,6 @@ def test_decoding_the_latents_passes_progress_points_after_the_last_step(tiny: d
     params = resolve(JobSpec.model_validate({"prompt": "a fox"}), settings.defaults, backend="i2vgen-xl",
                      seed=1)
     image = make_image(tmp_path / "x.png", (64, 64))
-    from PIL import Image
-
     with Image.open(image) as img:
         backend.generate(img.convert("RGB"), params, lambda done, total: calls.append((done, total)))
     steps = [c for c in calls if c[0] < c[1]]
@@ -220,6 +243,7 @@ def test_decoding_the_latents_passes_progress_points_after_the_last_step(tiny: d
     decode_points = calls[len(steps) + 1:]
     assert len(decode_points) >= 2 and set(decode_points) == {(2, 2)}, calls
     assert not backend.pipe.vae.decoder._forward_pre_hooks  # removed after the job
+    assert "progress_bar" not in vars(backend.pipe)  # the pipeline's own method again
 
 
 def test_a_diffusion_backend_without_the_diffusion_extra_is_a_clear_startup_error(
@@ -236,3 +260,163 @@ def test_a_diffusion_backend_without_the_diffusion_extra_is_a_clear_startup_erro
     assert "Traceback" not in daemon.log
     error = next(e for e in daemon.events() if e["event"] == "cannot start")
     assert "diffusion extra" in error["error"] and "diffusers is not installed" in error["error"]
+
+
+# ---- preloading the next job while one generates ------------------------------------------------------
+Loaded = Callable[..., DiffusersBackend]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    """A loaded backend for tests that call it in-process, one per (name, diffusion settings)."""
+    from i2v_watcher import backends
+    from i2v_watcher.config import Settings
+
+    root = tmp_path_factory.mktemp("dirs")
+    made: dict[str, DiffusersBackend] = {}
+
+    def load(name: str, cls: type[DiffusersBackend] | None = None, **diffusion: object) -> DiffusersBackend:
+        key = f"{name} {cls} {sorted(diffusion.items())}"
+        if key not in made:
+            settings = Settings(inbox=root / "in", outbox=root / "out", failed=root / "failed",
+                                done=root / "done", work=root / "work", diffusion={**CPU, **diffusion},  # type: ignore[arg-type]
+                                defaults=SMALL_STEPS, models={n: {"model": str(p)} for n, p in tiny.items()})
+            backends.discover([])
+            backend = (cls or backends.get(name))(settings)
+            assert isinstance(backend, DiffusersBackend)
+            backend.load()
+            made[key] = backend
+        return made[key]
+    return load
+
+
+def job(backend: DiffusersBackend, seed: int = 5, **spec: object) -> JobParams:
+    from i2v_watcher.spec import JobSpec, resolve
+
+    fields = {} if "prompt" in backend.ignores else {"prompt": "a red fox", "negative_prompt": "blurry"}
+    return resolve(JobSpec.model_validate({**fields, **spec}), backend.settings.defaults,
+                   backend=backend.name, seed=seed)
+
+
+def rgb(path: Path) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def ignore(done: int, total: int) -> None:
+    return None
+
+
+def _unused(*args: object) -> Any:
+    raise AssertionError("generate() redid work the preload had done")
+
+
+@pytest.mark.parametrize("name", ["i2vgen-xl", "svd"])
+def test_a_preload_gives_the_same_frames_as_generating_alone(loaded: Loaded, name: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = loaded(name)
+    image = rgb(make_image(tmp_path / "x.png", (96, 72), seed=3))
+    params = job(backend, num_frames=3 if name == "svd" else 4)
+    alone = backend.generate(image, params, ignore)
+    ready = backend.preload(image, params)
+    assert isinstance(ready, Preloaded) and ready.image.size == (88, 64)
+    assert ready.plan.num_frames == params.num_frames
+    monkeypatch.setattr(backend, "resize", _unused)
+    if name == "i2vgen-xl":  # its prompt embeddings; SVD has nothing to compute ahead
+        assert set(ready.conditioning or ()) == {"prompt_embeds", "negative_prompt_embeds"}
+        monkeypatch.setattr(backend, "conditioning", _unused)
+    else:
+        assert ready.conditioning is None
+    calls: list[tuple[int, int]] = []
+    steps_by = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        steps_by.append("progress_bar" in vars(backend.pipe))
+
+    frames = backend.generate(image, params, progress, preloaded=ready)
+    assert np.array_equal(frames.pixels, alone.pixels) and frames.details == alone.details
+    # Steps reach the progress callback through diffusers' callback_on_step_end; I2VGen-XL has none.
+    assert calls[:2] == [(1, 2), (2, 2)] and set(calls[2:]) == {(2, 2)}, calls
+    assert set(steps_by) == {name == "i2vgen-xl"}
+
+
+def test_a_preload_made_for_other_parameters_or_another_image_is_not_used(loaded: Loaded,
+                                                                          tmp_path: Path) -> None:
+    backend = loaded("i2vgen-xl")
+    image = rgb(make_image(tmp_path / "x.png", (96, 72), seed=3))
+    other = rgb(make_image(tmp_path / "y.png", (96, 72), seed=4))  # same size and mode
+    params = job(backend)
+    ready = backend.preload(image, params)
+    smaller = params.model_copy(update={"resolution": "32p"})
+    frames = backend.generate(image, smaller, ignore, preloaded=ready)
+    assert (frames.width, frames.height) == (40, 32)
+    assert np.array_equal(frames.pixels, backend.generate(image, smaller, ignore).pixels)
+    frames = backend.generate(other, params, ignore, preloaded=ready)
+    assert np.array_equal(frames.pixels, backend.generate(other, params, ignore).pixels)
+    assert not np.array_equal(frames.pixels, backend.generate(image, params, ignore).pixels)
+
+
+def test_a_preload_runs_beside_a_generating_job_and_changes_nothing_of_it(loaded: Loaded,
+                                                                         tmp_path: Path) -> None:
+    backend = loaded("i2vgen-xl")
+    first, second = (rgb(make_image(tmp_path / f"{n}.png", (96, 72), seed=n)) for n in (1, 2))
+    first_params, second_params = job(backend, seed=1), job(backend, seed=2, prompt="a boat at sea")
+    expected = [backend.generate(first, first_params, ignore).pixels,
+                backend.generate(second, second_params, ignore).pixels]
+    made: list[object] = []
+    worker = threading.Thread(target=lambda: made.append(backend.preload(second, second_params)))
+
+    def progress(done: int, total: int) -> None:
+        if worker.ident is None:  # in the first step: the preload runs beside the UNet
+            worker.start()
+
+    got = [backend.generate(first, first_params, progress).pixels]
+    worker.join(timeout=60)
+    assert isinstance(made[0], Preloaded) and made[0].conditioning is not None  # prompts encoded beside it
+    got.append(backend.generate(second, second_params, ignore, preloaded=made[0]).pixels)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+class _OutOfMemoryUntilOffloaded(I2VGenXLBackend):
+    """Out of GPU memory (injected) on every rung that runs without offload."""
+
+    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any,
+             extra: dict[str, Any]) -> Any:
+        if plan.offload is None:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return super().call(image, params, plan, generator, extra)
+
+
+def test_the_oom_ladder_works_with_a_preload_and_offload_keeps_prompts_for_the_job(
+        loaded: Loaded, tmp_path: Path) -> None:
+    """A smaller rung resizes the input itself; while a rung's offload hooks move modules, a preload
+    leaves the prompts to generate()."""
+    ladder = [{"resolution": "32p"}, {"offload": "model"}]
+    backend = loaded("i2vgen-xl", _OutOfMemoryUntilOffloaded, oom_ladder=ladder)
+    image = rgb(make_image(tmp_path / "x.png", (96, 72), seed=3))
+    params = job(backend)
+    during: list[Preloaded] = []
+
+    def progress(done: int, total: int) -> None:
+        if not during:
+            worker = threading.Thread(target=lambda: during.append(backend.preload(image, params)))
+            worker.start()
+            worker.join(timeout=60)
+
+    frames = backend.generate(image, params, progress, preloaded=backend.preload(image, params))
+    assert frames.details["oom_rung"] == 2 and (frames.width, frames.height) == (40, 32)
+    # As a job at 32p with offload gives them (offload hooks alone change a few pixels by one level).
+    offloaded = loaded("i2vgen-xl", offload="model")
+    assert np.array_equal(frames.pixels, offloaded.generate(
+        image, params.model_copy(update={"resolution": "32p"}), ignore).pixels)
+    assert during and during[0].conditioning is None  # made on the offload rung: no prompts
+    assert backend.preload(image, params).conditioning is not None  # after the job, the hooks are gone
+
+
+def test_a_backend_loaded_with_offload_encodes_no_prompts_in_a_preload(loaded: Loaded,
+                                                                       tmp_path: Path) -> None:
+    backend = loaded("i2vgen-xl", offload="model")
+    image = rgb(make_image(tmp_path / "x.png", (96, 72), seed=3))
+    ready = backend.preload(image, job(backend))
+    assert isinstance(ready, Preloaded) and ready.conditioning is None and ready.image.size == (88, 64)

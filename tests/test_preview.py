@@ -91,3 +91,17 @@ def test_progress_callback_can_cancel(backend: PreviewBackend, image: Image.Imag
     params = resolve(JobSpec(), JobDefaults(num_frames=8, resolution="64p"), backend="preview", seed=1)
     with pytest.raises(JobCancelled):
         backend.generate(image, params, lambda d, t: cancel.check())
+
+
+def test_a_preload_is_nothing_and_generate_works_without_one(backend: PreviewBackend,
+                                                             image: Image.Image) -> None:
+    """The preview has no CPU-side work worth doing ahead: preload() returns None, as the base does."""
+    from i2v_watcher.generate import generate
+
+    params = resolve(JobSpec(), JobDefaults(num_frames=4, resolution="64p"), backend="preview", seed=2)
+    assert backend.preload(image, params) is None
+    alone = backend.generate(image, params, lambda d, t: None)
+    frames = generate(backend, image, params, Cancel(), 60.0, preloaded=backend.preload(image, params))
+    assert np.array_equal(frames.pixels, alone.pixels)
+    assert np.array_equal(backend.generate(image, params, lambda d, t: None, preloaded=None).pixels,
+                          alone.pixels)

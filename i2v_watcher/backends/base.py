@@ -104,9 +104,18 @@ class Backend(ABC):
     def load(self) -> None:
         """Load the model once; raise StartupError with a hint when it cannot be loaded."""
 
+    def preload(self, image: Image.Image, params: JobParams) -> object | None:
+        """CPU-side work for a job that can run while another job generates (resize, prompt encoding);
+        its result is passed to generate() as `preloaded`. Default: nothing.
+
+        It runs on another thread than generate(), so it must not change the backend or its model."""
+        return None
+
     @abstractmethod
-    def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
-        """Generate the frames of one job; raise JobError for what the job asked that cannot work."""
+    def generate(self, image: Image.Image, params: JobParams, progress: Progress,
+                 preloaded: object | None = None) -> Frames:
+        """Generate the frames of one job; raise JobError for what the job asked that cannot work.
+        `preloaded` is what preload() returned for this job (None: nothing, or no preload)."""
 
     def options(self, params: JobParams) -> Any:
         """The job's validated `backend_options` (None for a backend that takes none)."""

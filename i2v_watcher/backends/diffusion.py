@@ -1,5 +1,6 @@
 """What every diffusers backend shares: loading once with the memory options, fitting the job's size
-and frame count to what the model accepts, per-step progress, the OOM ladder, and checking the frames.
+and frame count to what the model accepts, preloading a job's CPU-side inputs, per-step progress, the
+OOM ladder, and checking the frames and bringing them to the host as uint8.
 
 torch and diffusers are imported inside the methods: the core install (preview backend) has neither.
 """
@@ -11,10 +12,13 @@ import gc
 import importlib.util
 import math
 import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import structlog
@@ -42,6 +46,32 @@ class Plan:
     num_frames: int
     offload: str | None = None
     rung: int = 0
+
+
+Fingerprint = tuple[int, int, str, bytes]
+
+
+def fingerprint(image: Image.Image) -> Fingerprint:
+    """A cheap identity of an image: its size, its mode and a 16x16 nearest-neighbour sample of it."""
+    return image.width, image.height, image.mode, image.resize((16, 16), Image.Resampling.NEAREST).tobytes()
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """A job's CPU-side inputs, made by `DiffusersBackend.preload` while another job generates. generate()
+    uses it only for the job it was made for: the same parameters and the same image."""
+
+    params: JobParams
+    source: Fingerprint
+    plan: Plan
+    notes: Mapping[str, Any]
+    image: Image.Image  # the input resized to the plan's size
+    # Pipeline arguments computed ahead (I2VGen-XL's prompt embeddings); None: generate() computes them
+    # (the backend cannot do it beside another job, or offload hooks were moving its modules).
+    conditioning: Mapping[str, Any] | None
+
+    def fits(self, image: Image.Image, params: JobParams) -> bool:
+        return self.params == params and self.source == fingerprint(image)
 
 
 def missing_extra() -> str | None:
@@ -74,22 +104,37 @@ def auto_short_side(device: str) -> tuple[int, str]:
 
 
 class _StepProgress:
-    """Stands in for the pipeline's tqdm bar: every step the pipeline counts goes to our callback."""
+    """A job's denoising steps as (done, total), from whichever hook its pipeline offers: the
+    `callback_on_step_end` argument, or a stand-in for the pipeline's tqdm bar."""
 
-    def __init__(self, total: int, progress: Progress) -> None:
-        self.total, self.done, self.progress = total, 0, progress
-        self.last = self
+    def __init__(self, progress: Progress) -> None:
+        self.done, self.total, self.progress = 0, 0, progress
+
+    def step(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self.progress(done, total)
 
     def again(self) -> None:
         """A progress point without a step (a VAE decode block): the daemon is alive, no further."""
-        last = self.last
-        self.progress(last.done, last.total)
+        self.progress(self.done, self.total)
 
-    def bar(self, iterable: Any = None, total: int | None = None) -> _StepProgress:
-        self.last = _StepProgress(total if total is not None else len(iterable), self.progress)
-        return self.last
+    def on_step_end(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        """diffusers' `callback_on_step_end`: changes no tensor."""
+        self.step(index + 1, int(pipe.num_timesteps))
+        return {}
 
-    def __enter__(self) -> _StepProgress:
+    def bar(self, iterable: Any = None, total: int | None = None) -> _Bar:
+        """Replaces `pipe.progress_bar`, for a pipeline without `callback_on_step_end`."""
+        return _Bar(self, total if total is not None else len(iterable))
+
+
+class _Bar:
+    """What a pipeline's denoising loop uses of tqdm: a context manager that counts `update()`s."""
+
+    def __init__(self, steps: _StepProgress, total: int) -> None:
+        self.steps, self.total, self.done = steps, total, 0
+
+    def __enter__(self) -> _Bar:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,7 +142,7 @@ class _StepProgress:
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        self.progress(self.done, self.total)
+        self.steps.step(self.done, self.total)
 
 
 class DiffusersBackend(Backend):
@@ -106,13 +151,24 @@ class DiffusersBackend(Backend):
     pipeline_class: ClassVar[str]  # the diffusers class name, e.g. "I2VGenXLPipeline"
     denoiser: ClassVar[str] = "unet"  # the pipeline component that `compile` and attention apply to
     frames_step: ClassVar[tuple[int, int]] = (1, 0)  # frame counts of the form a·k + b
+    # How many frames the VAE decodes at once when the job does not say (`decode_chunk_size`); None: the
+    # pipeline takes no such argument.
     default_decode_chunk: ClassVar[int | None] = None
+    # How the denoising steps reach the progress callback: diffusers' `callback_on_step_end` argument,
+    # or, for a pipeline that lacks it (I2VGen-XL), a stand-in for `pipe.progress_bar`.
+    step_progress: ClassVar[Literal["callback", "progress_bar"]] = "callback"
+    # Whether conditioning() (prompt encoding) may run in preload(), beside another job on the device.
+    conditions_ahead: ClassVar[bool] = False
     uses_model: ClassVar[bool] = True
     # These models are trained near 16:9; far beyond it they make nothing useful, at a high cost.
     max_aspect: ClassVar[float] = 2.5
-    # Frames come back from the pipeline as float32 (12 bytes a pixel), on the CPU side once more as a
-    # torch tensor, plus the uint8 result: the budget counts them all.
-    host_bytes_per_pixel: ClassVar[int] = 30
+    # The pipeline returns float32 frames where it decoded them (the GPU); to_uint8 converts them there a
+    # few frames at a time and copies each chunk into one uint8 array on the host: 3 bytes a pixel and no
+    # other host copy of the clip. (output_type="np" copied it to the host as float32 and np.stack()ed
+    # it: a peak of 24 bytes a pixel, measured on a 48-frame 1280x720 clip.) With device = "cpu" the
+    # float clip, the chunks' temporaries and the VAE's activations are host memory too: a setting for
+    # trials, which this budget does not cover.
+    host_bytes_per_pixel: ClassVar[int] = 3
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -120,6 +176,11 @@ class DiffusersBackend(Backend):
         self.source: ModelSettings = settings.models.get(self.name) or DEFAULT_MODELS.get(
             self.name, ModelSettings(model=""))
         self.loads = 0
+        # Held while the pipeline's modules change place (an OOM rung's offload, and back) and while
+        # conditioning() runs, so a preload on another thread never meets a module in motion (nor a
+        # tokenizer in use: a fast tokenizer is not safe to share between threads).
+        self._modules = threading.Lock()
+        self._offloaded = False  # an OOM rung's offload hooks are on (under _modules)
 
     @property
     def model_id(self) -> str:  # type: ignore[override]
@@ -296,17 +357,50 @@ class DiffusersBackend(Backend):
             return replace(plan, offload=rung.offload)
         return plan
 
-    # ---- running -------------------------------------------------------------------------------
-    def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
+    # ---- preloading -----------------------------------------------------------------------------
+    def preload(self, image: Image.Image, params: JobParams) -> Preloaded:
+        """The plan, the resized input and, where it is safe beside a running job, the conditioning.
+        It changes nothing on the backend or its pipeline, so it may run while another job generates.
+        A preload that raises can be dropped: generate() does all of this itself without one."""
         notes: dict[str, Any] = {}
-        first = self.plan(image.size, params, notes)
+        plan = self.plan(image.size, params, notes)
+        return Preloaded(params=params, source=fingerprint(image), plan=plan, notes=MappingProxyType(notes),
+                         image=self.resize(image, plan), conditioning=self._condition_ahead(params))
+
+    def _condition_ahead(self, params: JobParams) -> Mapping[str, Any] | None:
+        if not self.conditions_ahead or self.settings.diffusion.offload != "none":
+            return None  # offload hooks move modules between devices whenever one of them runs
+        import torch
+
+        with self._modules:
+            if self._offloaded:  # the running job is on an offload rung
+                return None
+            with torch.inference_mode():
+                return MappingProxyType(self.conditioning(params))
+
+    def conditioning(self, params: JobParams) -> dict[str, Any]:
+        """Pipeline arguments that depend on the parameters only (prompt embeddings); called with
+        `_modules` held."""
+        return {}
+
+    def resize(self, image: Image.Image, plan: Plan) -> Image.Image:
+        return image.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+
+    # ---- running -------------------------------------------------------------------------------
+    def generate(self, image: Image.Image, params: JobParams, progress: Progress,
+                 preloaded: object | None = None) -> Frames:
+        ready = preloaded if isinstance(preloaded, Preloaded) and preloaded.fits(image, params) else None
+        if preloaded is not None and ready is None:
+            log.warning("a preload made for another job was ignored", backend=self.name)
+        notes: dict[str, Any] = dict(ready.notes) if ready is not None else {}
+        first = ready.plan if ready is not None else self.plan(image.size, params, notes)
         attempts = [first, *self.ladder(image, first)]
         tried: list[dict[str, Any]] = []
         for plan in attempts:
             tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
                           "num_frames": plan.num_frames, "offload": plan.offload})
             try:
-                pixels = self._attempt(image, params, plan, progress)
+                pixels = self._attempt(image, params, plan, progress, ready)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -321,43 +415,71 @@ class DiffusersBackend(Backend):
         raise JobError(f"out of GPU memory on every rung of the OOM ladder: {tried}", stage="generate",
                        hint="lower resolution or num_frames, or enable [diffusion] offload")
 
-    def _attempt(self, image: Image.Image, params: JobParams, plan: Plan, progress: Progress) -> np.ndarray:
+    def _attempt(self, image: Image.Image, params: JobParams, plan: Plan, progress: Progress,
+                 ready: Preloaded | None) -> np.ndarray:
         import torch
 
         pipe = self.pipe
-        steps = _StepProgress(0, progress)
-        pipe.progress_bar = steps.bar
+        device = torch.device(self.settings.diffusion.device)
+        steps = _StepProgress(progress)
+        extra: dict[str, Any] = {"output_type": "pt"}  # frames stay on the device until they are uint8
+        if self.default_decode_chunk is not None:
+            extra["decode_chunk_size"] = params.decode_chunk_size or self.default_decode_chunk
+        if self.step_progress == "callback":
+            extra["callback_on_step_end"] = steps.on_step_end
+        else:
+            pipe.progress_bar = steps.bar
         # Decoding the latents has no step callback and can take a while at large sizes: each block of
         # the VAE's decoder is a progress point too, so the watchdog and the lease see it alive.
         decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
         blocks = [decoder, *getattr(decoder, "up_blocks", [])] if isinstance(decoder, torch.nn.Module) else []
         hooks = [block.register_forward_pre_hook(lambda *_: steps.again()) for block in blocks]
-        if plan.offload == "model":
-            pipe.enable_model_cpu_offload(device=torch.device(self.settings.diffusion.device))
-        elif plan.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=torch.device(self.settings.diffusion.device))
+        if plan.offload is not None:
+            with self._modules:
+                self._offloaded = True
+                if plan.offload == "model":
+                    pipe.enable_model_cpu_offload(device=device)
+                else:
+                    pipe.enable_sequential_cpu_offload(device=device)
         try:
             generator = torch.Generator(device="cpu").manual_seed(params.seed)
-            resized = image.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
-            device = torch.device(self.settings.diffusion.device)
+            # A preload holds the first rung's size; a smaller rung resizes the input itself.
+            if ready is not None and ready.image.size == (plan.width, plan.height):
+                resized = ready.image
+            else:
+                resized = self.resize(image, plan)
             cuda = [device.index or 0] if device.type == "cuda" else []
             # Some pipelines also draw from the global generator (I2VGen-XL samples its image latents
             # without `generator`): seed that too, inside a fork so nothing else is disturbed.
             with torch.random.fork_rng(devices=cuda), torch.inference_mode():
                 torch.manual_seed(params.seed)
-                output = self.call(resized, params, plan, generator)
+                if ready is not None and ready.conditioning is not None:
+                    extra.update(ready.conditioning)
+                else:
+                    with self._modules:
+                        extra.update(self.conditioning(params))
+                output = self.call(resized, params, plan, generator, extra)
+                video = output.frames[0]  # (frames, 3, height, width), floats in [0, 1]
+                return to_uint8(video)
         finally:
-            del pipe.progress_bar  # back to the class's own method
+            if self.step_progress == "progress_bar":
+                del pipe.progress_bar  # back to the class's own method
             for hook in hooks:
                 hook.remove()
             if plan.offload is not None:  # this job only: the next one runs at full speed again
-                pipe.remove_all_hooks()
-                pipe.to(torch.device(self.settings.diffusion.device))
-        frames: np.ndarray = np.asarray(output.frames[0])
-        return to_uint8(frames)
+                with self._modules:
+                    pipe.remove_all_hooks()
+                    pipe.to(device)
+                    self._offloaded = False
 
-    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
-        """Run the pipeline once; subclasses map the job onto their pipeline's arguments."""
+    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any,
+             extra: dict[str, Any]) -> Any:
+        """Run the pipeline once: the model's own arguments, and `extra` from this class (output type,
+        step callback, decode chunk, conditioning)."""
+        return self.pipe(image=image, generator=generator, **self.arguments(params, plan), **extra)
+
+    def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
+        """The job mapped onto this pipeline's arguments (size, frames, steps, guidance, …)."""
         raise NotImplementedError
 
     def _free_memory(self) -> None:
@@ -368,21 +490,28 @@ class DiffusersBackend(Backend):
             torch.cuda.empty_cache()
 
 
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] → uint8; NaN or all-black output fails the job instead of a black clip."""
-    if frames.ndim != 4:
-        raise JobError(f"the model returned frames of shape {frames.shape}", stage="generate")
-    if not np.isfinite(frames).all():
-        raise JobError("the model produced NaN values (no picture)", stage="generate",
-                       hint="float16 overflow is a known cause in video diffusion models: set [diffusion] "
-                            "dtype = \"bfloat16\" (or \"float32\")")
-    # In place: a clip of float32 frames is large, and each temporary copy would be as large again.
-    frames = np.asarray(frames, dtype=np.float32)
-    np.clip(frames, 0.0, 1.0, out=frames)
-    frames *= 255.0
-    np.rint(frames, out=frames)
-    pixels: np.ndarray = frames.astype(np.uint8)
-    if pixels.max() <= 2:
+def to_uint8(video: torch.Tensor, chunk: int = 8) -> np.ndarray:
+    """Float frames (count, 3, height, width) in [0, 1], where the pipeline left them (the GPU) → uint8
+    (count, height, width, 3) on the host, `chunk` frames at a time: neither the device nor the host holds
+    a second float copy of the clip. NaN or all-black output fails the job instead of a black clip."""
+    import torch
+
+    if video.ndim != 4 or video.shape[1] != 3:
+        raise JobError(f"the model returned frames of shape {tuple(video.shape)}", stage="generate")
+    count, _, height, width = video.shape
+    pixels = torch.empty((count, height, width, 3), dtype=torch.uint8)
+    brightest = 0
+    for start in range(0, count, chunk):
+        part = video[start:start + chunk]
+        if not bool(torch.isfinite(part).all()):
+            raise JobError("the model produced NaN values (no picture)", stage="generate",
+                           hint="float16 overflow is a known cause in video diffusion models: set "
+                                "[diffusion] dtype = \"bfloat16\" (or \"float32\")")
+        # float32 whatever the model's dtype, as numpy did it before: the same seed gives the same bytes.
+        levels = part.float().clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+        brightest = max(brightest, int(levels.amax()))
+        pixels[start:start + chunk].copy_(levels.permute(0, 2, 3, 1).contiguous())  # to the host
+    if brightest <= 2:
         raise JobError("the model produced all-black frames", stage="generate",
                        hint="float16 overflow is a known cause: try [diffusion] dtype = \"bfloat16\"")
-    return pixels
+    return pixels.numpy()

@@ -4,14 +4,13 @@ The pipeline is deprecated in diffusers and its own prompt encoding reads
 `text_encoder.text_model.final_layer_norm`, which transformers 5 no longer has. So the backend encodes
 the prompts itself, with the pipeline's exact semantics (CLIP tokens padded to 77, clip_skip=1: the
 penultimate hidden state through the final layer norm), and passes `prompt_embeds` and
-`negative_prompt_embeds`. That keeps the newest diffusers and transformers usable, and older ones too.
+`negative_prompt_embeds`. That keeps the newest diffusers and transformers usable, and older ones too,
+and lets a preload encode the next job's prompts while this one denoises.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
-
-from PIL import Image
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.diffusion import DiffusersBackend, Plan
@@ -46,17 +45,18 @@ class I2VGenXLBackend(DiffusersBackend):
         "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
         "decode_chunk_size"})
     default_decode_chunk: ClassVar[int | None] = 4
+    step_progress = "progress_bar"  # the pipeline has no callback_on_step_end
+    # The text encoder has weights of its own: encoding the next job's prompts beside this job's UNet
+    # changes nothing of it (without offload hooks, which DiffusersBackend checks).
+    conditions_ahead = True
 
-    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
+    def conditioning(self, params: JobParams) -> dict[str, Any]:
         pipe = self.pipe
         device = pipe._execution_device
-        return pipe(
-            image=image,
-            prompt_embeds=encode_prompt(pipe, params.prompt, device),
-            negative_prompt_embeds=encode_prompt(pipe, params.negative_prompt, device),
-            height=plan.height, width=plan.width, num_frames=plan.num_frames,
-            target_fps=round(params.fps), num_inference_steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            decode_chunk_size=params.decode_chunk_size or self.default_decode_chunk,
-            generator=generator, output_type="np",
-        )
+        return {"prompt_embeds": encode_prompt(pipe, params.prompt, device),
+                "negative_prompt_embeds": encode_prompt(pipe, params.negative_prompt, device)}
+
+    def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
+        return {"height": plan.height, "width": plan.width, "num_frames": plan.num_frames,
+                "target_fps": round(params.fps), "num_inference_steps": params.steps,
+                "guidance_scale": params.guidance_scale}

@@ -41,7 +41,8 @@ class PreviewBackend(Backend):
     def load(self) -> None:
         """Nothing to load: the preview is plain image resampling."""
 
-    def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
+    def generate(self, image: Image.Image, params: JobParams, progress: Progress,
+                 preloaded: object | None = None) -> Frames:
         options: PreviewOptions = self.options(params)
         width, height = output_size(image.width, image.height, params.resolution)
         rng = random.Random(params.seed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
@@ -34,13 +33,10 @@ class StableVideoDiffusionBackend(DiffusersBackend):
     default_decode_chunk: ClassVar[int | None] = 4
     options_model = SvdOptions
 
-    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
+    def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: SvdOptions = self.options(params)
-        return self.pipe(
-            image=image, height=plan.height, width=plan.width, num_frames=plan.num_frames,
-            num_inference_steps=params.steps, min_guidance_scale=options.min_guidance_scale,
-            max_guidance_scale=params.guidance_scale, fps=round(params.fps),
-            motion_bucket_id=options.motion_bucket_id, noise_aug_strength=options.noise_aug_strength,
-            decode_chunk_size=params.decode_chunk_size or self.default_decode_chunk,
-            generator=generator, output_type="np",
-        )
+        return {"height": plan.height, "width": plan.width, "num_frames": plan.num_frames,
+                "num_inference_steps": params.steps, "min_guidance_scale": options.min_guidance_scale,
+                "max_guidance_scale": params.guidance_scale, "fps": round(params.fps),
+                "motion_bucket_id": options.motion_bucket_id,
+                "noise_aug_strength": options.noise_aug_strength}

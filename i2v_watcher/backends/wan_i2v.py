@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from PIL import Image
-
 from i2v_watcher.backends import register
 from i2v_watcher.backends.diffusion import DiffusersBackend, Plan
 from i2v_watcher.spec import JobParams
@@ -26,10 +24,7 @@ class WanImageToVideoBackend(DiffusersBackend):
         patch = pipe.transformer.config.patch_size[1]
         return int(pipe.vae_scale_factor_spatial) * int(patch)
 
-    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
-        return self.pipe(
-            image=image, prompt=params.prompt, negative_prompt=params.negative_prompt or None,
-            height=plan.height, width=plan.width, num_frames=plan.num_frames,
-            num_inference_steps=params.steps, guidance_scale=params.guidance_scale,
-            generator=generator, output_type="np",
-        )
+    def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
+        return {"prompt": params.prompt, "negative_prompt": params.negative_prompt or None,
+                "height": plan.height, "width": plan.width, "num_frames": plan.num_frames,
+                "num_inference_steps": params.steps, "guidance_scale": params.guidance_scale}

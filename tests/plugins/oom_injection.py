@@ -18,8 +18,9 @@ from i2v_watcher.spec import JobParams
 
 @register
 class OomInjectingI2VGenXL(I2VGenXLBackend):
-    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any) -> Any:
+    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any,
+             extra: dict[str, Any]) -> Any:
         too_big = min(plan.width, plan.height) > 32 or plan.num_frames > 2 or plan.offload is None
         if "[oom-always]" in params.prompt or ("[oom]" in params.prompt and too_big):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-        return super().call(image, params, plan, generator)
+        return super().call(image, params, plan, generator, extra)

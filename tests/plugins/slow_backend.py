@@ -27,7 +27,8 @@ class SlowBackend(PreviewBackend):
     name = "slow"
     options_model = SlowOptions
 
-    def generate(self, image: Image.Image, params: JobParams, progress: Progress) -> Frames:
+    def generate(self, image: Image.Image, params: JobParams, progress: Progress,
+                 preloaded: object | None = None) -> Frames:
         delay = self.options(params).delay_s
         if os.environ.get("SLOW_BACKEND_NOTIFY"):
             from systemd import daemon
@@ -38,4 +39,4 @@ class SlowBackend(PreviewBackend):
             time.sleep(delay)
             progress(done, total)
 
-        return super().generate(image, params, slow)
+        return super().generate(image, params, slow, preloaded)
