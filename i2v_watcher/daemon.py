@@ -120,6 +120,7 @@ class Daemon(Service):
         self.published = 0
         self.held: dict[str, Held] = {}
         self.stages: Stages | None = None  # pipelined (pipeline_depth ≥ 2); None: one job at a time
+        self._keys_in_flight: set[str] = set()  # the inbox names of the jobs in the stages
 
     def work(self) -> None:
         self.main_loop()
@@ -205,6 +206,7 @@ class Daemon(Service):
 
     def _run(self, job: Job) -> None:
         self.store.in_flight.add(job.dir.name)
+        self._keys_in_flight.add(job.state.key)
         if self.stages is not None:
             self.stages.submit(job)  # its result comes back through _collect
             return
@@ -224,6 +226,7 @@ class Daemon(Service):
     def _settle(self, result: Result) -> None:
         job, outcome, error = result.job, result.outcome, result.error
         self.store.in_flight.discard(job.dir.name)
+        self._keys_in_flight.discard(job.state.key)
         previous = self.held.get(job.id)
         news = previous is None or previous.error != error
         if outcome == "held" and result.traceback:  # outside the job's own error handling
@@ -281,7 +284,10 @@ class Daemon(Service):
             return self._wait_for_inbox()
         if self._scan_due(now):
             try:
-                self._scan = self.inbox.scan()
+                self._scan = self.inbox.scan(self.watcher.take_changes())
+                # A job in flight in the stages may have left files in the inbox (a link or special
+                # file that could not move): never claim it a second time.
+                self._scan.ready = [c for c in self._scan.ready if c.key not in self._keys_in_flight]
             except InboxUnavailable as exc:
                 self._pause(str(exc))
                 return True
@@ -298,12 +304,16 @@ class Daemon(Service):
         if self.once and scan is not None and scan.waiting == 0 and scan.orphans == 0 and not scan.ready \
                 and not self._held_retrying() and (self.stages is None or self.stages.idle()):
             return False  # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported
-        self.watcher.changed.wait(max(0.0, min(TICK_S, self._next_recover - time.monotonic())))
+        wake = min(TICK_S, self._next_recover - time.monotonic())
+        if scan is not None and scan.recheck_at is not None:  # a file settles, a grace period ends
+            wake = min(wake, scan.recheck_at - time.monotonic())
+        self.watcher.changed.wait(max(0.0, wake))
         return True
 
     def _take(self, candidate: Candidate) -> None:
         try:
             job = claim(self.settings, self.store, candidate, leave_specials=self.leave_specials)
+            self.inbox.taken(candidate)  # not offered again while its files are as they were
         except InboxUnavailable as exc:
             self._pause(str(exc))
             return

@@ -1,8 +1,11 @@
 """Watch: find the jobs in the inbox that are complete and ready to be claimed.
 
-A filesystem observer (inotify, or polling on network shares where inotify is blind) only wakes the
-daemon up; what counts is a scan of the folder, repeated every `rescan_s` as a safety net. A file is
-ready when its size and mtime have been stable for `settle_s` and it can be opened.
+A filesystem observer (inotify, or polling on network shares where inotify is blind) wakes the daemon
+up and says which paths changed; what counts is the inbox itself. A scan walks the whole inbox every
+`rescan_s` (and whenever the watcher cannot vouch for its list of changes); in between it looks only at
+the paths reported. Either way a file unchanged since the last look keeps what was concluded about it
+(see scan_cache), so a long queue or a folder full of litter does not slow every job down. A file is
+ready when its inode, size and mtime have been stable for `settle_s` and it could be opened once.
 """
 
 from __future__ import annotations
@@ -10,25 +13,31 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import math
 import os
+import re
 import stat
-import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.fsutil import open_nofollow, read_json, walk_files
-from i2v_watcher.mounts import filesystem_type, is_network_fs
-from i2v_watcher.spec import read_sidecar
+from i2v_watcher.fsutil import read_json
+from i2v_watcher.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from i2v_watcher.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
+from i2v_watcher.scan_cache import FileInfo, Tree, identity
+from i2v_watcher.watch_events import Watcher as Watcher
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-SIDECAR_SUFFIXES = (".yaml", ".yml")
 UNREADABLE_GIVE_UP_S = 60.0
+RETRY_S = 0.1  # a file that could not be opened or read is tried again this much later, at the earliest
+# Jobs at the head of the queue whose files are looked at again by a narrowed scan: the watcher's news of
+# a job just taken (by this worker or another) can come after the next scan.
+HEAD_CHECKED = 8
+MAX_LITTER_NAMES = 50_000  # ignored names remembered (logged once each)
 log = structlog.get_logger("i2v_watcher.watch")
 
 
@@ -60,6 +69,10 @@ class Scan:
     waiting: int = 0  # files not settled yet, or images waiting for their sidecar
     orphans: int = 0  # sidecars without an image that are still within their grace period
     blocked: int = 0  # jobs and folders that cannot be taken until an operator fixes them
+    full: bool = False  # the whole inbox was walked (not only the paths the watcher reported)
+    # Monotonic time at which time alone changes this answer (a file settles, a grace period ends);
+    # None: only a change in the inbox can. A loop may sleep until then instead of polling.
+    recheck_at: float | None = None
 
 
 @dataclass
@@ -69,25 +82,26 @@ class _Blocked:
     since: float
 
 
-@dataclass
-class _Seen:
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time at which this size and mtime were first seen
-
-
 class Inbox:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.inbox
-        self._seen: dict[Path, _Seen] = {}
-        # sidecar → (size, mtime_ns, priority): a backlog's sidecars are not parsed again at every scan
-        self._priorities: dict[Path, tuple[int, int, int]] = {}
+        # One expression for all patterns: every name of a full walk is matched against it.
+        self._ignore = re.compile("|".join(fnmatch.translate(p) for p in settings.ignore_patterns) or "(?!)")
+        self._tree = Tree(self.root, self._skip_logged)
+        self._ready: dict[str, Candidate] = {}
+        self._waiting: set[str] = set()
+        self._orphans: set[str] = set()
+        self._left: dict[str, Candidate] = {}  # reported once already: see _left_here_before
+        self._timers: dict[str, float] = {}  # job key → when time alone can change what it is
+        self._order: list[Candidate] | None = None  # self._ready sorted, until it changes
+        self._last_full = -math.inf
         self._litter_logged: set[str] = set()
         self._was_mount = os.path.ismount(self.root)
         self._blocked: dict[str, _Blocked] = {}  # job key → why its claim was refused
-        self._bad_folders: dict[Path, str] = {}  # sub-folders that cannot be read, and why
-        self._folder_errors: dict[Path, str] = {}  # filled by the current walk
+        # job key → its files (inode, size, mtime) when the daemon claimed it, and when
+        self._taken: dict[str, tuple[dict[Path, tuple[int, int, int]], float]] = {}
+        self._bad_folders: dict[str, str] = {}  # sub-folders that cannot be read, and why
 
     def block(self, candidate: Candidate, reason: str) -> None:
         """A claim of this job was refused (e.g. its folder is not writable): it is skipped, and tried
@@ -96,40 +110,47 @@ class Inbox:
         if previous is None or previous.reason != reason:
             log.error("cannot take this job out of the inbox; skipped until it changes or is fixed",
                       job=candidate.key, reason=reason)
-        self._blocked[candidate.key] = _Blocked(reason, _identity(candidate.files), time.monotonic())
+        self._blocked[candidate.key] = _Blocked(reason, identity(candidate.files), time.monotonic())
+
+    def taken(self, candidate: Candidate) -> None:
+        """The daemon claimed this job: it is not offered again while its files are as they were
+        (at most `rescan_s`), even if a scan runs before the claim shows in the inbox: links and
+        special files can stay behind, and a watcher's news can come late."""
+        files = candidate.files
+        self._taken[candidate.key] = (dict(zip(files, identity(files), strict=True)), time.monotonic())
 
     def _is_blocked(self, candidate: Candidate, now: float) -> bool:
         blocked = self._blocked.get(candidate.key)
         if blocked is None:
             return False
-        if blocked.identity == _identity(candidate.files) and now - blocked.since < self.settings.rescan_s:
+        if blocked.identity == identity(candidate.files) and now - blocked.since < self.settings.rescan_s:
             return True
         blocked.since = now  # tried again, quietly: a new reason logs, the same one does not
         return False
 
-    def _folder_error(self, folder: Path, exc: OSError) -> None:
-        self._folder_errors[folder] = exc.strerror or str(exc)
-
     def _log_folder_changes(self) -> None:
         """One line when a sub-folder becomes unreadable, one when it is readable again."""
-        for folder, reason in self._folder_errors.items():
+        errors = self._tree.errors
+        if errors == self._bad_folders:
+            return
+        for folder, reason in errors.items():
             if self._bad_folders.get(folder) != reason:
                 log.error("a folder in the inbox cannot be read; skipped, the rest is served",
-                          folder=str(folder), reason=reason)
-        for folder in self._bad_folders.keys() - self._folder_errors.keys():
-            log.warning("a folder in the inbox can be read again", folder=str(folder))
-        self._bad_folders = self._folder_errors
+                          folder=folder, reason=reason)
+        for folder in self._bad_folders.keys() - errors.keys():
+            log.warning("a folder in the inbox can be read again", folder=folder)
+        self._bad_folders = dict(errors)
 
     def is_ignored(self, name: str) -> bool:
         if name.startswith(".") and name.endswith(".part"):
             return True  # our own files being written (submit, retry): never a job, whatever the config
-        lowered = name.lower()
-        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self.settings.ignore_patterns)
+        return self._ignore.match(name.lower()) is not None
 
     def check_available(self) -> None:
         try:
             st = os.stat(self.root)
-            os.listdir(self.root)
+            with os.scandir(self.root) as entries:  # readable; one batch, not the whole listing
+                next(entries, None)
         except OSError as exc:
             raise InboxUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
         if not stat.S_ISDIR(st.st_mode):
@@ -137,79 +158,158 @@ class Inbox:
         if self._was_mount and not os.path.ismount(self.root):
             raise InboxUnavailable(f"{self.root} was a mount point and is no longer mounted")
 
-    def _settled(self, path: Path, st: os.stat_result, now: float) -> bool:
-        seen = self._seen.get(path)
-        if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._seen[path] = seen = _Seen(st.st_size, st.st_mtime_ns, now)
-        if now - seen.since < self.settings.settle_s:
-            return False
-        if not stat.S_ISREG(st.st_mode):
-            return True  # links, FIFOs, sockets: never opened, only reported
-        try:  # a file still locked by its writer (SMB) cannot be opened yet
-            with open(path, "rb", opener=open_nofollow) as handle:
-                handle.read(1)
-        except OSError:
-            # Locked or unreadable: wait, but not forever; past that it is taken, and the job's
-            # report then says why it cannot be read, instead of the file sitting here unexplained.
-            return now - seen.since >= UNREADABLE_GIVE_UP_S + self.settings.settle_s
-        return True
-
-    def scan(self) -> Scan:
+    def scan(self, changes: Collection[str] | None = None) -> Scan:
+        """What the inbox holds now. `changes`: the paths the watcher reported since the last scan
+        (`Watcher.take_changes()`); only those are looked at, unless it is None or `rescan_s` passed
+        since the last full walk: then the whole inbox is walked."""
         self.check_available()
         now = time.monotonic()
-        groups: dict[str, dict[str, Any]] = {}
-        present: set[Path] = set()
-        result = Scan()
-        self._folder_errors = {}
+        # A path outside the inbox means the watcher spells paths otherwise: nothing it says is usable.
+        full = changes is None or now - self._last_full >= self.settings.rescan_s \
+            or not all(self._tree.inside(path) for path in changes)
         try:
-            entries = list(walk_files(self.root, self._skip_logged, self._folder_error))
+            if full:
+                self._last_full = -math.inf  # a walk cut short is done again in full
+                self._tree.walk(self._tree.root, now)
+                self._last_full = now
+            else:
+                assert changes is not None
+                for path in changes:
+                    self._tree.look(path, now)
         except OSError as exc:
+            self._last_full = -math.inf
             raise InboxUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
         self._log_folder_changes()
-        result.blocked += len(self._bad_folders)
-        unsettled: set[str] = set()
-        for path, st in entries:
-            present.add(path)
-            rel = path.relative_to(self.root)
-            suffix = path.suffix.lower()
-            # An image and its sidecar pair up by stem; any other file is a group of its own.
-            paired = suffix in IMAGE_SUFFIXES + SIDECAR_SUFFIXES
-            key = str(rel.with_suffix("")) if paired else str(rel)
-            if not self._settled(path, st, now):
-                unsettled.add(key)  # the whole group waits: a sidecar is no orphan while its image arrives
-                continue
-            group = groups.setdefault(key, {})
-            group.setdefault("mtime", st.st_mtime)
-            group["mtime"] = min(group["mtime"], st.st_mtime)
-            if not stat.S_ISREG(st.st_mode):
-                group.setdefault("bad", []).append(path)
-            elif suffix in IMAGE_SUFFIXES:
-                group.setdefault("images", []).append(path)
-            elif suffix in SIDECAR_SUFFIXES:
-                group.setdefault("sidecars", []).append(path)
+        due = self._tree.take_dirty()
+        due.update(key for key, at in self._timers.items() if at <= now)
+        for key in due:
+            self._conclude(key, now)
+        self._check_head(now, look=not full)
+        return self._result(now, full)
+
+    def _result(self, now: float, full: bool) -> Scan:
+        order = self._ordered()
+        result = Scan(waiting=len(self._waiting), orphans=len(self._orphans),
+                      blocked=len(self._bad_folders), full=full,
+                      recheck_at=min(self._timers.values(), default=None))
+        refused = set()
+        for key in list(self._blocked):
+            candidate = self._ready.get(key) or self._left.get(key)
+            if key not in self._tree.groups:
+                del self._blocked[key]
+            elif candidate is not None and self._is_blocked(candidate, now):
+                refused.add(key)
+        result.blocked += len(refused)
+        for key, (files, since) in list(self._taken.items()):
+            candidate = self._ready.get(key)
+            # What is left of it (a claim can leave links behind) is hidden; a new file is news.
+            if candidate is None or now - since >= self.settings.rescan_s or any(
+                    files.get(path) != found for path, found in zip(candidate.files,
+                                                                     identity(candidate.files), strict=True)):
+                del self._taken[key]
             else:
-                group.setdefault("other", []).append(path)
-        self._seen = {p: s for p, s in self._seen.items() if p in present}
-        self._priorities = {p: v for p, v in self._priorities.items() if p in present}
-        result.waiting += len(unsettled)
-        for key, group in groups.items():
-            if key in unsettled:
-                continue
-            candidate = self._candidate(key, group, now)
-            if candidate is not None and self._is_blocked(candidate, now):
-                result.blocked += 1
-            elif candidate is not None and self._left_here_before(candidate):
-                continue
-            elif candidate is None:
-                if group.get("images"):
-                    result.waiting += 1
-                else:
-                    result.orphans += 1
-            else:
-                result.ready.append(candidate)
-        self._blocked = {k: b for k, b in self._blocked.items() if k in groups}
-        result.ready.sort(key=lambda c: c.order)
+                refused.add(key)
+        result.ready = [c for c in order if c.key not in refused] if refused else list(order)
         return result
+
+    def _check_head(self, now: float, look: bool) -> None:
+        """The jobs about to be offered first are the ones the daemon may have just taken: a problem
+        job whose links or special files stay here is asked again whether its report is in failed/
+        (nothing in the inbox changes when it is taken), and with `look` (a narrowed scan) each job's
+        files are looked at again, as the watcher's news of a job just taken can come late (inotify
+        holds events back a moment to pair renames, polling sees it at its next pass)."""
+        confirmed = 0
+        for candidate in self._ordered():
+            changed = False
+            for path, info in list(self._tree.groups.get(candidate.key, {}).items()) if look else ():
+                try:
+                    same = info.same(os.lstat(path))
+                except OSError:
+                    same = False
+                if not same:
+                    changed = True
+                    self._tree.look(path, now)
+            if not changed and candidate.problem and self._left_here_before(candidate):
+                changed = True
+                self._tree.dirty.add(candidate.key)
+            confirmed += not changed
+            if confirmed >= HEAD_CHECKED:
+                break
+        for key in self._tree.take_dirty():
+            self._conclude(key, now)
+
+    def _ordered(self) -> list[Candidate]:
+        if self._order is None:
+            self._order = sorted(self._ready.values(), key=lambda c: c.order)
+        return self._order
+
+    def _conclude(self, key: str, now: float) -> None:
+        """What the group `key` is now: ready, waiting, an orphan sidecar, left here, or gone."""
+        was_ready = self._ready.pop(key, None) is not None
+        self._waiting.discard(key)
+        self._orphans.discard(key)
+        self._left.pop(key, None)
+        self._timers.pop(key, None)
+        group = self._tree.groups.get(key)
+        state = "gone" if not group else self._state(key, list(group.values()), now)
+        if was_ready or state == "ready":
+            self._order = None
+
+    def _state(self, key: str, files: list[FileInfo], now: float) -> str:
+        settle_s = self.settings.settle_s
+        pending = [at for at in (i.unsettled_until(now, settle_s, UNREADABLE_GIVE_UP_S) for i in files)
+                   if at is not None]
+        if pending:  # the whole group waits: a sidecar is no orphan while its image arrives
+            self._waiting.add(key)
+            at = min(pending)
+            self._timers[key] = at if at > now else now + RETRY_S  # > now: a file not opened yet
+            return "waiting"
+        settings = self.settings
+        mtime = min(info.mtime for info in files)
+        bad = sorted(i.path for i in files if i.kind == "bad")
+        images = sorted((i for i in files if i.kind == "image"), key=lambda i: i.path)
+        sidecars = sorted((i for i in files if i.kind == "sidecar"), key=lambda i: i.path)
+        other = sorted(i.path for i in files if i.kind == "other")
+        named = [i.path for i in images + sidecars]
+        if bad:
+            candidate = Candidate(key, extra=tuple(sorted(bad + named)), mtime=mtime,
+                                  problem="symbolic links and special files are not accepted in the "
+                                  "inbox: " + ", ".join(p.name for p in bad))
+        elif other:
+            candidate = Candidate(key, extra=tuple(other), mtime=mtime, problem=(
+                f"unsupported file type {other[0].suffix or '(no suffix)'!r}: a job is an image "
+                f"({', '.join(IMAGE_SUFFIXES)}) with an optional sidecar ({', '.join(SIDECAR_SUFFIXES)})"))
+        elif len(images) > 1 or len(sidecars) > 1:
+            candidate = Candidate(key, extra=tuple(named), mtime=mtime, problem=(
+                "several files share the job name " + repr(Path(key).name) + ": "
+                + ", ".join(p.name for p in named) + "; give each image its own name"))
+        elif not images:
+            due = sidecars[0].since + settings.settle_s + settings.orphan_sidecar_s
+            if now < due:
+                self._orphans.add(key)
+                self._timers[key] = due
+                return "orphan"
+            candidate = Candidate(key, sidecar=sidecars[0].path, mtime=mtime, problem=(
+                f"a sidecar without an image: no {Path(key).name}.png/.jpg/.jpeg/.webp arrived within "
+                f"{settings.orphan_sidecar_s:g} s"))
+        else:
+            image, sidecar = images[0], (sidecars[0] if sidecars else None)
+            due = image.since + settings.settle_s + settings.sidecar_grace_s
+            if sidecar is None and now < due:
+                self._waiting.add(key)
+                self._timers[key] = due
+                return "waiting"
+            priority = 0 if sidecar is None else sidecar.read_priority(settings.max_sidecar_bytes)
+            if priority is None:  # not readable now: offered as 0, read again a moment later
+                self._timers[key] = now + RETRY_S
+            candidate = Candidate(key, image=image.path, sidecar=sidecar.path if sidecar else None,
+                                  mtime=mtime, priority=priority or 0)
+        if self._left_here_before(candidate):
+            self._left[key] = candidate
+            self._timers[key] = now + settings.rescan_s  # its report may be removed from failed/
+            return "left"
+        self._ready[key] = candidate
+        return "ready"
 
     def _left_here_before(self, candidate: Candidate) -> bool:
         """Links and special files that a failed job left in the inbox (failed/ is on another
@@ -227,128 +327,15 @@ class Inbox:
                         return True
         return False
 
-    def _candidate(self, key: str, group: dict[str, Any], now: float) -> Candidate | None:
-        images: list[Path] = sorted(group.get("images", []))
-        sidecars: list[Path] = sorted(group.get("sidecars", []))
-        bad: list[Path] = group.get("bad", [])
-        other: list[Path] = group.get("other", [])
-        mtime = group["mtime"]
-        if bad:
-            files = tuple(sorted(bad + images + sidecars))
-            return Candidate(key, extra=files, mtime=mtime,
-                             problem="symbolic links and special files are not accepted in the inbox: "
-                             + ", ".join(p.name for p in bad))
-        if other:
-            return Candidate(key, extra=tuple(other), mtime=mtime, problem=(
-                f"unsupported file type {other[0].suffix or '(no suffix)'!r}: a job is an image "
-                f"({', '.join(IMAGE_SUFFIXES)}) with an optional sidecar ({', '.join(SIDECAR_SUFFIXES)})"))
-        if len(images) > 1 or len(sidecars) > 1:
-            return Candidate(key, extra=tuple(images + sidecars), mtime=mtime, problem=(
-                "several files share the job name " + repr(Path(key).name) + ": "
-                + ", ".join(p.name for p in images + sidecars) + "; give each image its own name"))
-        sidecar = sidecars[0] if sidecars else None
-        if not images:
-            assert sidecar is not None
-            waited = now - self._seen[sidecar].since - self.settings.settle_s
-            if waited < self.settings.orphan_sidecar_s:
-                return None
-            return Candidate(key, sidecar=sidecar, mtime=mtime, problem=(
-                f"a sidecar without an image: no {Path(key).name}.png/.jpg/.jpeg/.webp arrived within "
-                f"{self.settings.orphan_sidecar_s:g} s"))
-        image = images[0]
-        if sidecar is None and now - self._seen[image].since - self.settings.settle_s \
-                < self.settings.sidecar_grace_s:
-            return None
-        priority = 0 if sidecar is None else self._priority(sidecar)
-        return Candidate(key, image=image, sidecar=sidecar, mtime=mtime, priority=priority)
-
-    def _priority(self, sidecar: Path) -> int:
-        """The sidecar's `priority`, read once per version of the file (size and mtime). Read like the
-        job will read it (no links, size-capped, the strict parser); any problem counts as 0: the job
-        then fails properly, with a report, when it is run."""
-        seen = self._seen[sidecar]
-        cached = self._priorities.get(sidecar)
-        if cached is not None and cached[:2] == (seen.size, seen.mtime_ns):
-            return cached[2]
-        try:
-            priority = read_sidecar(sidecar, max_bytes=self.settings.max_sidecar_bytes).priority or 0
-        except OSError:
-            return 0  # not remembered: a share's hiccup is read again at the next scan
-        except Exception:  # whatever is wrong with the sidecar is the job's error, reported when it runs
-            priority = 0
-        self._priorities[sidecar] = (seen.size, seen.mtime_ns, priority)
-        return priority
-
     def _skip_logged(self, name: str) -> bool:
+        """is_ignored, logged once per name; the names already logged are also the quick answer for
+        the litter a full walk meets again and again."""
+        if name in self._litter_logged:
+            return True
         if not self.is_ignored(name):
             return False
-        if name not in self._litter_logged:
-            self._litter_logged.add(name)
-            log.debug("ignored", file=name, reason="matches ignore_patterns")
+        if len(self._litter_logged) >= MAX_LITTER_NAMES:  # bounded: a name logged twice is a debug line
+            self._litter_logged.clear()
+        self._litter_logged.add(name)
+        log.debug("ignored", file=name, reason="matches ignore_patterns")
         return True
-
-
-def _identity(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
-    found = []
-    for path in files:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            found.append((0, 0, 0))
-            continue
-        found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(found)
-
-
-class Watcher:
-    """Wakes the daemon when something changes in the inbox; inotify or polling, chosen by filesystem."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.changed = threading.Event()
-        self._observer: Any = None
-        self.mode = self._choose_mode()
-
-    def _choose_mode(self) -> str:
-        mode = self.settings.watch_mode
-        fstype = filesystem_type(self.settings.inbox)
-        if mode == "auto":
-            mode = "poll" if is_network_fs(fstype) else "inotify"
-            log.info("watch mode chosen", mode=mode, filesystem=fstype or "unknown",
-                     inbox=str(self.settings.inbox),
-                     reason="network filesystem: inotify cannot see other hosts' writes"
-                     if mode == "poll" else "local filesystem")
-        else:
-            log.info("watch mode configured", mode=mode, filesystem=fstype or "unknown")
-        return mode
-
-    def start(self) -> None:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
-        from watchdog.observers.api import BaseObserver
-        from watchdog.observers.polling import PollingObserver
-
-        changed = self.changed
-
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                changed.set()
-
-        observer: BaseObserver = (PollingObserver(timeout=self.settings.poll_interval_s)
-                                  if self.mode == "poll" else Observer())
-        observer.schedule(Wake(), str(self.settings.inbox), recursive=True)
-        try:
-            observer.start()
-        except OSError as exc:  # e.g. the inotify watch limit is reached
-            log.warning("inotify unavailable, polling instead", error=str(exc))
-            self.mode = "poll"
-            observer = PollingObserver(timeout=self.settings.poll_interval_s)
-            observer.schedule(Wake(), str(self.settings.inbox), recursive=True)
-            observer.start()
-        self._observer = observer
-
-    def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
