@@ -57,7 +57,11 @@ RelativePath = Annotated[str, AfterValidator(relative_path)]
 
 
 def new_job_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
+    """Job ids sort in claim order (recovery resumes jobs in id order; a pipelined daemon claims the
+    next job within the same second): the second, then its microsecond in 5 hex digits, then 3 random
+    ones against two hosts claiming in the same microsecond."""
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond:05x}{secrets.randbelow(16**3):03x}"
 
 
 def utc_now() -> str:

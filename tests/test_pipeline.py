@@ -121,3 +121,14 @@ def test_retention_prunes_done_and_failed_only_when_set(settings: Settings) -> N
     assert prune(short) == 2
     assert not (settings.done / "sub").exists() and not (settings.failed / "sub").exists()
     assert (settings.done / "fresh.png").exists() and (settings.outbox / "sub" / "old.png").exists()
+
+
+def test_job_ids_sort_in_claim_order_within_a_second() -> None:
+    """Recovery resumes leftovers in id order; a pipelined daemon claims two jobs within a second."""
+    from i2v_watcher.job import new_job_id
+
+    ids = []
+    for _ in range(50):
+        ids.append(new_job_id())
+        time.sleep(0.000_01)  # ids made in the same microsecond may come in either order
+    assert ids == sorted(ids)
