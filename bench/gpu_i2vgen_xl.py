@@ -1,9 +1,11 @@
 """GPU benchmark: the real-size I2VGen-XL architecture (random weights; timing does not depend on them)
 on a 512x512 input, 16 frames, 50 steps — time per clip for a first and a second (warm) job and peak
 VRAM, the plain pipeline (float16, prompt embeddings computed as the backend does) against the daemon's
-own backend with its settings. Run on a machine with an NVIDIA GPU:
+own backend with its settings, on a machine with an NVIDIA GPU.
 
-    python bench/gpu_i2vgen_xl.py [--steps 50] [--frames 16] [--size 512] [--compile]
+    python bench/gpu_i2vgen_xl.py [--steps 50] [--frames 16] [--size 512] [--compile] [--quick]
+
+In the suite (`python -m bench`) it runs where torch sees a CUDA GPU; `--quick` takes 10 steps.
 
 Component sizes: the UNet is I2VGenXLUNet's defaults (1.42 B parameters, as published); the VAE is
 Stable Diffusion's AutoencoderKL (128/256/512/512); the text tower OpenCLIP ViT-H/14's (width 1024, 24
@@ -17,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,7 @@ def timed(run: Any) -> dict[str, float]:
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
-def plain(model: Path, image: Image.Image, args: argparse.Namespace) -> list[dict[str, float]]:
+def plain(model: Path, image: Image.Image, args: Options) -> list[dict[str, float]]:
     from diffusers import I2VGenXLPipeline
 
     from i2v_watcher.backends.i2vgen_xl import encode_prompt
@@ -89,7 +92,7 @@ def plain(model: Path, image: Image.Image, args: argparse.Namespace) -> list[dic
     return results
 
 
-def ours(model: Path, image: Image.Image, args: argparse.Namespace) -> list[dict[str, float]]:
+def ours(model: Path, image: Image.Image, args: Options) -> list[dict[str, float]]:
     from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
     from i2v_watcher.config import Settings
     from i2v_watcher.spec import JobDefaults, JobSpec, resolve
@@ -105,27 +108,66 @@ def ours(model: Path, image: Image.Image, args: argparse.Namespace) -> list[dict
     return [timed(lambda: backend.generate(image, params, lambda d, t: None)) for _ in range(2)]
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class Options:
+    steps: int = 50
+    frames: int = 16
+    size: int = 512
+    compile: bool = False
+
+
+TITLE = "I2VGen-XL at its real size on the GPU: the plain pipeline (float16) against the daemon's backend"
+
+
+def unavailable() -> str | None:
+    return None if torch.cuda.is_available() else "it needs an NVIDIA GPU with CUDA (torch sees none)"
+
+
+def measure(args: Options) -> dict[str, Any]:
+    image = Image.new("RGB", (args.size, args.size), (90, 140, 200))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_real_size(Path(tmp) / "i2vgen-xl")
+        report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                  "size": args.size, "frames": args.frames, "steps": args.steps,
+                                  "compile": args.compile, "plain_fp16": plain(model, image, args),
+                                  "ours": ours(model, image, args)}
+    report["warm_speedup"] = round(report["plain_fp16"][1]["seconds"] / report["ours"][1]["seconds"], 2)
+    return report
+
+
+def run(quick: bool = False) -> tuple[str, list[dict[str, object]]]:
+    args = Options(steps=10 if quick else 50)
+    report = measure(args)
+    rows: list[dict[str, object]] = []
+    for name, key in (("plain pipeline, float16", "plain_fp16"), ("the daemon's backend", "ours")):
+        for job, result in zip(("first", "second (warm)"), report[key], strict=True):
+            rows.append({"contender": name, "job": job, "seconds": result["seconds"],
+                         "peak GiB": result["peak_gib"],
+                         "warm speed-up of ours": f"{report['warm_speedup']:.2f}x" if key == "ours" and
+                         job.startswith("second") else ""})
+    return (f"{TITLE} ({report['gpu']}, torch {report['torch']}: {args.size}x{args.size}, "
+            f"{args.frames} frames, {args.steps} steps; backend settings: defaults)"), rows
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="10 steps")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("needs an NVIDIA GPU with CUDA")
-    image = Image.new("RGB", (args.size, args.size), (90, 140, 200))
-    with tempfile.TemporaryDirectory() as tmp:
-        model = build_real_size(Path(tmp) / "i2vgen-xl")
-        report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                  "size": args.size, "frames": args.frames, "steps": args.steps, "compile": args.compile,
-                  "plain_fp16": plain(model, image, args), "ours": ours(model, image, args)}
-    report["warm_speedup"] = round(report["plain_fp16"][1]["seconds"] / report["ours"][1]["seconds"], 2)
+    args = parser.parse_args(argv)
+    reason = unavailable()
+    if reason:
+        sys.exit(reason)
+    report = measure(Options(steps=10 if args.quick else args.steps, frames=args.frames, size=args.size,
+                             compile=args.compile))
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

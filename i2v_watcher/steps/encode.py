@@ -36,6 +36,9 @@ class Encode(OutputStep):
             raise ValueError(f"preset {self.preset!r} is not one of {', '.join(allowed)} for {self.codec}")
         if self.crf > 51 and self.codec != "libvpx-vp9":
             raise ValueError(f"crf {self.crf} is above 51, the limit of {self.codec}")
+        if self.crf == 0 and self.codec in HARDWARE:
+            # NVENC reads cq 0 as "no quality target": the clip would come out at the encoder's whim.
+            raise ValueError(f"crf 0 is not a quality for {self.codec} (its cq 0 means none): use 1-51")
         return self
 
     def encoders(self) -> set[str]:
