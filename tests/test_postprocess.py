@@ -255,13 +255,18 @@ def test_one_generation_many_outputs_through_the_daemon(folders: Folders, start:
     assert not any(e.get("job") == "poke" and e["event"] == "progress" for e in daemon.events())
 
 
-def test_a_crash_after_generation_resumes_at_post_processing(folders: Folders, start: Start) -> None:
+def crash_one_job_at(folders: Folders, start: Start, point: str) -> Path:
+    """One slow job, 4 frames, seed 5, its daemon killed at a crash point: the job's folder."""
     folders.write_config(backend="slow", plugins=["slow_backend"])
     make_image(folders.inbox / "a.png")
-    (folders.inbox / "a.yaml").write_text("num_frames: 4\nbackend_options: {delay_s: 0.05}\n")
-    crashed = start(folders.config, "--once", I2V_CRASH_AT="pipeline.after_scratch")
-    assert crashed.wait() == -9
+    (folders.inbox / "a.yaml").write_text("num_frames: 4\nseed: 5\nbackend_options: {delay_s: 0.05}\n")
+    assert start(folders.config, "--once", I2V_CRASH_AT=point).wait() == -9
     (job,) = folders.jobs_in_work()
+    return job
+
+
+def test_a_crash_after_generation_resumes_at_post_processing(folders: Folders, start: Start) -> None:
+    job = crash_one_job_at(folders, start, "pipeline.after_scratch")
     scratch = Path(folders.settings["scratch"]) / "testhost"
     assert [p.name for p in scratch.iterdir()] == [f"{job.name}.frames.npy"]  # the local resume copy
     resumed = start(folders.config, "--once")
@@ -274,12 +279,7 @@ def test_a_crash_after_generation_resumes_at_post_processing(folders: Folders, s
 def test_frames_lost_with_the_host_are_generated_again(folders: Folders, start: Start) -> None:
     """Killed after generation but before the resume copy exists (as a host crash loses it): the
     next start generates the job again, once, and publishes it once."""
-    folders.write_config(backend="slow", plugins=["slow_backend"])
-    make_image(folders.inbox / "a.png")
-    (folders.inbox / "a.yaml").write_text("num_frames: 4\nseed: 5\nbackend_options: {delay_s: 0.05}\n")
-    crashed = start(folders.config, "--once", I2V_CRASH_AT="pipeline.after_generate")
-    assert crashed.wait() == -9
-    (job,) = folders.jobs_in_work()
+    job = crash_one_job_at(folders, start, "pipeline.after_generate")
     assert json.loads((job / "job.json").read_text())["stage"] == "generated"
     resumed = start(folders.config, "--once")
     assert resumed.wait() == 0, resumed.log
