@@ -145,7 +145,7 @@ def check_gpu(ctx: Context) -> list[Finding]:
         fix = NO_GPU if level != "info" else NO_GPU_NEEDED
         return [Finding("gpu", level, f"torch {torch.__version__} sees no CUDA GPU (configured device: "
                         f"{device})", fix, {"gpus": []})]
-    from i2v_watcher.backends.diffusion import auto_short_side
+    from i2v_watcher.backends.capacity import auto_short_side
 
     gpus: list[dict[str, Any]] = []
     runs = next(iter(ctx.diffusion), "a diffusion backend")

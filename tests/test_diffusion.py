@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from conftest import Daemon, Folders, decode, make_image
-from i2v_watcher.backends.diffusion import DiffusersBackend, Plan, Preloaded
+from i2v_watcher.backends.attempt import Plan, Preloaded
+from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
 from i2v_watcher.spec import JobParams
 from tiny_models import build_i2vgen_xl, build_svd, build_wan_i2v
@@ -180,14 +181,14 @@ def test_a_hub_id_missing_from_the_cache_is_a_startup_error_that_says_so(
 
 
 def test_resolution_auto_follows_the_gpu_memory_rule_and_says_why() -> None:
-    from i2v_watcher.backends.diffusion import auto_short_side
+    from i2v_watcher.backends.capacity import auto_short_side
 
     side, reason = auto_short_side("cpu")
     assert side == 512 and "no CUDA device" in reason
 
 
 def test_nan_or_black_frames_fail_the_job_with_a_hint() -> None:
-    from i2v_watcher.backends.diffusion import to_uint8
+    from i2v_watcher.backends.attempt import to_uint8
     from i2v_watcher.errors import JobError
 
     good = torch.full((5, 3, 8, 8), 0.5)
@@ -205,7 +206,7 @@ def test_nan_or_black_frames_fail_the_job_with_a_hint() -> None:
 def test_frames_become_uint8_on_the_device_as_numpy_made_them_on_the_host(dtype: torch.dtype) -> None:
     """The pipeline's frames (count, 3, height, width) become uint8 where they are, chunk by chunk, with
     the same bytes as the float32 arithmetic numpy did on the host before."""
-    from i2v_watcher.backends.diffusion import to_uint8
+    from i2v_watcher.backends.attempt import to_uint8
 
     video = (torch.rand((7, 3, 6, 10), generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1).to(dtype)
     video[0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255, 254.5 / 255])  # ties, half to even

@@ -1,6 +1,6 @@
 """What every diffusers backend shares: loading once with the memory options, fitting the job's size
-and frame count to what the model accepts, preloading a job's CPU-side inputs, per-step progress, the
-OOM ladder, and checking the frames and bringing them to the host as uint8.
+and frame count to what the model accepts, preloading a job's CPU-side inputs, the OOM ladder, and
+running the pipeline (what one attempt runs with and reads back is in attempt.py).
 
 torch and diffusers are imported inside the methods: the core install (preview backend) has neither.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
 import math
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from types import MappingProxyType
@@ -24,7 +23,9 @@ import numpy as np
 import structlog
 from PIL import Image
 
+from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
 from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
+from i2v_watcher.backends.capacity import auto_short_side, missing_extra
 from i2v_watcher.config import DEFAULT_MODELS, ModelSettings, OomRung, Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.spec import JobParams
@@ -34,117 +35,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("i2v_watcher.diffusion")
 STANDARD_SHORT_SIDES = (512, 768, 1024)
-DIFFUSION_EXTRA = ("torch", "diffusers", "transformers", "huggingface_hub")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one attempt at a job runs with (the OOM ladder makes smaller plans)."""
-
-    width: int
-    height: int
-    num_frames: int
-    offload: str | None = None
-    rung: int = 0
-
-
-Fingerprint = tuple[int, int, str, bytes]
-
-
-def fingerprint(image: Image.Image) -> Fingerprint:
-    """A cheap identity of an image: its size, its mode and a 16x16 nearest-neighbour sample of it."""
-    return image.width, image.height, image.mode, image.resize((16, 16), Image.Resampling.NEAREST).tobytes()
-
-
-@dataclass(frozen=True)
-class Preloaded:
-    """A job's CPU-side inputs, made by `DiffusersBackend.preload` while another job generates. generate()
-    uses it only for the job it was made for: the same parameters and the same image."""
-
-    params: JobParams
-    source: Fingerprint
-    plan: Plan
-    notes: Mapping[str, Any]
-    image: Image.Image  # the input resized to the plan's size
-    # Pipeline arguments computed ahead (I2VGen-XL's prompt embeddings); None: generate() computes them
-    # (the backend cannot do it beside another job, or offload hooks were moving its modules).
-    conditioning: Mapping[str, Any] | None
-
-    def fits(self, image: Image.Image, params: JobParams) -> bool:
-        return self.params == params and self.source == fingerprint(image)
-
-
-def missing_extra() -> str | None:
-    """The first package of the `diffusion` extra that cannot be imported, or None."""
-    for name in DIFFUSION_EXTRA:
-        try:
-            if importlib.util.find_spec(name) is None:
-                return name
-        except (ImportError, ValueError):  # a broken install counts as missing
-            return name
-    return None
-
-
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
-def auto_short_side(device: str) -> tuple[int, str]:
-    """The original WebUI's rule from the GPU's total memory: ≤12 GB 512p, ≤18 GB 768p, else 1024p."""
-    import torch
-
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        return 512, f"no CUDA device ({device}): 512p"
-    total = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
-    side = 512 if total <= 12 else 768 if total <= 18 else 1024
-    return side, f"GPU has {total:.1f} GiB: {side}p (≤12 GiB 512p, ≤18 GiB 768p, else 1024p)"
-
-
-class _StepProgress:
-    """A job's denoising steps as (done, total), from whichever hook its pipeline offers: the
-    `callback_on_step_end` argument, or a stand-in for the pipeline's tqdm bar."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.done, self.total, self.progress = 0, 0, progress
-
-    def step(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
-        self.progress(done, total)
-
-    def again(self) -> None:
-        """A progress point without a step (a VAE decode block): the daemon is alive, no further."""
-        self.progress(self.done, self.total)
-
-    def on_step_end(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        """diffusers' `callback_on_step_end`: changes no tensor."""
-        self.step(index + 1, int(pipe.num_timesteps))
-        return {}
-
-    def bar(self, iterable: Any = None, total: int | None = None) -> _Bar:
-        """Replaces `pipe.progress_bar`, for a pipeline without `callback_on_step_end`."""
-        return _Bar(self, total if total is not None else len(iterable))
-
-
-class _Bar:
-    """What a pipeline's denoising loop uses of tqdm: a context manager that counts `update()`s."""
-
-    def __init__(self, steps: _StepProgress, total: int) -> None:
-        self.steps, self.total, self.done = steps, total, 0
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        self.steps.step(self.done, self.total)
-
-
 class DiffusersBackend(Backend):
     """A diffusers image-to-video pipeline kept resident on one device for every job."""
 
@@ -421,7 +311,7 @@ class DiffusersBackend(Backend):
 
         pipe = self.pipe
         device = torch.device(self.settings.diffusion.device)
-        steps = _StepProgress(progress)
+        steps = StepProgress(progress)
         extra: dict[str, Any] = {"output_type": "pt"}  # frames stay on the device until they are uint8
         if self.default_decode_chunk is not None:
             extra["decode_chunk_size"] = params.decode_chunk_size or self.default_decode_chunk
@@ -488,30 +378,3 @@ class DiffusersBackend(Backend):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def to_uint8(video: torch.Tensor, chunk: int = 8) -> np.ndarray:
-    """Float frames (count, 3, height, width) in [0, 1], where the pipeline left them (the GPU) → uint8
-    (count, height, width, 3) on the host, `chunk` frames at a time: neither the device nor the host holds
-    a second float copy of the clip. NaN or all-black output fails the job instead of a black clip."""
-    import torch
-
-    if video.ndim != 4 or video.shape[1] != 3:
-        raise JobError(f"the model returned frames of shape {tuple(video.shape)}", stage="generate")
-    count, _, height, width = video.shape
-    pixels = torch.empty((count, height, width, 3), dtype=torch.uint8)
-    brightest = 0
-    for start in range(0, count, chunk):
-        part = video[start:start + chunk]
-        if not bool(torch.isfinite(part).all()):
-            raise JobError("the model produced NaN values (no picture)", stage="generate",
-                           hint="float16 overflow is a known cause in video diffusion models: set "
-                                "[diffusion] dtype = \"bfloat16\" (or \"float32\")")
-        # float32 whatever the model's dtype, as numpy did it before: the same seed gives the same bytes.
-        levels = part.float().clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-        brightest = max(brightest, int(levels.amax()))
-        pixels[start:start + chunk].copy_(levels.permute(0, 2, 3, 1).contiguous())  # to the host
-    if brightest <= 2:
-        raise JobError("the model produced all-black frames", stage="generate",
-                       hint="float16 overflow is a known cause: try [diffusion] dtype = \"bfloat16\"")
-    return pixels.numpy()

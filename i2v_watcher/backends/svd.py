@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
-from i2v_watcher.backends.diffusion import DiffusersBackend, Plan
+from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.spec import JobParams
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from i2v_watcher.backends import register
-from i2v_watcher.backends.diffusion import DiffusersBackend, Plan
+from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.spec import JobParams
 
 

@@ -1,0 +1,135 @@
+"""One attempt at a job on a diffusers pipeline: what it runs with (its `Plan`, the job's `Preloaded`
+inputs), what it reads from the pipeline while it runs (the denoising steps, whichever hook the pipeline
+offers), and what it brings back (the frames as uint8, checked on the device; an out-of-memory error
+told apart for the OOM ladder). diffusion.py's backend builds on these.
+
+torch is imported inside the functions: the core install (preview backend) has none."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from i2v_watcher.backends.base import Progress
+from i2v_watcher.errors import JobError
+from i2v_watcher.spec import JobParams
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one attempt at a job runs with (the OOM ladder makes smaller plans)."""
+
+    width: int
+    height: int
+    num_frames: int
+    offload: str | None = None
+    rung: int = 0
+
+
+Fingerprint = tuple[int, int, str, bytes]
+
+
+def fingerprint(image: Image.Image) -> Fingerprint:
+    """A cheap identity of an image: its size, its mode and a 16x16 nearest-neighbour sample of it."""
+    return image.width, image.height, image.mode, image.resize((16, 16), Image.Resampling.NEAREST).tobytes()
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """A job's CPU-side inputs, made by `DiffusersBackend.preload` while another job generates. generate()
+    uses it only for the job it was made for: the same parameters and the same image."""
+
+    params: JobParams
+    source: Fingerprint
+    plan: Plan
+    notes: Mapping[str, Any]
+    image: Image.Image  # the input resized to the plan's size
+    # Pipeline arguments computed ahead (I2VGen-XL's prompt embeddings); None: generate() computes them
+    # (the backend cannot do it beside another job, or offload hooks were moving its modules).
+    conditioning: Mapping[str, Any] | None
+
+    def fits(self, image: Image.Image, params: JobParams) -> bool:
+        return self.params == params and self.source == fingerprint(image)
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+class StepProgress:
+    """A job's denoising steps as (done, total), from whichever hook its pipeline offers: the
+    `callback_on_step_end` argument, or a stand-in for the pipeline's tqdm bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.done, self.total, self.progress = 0, 0, progress
+
+    def step(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self.progress(done, total)
+
+    def again(self) -> None:
+        """A progress point without a step (a VAE decode block): the daemon is alive, no further."""
+        self.progress(self.done, self.total)
+
+    def on_step_end(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        """diffusers' `callback_on_step_end`: changes no tensor."""
+        self.step(index + 1, int(pipe.num_timesteps))
+        return {}
+
+    def bar(self, iterable: Any = None, total: int | None = None) -> _Bar:
+        """Replaces `pipe.progress_bar`, for a pipeline without `callback_on_step_end`."""
+        return _Bar(self, total if total is not None else len(iterable))
+
+
+class _Bar:
+    """What a pipeline's denoising loop uses of tqdm: a context manager that counts `update()`s."""
+
+    def __init__(self, steps: StepProgress, total: int) -> None:
+        self.steps, self.total, self.done = steps, total, 0
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.steps.step(self.done, self.total)
+
+
+def to_uint8(video: torch.Tensor, chunk: int = 8) -> np.ndarray:
+    """Float frames (count, 3, height, width) in [0, 1], where the pipeline left them (the GPU) → uint8
+    (count, height, width, 3) on the host, `chunk` frames at a time: neither the device nor the host holds
+    a second float copy of the clip. NaN or all-black output fails the job instead of a black clip."""
+    import torch
+
+    if video.ndim != 4 or video.shape[1] != 3:
+        raise JobError(f"the model returned frames of shape {tuple(video.shape)}", stage="generate")
+    count, _, height, width = video.shape
+    pixels = torch.empty((count, height, width, 3), dtype=torch.uint8)
+    brightest = 0
+    for start in range(0, count, chunk):
+        part = video[start:start + chunk]
+        if not bool(torch.isfinite(part).all()):
+            raise JobError("the model produced NaN values (no picture)", stage="generate",
+                           hint="float16 overflow is a known cause in video diffusion models: set "
+                                "[diffusion] dtype = \"bfloat16\" (or \"float32\")")
+        # float32 whatever the model's dtype, as numpy did it before: the same seed gives the same bytes.
+        levels = part.float().clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+        brightest = max(brightest, int(levels.amax()))
+        pixels[start:start + chunk].copy_(levels.permute(0, 2, 3, 1).contiguous())  # to the host
+    if brightest <= 2:
+        raise JobError("the model produced all-black frames", stage="generate",
+                       hint="float16 overflow is a known cause: try [diffusion] dtype = \"bfloat16\"")
+    return pixels.numpy()
