@@ -78,11 +78,11 @@ class Stages:
     def idle(self) -> bool:
         return self._in_flight == 0 and self.results.empty()
 
-    def submit(self, job: Job, preload: bool = True) -> None:
+    def submit(self, job: Job) -> None:
         with self._lock:
             self._waiting += 1
             self._in_flight += 1
-        if preload and job.state.stage == "claimed":
+        if job.state.stage == "claimed":
             self.front.start_preload(job)
         self._to_generate.put(job)
 
