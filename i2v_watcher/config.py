@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from i2v_watcher.config_checks import check_folders_apart, check_output_template
@@ -190,6 +190,20 @@ class Settings(BaseSettings):
     # (its worker died): must exceed the longest job.
     visibility_timeout_s: float = Field(default=6 * HOUR, ge=5, le=7 * DAY)
 
+    # The web dashboard (`i2v-watcher web`): where it listens, and what it may change. Read-only unless
+    # a write is allowed; every write then needs `web_token` (or I2V_WEB_TOKEN, e.g. from the unit's
+    # environment file), at least 16 characters.
+    web_listen: str = "127.0.0.1:8080"
+    web_allow_submit: bool = False
+    web_allow_retry: bool = False
+    web_token: SecretStr | None = None
+    web_upload_max_mb: int = Field(default=50, ge=1, le=10 * 1024)
+    web_page_size: int = Field(default=24, ge=1, le=500)
+    # Prometheus metrics of this daemon on http://metrics_address:metrics_port/metrics; unset: none
+    # (the hardened unit keeps no network port).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_address: str = "127.0.0.1"
+
     # Life of the process
     stop_timeout_s: float = Field(default=30.0, ge=0, le=DAY)
     progress_log_s: float = Field(default=5.0, ge=0, le=HOUR)
@@ -224,6 +238,12 @@ class Settings(BaseSettings):
     @classmethod
     def _with_default_models(cls, value: Any) -> Any:
         return {**DEFAULT_MODELS, **value} if isinstance(value, dict) else value
+
+    @field_validator("web_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host_and_port(value)
+        return value
 
     @field_validator("output_template")
     @classmethod
@@ -311,6 +331,15 @@ class Settings(BaseSettings):
         else:
             base = Path("~/.cache/i2v-watcher/scratch").expanduser()
         return base / self.worker_id
+
+
+def host_and_port(listen: str) -> tuple[str, int]:
+    """`host:port` (`[::1]:8080` for IPv6) as a host and a port number; ValueError otherwise."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 (got {listen!r})")
+    return host, int(port)
 
 
 def check_model_tables(settings: Settings, known_backends: Iterable[str],

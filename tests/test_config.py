@@ -128,6 +128,9 @@ RANGES = [
     ("max_silent_s", 1, 86400, 0.5, 86401),
     ("load_timeout_s", 10, 86400, 9, 86401),
     ("pipeline_depth", 0, 8, -1, 9),
+    ("web_upload_max_mb", 1, 10 * 1024, 0, 10 * 1024 + 1),
+    ("web_page_size", 1, 500, 0, 501),
+    ("metrics_port", 1, 65535, 0, 65536),
 ]
 
 
