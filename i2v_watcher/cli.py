@@ -1,4 +1,4 @@
-"""The `i2v-watcher` command: run, worker, submit, status, retry, check-config, doctor."""
+"""The `i2v-watcher` command: run, worker, submit, status, retry, web, check-config, doctor."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("name", nargs="?", help="a failed job's name (as `status` lists it)")
     target.add_argument("--all", action="store_true", help="every failed job")
+    with_config(sub.add_parser(
+        "web", help="serve the dashboard: queue, workers, gallery, failed jobs, submit form, /metrics",
+        description="A separate process that reads the shared folders and the workers' heartbeats; it "
+                    "listens on web_listen (127.0.0.1:8080 by default) and is read-only unless "
+                    "web_allow_submit / web_allow_retry are on (then writes need web_token)."))
     check = sub.add_parser("check-config", help="validate a config file and print the effective settings")
     check.add_argument("config", type=Path)
     doctor = with_config(sub.add_parser(
@@ -167,6 +172,15 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_CANNOT_RUN if refused else 0
 
 
+def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        from i2v_watcher.web.app import serve
+    except ImportError as exc:
+        raise StartupError(f"`i2v-watcher web` needs the web extra: pip install 'i2v-watcher[web]' ({exc})") \
+            from exc
+    return serve(settings)
+
+
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.daemon import discover_backends
     from i2v_watcher.ffmpeg import find_ffmpeg
@@ -212,4 +226,4 @@ def _masked(url: str) -> str:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "submit": cmd_submit, "status": cmd_status,
-            "retry": cmd_retry, "check-config": cmd_check_config}
+            "retry": cmd_retry, "web": cmd_web, "check-config": cmd_check_config}

@@ -316,7 +316,7 @@ def parse_sidecar(data: bytes, *, max_bytes: int) -> JobSpec:
     if len(data) > max_bytes:
         raise JobError(f"the sidecar is larger than {max_bytes} bytes", stage="sidecar")
     try:
-        return _validate(_load(data))
+        return _validate(load_yaml(data))
     except JobError:
         raise
     except Exception as exc:  # a last resort: whatever the loader or pydantic raise is still the sidecar's
@@ -324,7 +324,8 @@ def parse_sidecar(data: bytes, *, max_bytes: int) -> JobSpec:
                        stage="sidecar") from exc
 
 
-def _load(data: bytes) -> object:
+def load_yaml(data: bytes) -> object:
+    """Untrusted YAML, read with the sidecar rules (no aliases, no deep nesting, JSON kinds only)."""
     try:
         return yaml.load(data.decode("utf-8-sig"), Loader=_NoAliasLoader)
     except UnicodeDecodeError as exc:

@@ -133,7 +133,19 @@ def _failed_entry(failed: Path, report: Path) -> dict[str, Any]:
         data = read_json(failed / report, MAX_REPORT_BYTES)
     except UNREADABLE as exc:
         return {**entry, "stage": "unreadable", "message": reason(exc)}
-    return {**entry, "stage": data.get("stage"), "message": data.get("message")}
+    folder = PurePosixPath(*report.parent.parts)
+    files = [str(folder / name) for name in _listed_files(failed / report)]
+    return {**entry, **{key: data.get(key) for key in ("stage", "message", "hint", "input", "failed_at")},
+            "files": files}
+
+
+def jobs_in_progress(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
+    return [_job_entry(path) for path in _state_files(settings.work, warn)]
+
+
+def failed_jobs(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
+    return [_failed_entry(settings.failed, report.relative_to(settings.failed))
+            for report in failed_reports(settings, warn)]
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -142,12 +154,10 @@ def collect(settings: Settings) -> dict[str, Any]:
     skip = Inbox(settings).is_ignored
     queued = [str(p) for p in _files("inbox", settings.inbox, skip, warnings.append)
               if p.suffix.lower() in IMAGE_SUFFIXES]
-    in_progress = [_job_entry(path) for path in _state_files(settings.work, warnings.append)]
+    in_progress = jobs_in_progress(settings, warnings.append)
     done = [str(p.with_suffix("")) for p in _files("outbox", settings.outbox, skip, warnings.append)
             if p.suffix == ".json"]
-    failed = [_failed_entry(settings.failed, p) for p in _files("failed", settings.failed, skip,
-                                                                warnings.append)
-              if p.name.endswith(REPORT_SUFFIX)]
+    failed = failed_jobs(settings, warnings.append)
     workers = survey(settings) if settings.work.is_dir() else []
     return {
         "counts": {"queued": len(queued), "in_progress": len(in_progress), "done": len(done),

@@ -75,6 +75,16 @@ class Scan:
     recheck_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Queued:
+    """One job of the inbox as a person sees it."""
+
+    key: str
+    why: str  # "ready", or why it waits
+    until: float | None  # monotonic time at which waiting ends by itself; None: only a change can end it
+    image: Path | None
+
+
 @dataclass
 class _Blocked:
     reason: str
@@ -90,7 +100,7 @@ class Inbox:
         self._ignore = re.compile("|".join(fnmatch.translate(p) for p in settings.ignore_patterns) or "(?!)")
         self._tree = Tree(self.root, self._skip_logged)
         self._ready: dict[str, Candidate] = {}
-        self._waiting: set[str] = set()
+        self._waiting: dict[str, str] = {}  # job key → why it waits
         self._orphans: set[str] = set()
         self._left: dict[str, Candidate] = {}  # reported once already: see _left_here_before
         self._timers: dict[str, float] = {}  # job key → when time alone can change what it is
@@ -212,6 +222,17 @@ class Inbox:
         result.ready = [c for c in order if c.key not in refused] if refused else list(order)
         return result
 
+    def listing(self) -> list[Queued]:
+        """What the last scan saw, for a person: ready jobs first, in the order they will be taken,
+        then the ones that wait, each with why."""
+        rows = [Queued(c.key, "ready", None, c.image) for c in self._ordered()]
+        waiting = [*sorted(self._waiting.items()),
+                   *((key, "a sidecar without an image (yet)") for key in sorted(self._orphans))]
+        for key, why in waiting:
+            image = next((i.path for i in self._tree.groups.get(key, {}).values() if i.kind == "image"), None)
+            rows.append(Queued(key, why, self._timers.get(key), image))
+        return rows
+
     def _check_head(self, now: float, look: bool) -> None:
         """The jobs about to be offered first are the ones the daemon may have just taken: a problem
         job whose links or special files stay here is asked again whether its report is in failed/
@@ -246,7 +267,7 @@ class Inbox:
     def _conclude(self, key: str, now: float) -> None:
         """What the group `key` is now: ready, waiting, an orphan sidecar, left here, or gone."""
         was_ready = self._ready.pop(key, None) is not None
-        self._waiting.discard(key)
+        self._waiting.pop(key, None)
         self._orphans.discard(key)
         self._left.pop(key, None)
         self._timers.pop(key, None)
@@ -260,7 +281,7 @@ class Inbox:
         pending = [at for at in (i.unsettled_until(now, settle_s, UNREADABLE_GIVE_UP_S) for i in files)
                    if at is not None]
         if pending:  # the whole group waits: a sidecar is no orphan while its image arrives
-            self._waiting.add(key)
+            self._waiting[key] = "settling: its files are still being written"
             at = min(pending)
             self._timers[key] = at if at > now else now + RETRY_S  # > now: a file not opened yet
             return "waiting"
@@ -296,7 +317,7 @@ class Inbox:
             image, sidecar = images[0], (sidecars[0] if sidecars else None)
             due = image.since + settings.settle_s + settings.sidecar_grace_s
             if sidecar is None and now < due:
-                self._waiting.add(key)
+                self._waiting[key] = "waiting for its sidecar"
                 self._timers[key] = due
                 return "waiting"
             priority = 0 if sidecar is None else sidecar.read_priority(settings.max_sidecar_bytes)

@@ -1,0 +1,73 @@
+"""The dashboard's application (routes and middleware) and `i2v-watcher web`, which serves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from i2v_watcher.config import Settings, host_and_port
+from i2v_watcher.web.guard import FORM_OVERHEAD, BodyLimit, SecurityHeaders
+from i2v_watcher.web.pages import Pages
+from i2v_watcher.web.webmetrics import FolderMetrics
+
+STATIC = Path(__file__).parent / "static"
+log = structlog.get_logger("i2v_watcher.web")
+
+
+def create_app(settings: Settings) -> Starlette:
+    pages = Pages(settings)
+    registry = CollectorRegistry(auto_describe=False)  # a description would scan the folders now
+    registry.register(FolderMetrics(pages.board, pages.gallery))
+
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/", pages.overview),
+        Route("/live", pages.overview_part),
+        Route("/gallery", pages.gallery_page),
+        Route("/failed", pages.failed_page),
+        Route("/failed/retry", pages.retry, methods=["POST"]),
+        Route("/submit", pages.submit_page, methods=["GET"]),
+        Route("/submit", pages.submit, methods=["POST"]),
+        Route("/follow", pages.follow_page),
+        Route("/login", pages.login_page, methods=["GET"]),
+        Route("/login", pages.login, methods=["POST"]),
+        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/files/{rel:path}", pages.outbox_file, methods=["GET", "HEAD"]),
+        Route("/thumbs/{folder}/{rel:path}", pages.thumbnail),
+        Route("/api/status", pages.api_status),
+        Route("/api/job", pages.api_job),
+        Route("/metrics", metrics),
+        Route("/healthz", health),
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    body_cap = min(settings.web_upload_max_mb * 1024 * 1024, settings.max_image_bytes) + FORM_OVERHEAD
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders),
+                                                Middleware(BodyLimit, max_bytes=body_cap)])
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    app = create_app(settings)  # refuses to start (StartupError) before the port is taken
+    host, port = host_and_port(settings.web_listen)
+    log.info("web dashboard", url=f"http://{settings.web_listen}/",
+             writes=[w for w, on in (("submit", settings.web_allow_submit),
+                                     ("retry", settings.web_allow_retry)) if on] or "none (read-only)")
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            server_header=False, proxy_headers=False)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 2

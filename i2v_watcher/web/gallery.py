@@ -1,0 +1,114 @@
+"""The published clips, newest first, from the outbox's metadata files (`<name>.json`, written last by
+the daemon as the marker that a job is complete).
+
+An outbox holds thousands of clips: each metadata file is read once per version (inode, size, mtime)
+and remembered; a page walks the folder (names only) and sorts what it already knows.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from i2v_watcher.config import Settings
+from i2v_watcher.fsutil import read_json, walk_files
+from i2v_watcher.status import UNREADABLE
+from i2v_watcher.watch import Inbox
+
+MAX_METADATA_BYTES = 1024 * 1024
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+STILL_SUFFIXES = (".jpg", ".png")
+
+
+@dataclass(frozen=True)
+class Clip:
+    rel: str  # the metadata file, relative to the outbox
+    name: str
+    published_at: str
+    prompt: str
+    negative_prompt: str
+    meta: dict[str, Any]
+    files: tuple[str, ...]  # every output, relative to the outbox
+
+    @property
+    def video(self) -> str | None:
+        return next((f for f in self.files if f.lower().endswith(VIDEO_SUFFIXES)), None)
+
+    @property
+    def poster(self) -> str | None:
+        stem = self.rel[: -len(".json")]
+        return next((f for f in self.files if f.lower() in (stem.lower() + s for s in STILL_SUFFIXES)),
+                    None)
+
+    @property
+    def presets(self) -> list[str]:
+        post = self.meta.get("postprocess")
+        presets = post.get("presets") if isinstance(post, dict) else None
+        return [str(p) for p in presets] if isinstance(presets, list) else []
+
+    def matches(self, words: list[str]) -> bool:
+        text = f"{self.name}\n{self.prompt}\n{self.rel}".lower()
+        return all(word in text for word in words)
+
+
+def _clip(rel: str, data: dict[str, Any]) -> Clip | None:
+    """A clip from its metadata, or None for a .json that is not ours (or lists files elsewhere)."""
+    name, files = data.get("name"), data.get("files")
+    if not isinstance(name, str) or not isinstance(data.get("job_id"), str) or not isinstance(files, list):
+        return None
+    folder = rel.rpartition("/")[0]
+    prefix = f"{folder}/" if folder else ""
+    # Only files beside the metadata, as the daemon publishes them: a hand-edited list cannot point
+    # anywhere else (and every file is still opened through files.open_inside).
+    listed = tuple(f for f in files
+                   if isinstance(f, str) and f.startswith(prefix) and "/" not in f[len(prefix):])
+
+    def text(key: str) -> str:
+        value = data.get(key)
+        return value if isinstance(value, str) else ""
+
+    return Clip(rel=rel, name=name, published_at=text("published_at"), prompt=text("prompt"),
+                negative_prompt=text("negative_prompt"), meta=data, files=listed)
+
+
+class Gallery:
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.outbox
+        self.skip = Inbox(settings).is_ignored
+        self._known: dict[str, tuple[tuple[int, int, int], Clip | None]] = {}
+        self._lock = threading.Lock()
+
+    def clips(self) -> list[Clip]:
+        """Every clip in the outbox, newest first; an outbox that cannot be read shows none."""
+        found: dict[str, tuple[tuple[int, int, int], Clip | None]] = {}
+        if self.root.is_dir():
+            try:
+                for path, st in walk_files(self.root, self.skip, lambda folder, exc: None):
+                    if path.suffix != ".json":
+                        continue
+                    rel = str(path.relative_to(self.root))
+                    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+                    known = self._known.get(rel)
+                    found[rel] = known if known is not None and known[0] == identity else \
+                        (identity, self._read(path, rel))
+            except OSError:
+                return []
+        with self._lock:
+            self._known = found
+        clips = [clip for _, clip in found.values() if clip is not None]
+        return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
+
+    def _read(self, path: Path, rel: str) -> Clip | None:
+        try:
+            return _clip(rel, read_json(path, MAX_METADATA_BYTES))
+        except UNREADABLE:
+            return None
+
+    def page(self, query: str, page: int, size: int) -> tuple[list[Clip], int]:
+        """One page of the clips matching every word of `query` (name, prompt), and how many match."""
+        words = query.lower().split()
+        clips = [c for c in self.clips() if c.matches(words)] if words else self.clips()
+        start = max(0, (page - 1) * size)
+        return clips[start:start + size], len(clips)

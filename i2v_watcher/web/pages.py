@@ -1,0 +1,233 @@
+"""The dashboard's pages and API: each handler reads a snapshot (board, gallery) and renders it, or
+does one guarded write (submit, retry) through the same code the command line uses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import structlog
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from i2v_watcher import __version__
+from i2v_watcher.config import Settings
+from i2v_watcher.errors import StartupError
+from i2v_watcher.job import utc_now
+from i2v_watcher.status import RetryRefused, find_reports, printable, retry
+from i2v_watcher.watch import IMAGE_SUFFIXES
+from i2v_watcher.web import forms
+from i2v_watcher.web.board import Board
+from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
+from i2v_watcher.web.gallery import Gallery
+from i2v_watcher.web.guard import COOKIE, Forbidden, Guard, check_same_origin
+
+log = structlog.get_logger("i2v_watcher.web")
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_FORM_FIELDS = 64
+
+
+class Pages:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.guard = Guard(settings)
+        self.board = Board(settings)
+        self.gallery = Gallery(settings)
+        self.thumbs = Thumbnails(settings)
+        self.templates = Jinja2Templates(directory=str(TEMPLATES))
+        self.templates.env.filters["q"] = lambda value: quote(str(value), safe="/")
+        self.templates.env.filters["printable"] = lambda value: printable(str(value))
+        self.templates.env.tests["image"] = lambda name: str(name).lower().endswith(IMAGE_SUFFIXES)
+
+    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        context.update(settings=self.settings, version=__version__, guard=self.guard,
+                       signed_in=self.guard.signed_in(request), csrf=self.guard.csrf_token(request),
+                       page=name.removesuffix(".html"))
+        return self.templates.TemplateResponse(request, name, context, status_code=status)
+
+    # pages
+
+    def overview(self, request: Request) -> Response:
+        return self.render(request, "overview.html", snap=self.board.snapshot())
+
+    def overview_part(self, request: Request) -> Response:
+        return self.render(request, "_live.html", snap=self.board.snapshot())
+
+    def gallery_page(self, request: Request) -> Response:
+        query = request.query_params.get("q", "")[:200]
+        number = _positive(request.query_params.get("page"))
+        size = self.settings.web_page_size
+        clips, total = self.gallery.page(query, number, size)
+        pages = max(1, math.ceil(total / size))
+        return self.render(request, "gallery.html", clips=clips, total=total, query=query, number=number,
+                           pages=pages, link=lambda n: "/gallery?" + urlencode({"q": query, "page": n}))
+
+    def failed_page(self, request: Request) -> Response:
+        return self.render(request, "failed.html", snap=self.board.snapshot(),
+                           retried=request.query_params.get("retried"))
+
+    def submit_page(self, request: Request) -> Response:
+        return self._submit_form(request)
+
+    def _submit_form(self, request: Request, status: int = 200, error: str | None = None,
+                     values: dict[str, Any] | None = None) -> Response:
+        return self.render(request, "submit.html", status, fields=forms.fields(self.settings),
+                           backends=forms.backends_offered(self.settings),
+                           presets=list(self.settings.presets),
+                           error=error, values=values or {},
+                           max_mb=min(self.settings.web_upload_max_mb, self.settings.max_image_bytes >> 20))
+
+    def follow_page(self, request: Request) -> Response:
+        return self.render(request, "follow.html", job=request.query_params.get("job", ""),
+                           since=request.query_params.get("since", ""))
+
+    def login_page(self, request: Request) -> Response:
+        return self.render(request, "login.html", next=_local(request.query_params.get("next")), error=None)
+
+    # writes
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+        wanted = form.get("next")
+        target = _local(wanted if isinstance(wanted, str) else None)
+        try:
+            check_same_origin(request)
+        except Forbidden as exc:
+            return self.render(request, "error.html", exc.status, message=str(exc))
+        token = form.get("token")
+        if not self.guard.any_write or not isinstance(token, str) or not self.guard.token_matches(token):
+            log.warning("web sign-in refused", client=request.client.host if request.client else None)
+            return self.render(request, "login.html", 401, next=target,
+                               error="wrong token" if self.guard.any_write else "this dashboard is read-only")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, self.guard.new_session(), httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    async def submit(self, request: Request) -> Response:
+        wants_json = "application/json" in request.headers.get("accept", "")
+        try:
+            form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+        except Exception as exc:  # a malformed multipart body: the client's mistake, said plainly
+            return self._refuse(request, wants_json, 400, f"the form could not be read: {exc}")
+        try:
+            self.guard.check_write(request, "submit", form)
+        except Forbidden as exc:
+            return self._refuse(request, wants_json, exc.status, str(exc))
+        values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf"}
+        upload = form.get("image")
+        try:
+            if not isinstance(upload, UploadFile):
+                raise StartupError("no image: choose a PNG, JPEG or WebP file")
+            sidecar = forms.sidecar_from(form)
+            name = form.get("name")
+            path = forms.submit_upload(self.settings, upload.file, upload.filename or "",
+                                       name if isinstance(name, str) else "", sidecar)
+        except (StartupError, OSError) as exc:
+            if wants_json:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return self._submit_form(request, 400, str(exc), values)
+        finally:
+            await form.close()
+        job = str(path.relative_to(self.settings.inbox).with_suffix(""))
+        log.info("web submit", job=job, client=request.client.host if request.client else None)
+        follow = "/follow?" + urlencode({"job": job, "since": utc_now()})
+        if wants_json:
+            return JSONResponse({"job": job, "inbox_path": str(path), "follow": follow}, status_code=201)
+        return RedirectResponse(follow, status_code=303)
+
+    async def retry(self, request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+        wants_json = "application/json" in request.headers.get("accept", "")
+        try:
+            self.guard.check_write(request, "retry", form)
+        except Forbidden as exc:
+            return self._refuse(request, wants_json, exc.status, str(exc))
+        name = form.get("name")
+        warnings: list[str] = []
+        reports = find_reports(self.settings, name, warnings.append) if isinstance(name, str) and name else []
+        exact = [r for r in reports if str(r.relative_to(self.settings.failed)) == f"{name}.error.json"]
+        if not exact:
+            return self._refuse(request, wants_json, 404, f"no failed job named {name!r}")
+        try:
+            moved = retry(self.settings, exact[0])
+        except (RetryRefused, OSError) as exc:
+            return self._refuse(request, wants_json, 409, f"retry refused: {exc}")
+        log.info("web retry", job=name, moved=[str(p) for p in moved])
+        if wants_json:
+            return JSONResponse({"retried": name, "moved": [str(p) for p in moved]})
+        return RedirectResponse("/failed?" + urlencode({"retried": name}), status_code=303)
+
+    def _refuse(self, request: Request, wants_json: bool, status: int, message: str) -> Response:
+        if wants_json:
+            return JSONResponse({"error": message}, status_code=status)
+        return self.render(request, "error.html", status, message=message)
+
+    # files and data
+
+    def outbox_file(self, request: Request) -> Response:
+        rel = request.path_params["rel"]
+        try:
+            fd = open_inside(self.settings.outbox, rel)
+        except (Refused, OSError):
+            return PlainTextResponse("not found", status_code=404)
+        return file_response(request, fd, rel.rpartition("/")[2], download="download" in request.query_params)
+
+    def thumbnail(self, request: Request) -> Response:
+        roots = {"inbox": self.settings.inbox, "failed": self.settings.failed, "outbox": self.settings.outbox}
+        root = roots.get(request.path_params["folder"])
+        if root is None:
+            return PlainTextResponse("not found", status_code=404)
+        return thumbnail_response(self.thumbs, root, request.path_params["rel"])
+
+    def api_status(self, request: Request) -> Response:
+        snap = self.board.snapshot().as_json()
+        snap["counts"]["published"] = len(self.gallery.clips())
+        return JSONResponse(snap)
+
+    def api_job(self, request: Request) -> Response:
+        return JSONResponse(self.job_state(request.query_params.get("job", ""),
+                                           request.query_params.get("since", "")))
+
+    def job_state(self, job: str, since: str) -> dict[str, Any]:
+        """Where a submitted job is now: queued, in progress, published (with its clip) or failed."""
+        snap = self.board.snapshot()
+        for row in snap.queue:
+            if row["job"] == job:
+                return {"state": "queued", "why": row["why"], "position": row["position"]}
+        for entry in snap.in_progress:
+            if entry.get("job") == job:
+                return {"state": "in progress", "stage": entry.get("live_stage") or entry["stage"],
+                        "done": entry.get("done"), "total": entry.get("total"),
+                        "worker_id": entry["worker_id"]}
+        for clip in self.gallery.clips():
+            source = clip.meta.get("input")
+            path = source.get("path") if isinstance(source, dict) else None
+            if isinstance(path, str) and path.rpartition(".")[0] == job and clip.published_at >= since:
+                return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
+                        "files": list(clip.files)}
+        for failed in snap.failed:
+            if failed.get("input") == job and str(failed.get("failed_at") or "") >= since:
+                return {"state": "failed", "name": failed["name"], "stage": failed.get("stage"),
+                        "message": failed.get("message"), "hint": failed.get("hint")}
+        return {"state": "unknown"}
+
+
+def _positive(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() and 0 < int(value) < 10**6 else 1
+
+
+def _local(target: str | None) -> str:
+    """Where to go after signing in: a path on this site only (never //host or a scheme)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
