@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from i2v_watcher.config import Settings, host_and_port
+from i2v_watcher.errors import StartupError
 from i2v_watcher.web.guard import FORM_OVERHEAD, BodyLimit, SecurityHeaders
 from i2v_watcher.web.pages import Pages
 from i2v_watcher.web.webmetrics import FolderMetrics
@@ -69,5 +70,9 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             server_header=False, proxy_headers=False)
     server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 2
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn's answer to a port it cannot bind (it has logged why)
+        raise StartupError(f"cannot listen on {settings.web_listen} (web_listen): the port is taken, or "
+                           "the address is not one of this host's") from exc
+    return 0

@@ -131,7 +131,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise BodyTooLarge
             return message
 
         async def watched(message: Message) -> None:
@@ -141,13 +141,13 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, watched)
-        except _TooLarge:
+        except BodyTooLarge:
             if not started:
                 await _too_large(send, self.max_bytes)
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """Raised from the body stream into the handler, and answered by BodyLimit with 413."""
 
 
 async def _too_large(send: Send, limit: int) -> None:

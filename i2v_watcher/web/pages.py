@@ -24,7 +24,7 @@ from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
 from i2v_watcher.web.gallery import Gallery
-from i2v_watcher.web.guard import COOKIE, Forbidden, Guard, check_same_origin
+from i2v_watcher.web.guard import COOKIE, BodyTooLarge, Forbidden, Guard, check_same_origin
 
 log = structlog.get_logger("i2v_watcher.web")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -117,6 +117,8 @@ class Pages:
         wants_json = "application/json" in request.headers.get("accept", "")
         try:
             form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+        except BodyTooLarge:
+            raise
         except Exception as exc:  # a malformed multipart body: the client's mistake, said plainly
             return self._refuse(request, wants_json, 400, f"the form could not be read: {exc}")
         try:
