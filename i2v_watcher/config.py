@@ -10,7 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from i2v_watcher.config_checks import check_folders_apart, check_output_template
@@ -338,7 +346,8 @@ def host_and_port(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"must be host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 (got {listen!r})")
+        raise ValueError(f"must be host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 "
+                         f"(got {listen!r})")
     return host, int(port)
 
 

@@ -245,6 +245,7 @@ class Daemon(Service):
         self.held.pop(job.id, None)
         self.failed += outcome == "failed"
         self.published += outcome == "published"
+        self.settled(job.state.metadata, outcome)
 
     def _hold(self, job: Job, error: str) -> None:
         previous = self.held.get(job.id)

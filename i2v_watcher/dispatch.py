@@ -137,6 +137,10 @@ class Dispatcher(Daemon):
     again the task of every queued job that has none on record, or whose task is older than
     `visibility_timeout_s`."""
 
+    # It runs no job: the queue is measured by the web process, the jobs by the workers' own metrics
+    # (which share its config on a host, metrics_port included).
+    serves_metrics = False
+
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         super().__init__(as_queue(settings), once=once)
         self.enqueued = 0

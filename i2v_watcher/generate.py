@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -89,6 +92,28 @@ def _what_fits(backend: Backend, image_size: tuple[int, int], params: JobParams,
     return "fits: " + ", or ".join(options) if options else "lower num_frames and resolution"
 
 
+def _cuda() -> Any:
+    """PyTorch's CUDA module when torch is imported already and has initialised CUDA (a backend runs on
+    the GPU), else None: never imports torch, never initialises CUDA."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_initialized() else None
+
+
+def reset_gpu_peaks() -> None:
+    cuda = _cuda()
+    for index in range(cuda.device_count() if cuda is not None else 0):
+        cuda.reset_peak_memory_stats(index)
+
+
+def gpu_peaks() -> dict[str, int]:
+    """The most GPU memory PyTorch allocated on each device since reset_gpu_peaks(), in bytes."""
+    cuda = _cuda()
+    if cuda is None:
+        return {}
+    peaks = {f"cuda:{i}": int(cuda.max_memory_allocated(i)) for i in range(cuda.device_count())}
+    return {device: peak for device, peak in peaks.items() if peak > 0}
+
+
 def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Cancel,
              progress_log_s: float, preloaded: object | None = None) -> Frames:
     """Run the backend on one job; `preloaded` is what `backend.preload` made for this job, if anything."""
@@ -99,10 +124,14 @@ def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Ca
         crashpoint("generate.progress")
         cancel.progress(done, total)
 
+    reset_gpu_peaks()
     if preloaded is None:  # a plugin written before preload() existed takes three arguments
         frames = backend.generate(image, params, progress)
     else:
         frames = backend.generate(image, params, progress, preloaded=preloaded)
+    peaks = gpu_peaks()
+    if peaks:  # in the metadata's "generation", and the daemon's i2v_gpu_peak_memory_bytes (metrics.py)
+        frames = replace(frames, details={**frames.details, "gpu_peak_memory_bytes": peaks})
     pixels = frames.pixels
     if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3 or pixels.shape[0] < 1:
         raise JobError(f"the backend returned frames of shape {pixels.shape} and type {pixels.dtype}, "

@@ -114,11 +114,12 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
             raise NameTaken(str(target)) from exc
         crashpoint("publish.after_file")
     marker = folder / f"{chosen}.json"
+    timings = job.state.metadata["timings_s"]
     if not os.path.lexists(marker):
         metadata = {**job.state.metadata, "job_id": job.id, "name": chosen, "files": job.state.published,
                     "published_at": utc_now(), "attempts": job.state.attempts,
                     "worker_id": job.state.worker_id, "takeovers": job.state.takeovers}
-        metadata["timings_s"] = {**metadata["timings_s"], "publish": round(time.monotonic() - started, 3)}
+        metadata["timings_s"] = timings = {**timings, "publish": round(time.monotonic() - started, 3)}
         metadata.pop("outputs", None)
         job.check_owned()
         try:
@@ -131,7 +132,8 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     elif not _ours(marker, job):
         raise NameTaken(str(marker))
     release_name(folder, chosen, job.id)
-    job.advance("published")
+    # The state keeps the publish time too, for the daemon's metrics (i2v_stage_seconds, metrics.py).
+    job.advance("published", metadata={**job.state.metadata, "timings_s": timings})
     log.info("published", files=job.state.published)
 
 

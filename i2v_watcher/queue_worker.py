@@ -195,6 +195,7 @@ class QueueWorker(Service):
             outcome, error = "held", f"{type(exc).__name__}: {exc}"
         self.published += outcome == "published"
         self.failed += outcome == "failed"
+        self.settled(job.state.metadata, outcome)
         if outcome == "held":
             self._put_back(job, error)
         return outcome

@@ -1,12 +1,15 @@
 """What every long-running command shares (`run`, and the Celery `worker`): signal handlers that only set
 flags, a start-up that a stop signal cuts short, a shutdown that always runs, and systemd told about each
-(READY=1 after start-up and before any job, STOPPING=1 once a stop is under way; notify.py)."""
+(READY=1 after start-up and before any job, STOPPING=1 once a stop is under way; notify.py), and the
+opt-in Prometheus metrics port, opened first and closed last (`metrics_port`; metrics.py)."""
 
 from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -15,6 +18,9 @@ from i2v_watcher.config import Settings
 from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.lease import WorkerLock, acquire_worker
 from i2v_watcher.notify import Notifier
+
+if TYPE_CHECKING:  # prometheus_client is imported only where metrics_port is set
+    from i2v_watcher.metrics import DaemonMetrics
 
 EXIT_OK = 0
 log = structlog.get_logger("i2v_watcher.service")
@@ -32,6 +38,8 @@ def stop_announcer(stop_timeout_s: float) -> Announce:
 
 
 class Service(ABC):
+    serves_metrics = True  # `metrics_port` (metrics.py): for the services that run jobs
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         announce = stop_announcer(settings.stop_timeout_s)
@@ -44,6 +52,7 @@ class Service(ABC):
         self.cancel = Cancel(announced)
         self.notifier = Notifier(self.cancel.liveness, settings.max_silent_s)
         self.up = False  # set by startup() when it is done: a signal before that ends the start-up
+        self.metrics: DaemonMetrics | None = None
 
     def serve(self) -> int:
         stops = (signal.SIGTERM, signal.SIGINT)
@@ -52,6 +61,7 @@ class Service(ABC):
         try:
             try:
                 self.notifier.status("starting")
+                self.start_metrics()  # first: a port in use fails at once, not after loading a model
                 self.startup()
             except StartupInterrupted:
                 log.warning("stopped during start-up")
@@ -59,6 +69,8 @@ class Service(ABC):
             except StartupError as exc:
                 self.notifier.failed(str(exc))
                 raise
+            if self.metrics is not None:
+                self.metrics.ready()
             self.notifier.ready()  # before any job: jobs left from a previous run are work, not start-up
             try:
                 self.work()
@@ -67,9 +79,22 @@ class Service(ABC):
                 self.shutdown()
                 self.notifier.close()
         finally:
+            if self.metrics is not None:
+                self.metrics.stop()
             for signum, handler in signals.items():
                 signal.signal(signum, handler)
         return self.exit_code()
+
+    def start_metrics(self) -> None:
+        if self.serves_metrics and self.settings.metrics_port is not None:
+            from i2v_watcher.metrics import serve_metrics
+
+            self.metrics = serve_metrics(self.settings, self.cancel.liveness, lambda: self.notifier.about)
+
+    def settled(self, metadata: Mapping[str, Any], outcome: str) -> None:
+        """A job's outcome (its metadata as it stands), for the metrics when they are served."""
+        if self.metrics is not None:
+            self.metrics.settled(metadata, outcome)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only flags: no logging, no locks (the interrupted code may hold them). The loop notices at

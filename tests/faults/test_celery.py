@@ -6,6 +6,7 @@ the folders keep the promise."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_metrics import jobs, scrape, value
 
 from conftest import Folders, cli, decode, wait_for, write_toml
 
-from .celery_helpers import RedisServer
+from .celery_helpers import RedisServer, free_port
 from .conftest import LiveDaemon as Process
 from .conftest import drop
 
@@ -178,3 +180,24 @@ def test_worker_needs_celery_coordination_and_check_config_hides_the_password(
     assert checked.returncode == 0, checked.stderr
     masked = f'"redis://:**@127.0.0.1:{redis_server.port}/0"'
     assert "s3cret" not in checked.stdout and masked in checked.stdout
+
+
+def test_a_worker_serves_its_metrics_and_run_sharing_its_config_does_not(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    port = free_port()  # one config for both: `run` dispatches, runs no job, and opens no port
+    names = drop(folders, 1)
+    dispatcher = start("run", config(folders, redis_server, "disp", metrics_port=port))
+    worker = start("worker", config(folders, redis_server, "w1", metrics_port=port))
+
+    def published() -> float:
+        with contextlib.suppress(OSError):  # the worker is still starting
+            return jobs(scrape(port), "published")
+        return 0.0
+
+    wait_for(lambda: published() == 1, timeout=60, what="the worker's published job counted")
+    samples = scrape(port)
+    assert value(samples, "i2v_worker_info", worker_id="w1", backend="preview") == 1
+    assert value(samples, "i2v_stage_seconds_count", stage="publish") == 1
+    stop_all(dispatcher, worker)
+    assert_each_published_once(folders, names)
+    assert worker.find("serving metrics") and not dispatcher.find("serving metrics")
