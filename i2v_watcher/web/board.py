@@ -60,6 +60,11 @@ class Board:
                 self._taken_at = now
             return self._snapshot
 
+    def changed(self) -> None:
+        """This process changed the folders (a submit, a retry): the next page reads them again."""
+        with self._lock:
+            self._snapshot = None
+
     def _take(self, now: float) -> Snapshot:
         snap = Snapshot()
         warn = snap.warnings.append

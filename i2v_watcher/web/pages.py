@@ -140,6 +140,7 @@ class Pages:
             return self._submit_form(request, 400, str(exc), values)
         finally:
             await form.close()
+        self.board.changed()
         job = str(path.relative_to(self.settings.inbox).with_suffix(""))
         log.info("web submit", job=job, client=request.client.host if request.client else None)
         follow = "/follow?" + urlencode({"job": job, "since": utc_now()})
@@ -164,6 +165,7 @@ class Pages:
             moved = retry(self.settings, exact[0])
         except (RetryRefused, OSError) as exc:
             return self._refuse(request, wants_json, 409, f"retry refused: {exc}")
+        self.board.changed()
         log.info("web retry", job=name, moved=[str(p) for p in moved])
         if wants_json:
             return JSONResponse({"retried": name, "moved": [str(p) for p in moved]})
