@@ -66,7 +66,11 @@ def _constraints(annotation: Any) -> list[Any]:
 
 
 def _number(bound: Any) -> float:
-    return float(bound)
+    return bound if isinstance(bound, int) else float(bound)  # a seed's 2**63-1 stays exact
+
+
+def _shown(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def fields(settings: Settings) -> list[FormField]:
@@ -83,7 +87,7 @@ def fields(settings: Settings) -> list[FormField]:
                 else "select" if name == "backend" else "text")
         limits = ""
         if low is not None and high is not None:
-            limits = f"{'> ' if any(isinstance(c, Gt) for c in found) else ''}{low:g} to {high:g}"
+            limits = f"{'> ' if any(isinstance(c, Gt) for c in found) else ''}{_shown(low)} to {_shown(high)}"
         elif max_length is not None and kind == "textarea":
             limits = f"at most {max_length} characters"
         out.append(FormField(name, kind, defaults.get(name), limits, HELP.get(name, ""),

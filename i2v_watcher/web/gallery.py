@@ -2,22 +2,25 @@
 the daemon as the marker that a job is complete).
 
 An outbox holds thousands of clips: each metadata file is read once per version (inode, size, mtime)
-and remembered; a page walks the folder (names only) and sorts what it already knows.
+and remembered; a walk of the folder's names (at most one per REFRESH_S) and a sort make a page.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from i2v_watcher.config import Settings
-from i2v_watcher.fsutil import read_json, walk_files
+from i2v_watcher.fsutil import read_json
 from i2v_watcher.status import UNREADABLE
 from i2v_watcher.watch import Inbox
 
 MAX_METADATA_BYTES = 1024 * 1024
+REFRESH_S = 0.5
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 STILL_SUFFIXES = (".jpg", ".png")
 
@@ -79,24 +82,46 @@ class Gallery:
         self.skip = Inbox(settings).is_ignored
         self._known: dict[str, tuple[tuple[int, int, int], Clip | None]] = {}
         self._lock = threading.Lock()
+        self._sorted: list[Clip] | None = None
+        self._walked_at = 0.0
 
     def clips(self) -> list[Clip]:
-        """Every clip in the outbox, newest first; an outbox that cannot be read shows none."""
+        """Every clip in the outbox, newest first; an outbox that cannot be read shows none. One walk
+        serves every caller within REFRESH_S (pages, the API, the metrics scrape)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._sorted is None or now - self._walked_at >= REFRESH_S:
+                self._sorted = self._walk()
+                self._walked_at = now
+            return self._sorted
+
+    def _walk(self) -> list[Clip]:
         found: dict[str, tuple[tuple[int, int, int], Clip | None]] = {}
-        if self.root.is_dir():
+        stack = [""]
+        while stack:  # names as strings: a Path per entry costs more than the file system does
+            rel_dir = stack.pop()
             try:
-                for path, st in walk_files(self.root, self.skip, lambda folder, exc: None):
-                    if path.suffix != ".json":
+                entries = list(os.scandir(os.path.join(self.root, rel_dir)))
+            except OSError:
+                if not rel_dir:
+                    return []
+                continue  # one unreadable sub-folder hides its clips, not the others'
+            for entry in entries:
+                if self.skip(entry.name):
+                    continue
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                elif entry.name.endswith(".json"):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
                         continue
-                    rel = str(path.relative_to(self.root))
                     identity = (st.st_ino, st.st_size, st.st_mtime_ns)
                     known = self._known.get(rel)
                     found[rel] = known if known is not None and known[0] == identity else \
-                        (identity, self._read(path, rel))
-            except OSError:
-                return []
-        with self._lock:
-            self._known = found
+                        (identity, self._read(Path(entry.path), rel))
+        self._known = found
         clips = [clip for _, clip in found.values() if clip is not None]
         return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
 

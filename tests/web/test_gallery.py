@@ -55,6 +55,7 @@ def test_thousands_of_clips_page_newest_first_and_are_read_once(tmp_path: Path,
     reads: list[Path] = []
     real = gallery_module.read_json
     monkeypatch.setattr(gallery_module, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
+    monkeypatch.setattr(gallery_module, "REFRESH_S", 0.0)  # every call walks the outbox again
     gallery.page("", 1, 24)
     assert reads == []  # nothing changed: nothing read again
     publish(outbox, "clip0005", "a fox, edited", "2027-01-01T00:00:00+00:00", folder="team1")

@@ -5,14 +5,16 @@
 
 const POLL_MS = 1000;
 
-function poll(fn) {
+// Live regions arrive rendered with the page, so their first refresh can wait; a followed job is
+// asked about at once (a fast job may be published already).
+function poll(fn, now = false) {
   let stopped = false;
   const tick = async () => {
     if (stopped) return;
     try { stopped = (await fn()) === false; } catch (e) { /* the next tick tries again */ }
     if (!stopped) setTimeout(tick, POLL_MS);
   };
-  setTimeout(tick, POLL_MS);
+  setTimeout(tick, now ? 0 : POLL_MS);
 }
 
 function liveRegions() {
@@ -79,7 +81,7 @@ function follow() {
       state.textContent = "Waiting for the job to appear…";
     }
     return true;
-  });
+  }, true);
 }
 
 function dropZone() {
@@ -92,9 +94,14 @@ function dropZone() {
     const file = input.files && input.files[0];
     if (!file) return;
     text.textContent = file.name + " (" + Math.ceil(file.size / 1024) + " KiB)";
-    preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
+    // A data: URL, not URL.createObjectURL: the page's Content-Security-Policy allows data: images
+    // and no blob: ones, so a blob: preview would never show.
+    const reader = new FileReader();
+    reader.onload = () => { preview.src = reader.result; };
+    reader.readAsDataURL(file);
   };
+  preview.addEventListener("load", () => { preview.hidden = false; });
+  preview.addEventListener("error", () => { preview.hidden = true; });  // not an image after all
   input.addEventListener("change", show);
   ["dragenter", "dragover"].forEach((kind) => zone.addEventListener(kind, (event) => {
     event.preventDefault(); zone.classList.add("over");
@@ -109,4 +116,17 @@ function dropZone() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { liveRegions(); follow(); dropZone(); });
+// A thumbnail the server cannot make (the file is not an image): an empty square, not a broken-image
+// icon. Errors do not bubble, hence the capture; images that failed before this script ran are found
+// by their state.
+function markBroken(img) {
+  if (img instanceof HTMLImageElement && img.classList.contains("thumb")) img.classList.add("broken");
+}
+document.addEventListener("error", (event) => markBroken(event.target), true);
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("img.thumb").forEach((img) => {
+    if (img.complete && img.naturalWidth === 0 && img.getAttribute("src")) markBroken(img);
+  });
+  liveRegions(); follow(); dropZone();
+});
