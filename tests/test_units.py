@@ -1,6 +1,8 @@
 """The systemd units in deploy/systemd: `systemd-analyze verify` finds nothing, `systemd-analyze
-security --offline=yes` stays within the exposure targets (with and without the network drop-in), and
-the settings the daemon, CUDA and ffmpeg depend on stay in place. Also deploy/config.toml and the
+security --offline=yes` stays within the exposure targets (the daemon units with and without the
+network drop-in, the web dashboard's unit), the settings the daemon, CUDA and ffmpeg depend on stay in
+place in the daemon units, and the dashboard's unit runs `i2v-watcher web` as the daemon's user, on the
+daemon's config, with the network it listens on and no GPU. Also deploy/config.toml and the
 environment file example name only real settings.
 
 No unit is started here (PID 1 need not be systemd): systemd-analyze reads the unit files offline."""
@@ -26,14 +28,19 @@ from i2v_watcher.spec import WORKER_ID_PATTERN
 DEPLOY = REPO / "deploy"
 UNIT_DIR = DEPLOY / "systemd"
 UNITS = sorted(UNIT_DIR.glob("*.service"))
+WEB_UNIT = UNIT_DIR / "i2v-watcher-web.service"
+# The GPU daemons (`i2v-watcher run`); every other check of a daemon setting applies to these alone.
+DAEMON_UNITS = [path for path in UNITS if path != WEB_UNIT]
 NETWORK_DROP_IN = UNIT_DIR / "i2v-watcher.service.d" / "network.conf"
 CONFIG = DEPLOY / "config.toml"
 ENV_FILE = UNIT_DIR / "i2v-watcher.env"
 EXECUTABLE = "/opt/i2v-watcher/.venv/bin/i2v-watcher"
 CONFIG_PATH = "/etc/i2v-watcher/config.toml"
 INSTANCE = "3"  # the template is checked as i2v-watcher@3: a GPU other than the single unit's 0
-# The exposure targets: a unit without a network port, and one with the network drop-in.
-TARGET = {"closed": 0.8, "network": 1.5}
+# The exposure targets: a daemon unit without a network port, one with the network drop-in, and the
+# web dashboard's unit (it listens on TCP; no GPU, so PrivateDevices=, MemoryDenyWriteExecute= and
+# PrivateUsers= are on).
+TARGET = {"closed": 0.8, "network": 1.5, "web": 1.0}
 # The distribution's own units (sysinit.target, multi-user.target, ...), which the default
 # dependencies need. Not /etc/systemd/system or /run/systemd: an admin's drop-ins on this machine
 # must not change what is checked.
@@ -44,6 +51,13 @@ GPU_CONTROL_NODES = {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools
 NEEDED_SYSCALLS = {"renameat2", "linkat", "link", "flock", "prctl", "execve", "clone", "clone3",
                    "mmap", "mprotect", "madvise", "ioctl", "fchown", "fchmod", "fsync", "openat",
                    "socket", "sendmsg", "get_mempolicy", "sched_getaffinity"}
+# What the dashboard calls: a TCP server (uvicorn, asyncio), the submit and retry writes into the inbox
+# (fsutil: renameat2, or link + unlink on NFS; fsync; utime), thumbnails and the journal.
+WEB_NEEDED_SYSCALLS = {"socket", "bind", "listen", "accept4", "setsockopt", "getsockname", "getpeername",
+                       "socketpair", "sendto", "recvfrom", "sendmsg", "epoll_create1", "epoll_ctl",
+                       "epoll_wait", "renameat2", "rename", "linkat", "link", "unlink", "unlinkat", "mkdir",
+                       "rmdir", "fsync", "utimensat", "openat", "getdents64", "mmap", "mprotect", "clone3",
+                       "getrandom", "prlimit64", "sched_getaffinity"}
 # Groups no part of which may pass (@privileged may not either, but for @chown: fchown for output_group).
 DANGEROUS_GROUPS = ("@mount", "@module", "@reboot", "@swap", "@raw-io", "@debug", "@clock", "@cpu-emulation",
                     "@obsolete", "@resources")
@@ -141,13 +155,20 @@ def seconds(span: str) -> float:
     return total
 
 
-@pytest.fixture(params=UNITS, ids=lambda path: path.name)
+@pytest.fixture(params=DAEMON_UNITS, ids=lambda path: path.name)
 def unit(request: pytest.FixtureRequest) -> Unit:
+    """Each daemon unit (the single one and the template), not the dashboard's."""
     return load_unit(request.param)
 
 
+@pytest.fixture
+def web() -> Unit:
+    return load_unit(WEB_UNIT)
+
+
 def test_the_units_are_shipped() -> None:
-    assert {p.name for p in UNITS} == {"i2v-watcher.service", "i2v-watcher@.service"}
+    assert {p.name for p in DAEMON_UNITS} == {"i2v-watcher.service", "i2v-watcher@.service"}
+    assert {p.name for p in UNITS} == {p.name for p in DAEMON_UNITS} | {"i2v-watcher-web.service"}
     assert NETWORK_DROP_IN.is_file()
 
 
@@ -192,9 +213,9 @@ def machine_only(line: str, folder: Path) -> bool:
     return not ours
 
 
-@pytest.mark.parametrize("network", [False, True], ids=["closed", "network"])
-def test_verify_and_exposure(unit: Unit, network: bool, stage: Stage) -> None:
-    folder = stage(unit, network)
+def verify_and_score(unit: Unit, folder: Path, kind: str) -> str:
+    """verify finds nothing about our unit, and security's exposure is within TARGET[kind]; security's
+    report."""
     verify = analyze("verify", unit.name, unit_path=folder)
     problems = [line for line in (verify.stdout + verify.stderr).splitlines()
                 if line.strip() and not machine_only(line, folder)]
@@ -209,14 +230,18 @@ def test_verify_and_exposure(unit: Unit, network: bool, stage: Stage) -> None:
     found = re.search(rf"Overall exposure level for {re.escape(unit.name)}: (\d+\.\d+)", security.stdout)
     assert found, security.stdout[-2000:]
     exposure = float(found.group(1))
-    kind = "network" if network else "closed"
     print(f"{unit.name} ({kind}): exposure {exposure}")
     failing = "\n".join(line for line in security.stdout.splitlines() if line.startswith("✗"))
     assert exposure <= TARGET[kind], \
         f"{unit.name} with {kind}: exposure {exposure} > {TARGET[kind]}\n{failing}"
+    return security.stdout
 
+
+@pytest.mark.parametrize("network", [False, True], ids=["closed", "network"])
+def test_verify_and_exposure(unit: Unit, network: bool, stage: Stage) -> None:
+    report = verify_and_score(unit, stage(unit, network), "network" if network else "closed")
     if unit.template:  # %i expanded: this instance's GPU, no other
-        device_line = next(line for line in security.stdout.splitlines() if "DeviceAllow=" in line)
+        device_line = next(line for line in report.splitlines() if "DeviceAllow=" in line)
         gpus = set(re.findall(r"/dev/nvidia\d+", device_line))
         assert gpus == {f"/dev/nvidia{INSTANCE}"}, device_line
 
@@ -291,17 +316,22 @@ def test_template_instances_get_their_gpu_and_worker_id(monkeypatch: pytest.Monk
 
 
 def test_system_call_filter_lets_the_daemon_work(unit: Unit) -> None:
+    groups = syscall_groups()
+    allowed = allowed_syscalls(unit, groups)
+    assert not NEEDED_SYSCALLS - allowed, f"blocked: {sorted(NEEDED_SYSCALLS - allowed)}"
+    for dangerous in DANGEROUS_GROUPS:
+        assert not expand(dangerous, groups) & allowed, dangerous
+
+
+def allowed_syscalls(unit: Unit, groups: dict[str, list[str]]) -> set[str]:
     """The filter as systemd builds it: the first entry is an allow list, later `~` entries take groups
     out of it, later plain entries put them back."""
-    groups = syscall_groups()
     allowed: set[str] = set()
     for line in unit.values("SystemCallFilter"):
         deny = line.startswith("~")
         names = set().union(*(expand(word, groups) for word in line.lstrip("~").split()))
         allowed = allowed - names if deny else allowed | names
-    assert not NEEDED_SYSCALLS - allowed, f"blocked: {sorted(NEEDED_SYSCALLS - allowed)}"
-    for dangerous in DANGEROUS_GROUPS:
-        assert not expand(dangerous, groups) & allowed, dangerous
+    return allowed
 
 
 def syscall_groups() -> dict[str, list[str]]:
@@ -328,19 +358,24 @@ def words(unit: Unit, key: str) -> list[str]:
     return [word for line in unit.values(key) for word in line.split()]
 
 
+def writable(unit: Unit) -> list[PurePosixPath]:
+    assert unit.last("ProtectSystem") == "strict"  # everything else is read-only
+    roots = [PurePosixPath(p.lstrip("-")) for p in words(unit, "ReadWritePaths")]
+    roots += [PurePosixPath("/var/cache") / d for d in words(unit, "CacheDirectory")]
+    roots += [PurePosixPath("/var/lib") / d for d in words(unit, "StateDirectory")]
+    return roots
+
+
+def covered(path: str | Path, roots: list[PurePosixPath]) -> bool:
+    return any(PurePosixPath(path).is_relative_to(root) for root in roots)
+
+
 def test_writable_paths_cover_the_data_folders_and_the_model_cache(unit: Unit) -> None:
-    assert unit.last("ProtectSystem") == "strict"
-    writable = [PurePosixPath(p.lstrip("-")) for p in words(unit, "ReadWritePaths")]
-    writable += [PurePosixPath("/var/cache") / d for d in words(unit, "CacheDirectory")]
-    writable += [PurePosixPath("/var/lib") / d for d in words(unit, "StateDirectory")]
-
-    def covered(path: str | Path) -> bool:
-        return any(PurePosixPath(path).is_relative_to(root) for root in writable)
-
+    roots = writable(unit)
     settings = load_settings(CONFIG)
     for name, folder in settings.folders().items():
-        assert covered(folder), f"{name} = {folder} is read-only for the unit"
-    assert covered(unit.environment()["HF_HOME"])
+        assert covered(folder, roots), f"{name} = {folder} is read-only for the unit"
+    assert covered(unit.environment()["HF_HOME"], roots)
 
 
 def test_network_drop_in_opens_only_the_network() -> None:
@@ -350,8 +385,79 @@ def test_network_drop_in_opens_only_the_network() -> None:
     assert set(" ".join(service["RestrictAddressFamilies"]).split()) == {"AF_INET", "AF_INET6"}
     assert service["IPAddressAllow"] == ["localhost"]  # the units keep IPAddressDeny=any
     assert set(service) == {"PrivateNetwork", "RestrictAddressFamilies", "IPAddressAllow"}
-    for unit_path in UNITS:
+    for unit_path in DAEMON_UNITS:
         assert load_unit(unit_path).values("IPAddressDeny") == ["any"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The web dashboard's unit: `i2v-watcher web`, the daemon's user and config, TCP, no GPU
+# ------------------------------------------------------------------------------------------------
+
+def test_web_verify_and_exposure(web: Unit, stage: Stage) -> None:
+    verify_and_score(web, stage(web, False), "web")
+
+
+def test_web_runs_the_dashboard_as_the_daemon_with_its_config(web: Unit) -> None:
+    exec_start = web.values("ExecStart")
+    assert len(exec_start) == 1
+    command = shlex.split(exec_start[0])
+    assert command[:2] == [EXECUTABLE, "web"]
+    config = command[command.index("--config") + 1]
+    assert config == CONFIG_PATH
+    for daemon in map(load_unit, DAEMON_UNITS):  # the same config, hence the same folders
+        daemon_command = shlex.split(daemon.values("ExecStart")[0])
+        assert config == daemon_command[daemon_command.index("--config") + 1], daemon.path.name
+        # The same owner and group for what it puts in the inbox as for the daemon's own files.
+        assert (web.last("User"), web.last("Group")) == (daemon.last("User"), daemon.last("Group")), \
+            daemon.path.name
+    assert (web.last("DynamicUser") or "no") not in TRUE
+    # The token; not the daemons' environment file, which may hold the broker's password.
+    assert web.values("EnvironmentFile") == ["-/etc/i2v-watcher/web.env"]
+
+
+def test_web_is_a_plain_service(web: Unit) -> None:
+    """uvicorn sends no READY=1 and no WATCHDOG=1: notify or a watchdog would kill a healthy dashboard."""
+    assert web.last("Type") in ("simple", "exec")
+    assert web.last("WatchdogSec") is None and web.last("NotifyAccess") is None
+    assert web.last("Restart") == "on-failure" and web.last("RestartSec")
+    assert web.last("StartLimitBurst", "Unit") and web.last("StartLimitIntervalSec", "Unit")
+    assert web.last("TimeoutStopSec")
+
+
+def test_web_has_no_gpu(web: Unit) -> None:
+    assert not [line for line in web.values("DeviceAllow") if "/dev/nvidia" in line]
+    assert web.last("PrivateDevices") in TRUE and web.last("DevicePolicy") == "closed"
+    assert not {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HF_HOME"} & set(web.environment())
+    assert "nvidia" not in " ".join(web.values("After", "Unit") + web.values("Wants", "Unit"))
+    # No torch, no JIT in the dashboard: what the daemon units must leave off is on here.
+    assert web.last("MemoryDenyWriteExecute") in TRUE
+    assert web.last("NoNewPrivileges") in TRUE and web.values("CapabilityBoundingSet") == []
+
+
+def test_web_listens_on_tcp(web: Unit) -> None:
+    families = set(" ".join(web.values("RestrictAddressFamilies")).split())
+    assert families == {"AF_UNIX", "AF_INET", "AF_INET6"}  # the journal, then IPv4 and IPv6 clients
+    assert (web.last("PrivateNetwork") or "no") not in TRUE
+    # Only localhost may connect, which is where web_listen listens unless the admin changes both.
+    assert web.values("IPAddressDeny") == ["any"] and web.values("IPAddressAllow") == ["localhost"]
+    assert Settings.model_fields["web_listen"].default.startswith("127.0.0.1:")
+
+
+def test_web_writes_only_the_data_folders(web: Unit) -> None:
+    roots = writable(web)
+    for name, folder in load_settings(CONFIG).folders().items():
+        assert covered(folder, roots), f"{name} = {folder} is read-only for the dashboard (submit, retry)"
+    assert not web.values("StateDirectory") and not web.values("CacheDirectory")  # no state, no cache
+    assert web.last("PrivateTmp") in TRUE  # uploads are checked in a private /tmp
+
+
+def test_web_system_call_filter(web: Unit) -> None:
+    groups = syscall_groups()
+    allowed = allowed_syscalls(web, groups)
+    assert not WEB_NEEDED_SYSCALLS - allowed, f"blocked: {sorted(WEB_NEEDED_SYSCALLS - allowed)}"
+    for dangerous in (*DANGEROUS_GROUPS, "@privileged"):  # @chown too: it never gives a file a group
+        assert not expand(dangerous, groups) & allowed, dangerous
+    assert web.last("SystemCallErrorNumber") == "EPERM"  # a blocked call fails, never SIGSYS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,7 +472,7 @@ def test_server_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not settings.create_inbox
     assert all(folder.is_absolute() and PurePosixPath(folder).is_relative_to("/srv/i2v")
                for folder in settings.folders().values())
-    for unit_path in UNITS:
+    for unit_path in DAEMON_UNITS:
         assert settings.stop_timeout_s < seconds(load_unit(unit_path).last("TimeoutStopSec") or "0")
 
 

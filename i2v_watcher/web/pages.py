@@ -104,8 +104,11 @@ class Pages:
             return self.render(request, "login.html", 401, next=target,
                                error="wrong token" if self.guard.any_write else "this dashboard is read-only")
         response = RedirectResponse(target, status_code=303)
+        # Behind a TLS proxy the app sees plain HTTP (forwarded headers are not trusted), but the
+        # browser's Origin says it is on https: then the cookie is never sent over plain HTTP.
+        secure = request.url.scheme == "https" or request.headers.get("origin", "").startswith("https://")
         response.set_cookie(COOKIE, self.guard.new_session(), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+                            secure=secure, path="/")
         return response
 
     async def logout(self, request: Request) -> Response:

@@ -175,6 +175,10 @@ def test_writes_need_the_token_and_cookie_writes_need_csrf(folders: Folders, web
     assert status == 303 and headers["location"] == "/"  # never an open redirect
     cookie = headers["set-cookie"]
     assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert "secure" not in cookie.lower()  # plain HTTP: a Secure cookie would never come back
+    behind_tls = request(server, "POST", "/login", f"token={TOKEN}".encode(),
+                         {**form, "Origin": f"https://127.0.0.1:{server.port}"})[1]["set-cookie"]
+    assert "secure" in behind_tls.lower()  # a TLS proxy in front: the browser's Origin says https
     session = cookie.split(";", 1)[0]
     page = request(server, "GET", "/submit", headers={"Cookie": session})[2].decode()
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
