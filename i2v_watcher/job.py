@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -102,6 +103,11 @@ class Job:
         # The generated frames, from the GPU to ffmpeg in memory (a resume copy is in the scratch
         # folder); None before generation, or after a restart until loaded.
         self.frames: np.ndarray | None = None
+        # A job's state is changed from two threads at once in the pipelined daemon (the preload
+        # fixes its seed and name while the generation marks it running): each change is written
+        # whole, and the state is read for writing under the lock, so a write of an older copy can
+        # never land after a newer one (it did: a death count lost, a poison job run again).
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, folder: Path) -> Job:
@@ -110,7 +116,8 @@ class Job:
     def save(self) -> None:
         self.check_owned()
         try:
-            write_json_atomic(self.dir / STATE_FILE, self.state.model_dump(mode="json"))
+            with self._lock:
+                write_json_atomic(self.dir / STATE_FILE, self.state.model_dump(mode="json"))
         except FileNotFoundError:
             self.check_owned()
             raise
@@ -122,10 +129,11 @@ class Job:
             raise JobLost(f"job {self.id} is no longer in {self.dir.parent}: another worker has it")
 
     def advance(self, stage: Stage, **changes: Any) -> None:
-        for name, value in changes.items():
-            setattr(self.state, name, value)
-        self.state.stage = stage
-        self.save()
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self.state, name, value)
+            self.state.stage = stage
+            self.save()
 
     @property
     def id(self) -> str:
