@@ -18,9 +18,11 @@ class SvdOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    motion_bucket_id: int = Field(default=127, ge=1, le=255)
-    noise_aug_strength: float = Field(default=0.02, ge=0, le=1)
-    min_guidance_scale: float = Field(default=1.0, ge=0, le=20)
+    motion_bucket_id: int = Field(default=127, ge=1, le=255, description="more motion when higher")
+    noise_aug_strength: float = Field(default=0.02, ge=0, le=1, description=(
+        "noise added to the conditioning image: more lets the clip drift further from it"))
+    min_guidance_scale: float = Field(default=1.0, ge=0, le=20, description=(
+        "guidance at the first frame; the job's guidance_scale is the guidance at the last"))
 
 
 @register

@@ -1,4 +1,5 @@
-"""`encode`: the one video encode of a preset: codec, quality, speed, pixel format, bitrate caps."""
+"""`encode`: the one video encode of a preset, into MP4 (WebM for libvpx-vp9): codec, quality, speed,
+pixel format, bitrate caps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`fade`: fade in from and out to a colour, in seconds."""
+"""`fade`: fade in from and out to a colour, in seconds; the last frame is fully faded."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ HELP = {
     "priority": "higher is taken first; 0 is normal",
     "decode_chunk_size": "frames decoded at once; empty: the backend's default",
     "backend_options": "a YAML mapping the backend checks, e.g. {motion: zoom-in}",
-    "postprocess_overrides": "a YAML mapping of step overrides, e.g. {fps: {fps: 24}}",
+    "postprocess_overrides": "a YAML mapping of step overrides, e.g. {encode: {crf: 20}, fade: {in_s: 0.5}}",
 }
 
 

@@ -1,0 +1,145 @@
+"""The documentation: the MkDocs site builds with --strict (no broken link or anchor, no page left out of
+the nav), its reference pages name everything the code has, and the README stays short, with a
+Quickstart that works as written."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from i2v_watcher import backends
+from i2v_watcher.cli import _parser
+from i2v_watcher.config import DiffusionSettings, ModelSettings, Settings, load_settings
+from i2v_watcher.presets import SHIPPED_PRESETS
+from i2v_watcher.spec import JobDefaults, JobSpec
+from i2v_watcher.steps import available, step_class
+from i2v_watcher.submit import build_sidecar, check_job
+
+TEST_COMMAND = "bash tests/setup.sh && .venv/bin/python -m pytest"
+README = REPO / "README.md"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"), "-d", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def page(site: Path, name: str) -> str:
+    """A built page as text: tags dropped, entities decoded."""
+    raw = (site / name / "index.html").read_text(encoding="utf-8")
+    return html.unescape(re.sub(r"<[^>]+>", " ", raw))
+
+
+def test_settings_reference_names_every_setting(site: Path) -> None:
+    text = page(site, "reference/settings")
+    for name in Settings.model_fields:
+        assert name in text, name
+        if name not in ("models", "presets"):
+            assert f"I2V_{name.upper()}" in text, name
+    for table, model in (("defaults", JobDefaults), ("diffusion", DiffusionSettings)):
+        for name in model.model_fields:
+            assert f"I2V_{table.upper()}__{name.upper()}" in text, f"{table}.{name}"
+    for name in ModelSettings.model_fields:
+        assert name in text, f"models.{name}"
+
+
+def test_sidecar_reference_names_and_describes_every_field(site: Path) -> None:
+    text = page(site, "reference/sidecar")
+    for name, info in JobSpec.model_fields.items():
+        assert name in text, name
+        assert info.description, f"JobSpec.{name} needs Field(description=...): the reference shows it"
+    backends.discover()
+    for name in backends.available():
+        assert name in text, name
+        options = backends.get(name).options_model
+        for option in options.model_fields if options else ():
+            assert option in text, f"{name}.{option}"
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_cli_reference_names_every_command_and_option(site: Path) -> None:
+    text = page(site, "reference/cli")
+    for name, sub in _commands().items():
+        assert f"i2v-watcher {name}" in text, name
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for option in action.option_strings or [str(action.metavar or action.dest)]:
+                assert option in text, f"{name} {option}"
+    assert "--version" in text
+
+
+def test_steps_and_presets_references_name_every_step_and_preset(site: Path) -> None:
+    steps = page(site, "reference/steps")
+    for name in available():
+        assert name in steps, name
+        for field in step_class(name).model_fields:
+            assert field in steps, f"{name}.{field}"
+    presets = page(site, "reference/presets")
+    for name in SHIPPED_PRESETS:
+        assert name in presets, name
+
+
+def test_the_install_procedure_and_the_example_config_are_in_the_site(site: Path) -> None:
+    deploy = page(site, "operations/deploy")
+    assert "Drop-ins" in deploy and "deploy/README.md" in deploy
+    assert "max_silent_s" in page(site, "reference/example-config")
+
+
+def test_the_test_command_is_stated_where_ci_runs_it() -> None:
+    assert TEST_COMMAND in (REPO / ".ci" / "run").read_text()
+    assert TEST_COMMAND in README.read_text()
+    assert TEST_COMMAND in (REPO / "docs" / "development.md").read_text()
+
+
+def test_the_readme_is_short_and_its_links_resolve() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if not target.startswith(("http://", "https://")):
+            assert (REPO / target).exists(), target
+
+
+def _shell_lines(markdown: str) -> list[str]:
+    return [line for block in re.findall(r"```sh\n(.*?)```", markdown, re.S) for line in block.splitlines()]
+
+
+def test_the_quickstart_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first command installs and starts the daemon with the shipped config; the submit example
+    names the sample image in the repository, with a sidecar that submit itself accepts."""
+    lines = _shell_lines(README.read_text())
+    assert any("i2v-watcher run --config config/i2v-watcher.toml" in line for line in lines)
+    assert (REPO / "config" / "i2v-watcher.toml").is_file()
+    submits = [shlex.split(line) for line in lines if " submit " in line]
+    assert submits
+    for words in submits:
+        images = [w for w in words if w.lower().endswith((".jpg", ".jpeg", ".png", ".webp"))]
+        assert images, words
+        image = REPO / images[0]
+        assert image.is_file(), image
+        assert image.stat().st_size < 200_000, "the sample image should stay small"
+        with Image.open(image) as picture:
+            assert min(picture.size) >= 256
+        args = _parser().parse_args(words[1:])  # what the shell passes to the program
+        assert args.command == "submit" and args.image == Path(images[0])
+        monkeypatch.chdir(tmp_path)  # the config's relative folders land here; nothing is written
+        check_job(load_settings(REPO / args.config), build_sidecar(args.prompt, args.set))
