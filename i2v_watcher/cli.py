@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import sys
@@ -16,6 +17,7 @@ import structlog
 
 from i2v_watcher import __version__, backends
 from i2v_watcher.config import Settings, load_settings
+from i2v_watcher.config_errors import config_warnings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.logs import configure
 
@@ -31,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+        p.add_argument("--config", "-c", type=Path, required=True, metavar="FILE",
+                       help="the TOML config file")
         return p
 
     run = with_config(sub.add_parser("run", help="run the daemon"))
@@ -45,9 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any sidecar field, e.g. --set num_frames=24 (repeatable)")
     submit.add_argument("--name", help="the job's name in the inbox (default: the image's name)")
-    status = with_config(sub.add_parser("status", help="counts and lists of jobs, from the folders"))
+    status = with_config(sub.add_parser(
+        "status", help="counts and lists of jobs, from the folders",
+        description="Queued (images in the inbox), in progress (work/), done (published: the outbox's "
+                    "<name>.json, latest last; the text shows the last 10) and failed jobs, and the workers. "
+                    "A folder that does not exist is a warning and its count unknown (? in the text, null in "
+                    "--json), never a zero. Exit codes: 0; 2 when none of inbox, outbox, failed and work "
+                    "exists (a share not mounted, or wrong paths) or the config is invalid."))
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    retry = with_config(sub.add_parser("retry", help="move failed jobs back into the inbox"))
+    retry = with_config(sub.add_parser(
+        "retry", help="move failed jobs back into the inbox",
+        description="Prints the moved files on stdout. Exit codes: 0, also when there is nothing to retry "
+                    "(said on stderr); 2 for an unknown NAME (the failed jobs are listed) or when a report "
+                    "was refused."))
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("name", nargs="?", help="a failed job's name (as `status` lists it)")
     target.add_argument("--all", action="store_true", help="every failed job")
@@ -56,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         description="A separate process that reads the shared folders and the workers' heartbeats; it "
                     "listens on web_listen (127.0.0.1:8080 by default) and is read-only unless "
                     "web_allow_submit / web_allow_retry are on (then writes need web_token)."))
-    check = sub.add_parser("check-config", help="validate a config file and print the effective settings")
-    check.add_argument("config", type=Path)
+    check = sub.add_parser(
+        "check-config", help="validate a config file and print the effective settings",
+        description="Takes the config file as --config FILE like every other command; the positional "
+                    "FILE of earlier versions is still accepted. Exit codes: 0 valid, 2 invalid.")
+    config = check.add_mutually_exclusive_group(required=True)
+    config.add_argument("--config", "-c", type=Path, metavar="FILE", help="the TOML config file")
+    config.add_argument("config_file", type=Path, nargs="?", metavar="FILE",
+                        help="the TOML config file, the older positional form (same as --config FILE)")
     doctor = with_config(sub.add_parser(
         "doctor", help="check the set-up before starting the service, each problem with a fix",
         description="Check the config, GPUs, the diffusion extra, the model, ffmpeg and the presets, the "
@@ -72,11 +91,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "check-config" and args.config is None:
+        args.config = args.config_file
     if args.command == "doctor":  # an invalid config is one of its findings, not a refusal to run
         return cmd_doctor(args)
     try:
         settings = load_settings(args.config)
         configure(settings.log_level, settings.log_format)
+        # A log warning, not a bare stderr line: it then takes the configured format (JSON lines stay
+        # JSON, the journal gets its priority), and every command that loads the config shows it.
+        for warning, fix in config_warnings(settings, args.config):
+            structlog.get_logger("i2v_watcher").warning(f"{warning}; {fix}")
         return int(COMMANDS[args.command](settings, args))
     except StartupError as exc:
         print(f"i2v-watcher: error: {exc}", file=sys.stderr)
@@ -138,9 +163,18 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.status import collect, render, warn
+    """Exit 2 when none of the folders it reads exists (a share not mounted, or wrong paths): then
+    nothing it could show would be true. Some missing (a fresh install) are warnings, counted as unknown."""
+    from i2v_watcher.status import COUNTED, collect, missing_folders, render, warn
 
     result = collect(settings)
+    missing = missing_folders(settings)
+    if len(missing) == len(set(COUNTED.values())):
+        if args.json:
+            print(json.dumps(result, indent=2))
+        listed = ", ".join(f"{name} {path}" for name, path in missing.items())
+        raise StartupError(f"none of the folders exists ({listed}): is the share mounted, and are these "
+                           f"the paths meant in {args.config}?")
     for warning in result["warnings"]:
         warn(warning)
     print(json.dumps(result, indent=2) if args.json else render(result))
@@ -149,14 +183,24 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     """Each report on its own: one that cannot be trusted is refused and left where it is, the others
-    are retried; exit 2 when any was refused."""
-    from i2v_watcher.status import RetryRefused, failed_reports, find_reports, printable, reason, retry, warn
+    are retried; exit 2 when any was refused. Nothing to retry: said on stderr (stdout lists only the
+    moved files), exit 0."""
+    from i2v_watcher.status import (
+        RetryRefused,
+        failed_reports,
+        matching_reports,
+        printable,
+        reason,
+        retry,
+        warn,
+    )
 
-    reports = failed_reports(settings, warn) if args.all else find_reports(settings, args.name, warn)
+    found = failed_reports(settings, warn)
+    reports = found if args.all else matching_reports(settings, found, args.name)
     if not reports:
         if not args.all:
-            raise StartupError(f"no failed job named {args.name!r} (see `i2v-watcher status`)")
-        print("nothing to retry", file=sys.stderr)
+            raise StartupError(_no_such_job(settings, args.name, found))
+        print(f"i2v-watcher: nothing to retry: {_no_failed_jobs(settings)}", file=sys.stderr)
         return 0
     refused = 0
     for report in reports:
@@ -170,6 +214,27 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
         for path in moved:
             print(printable(str(path)))
     return EXIT_CANNOT_RUN if refused else 0
+
+
+def _no_failed_jobs(settings: Settings) -> str:
+    if settings.failed.is_dir():
+        return f"there are no failed jobs in {settings.failed}"
+    return f"the failed folder {settings.failed} does not exist"
+
+
+def _no_such_job(settings: Settings, name: str, reports: list[Path], shown: int = 10) -> str:
+    """No failed job of that name: what there is instead (names from the share, escaped)."""
+    from i2v_watcher.status import printable, report_name
+
+    text = f"no failed job named {name!r}"
+    if not reports:
+        return printable(f"{text}: {_no_failed_jobs(settings)}")
+    names = sorted(report_name(settings, report) for report in reports)
+    close = difflib.get_close_matches(name, names, n=3)
+    if close:
+        text += f"; did you mean {' or '.join(close)}?"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return printable(f"{text} (failed jobs: {', '.join(names[:shown])}{more}; see `i2v-watcher status`)")
 
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:

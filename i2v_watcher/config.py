@@ -19,19 +19,20 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from i2v_watcher.config_checks import check_folders_apart, check_output_template
+from i2v_watcher.config_checks import (
+    SettingsConflict,
+    check_folders_apart,
+    check_output_template,
+    check_presets_known,
+)
+from i2v_watcher.config_checks import host_and_port as host_and_port  # re-exported for the web app
+from i2v_watcher.config_errors import explain, explain_environment
 from i2v_watcher.errors import StartupError
 from i2v_watcher.perms import parse_mode, resolve_group
 from i2v_watcher.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
-from i2v_watcher.spec import (
-    WORKER_ID_PATTERN,
-    JobDefaults,
-    RegistryName,
-    describe_validation_error,
-    normalise_resolution,
-)
+from i2v_watcher.spec import WORKER_ID_PATTERN, JobDefaults, RegistryName, normalise_resolution
 
 # Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
 DEFAULT_IGNORE_PATTERNS = [
@@ -279,24 +280,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _presets_known(self) -> Settings:
-        from i2v_watcher.steps import step_class
-
-        missing = [p for p in self.defaults.presets if p not in self.presets]
-        if missing:
-            raise ValueError(f"defaults.postprocess names unknown preset(s) {missing}; "
-                             f"presets: {', '.join(self.presets)}")
-        for step, fields in self.postprocess_overridable.items():
-            known = step_class(step).model_fields
-            unknown = [f for f in fields if f not in known]
-            if unknown:
-                raise ValueError(f"postprocess_overridable: step {step!r} has no field(s) {unknown}")
+        check_presets_known(self.defaults.presets, list(self.presets), self.postprocess_overridable)
         return self
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> Settings:
         if self.retry_backoff_max_s < self.retry_backoff_s:
-            raise ValueError(f"retry_backoff_max_s ({self.retry_backoff_max_s:g}) must be at least "
-                             f"retry_backoff_s ({self.retry_backoff_s:g})")
+            raise SettingsConflict(f"retry_backoff_max_s ({self.retry_backoff_max_s:g}) must be at least "
+                                   f"retry_backoff_s ({self.retry_backoff_s:g})", "retry_backoff_max_s",
+                                   "retry_backoff_s")
         return self
 
     @model_validator(mode="after")
@@ -304,11 +296,12 @@ class Settings(BaseSettings):
         if self.coordination != "celery":
             return self
         if self.broker_url is None:
-            raise ValueError('broker_url is required with coordination = "celery" '
-                             '(e.g. broker_url = "redis://queue-host:6379/0")')
+            raise SettingsConflict('broker_url is required with coordination = "celery" '
+                                   '(e.g. broker_url = "redis://queue-host:6379/0")', "coordination")
         if self.visibility_timeout_s <= self.lease_timeout_s:
-            raise ValueError(f"visibility_timeout_s ({self.visibility_timeout_s:g}) must exceed "
-                             f"lease_timeout_s ({self.lease_timeout_s:g}), and the longest job")
+            raise SettingsConflict(f"visibility_timeout_s ({self.visibility_timeout_s:g}) must exceed "
+                                   f"lease_timeout_s ({self.lease_timeout_s:g}), and the longest job",
+                                   "visibility_timeout_s", "lease_timeout_s")
         return self
 
     @model_validator(mode="after")
@@ -339,16 +332,6 @@ class Settings(BaseSettings):
         else:
             base = Path("~/.cache/i2v-watcher/scratch").expanduser()
         return base / self.worker_id
-
-
-def host_and_port(listen: str) -> tuple[str, int]:
-    """`host:port` (`[::1]:8080` for IPv6) as a host and a port number; ValueError otherwise."""
-    host, sep, port = listen.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"must be host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 "
-                         f"(got {listen!r})")
-    return host, int(port)
 
 
 def check_model_tables(settings: Settings, known_backends: Iterable[str],
@@ -384,18 +367,25 @@ def _unknown_model_table(name: str, with_models: list[str]) -> str:
 
 
 def load_settings(config_file: Path | str | None) -> Settings:
-    """Read the TOML file (if any), apply I2V_* overrides, validate; errors are StartupErrors."""
+    """Read the TOML file (if any), apply I2V_* overrides, validate. Errors are StartupErrors; an invalid
+    value is a ConfigError naming each setting, its value and where it was set."""
     data: dict[str, Any] = {}
+    text = ""
     if config_file is not None:
         try:
             with open(config_file, "rb") as handle:
-                data = tomllib.load(handle)
+                text = handle.read().decode("utf-8")
+            data = tomllib.loads(text)
         except FileNotFoundError as exc:
             raise StartupError(f"config file not found: {config_file}") from exc
+        except UnicodeDecodeError as exc:
+            raise StartupError(f"cannot read config file {config_file}: not UTF-8 text ({exc.reason} at byte "
+                               f"{exc.start})") from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise StartupError(f"cannot read config file {config_file}: {exc}") from exc
     try:
         return Settings(**data)
     except ValidationError as exc:
-        message = describe_validation_error(exc, "configuration")
-        raise StartupError(f"{message} (in {config_file or 'the environment'})") from exc
+        raise explain(Settings, exc, config_file, text) from exc
+    except SettingsError as exc:  # an I2V_* table or list variable that is not valid JSON
+        raise explain_environment(Settings, exc) from exc

@@ -1,5 +1,6 @@
 """Checks of the configuration that span several settings or must try a value out: the output
-template rendered with sample values, and the five folders kept apart."""
+template rendered with sample values, the five folders kept apart, the presets and steps named, and
+the web listen address."""
 
 from __future__ import annotations
 
@@ -15,6 +16,44 @@ TEMPLATE_FIELDS = frozenset({"stem", "date", "time", "seed", "preset", "backend"
 # so a template that can never make a plain file name fails at start-up, not after the GPU work.
 TEMPLATE_SAMPLE = {"stem": "photo", "date": "20260101", "time": "120000", "seed": 42, "preset": "archive",
                    "backend": "preview", "job_id": "20260101T120000Z-0123abcd"}
+
+
+class SettingsConflict(ValueError):
+    """A problem that lies between settings (or that only the whole configuration shows): the
+    settings it names are reported each with where it was set."""
+
+    def __init__(self, message: str, *settings: str) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
+def host_and_port(listen: str) -> tuple[str, int]:
+    """`host:port` (`[::1]:8080` for IPv6) as a host and a port number; ValueError otherwise."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080")
+    return host, int(port)
+
+
+def check_presets_known(wanted: list[str], presets: list[str], overridable: dict[str, list[str]]) -> None:
+    """The default presets exist, and postprocess_overridable names real steps and their fields."""
+    from i2v_watcher.steps import step_class
+
+    missing = [p for p in wanted if p not in presets]
+    if missing:
+        raise SettingsConflict(f"defaults.postprocess names unknown preset(s) {', '.join(missing)}; "
+                               f"presets: {', '.join(presets)}", "defaults.postprocess")
+    for step, fields in overridable.items():
+        try:
+            known = step_class(step).model_fields
+        except ValueError as exc:
+            raise SettingsConflict(f"postprocess_overridable: {exc}", f"postprocess_overridable.{step}") \
+                from None
+        unknown = [f for f in fields if f not in known]
+        if unknown:
+            raise SettingsConflict(f"postprocess_overridable: step {step!r} has no field(s) "
+                                   f"{', '.join(unknown)}", f"postprocess_overridable.{step}")
 
 
 def check_output_template(template: str) -> str:
@@ -55,9 +94,9 @@ def check_folders_apart(folders: dict[str, Path]) -> None:
         one = _describe_folder(first, folders[first], reals[first])
         other = _describe_folder(second, folders[second], reals[second])
         if a == b:
-            raise ValueError(f"{one} and {other} are the same folder: inbox, outbox, failed, done and "
-                             "work must be five different folders")
+            raise SettingsConflict(f"{one} and {other} are the same folder: inbox, outbox, failed, done "
+                                   "and work must be five different folders", first, second)
         if b in a.parents:
-            raise ValueError(f"{one} must not lie inside {other}")
+            raise SettingsConflict(f"{one} must not lie inside {other}", first, second)
         if a in b.parents:
-            raise ValueError(f"{other} must not lie inside {one}")
+            raise SettingsConflict(f"{other} must not lie inside {one}", second, first)

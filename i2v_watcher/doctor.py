@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from i2v_watcher import backends
 from i2v_watcher.config import Settings, load_settings
+from i2v_watcher.config_errors import config_warnings, doctor_findings
 from i2v_watcher.errors import StartupError
 
 Status = Literal["ok", "info", "warning", "error", "skipped"]
@@ -356,18 +355,15 @@ CHECKS: list[tuple[str, Callable[[Context], list[Finding]]]] = [
 def diagnose(config: Path) -> tuple[list[Finding], int]:
     """Every finding, and the exit code: 2 when the config file cannot be read, 1 on any error."""
     try:
-        ctx = Context(load_settings(config))
+        settings = load_settings(config)
+        ctx = Context(settings)
         found = [Finding("config", "ok", f"{config} is valid")]
-    except StartupError as exc:
+        found += [Finding("config", "warning", warning, fix)
+                  for warning, fix in config_warnings(settings, config)]
+    except StartupError as exc:  # one finding per problem: the setting, its value, where it was set
         ctx = Context(None)
-        invalid = exc.__cause__ if isinstance(exc.__cause__, ValidationError) else None
-        if invalid is None:
-            found = [Finding("config", "error", str(exc), f"check that {config} exists, that this user can "
-                             "read it, and that it is valid TOML", {"readable": False})]
-        else:
-            errors = [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in invalid.errors()]
-            found = [Finding("config", "error", str(exc), f"correct {config} (README: Settings)",
-                             {"readable": True, "errors": errors})]
+        found = [Finding("config", "error", message, fix, data)
+                 for message, fix, data in doctor_findings(exc, config)]
         found += [Finding(name, "skipped", "not checked without a valid config") for name in NEEDS_CONFIG
                   if name != "presets"]  # the ffmpeg check, which still runs, says so for the presets
     for name, check in CHECKS:

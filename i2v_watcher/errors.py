@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 
 
 class StartupError(Exception):
@@ -10,13 +11,16 @@ class StartupError(Exception):
 
 
 class JobError(Exception):
-    """A job cannot succeed as dropped; it goes to failed/ with this message and an optional hint."""
+    """A job cannot succeed as dropped; it goes to failed/ with this message and an optional hint.
+    `problems`: the separate mistakes the message lists, where it lists several (a sidecar's)."""
 
-    def __init__(self, message: str, *, stage: str = "", hint: str = "") -> None:
+    def __init__(self, message: str, *, stage: str = "", hint: str = "",
+                 problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.stage = stage
         self.hint = hint
+        self.problems = list(problems) or [message]
 
 
 class JobCancelled(Exception):

@@ -49,9 +49,10 @@ from i2v_watcher.fsutil import write_durably
 from i2v_watcher.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.images import load_image, sha256_of
 from i2v_watcher.job import Job
+from i2v_watcher.jobcheck import check_job
 from i2v_watcher.postprocess import Chain, build_chains, chain_problems, postprocess
 from i2v_watcher.publish import dispose_inputs, publish, render_name
-from i2v_watcher.spec import JobParams, JobSpec, read_sidecar, resolve
+from i2v_watcher.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
 from i2v_watcher.workstore import Scratch
 
 # "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
@@ -233,8 +234,10 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(stage=stage)
 
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
-        error = {"stage": stage, "error_class": type(exc).__name__, "message": message, "hint": hint,
-                 "traceback": "".join(traceback.format_exception(exc))}
+        error: dict[str, Any] = {"stage": stage, "error_class": type(exc).__name__, "message": message,
+                                 "hint": hint, "traceback": "".join(traceback.format_exception(exc))}
+        if isinstance(exc, JobError) and len(exc.problems) > 1:  # a sidecar's mistakes, one by one
+            error["problems"] = exc.problems
         self._destination(job, "failed", lambda: fail(self.settings, job, error))
 
     def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
@@ -288,21 +291,13 @@ class Pipeline:
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
         return spec, params, backend
 
-    def _chains(self, params: JobParams) -> list[Chain]:
-        chains = build_chains(self.settings, params)
-        problems = chain_problems(chains, self.ffmpeg, self._trials)
-        if problems:
-            raise JobError("; ".join(problems), stage="sidecar",
-                           hint="choose presets and overrides that this ffmpeg can run")
-        return chains
-
     def _prepare(self, job: Job) -> Prepared:
         """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
         presets, the output name, the image, its shape and the memory its frames need."""
         spec, params, backend = self._params(job)
         notes = check_fields(backend, params)
         backend.options(params)
-        chains = self._chains(params)
+        chains = build_chains(self.settings, params)  # what this ffmpeg cannot run: refused in _spec
         if job.state.image is None:
             raise JobError("the job has no image", stage="claim")
         wanted = params.output_name or render_name(
@@ -380,6 +375,16 @@ class Pipeline:
         crashpoint("postprocess.before_encode")
 
     def _spec(self, job: Job) -> JobSpec:
-        if job.state.sidecar is None:
-            return JobSpec()
-        return read_sidecar(job.input(job.state.sidecar), max_bytes=self.settings.max_sidecar_bytes)
+        """The sidecar checked whole, as `submit` checks it (jobcheck.check_job): keys and values, the
+        backend's fields and options, presets, overrides and what this ffmpeg can run, every problem
+        in one report that names the sidecar by its path in the inbox."""
+        raw: object = {}
+        written, name = None, None
+        if job.state.sidecar is not None:
+            name = str(job.rel_dir / job.state.sidecar)
+            limit = self.settings.max_sidecar_bytes
+            raw, written = load_sidecar(read_capped(job.input(job.state.sidecar), limit), max_bytes=limit,
+                                        name=name)
+        return check_job(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
+                         written=written, name=name,
+                         chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))

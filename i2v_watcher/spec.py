@@ -1,19 +1,24 @@
-"""The job sidecar: a strict schema, a safe YAML loader, and the merge with the configured defaults."""
+"""The job sidecar: a strict schema, read safely (sidecar_yaml) and explained in plain words (explain), and
+the merge with the configured defaults."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import unicodedata
-from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from i2v_watcher.errors import JobError
+from i2v_watcher.explain import Problem, Written, explain_errors, problems_error
+from i2v_watcher.explain import describe_validation_error as describe_validation_error  # config, steps
 from i2v_watcher.fsutil import open_nofollow
+from i2v_watcher.sidecar_yaml import MAX_DEPTH as MAX_DEPTH
+from i2v_watcher.sidecar_yaml import MAX_INT_DIGITS as MAX_INT_DIGITS
+from i2v_watcher.sidecar_yaml import load_yaml as load_yaml
+from i2v_watcher.sidecar_yaml import load_yaml_texts
 
 # Constrained types shared by the sidecar and the config's [defaults] table, so both check alike.
 Prompt = Annotated[str, Field(max_length=4000)]
@@ -145,22 +150,45 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: Prompt | None = None
-    negative_prompt: Prompt | None = None
-    num_frames: NumFrames | None = None
-    fps: Fps | None = None
-    steps: Steps | None = None
-    guidance_scale: Guidance | None = None
-    resolution: str | None = None
-    decode_chunk_size: DecodeChunk | None = None
-    seed: Seed | None = None
-    backend: RegistryName | None = None
-    postprocess: RegistryName | Presets | None = None
-    output_name: str | None = None
-    priority: Priority | None = None  # None: 0, normal
+    prompt: Prompt | None = Field(default=None, description=(
+        "What should happen in the clip: subject, action, direction or speed, surroundings. Backends "
+        "without a text encoder (preview, svd) ignore it and note that in the metadata."))
+    negative_prompt: Prompt | None = Field(default=None, description=(
+        "What the clip should not show (blur, distortion, text, watermark...)."))
+    num_frames: NumFrames | None = Field(default=None, description=(
+        "Frames the model generates: with fps, the clip's length. wan-i2v rounds it to the form 4k+1."))
+    fps: Fps | None = Field(default=None, description=(
+        "Frames per second of the clip. i2vgen-xl and svd also get it, rounded, as conditioning."))
+    steps: Steps | None = Field(default=None, description=(
+        "Denoising steps: more is slower and usually cleaner."))
+    guidance_scale: Guidance | None = Field(default=None, description=(
+        "Classifier-free guidance: how strongly the model follows the prompt (svd: its image). svd uses "
+        "it as max_guidance_scale, the guidance at the last frame."))
+    resolution: str | None = Field(default=None, description=(
+        "The clip's short side: 512p, 768p, 1024p, any short side of 32-2048 pixels (256p or 256), or "
+        "auto (by GPU memory). The image's aspect ratio is kept."))
+    decode_chunk_size: DecodeChunk | None = Field(default=None, description=(
+        "Frames the VAE decodes at once: more is faster and needs more memory. Unset: the backend's "
+        "choice (4 for i2vgen-xl and svd)."))
+    seed: Seed | None = Field(default=None, description=(
+        "The random seed: the same seed, image and parameters give the same clip (diffusion backends: on "
+        "the same hardware and library versions)."))
+    backend: RegistryName | None = Field(default=None, description=(
+        "The backend that runs the job: one of the backends this daemon loaded (backend and backends)."))
+    postprocess: RegistryName | Presets | None = Field(default=None, description=(
+        "A preset name, or a list of up to 8: every preset is made from the same frames, in one ffmpeg "
+        "run."))
+    output_name: str | None = Field(default=None, description=(
+        "The name of the outputs in the outbox: one plain file name of at most 150 bytes (no /, \\, .. "
+        "or leading dot). A name already taken gets -1, -2, ..."))
+    priority: Priority | None = Field(default=None, description=(  # None: 0, normal
+        "The job's place in the queue: higher goes first; equal priorities go oldest first."))
     # Reserved for later stages: options a backend validates itself, post-processing overrides.
-    backend_options: dict[str, Any] = Field(default_factory=dict)
-    postprocess_overrides: dict[str, Any] = Field(default_factory=dict)
+    backend_options: dict[str, Any] = Field(default_factory=dict, description=(
+        "A mapping that the chosen backend validates: see each backend's options."))
+    postprocess_overrides: dict[str, Any] = Field(default_factory=dict, description=(
+        "{step: {field: value}} for the steps and fields that postprocess_overridable allows only, "
+        "applied to that step in every chosen preset."))
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -206,157 +234,64 @@ def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int) ->
     return JobParams(**values, explicit=explicit)
 
 
-# Limits that keep every sidecar a small, flat document: composing and constructing are recursive (a
-# deep nesting would exhaust the stack), and Python refuses to convert integers over 4300 digits.
-MAX_DEPTH = 32
-MAX_INT_DIGITS = 30
-_YAML_TAG = "tag:yaml.org,2002:"
-_TIMESTAMP = f"{_YAML_TAG}timestamp"
-# Types JSON has no word for, which the metadata could not record: a sidecar holds text, numbers,
-# true/false/null, lists and mappings only.
-_REFUSED_TAGS = [_TIMESTAMP] + [f"{_YAML_TAG}{kind}" for kind in ("binary", "set", "omap", "pairs")]
-
-
-class _Position(Protocol):
-    """A YAML mark, from the pure-Python or the libyaml parser."""
-
-    line: int
-    column: int
-
-
-class _Refused(Exception):
-    """Well-formed YAML that a sidecar may not use, with where it is."""
-
-    def __init__(self, message: str, mark: _Position | None) -> None:
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        super().__init__(message + where)
-
-
-def _resolvers_without(unwanted: str) -> dict[Any, list[tuple[str, Any]]]:
-    return {first: [(tag, regexp) for tag, regexp in resolvers if tag != unwanted]
-            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases (alias bombs), with duplicate keys as errors, nesting and integer
-    sizes bounded, and only JSON's kinds of values."""
-
-    # A copy without the timestamp resolver, so a date-looking value (`prompt: 2026-02-30`) stays the text
-    # it is, and yaml.SafeLoader itself is left as every other user of PyYAML expects it.
-    yaml_implicit_resolvers = _resolvers_without(_TIMESTAMP)
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise _Refused("anchors and aliases (&, *) are not allowed in a sidecar", event.start_mark)
-        if not isinstance(event, yaml.CollectionStartEvent):
-            return super().compose_node(parent, index)
-        # Counted while composing, before the recursion that a deep nesting would run out of stack in.
-        if self._depth >= MAX_DEPTH:
-            raise _Refused(f"lists and mappings nested more than {MAX_DEPTH} levels deep are not allowed",
-                           event.start_mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if not isinstance(node, yaml.MappingNode):  # a `!!map` tag on a scalar or a list
-            return super().construct_mapping(node, deep=deep)  # raises its own ConstructorError
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = self._key(key_node, deep)
-            if key in seen:
-                raise _Refused(f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-    def _key(self, node: yaml.Node, deep: bool) -> Hashable:
-        # `? [a, b]`, `{[a]: 1}` and `? !!seq x` make keys Python cannot hash.
-        if isinstance(node, yaml.ScalarNode):
-            key = self.construct_object(node, deep=deep)
-            if isinstance(key, Hashable):
-                return key
-        raise _Refused("a key must be a single name, not a list or a mapping", node.start_mark)
-
-    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
-        text = self.construct_scalar(node)
-        if sum(char not in "+-_:" for char in str(text)) > MAX_INT_DIGITS:
-            raise _Refused(f"integers of more than {MAX_INT_DIGITS} digits are not allowed", node.start_mark)
-        value: int = self.construct_yaml_int(node)
-        return value
-
-    def refuse_tag(self, node: yaml.Node) -> None:
-        tag = node.tag.replace(_YAML_TAG, "!!")
-        raise _Refused(f"{tag} values are not allowed in a sidecar: use text, numbers, true/false, lists "
-                       "and mappings", node.start_mark)
-
-
-# add_constructor copies the table into the subclass on first use: yaml.SafeLoader is not changed.
-_NoAliasLoader.add_constructor(f"{_YAML_TAG}int", _NoAliasLoader.construct_bounded_int)
-for _tag in _REFUSED_TAGS:
-    _NoAliasLoader.add_constructor(_tag, _NoAliasLoader.refuse_tag)
-
-
-def read_sidecar(path: Path, *, max_bytes: int) -> JobSpec:
+def read_sidecar(path: Path, *, max_bytes: int, name: str | None = None) -> JobSpec:
     """A sidecar file, read as untrusted input: never through a link, at most max_bytes (+1 to tell),
-    then parsed; OSError when it cannot be read, JobError when it is not a valid sidecar."""
+    then parsed; OSError when it cannot be read, JobError when it is not a valid sidecar. `name` is what
+    the messages call it (its path in the inbox)."""
+    data = read_capped(path, max_bytes)
+    return parse_sidecar(data, max_bytes=max_bytes, **({} if name is None else {"name": name}))
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes of a file (the one more tells it is too large), never through a link."""
     with open(path, "rb", opener=open_nofollow) as handle:
-        data = handle.read(max_bytes + 1)
-    return parse_sidecar(data, max_bytes=max_bytes)
+        return handle.read(max_bytes + 1)
 
 
-def parse_sidecar(data: bytes, *, max_bytes: int) -> JobSpec:
-    """Parse and validate untrusted sidecar bytes; every problem is a JobError a person can read."""
+def parse_sidecar(data: bytes, *, max_bytes: int, name: str | None = None) -> JobSpec:
+    """Parse and validate untrusted sidecar bytes: every problem at once, in one JobError a person can
+    read (the presets, overrides and backend options are checked by jobcheck.check_job)."""
+    raw, written = load_sidecar(data, max_bytes=max_bytes, name=name)
+    spec, problems = validate_sidecar(raw, written, name=name)
+    if problems:
+        raise problems_error(problems, f"sidecar {name}" if name else "sidecar")
+    return spec
+
+
+def load_sidecar(data: bytes, *, max_bytes: int, name: str | None = None) -> tuple[object, Written]:
+    """Sidecar bytes as YAML, and the text each value was written as; a JobError that names the file
+    (and the line) when they are not a readable sidecar."""
+    source = f"the sidecar {name}" if name else "the sidecar"
     if len(data) > max_bytes:
-        raise JobError(f"the sidecar is larger than {max_bytes} bytes", stage="sidecar")
+        raise JobError(f"{source} is larger than {max_bytes} bytes", stage="sidecar")
     try:
-        return _validate(load_yaml(data))
+        return load_yaml_texts(data, source)
     except JobError:
         raise
-    except Exception as exc:  # a last resort: whatever the loader or pydantic raise is still the sidecar's
-        raise JobError(f"the sidecar could not be read: {type(exc).__name__}: {exc}",
-                       stage="sidecar") from exc
+    except Exception as exc:  # a last resort: whatever the loader raises is still the sidecar's
+        raise JobError(f"{source} could not be read: {type(exc).__name__}: {exc}", stage="sidecar") from exc
 
 
-def load_yaml(data: bytes) -> object:
-    """Untrusted YAML, read with the sidecar rules (no aliases, no deep nesting, JSON kinds only)."""
-    try:
-        return yaml.load(data.decode("utf-8-sig"), Loader=_NoAliasLoader)
-    except UnicodeDecodeError as exc:
-        raise JobError(f"the sidecar is not UTF-8 text: {exc}", stage="sidecar") from exc
-    except _Refused as exc:
-        raise JobError(f"the sidecar is refused: {exc}", stage="sidecar") from exc
-    except yaml.YAMLError as exc:
-        raise JobError(f"the sidecar is not valid YAML: {exc}", stage="sidecar") from exc
-
-
-def _validate(raw: object) -> JobSpec:
+def validate_sidecar(raw: object, written: Written | None = None, *,
+                     name: str | None = None) -> tuple[JobSpec, list[Problem]]:
+    """A sidecar's mapping as a JobSpec of its valid fields, and every problem of the others in plain
+    words, so that the checks after it (presets, backend options) report theirs at the same time."""
+    source = f"the sidecar {name}" if name else "the sidecar"
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise JobError(
-            f"the sidecar must be a mapping of settings (key: value), not a {type(raw).__name__}",
-            stage="sidecar",
-        )
+        kind = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
+        raise JobError(f"{source} must be a mapping of settings (key: value), not "
+                       f"{kind.get(type(raw), type(raw).__name__)}", stage="sidecar",
+                       hint="write one `key: value` a line, such as `num_frames: 24`")
     try:
-        return JobSpec.model_validate(raw)
+        return JobSpec.model_validate(raw), []
     except ValidationError as exc:
-        raise JobError(describe_validation_error(exc), stage="sidecar",
-                       hint=f"allowed keys: {', '.join(JobSpec.model_fields)}") from exc
-
-
-def describe_validation_error(exc: ValidationError, what: str = "sidecar") -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or f"({what})"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key")
-        else:
-            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return f"invalid {what}: " + "; ".join(lines)
+        problems = explain_errors(exc, model=JobSpec, written=written, keys="sidecar keys")
+        bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+        try:
+            return JobSpec.model_validate({k: v for k, v in raw.items() if k not in bad}), problems
+        except ValidationError:
+            return JobSpec(), problems
+    except Exception as exc:  # a last resort: whatever pydantic raises is still the sidecar's
+        raise JobError(f"{source} could not be read: {type(exc).__name__}: {exc}", stage="sidecar") from exc

@@ -42,6 +42,10 @@ MAX_REPORT_BYTES = 1024 * 1024  # a report is a few kB, its traceback included
 # What reading an untrusted JSON file can raise: missing, a link, too large, not JSON, nested too deep.
 UNREADABLE = (OSError, ValueError, RecursionError)
 STATE_FIELDS = ("job_id", "key", "worker_id", "stage")
+DONE_SHOWN = 10  # the text lists this many of the latest done jobs; --json lists them all
+# Each count and the folder it is read from: a folder that does not exist gives no count (null), not 0.
+COUNTED = {"queued": "inbox", "in_progress": "work", "done": "outbox", "failed": "failed",
+           "workers_alive": "work"}
 
 
 class RetryRefused(Exception):
@@ -77,12 +81,14 @@ def warn(message: str) -> None:
 def _folder_exists(what: str, root: Path, warn: Warn) -> bool:
     if root.is_dir():
         return True
-    warn(f"the {what} folder {root} does not exist (not mounted, or no daemon has created it yet)")
+    warn(f"the {what} folder {root} does not exist: is the share mounted? (or no daemon has created it yet)")
     return False
 
 
-def _files(what: str, root: Path, skip: Callable[[str], bool], warn: Warn) -> list[Path]:
-    """The files below root, relative to it; unreadable sub-folders are skipped with a warning."""
+def _walk(what: str, root: Path, skip: Callable[[str], bool],
+          warn: Warn) -> list[tuple[Path, os.stat_result]]:
+    """The files below root, relative to it, with their lstat; unreadable sub-folders are skipped with
+    a warning."""
     if not _folder_exists(what, root, warn):
         return []
 
@@ -90,10 +96,14 @@ def _files(what: str, root: Path, skip: Callable[[str], bool], warn: Warn) -> li
         warn(f"skipped the unreadable folder {folder}: {exc.strerror or exc}")
 
     try:
-        return sorted(path.relative_to(root) for path, _ in walk_files(root, skip, unreadable))
+        return [(path.relative_to(root), st) for path, st in walk_files(root, skip, unreadable)]
     except OSError as exc:
         warn(f"cannot read the {what} folder: {reason(exc)}")
         return []
+
+
+def _files(what: str, root: Path, skip: Callable[[str], bool], warn: Warn) -> list[Path]:
+    return sorted(path for path, _ in _walk(what, root, skip, warn))
 
 
 def _subfolders(folder: Path, warn: Warn) -> list[Path]:
@@ -128,7 +138,7 @@ def _job_entry(state_file: Path) -> dict[str, Any]:
 
 
 def _failed_entry(failed: Path, report: Path) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": str(report)[: -len(REPORT_SUFFIX)]}
+    entry: dict[str, Any] = {"name": str(report)[: -len(REPORT_SUFFIX)]}  # as report_name() gives it
     try:
         data = read_json(failed / report, MAX_REPORT_BYTES)
     except UNREADABLE as exc:
@@ -155,16 +165,26 @@ def collect(settings: Settings) -> dict[str, Any]:
     queued = [str(p) for p in _files("inbox", settings.inbox, skip, warnings.append)
               if p.suffix.lower() in IMAGE_SUFFIXES]
     in_progress = jobs_in_progress(settings, warnings.append)
-    done = [str(p.with_suffix("")) for p in _files("outbox", settings.outbox, skip, warnings.append)
-            if p.suffix == ".json"]
+    # Done: published jobs, whose `<name>.json` metadata is written last; oldest first (publishing order).
+    markers = [(st.st_mtime, path) for path, st in _walk("outbox", settings.outbox, skip, warnings.append)
+               if path.suffix == ".json"]
+    done = [str(path.with_suffix("")) for _, path in sorted(markers)]
     failed = failed_jobs(settings, warnings.append)
     workers = survey(settings) if settings.work.is_dir() else []
-    return {
-        "counts": {"queued": len(queued), "in_progress": len(in_progress), "done": len(done),
-                   "failed": len(failed), "workers_alive": sum(w["state"] == "alive" for w in workers)},
-        "workers": workers, "queued": queued, "in_progress": in_progress, "done": done, "failed": failed,
-        "warnings": warnings,
-    }
+    counts: dict[str, int | None] = {
+        "queued": len(queued), "in_progress": len(in_progress), "done": len(done), "failed": len(failed),
+        "workers_alive": sum(w["state"] == "alive" for w in workers)}
+    for key, folder in COUNTED.items():
+        if not getattr(settings, folder).is_dir():
+            counts[key] = None
+    return {"counts": counts, "workers": workers, "queued": queued, "in_progress": in_progress, "done": done,
+            "failed": failed, "warnings": warnings}
+
+
+def missing_folders(settings: Settings) -> dict[str, Path]:
+    """The folders `status` reads that do not exist."""
+    return {name: getattr(settings, name) for name in dict.fromkeys(COUNTED.values())
+            if not getattr(settings, name).is_dir()}
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -183,9 +203,15 @@ def _worker_line(worker: dict[str, Any]) -> str:
     return line
 
 
+def _count_line(key: str, label: str, count: int | None) -> str:
+    if count is None:  # never a zero for a folder that is not there
+        return f"{label:<12} ?  (the {COUNTED[key]} folder does not exist)"
+    return f"{label:<12} {count}"
+
+
 def render(status: dict[str, Any]) -> str:
     counts = status["counts"]
-    lines = [f"{label:<12} {counts[key]}" for key, label in
+    lines = [_count_line(key, label, counts[key]) for key, label in
              (("queued", "queued"), ("in_progress", "in progress"), ("done", "done"), ("failed", "failed"))]
     if status["workers"]:
         lines += ["", "workers:"] + [_worker_line(w) for w in status["workers"]]
@@ -193,6 +219,11 @@ def render(status: dict[str, Any]) -> str:
         lines += ["", "queued:"] + [f"  {name}" for name in status["queued"]]
     if status["in_progress"]:
         lines += ["", "in progress:"] + [_job_line(job) for job in status["in_progress"]]
+    if status["done"]:
+        done = status["done"]
+        earlier = [f"  … {len(done) - DONE_SHOWN} earlier (`status --json` lists them all)"] \
+            if len(done) > DONE_SHOWN else []
+        lines += ["", "done (latest last):", *earlier] + [f"  {name}" for name in done[-DONE_SHOWN:]]
     if status["failed"]:
         lines += ["", "failed:"] + [f"  {f['name']}  [{f.get('stage')}] {f.get('message')}"
                                     for f in status["failed"]]
@@ -215,13 +246,18 @@ def _listed_files(report: Path) -> list[str]:
 def find_reports(settings: Settings, name: str, warn: Warn) -> list[Path]:
     """Reports matching a name: the report's name with or without its folder, or an input file's name.
     An unreadable report is still found by its own name, so that `retry` can say what is wrong."""
-    found = []
-    for report in failed_reports(settings, warn):
-        stem = report.name[: -len(REPORT_SUFFIX)]
-        rel = str(report.relative_to(settings.failed))[: -len(REPORT_SUFFIX)]
-        if name in (stem, rel, report.name) or name in _listed_files(report):
-            found.append(report)
-    return found
+    return matching_reports(settings, failed_reports(settings, warn), name)
+
+
+def report_name(settings: Settings, report: Path) -> str:
+    """A failed job's name as `status` lists it: the report's path in failed/ without `.error.json`."""
+    return str(report.relative_to(settings.failed))[: -len(REPORT_SUFFIX)]
+
+
+def matching_reports(settings: Settings, reports: list[Path], name: str) -> list[Path]:
+    return [report for report in reports
+            if name in (report.name[: -len(REPORT_SUFFIX)], report_name(settings, report), report.name)
+            or name in _listed_files(report)]
 
 
 # retry

@@ -12,66 +12,116 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from i2v_watcher import backends
-from i2v_watcher.backends.base import backend_options
+from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.explain import Written, problems_heading
 from i2v_watcher.fsutil import copy_atomic, release_name, reserve_name, write_bytes_atomic
-from i2v_watcher.generate import check_fields
-from i2v_watcher.postprocess import build_chains
-from i2v_watcher.spec import JobSpec, check_output_name, describe_validation_error, resolve
+from i2v_watcher.generate import memory_budget_bytes, plan_job
+from i2v_watcher.images import load_image
+from i2v_watcher.jobcheck import check_job as check_whole_job
+from i2v_watcher.sidecar_yaml import load_yaml_texts
+from i2v_watcher.spec import JobParams, JobSpec, check_output_name, resolve
 from i2v_watcher.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 
 
+class Sidecar(dict[str, Any]):
+    """A sidecar made of `--prompt` and `--set` values, with the text each value was written as (so a
+    `--set prompt=yes` that YAML reads as true is told to quote it)."""
+
+    written: Written
+
+
 def build_sidecar(prompt: str | None, assignments: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    """`--set key=value` items, each value read as YAML with the sidecar's rules (a list, a mapping, a
+    number...); checked whole by check_job. A value that is not valid YAML says which --set it is."""
+    values = Sidecar()
+    written: dict[tuple[str, ...], str] = {}
     if prompt is not None:
         values["prompt"] = prompt
+    problems = []
     for item in assignments:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise StartupError(f"--set expects key=value, got {item!r}")
-        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-    _spec(values)
+        key = key.strip()
+        if not raw.strip():
+            values[key] = ""
+            continue
+        try:
+            values[key], texts = load_yaml_texts(raw.encode(), f"--set {key}={raw}")
+        except JobError as exc:
+            problems.append(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+            continue
+        written.update({(key, *path): text for path, text in texts.items()})
+    if problems:
+        raise StartupError("; ".join(problems))
+    values.written = written
     return values
 
 
-def _spec(sidecar: dict[str, Any]) -> JobSpec:
+def check_job(settings: Settings, sidecar: dict[str, Any], image: Path | None = None) -> None:
+    """Refuse now, with every problem at once, what the daemon would refuse after claiming the job: the
+    same check it runs (jobcheck.check_job) against the backends it loads (declared on their classes: no
+    model is loaded for this), and the image as the daemon reads it. What only the daemon's host can
+    tell (its ffmpeg's encoders; its memory, unless memory_budget_mb says) is checked when it takes the
+    job."""
+    resident = _resident(settings)
+    default = None if settings.backend == "auto" else settings.backend
+    problems: list[str] = []
+    hint = ""
+    spec: JobSpec | None = None
     try:
-        return JobSpec.model_validate(sidecar)
-    except ValidationError as exc:
-        raise StartupError(describe_validation_error(exc)) from exc
-
-
-def check_job(settings: Settings, sidecar: dict[str, Any]) -> None:
-    """Refuse now what the daemon would refuse after claiming the job: unknown presets, refused
-    overrides, a backend this config does not load, fields and `backend_options` that backend cannot
-    take (all declared on its class: no model is loaded for this)."""
-    spec = _spec(sidecar)
-    _check_backend(settings, spec.backend)
-    name = spec.backend or settings.backend
-    params = resolve(spec, settings.defaults, backend=name, seed=0)
-    try:
-        build_chains(settings, params)
-        if name != "auto":
-            backends.discover(settings.plugins)
-            backend = backends.get(name)
-            check_fields(backend, params)
-            if backend.options_model is not None:
-                backend_options(backend.options_model, params)
+        spec = check_whole_job(settings, sidecar, backends=resident, default_backend=default,
+                               written=getattr(sidecar, "written", None))
     except JobError as exc:
-        raise StartupError(f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from exc
+        problems, hint = exc.problems, exc.hint
+    if image is not None:
+        chosen = sidecar.get("backend", default)
+        backend = resident.get(chosen) if isinstance(chosen, str) else None
+        problems += _image_problems(settings, image, backend, spec)
+    if problems:  # a line each, then what would fix them
+        lines = [problems_heading("job", len(problems)) + ":", *(f"  - {p}" for p in problems)]
+        raise StartupError("\n".join(lines + ([f"  hint: {hint}"] if hint else [])))
 
 
-def _check_backend(settings: Settings, backend: str | None) -> None:
-    # `auto` resolves at the daemon's start-up, to the auto backend or else the preview.
-    loaded = {settings.auto_backend, "preview"} if "auto" in settings.resident else set()
-    loaded.update(name for name in settings.resident if name != "auto")
-    if backend is not None and backend not in loaded:
-        raise StartupError(f"backend {backend!r} is not loaded by the daemon "
-                           f"(resident backends: {', '.join(sorted(loaded))}; the `backends` setting)")
+def _resident(settings: Settings) -> dict[str, Backend | type[Backend]]:
+    """The backends the daemon loads: the configured ones, and for `auto` both of its outcomes."""
+    backends.discover(settings.plugins)
+    names = [name for name in settings.resident if name != "auto"]
+    if "auto" in settings.resident:  # resolved when the daemon starts: the diffusion model or the preview
+        names += [settings.auto_backend, "preview"]
+    return {name: backends.get(name) for name in dict.fromkeys(names)}
+
+
+def _image_problems(settings: Settings, image: Path, backend: Backend | type[Backend] | None,
+                    spec: JobSpec | None) -> list[str]:
+    """The image as the daemon will load it: readable, within the size limits, a usable shape, and
+    (where memory_budget_mb fixes the budget on every host) frames that fit in memory."""
+    try:
+        with load_image(image, max_pixels=settings.max_image_pixels,
+                        max_bytes=settings.max_image_bytes) as picture:
+            size = picture.size
+        check_aspect(*size, backend.max_aspect if backend is not None else MAX_ASPECT)
+        if backend is not None and spec is not None and settings.memory_budget_mb is not None:
+            instance = backend if isinstance(backend, Backend) else backend(settings)
+            params = resolve(spec, settings.defaults, backend=instance.name, seed=0)
+            if _can_plan(instance, size, params):
+                plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))
+    except JobError as exc:
+        return [f"{image}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")]
+    return []
+
+
+def _can_plan(backend: Backend, size: tuple[int, int], params: JobParams) -> bool:
+    """Whether the backend can plan the job without its model (a diffusion model may need it loaded)."""
+    try:
+        backend.planned(*size, params)
+    except Exception:
+        return False
+    return True
 
 
 def clash_suffixes(*own: str) -> list[str]:
@@ -90,7 +140,7 @@ def new_owner(kind: str) -> str:
 def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None) -> Path:
     """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path."""
     stem = _check_request(settings, image, name)
-    check_job(settings, sidecar)
+    check_job(settings, sidecar, image)
     owner = new_owner("submit")
     stem = reserve_name(settings.inbox, stem, clash_suffixes(image.suffix), owner)
     try:
@@ -118,7 +168,7 @@ def _write_job(inbox: Path, stem: str, image: Path, sidecar: dict[str, Any]) -> 
     written: list[Path] = []
     try:
         if sidecar:
-            text = yaml.safe_dump(sidecar, allow_unicode=True, sort_keys=False)
+            text = yaml.safe_dump(dict(sidecar), allow_unicode=True, sort_keys=False)
             write_bytes_atomic(inbox / f"{stem}.yaml", text.encode(), replace=False)
             written.append(inbox / f"{stem}.yaml")
         target = inbox / f"{stem}{image.suffix}"

@@ -217,6 +217,7 @@ def test_status_skips_a_folder_it_cannot_read(folders: Folders, monkeypatch: pyt
 
 def test_status_warns_about_missing_folders(folders: Folders, tmp_path: Path) -> None:
     folders.write_config(inbox=str(tmp_path / "not-mounted"))
+    folders.outbox.mkdir()  # one folder there: the others are warnings (none there: an error, exit 2)
     result = cli("status", "--config", str(folders.config))
     assert result.returncode == 0
     assert "warning: the inbox folder" in result.stderr and "not-mounted" in result.stderr

@@ -119,7 +119,7 @@ def test_anything_validation_raises_is_a_sidecar_error(monkeypatch: pytest.Monke
 ])
 def test_validation_errors_still_name_the_key(text: str, key: str) -> None:
     message = refusal(text)
-    assert message.startswith(f"invalid sidecar: {key}: "), message
+    assert message.startswith((f"invalid sidecar: {key} must ", f"invalid sidecar: {key}: ")), message
 
 
 # --- output names ---------------------------------------------------------------------------------------

@@ -13,18 +13,36 @@ from pydantic import BaseModel, ValidationError
 
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import JobError
-from i2v_watcher.spec import JobParams, describe_validation_error
+from i2v_watcher.explain import Problem, Written, explain_errors, problems_error
+from i2v_watcher.spec import JobParams
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 def backend_options(model: type[OptionsT], params: JobParams) -> OptionsT:
-    """Validate the sidecar's `backend_options` against a backend's own strict model."""
+    """Validate the sidecar's `backend_options` against a backend's own strict model; a JobError with
+    every problem in plain words (options_problems)."""
     try:
         return model.model_validate(params.backend_options)
     except ValidationError as exc:
-        message = describe_validation_error(exc, "backend_options")
-        raise JobError(message, stage="sidecar") from exc
+        raise problems_error(_explained(model, exc), "backend_options") from exc
+
+
+def options_problems(model: type[BaseModel], options: dict[str, Any], written: Written | None = None
+                     ) -> list[Problem]:
+    """Every problem of a job's `backend_options` for this model, in plain words (none: they are valid):
+    `backend_options.motion must be one of zoom-in, …`, `backend_options.moton: unknown key, did you
+    mean motion?`."""
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        return _explained(model, exc, written)
+    return []
+
+
+def _explained(model: type[BaseModel], exc: ValidationError, written: Written | None = None) -> list[Problem]:
+    return explain_errors(exc, model=model, at=("backend_options",), written=written,
+                          keys="backend_options keys")
 
 MAX_ASPECT = 4.0
 

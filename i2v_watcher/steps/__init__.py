@@ -52,7 +52,7 @@ def parse_step(raw: dict[str, Any]) -> Step:
     try:
         return cls.model_validate(params)
     except ValidationError as exc:
-        raise ValueError(describe_validation_error(exc, f"step {kind!r}")) from None
+        raise ValueError(describe_validation_error(exc, f"step {kind!r}", model=cls)) from None
 
 
 def parse_chain(raw_steps: list[dict[str, Any]]) -> list[Step]:
