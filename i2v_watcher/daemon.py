@@ -82,7 +82,8 @@ def load_backends(settings: Settings, extend: Extend | None = None
     """The ffmpeg binary (probed with every preset) and the resident backends, each loaded once; the
     default backend's name (`auto` resolved). `extend` asks systemd for time before each load."""
     binary, origin = find_ffmpeg(settings.ffmpeg_path)
-    log.info("ffmpeg found", path=binary.path, origin=origin, version=binary.version)
+    log.info("ffmpeg found", path=binary.path, origin=origin,
+             version=binary.version.removeprefix("ffmpeg version ").split(" Copyright")[0])
     for note in check_presets(settings, binary):
         log.info("ffmpeg hardware encoder", result=note)
     discover_backends(settings)
@@ -341,6 +342,8 @@ class Daemon(Service):
         if now - self._last_full >= self.settings.rescan_s:
             self._last_full = now
             return True
+        if self._scan.recheck_at is not None and now >= self._scan.recheck_at:
+            return True  # a grace period ended (a lone sidecar's, say): what the loop woke up for
         recheck = max(0.1, min(1.0, self.settings.settle_s / 2))
         return self._scan.waiting > 0 and now - self._last_scan >= recheck
 

@@ -1,14 +1,18 @@
-"""Find the ffmpeg binary (setting, PATH, then the one imageio-ffmpeg ships) and learn what it can do."""
+"""Find the ffmpeg binary (setting, PATH, then the one imageio-ffmpeg ships), learn what it can do, and
+read what it says while it encodes."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from i2v_watcher.errors import StartupError
+from i2v_watcher.logs import ProgressLog
 
 HINT = ("install one: `pip install imageio-ffmpeg` (ships a static ffmpeg), or `apt-get install ffmpeg`, "
         "or set ffmpeg_path in the config")
@@ -68,3 +72,30 @@ def find_ffmpeg(configured: Path | None) -> tuple[FFmpeg, str]:
     if missing:
         raise StartupError(f"ffmpeg at {path} ({origin}) lacks the encoder(s) {', '.join(missing)}; {HINT}")
     return FFmpeg(path=path, version=version, encoders=encoders, filters=filters), origin
+
+
+class EncodeProgress:
+    """ffmpeg's `-progress` blocks (`frame=`, `fps=`, `speed=`, … ending in `progress=continue` or
+    `progress=end`) as `encoding` log lines like generation's `progress` lines: at most one every
+    `interval_s` (progress_log_s), and the last one."""
+
+    def __init__(self, frames: int, interval_s: float) -> None:
+        self.frames = frames
+        self._log = ProgressLog("postprocess", interval_s, event="encoding")
+
+    def __call__(self, block: Mapping[str, str]) -> None:
+        frame, last = _number(block.get("frame")), block.get("progress") == "end"
+        if frame is None or not (frame or last):  # nothing encoded yet: not worth a line
+            return
+        more = {key: value for key, value in (("fps", _number(block.get("fps"))),
+                                              ("speed", _number(block.get("speed", "").rstrip("x"))))
+                if value}  # "N/A" or 0 at the start, 0 fps for a short encode
+        self._log(int(frame), self.frames, last=last, **more)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

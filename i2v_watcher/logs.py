@@ -18,6 +18,10 @@ import structlog
 # syslog priorities, as journalctl -p filters them
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
 IDENTIFIER = "i2v-watcher"
+# Bound for the whole run and said by the start-up lines (`watching`): a terminal does not repeat them.
+CONSOLE_UNBOUND = frozenset({"worker_id"})
+# Libraries that print on their own: a handler of their own on stderr, not propagating to the root.
+LIBRARIES = ("transformers", "diffusers", "huggingface_hub", "accelerate", "torch", "uvicorn")
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -26,16 +30,20 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         _configure_journal(level, send)
         return
     json_lines = fmt in ("json", "journal") or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
-    )
-    shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,  # the job id and name bound around each job
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    exc_info = structlog.processors.format_exc_info if json_lines else structlog.dev.set_exc_info
-    # Libraries that log through the standard library (watchdog, later diffusers) share the format.
+    shared: list[structlog.typing.Processor]
+    exc_info: structlog.typing.Processor
+    if json_lines:
+        renderer: structlog.typing.Processor = structlog.processors.JSONRenderer()
+        shared = [structlog.contextvars.merge_contextvars,  # the job id and name bound around each job
+                  structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+        exc_info = structlog.processors.format_exc_info
+    else:  # for a person at a terminal: local time, colours only on a terminal, no worker id on each line
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        shared = [_merge_context_but(CONSOLE_UNBOUND), structlog.processors.add_log_level,
+                  structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)]
+        exc_info = structlog.dev.set_exc_info
+    # Libraries that log through the standard library (watchdog, transformers, diffusers, warnings.warn)
+    # share the format: with JSON lines, every line on stderr is JSON.
     handler = _StderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
@@ -47,6 +55,16 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _merge_context_but(skip: frozenset[str]) -> structlog.typing.Processor:
+    """structlog.contextvars.merge_contextvars without the keys in `skip`."""
+    def merge(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in structlog.contextvars.get_contextvars().items():
+            if key not in skip:
+                event.setdefault(key, value)
+        return event
+    return merge
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -133,12 +151,39 @@ def _configure_journal(level: str, send: Callable[..., Any]) -> None:
 
 
 def _route_stdlib(handler: logging.Handler) -> None:
-    """Libraries that log through the standard library (watchdog, diffusers) go the same way."""
+    """Libraries that log through the standard library (watchdog, diffusers) go the same way, and so
+    do warnings.warn()'s warnings (logger `py.warnings`)."""
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     logging.getLogger("watchdog.observers.inotify").addFilter(_drop_shutdown_noise)
+    adopt_library_loggers()
+
+
+def adopt_library_loggers() -> None:
+    """transformers, diffusers, huggingface_hub and torch give their loggers a handler of their own that
+    prints plain text on stderr, and stop them propagating: those loggers go through the root's handler
+    (ours) instead, and their progress bars are turned off (the daemon logs its own progress lines).
+    Call it again after importing such a library: they set this up when they are imported."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # downloads, in this process and below
+    for module in ("transformers.utils.logging", "diffusers.utils.logging", "huggingface_hub.utils"):
+        library = sys.modules.get(module)
+        for name in ("disable_default_handler", "enable_propagation", "disable_progress_bar",
+                     "disable_progress_bars"):
+            switch = getattr(library, name, None)
+            if callable(switch):
+                switch()
+    streams = {sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__}
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger) or name.partition(".")[0] not in LIBRARIES:
+            continue
+        own = [h for h in logger.handlers if type(h) is logging.StreamHandler and h.stream in streams]
+        for handler in own:
+            logger.removeHandler(handler)
+        if own:  # it printed on its own; a logger that was only kept quiet stays so
+            logger.propagate = True
 
 
 def _drop_shutdown_noise(record: logging.LogRecord) -> bool:
@@ -149,16 +194,19 @@ def _drop_shutdown_noise(record: logging.LogRecord) -> bool:
 class ProgressLog:
     """One progress line per `interval_s` at most (and the last one), so long jobs do not flood."""
 
-    def __init__(self, what: str, interval_s: float) -> None:
+    def __init__(self, what: str, interval_s: float, event: str = "progress") -> None:
         self.what = what
+        self.event = event
         self.interval_s = interval_s
         self._last = 0.0
         self._logged = (-1, -1)  # the last line logged: the end is logged once, however often reported
         self._log = structlog.get_logger("i2v_watcher.progress")
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, *, last: bool = False, **more: Any) -> None:
+        """`last`: the end, logged even when `done` falls short of `total`."""
         now = time.monotonic()
-        if (done >= total and (done, total) != self._logged) or now - self._last >= self.interval_s:
+        end = done >= total or last
+        if (end and (done, total) != self._logged) or now - self._last >= self.interval_s:
             self._last, self._logged = now, (done, total)
-            self._log.info("progress", stage=self.what, done=done, total=total,
-                           percent=round(100 * done / max(total, 1)))
+            self._log.info(self.event, stage=self.what, done=done, total=total,
+                           percent=min(100, round(100 * done / max(total, 1))), **more)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +29,7 @@ from PIL import Image
 from i2v_watcher.cancel import Cancel
 from i2v_watcher.config import Settings
 from i2v_watcher.errors import FfmpegStalled, JobError, OutputInvalid, StartupError
-from i2v_watcher.ffmpeg import FFmpeg, child_env
+from i2v_watcher.ffmpeg import EncodeProgress, FFmpeg, child_env
 from i2v_watcher.presets import SHIPPED_PRESETS
 from i2v_watcher.spec import JobParams
 from i2v_watcher.steps import Clip, OutputStep, Step, dump_step, step_class
@@ -147,7 +148,9 @@ def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, c
     poster.start()
     try:
         frames = memoryview(np.ascontiguousarray(pixels).data).cast("B")  # no copy of a large clip
-        run_ffmpeg(command, frames, cancel, settings.ffmpeg_stall_s)
+        total = described[0].get("frames") or len(pixels)  # ffmpeg counts the first output's frames
+        run_ffmpeg(command, frames, cancel, settings.ffmpeg_stall_s,
+                   report=EncodeProgress(total, settings.progress_log_s))
     finally:
         poster.join()
     for output, description in zip(outputs, described, strict=True):
@@ -240,11 +243,13 @@ def _die_with_parent() -> None:
 
 
 def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, stall_s: float,
-               progress: list[str] | None = None, errors: list[str] | None = None) -> None:
+               progress: list[str] | None = None, errors: list[str] | None = None,
+               report: Callable[[dict[str, str]], None] | None = None) -> None:
     """Run ffmpeg with the frames on stdin. It runs in its own session, so a Ctrl-C or a service stop
     reaches the daemon (which decides) and not ffmpeg; it is killed when the daemon aborts or when its
     progress output stops for `stall_s` (slow is fine, silent is hung); its stderr tail on failure.
-    `progress` receives its progress lines, `errors` its stderr lines (the first 100)."""
+    `progress` receives its progress lines, `errors` its stderr lines (the first 100), `report` (called
+    on this thread) each block of `-progress` lines as a dict, the last one included."""
     wrapper = _pdeathsig_wrapper()
     process = subprocess.Popen([*wrapper, *command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=child_env(), start_new_session=True,
@@ -260,12 +265,20 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
         with contextlib.suppress(BrokenPipeError):
             pipe.close()
 
+    blocks: list[dict[str, str]] = []  # the latest complete -progress block, for `report`
+
     def watch_progress(pipe: IO[bytes]) -> None:
+        block: dict[str, str] = {}
         for line in pipe:  # ffmpeg's progress lines are the daemon's progress points while it encodes
             last_progress[0] = time.monotonic()
             cancel.liveness.touch()
+            text = line.decode("ascii", "replace").strip()
             if progress is not None:
-                progress.append(line.decode("ascii", "replace").strip())
+                progress.append(text)
+            key, _, value = text.partition("=")
+            block[key] = value
+            if key == "progress":  # a block's last line
+                blocks[:], block = [block], {}
 
     def keep_tail(pipe: IO[bytes]) -> None:
         for line in pipe:
@@ -285,9 +298,19 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
     threads.append(threading.Thread(target=wait, daemon=True))
     for thread in threads:
         thread.start()
+    reported: dict[str, str] | None = None
+
+    def report_latest() -> None:
+        nonlocal reported
+        latest = blocks[-1] if blocks else None
+        if report is not None and latest is not None and latest is not reported:
+            reported = latest
+            report(latest)
+
     try:
         while not exited.wait(0.05):
             cancel.poll()
+            report_latest()
             if time.monotonic() - last_progress[0] > stall_s:
                 raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")
     except BaseException:
@@ -297,6 +320,7 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
     finally:
         for thread in threads:
             thread.join(timeout=5)
+    report_latest()  # the end
     if process.returncode != 0:
         raise JobError(
             f"ffmpeg failed with exit code {process.returncode}: " + (" | ".join(tail) or "(no output)"),

@@ -30,6 +30,7 @@ from i2v_watcher.fsutil import read_json
 from i2v_watcher.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
 from i2v_watcher.scan_cache import FileInfo, Tree, identity
+from i2v_watcher.waits import Waits
 from i2v_watcher.watch_events import Watcher as Watcher
 
 UNREADABLE_GIVE_UP_S = 60.0
@@ -112,6 +113,7 @@ class Inbox:
         # job key → its files (inode, size, mtime) when the daemon claimed it, and when
         self._taken: dict[str, tuple[dict[Path, tuple[int, int, int]], float]] = {}
         self._bad_folders: dict[str, str] = {}  # sub-folders that cannot be read, and why
+        self.waits = Waits(settings)  # why jobs wait, in the log
 
     def block(self, candidate: Candidate, reason: str) -> None:
         """A claim of this job was refused (e.g. its folder is not writable): it is skipped, and tried
@@ -275,15 +277,20 @@ class Inbox:
         state = "gone" if not group else self._state(key, list(group.values()), now)
         if was_ready or state == "ready":
             self._order = None
+        if state not in ("waiting", "orphan"):
+            ready = self._ready.get(key)
+            self.waits.ended(key, now, defaults=ready is not None and ready.image is not None
+                             and ready.sidecar is None and not ready.problem)
 
     def _state(self, key: str, files: list[FileInfo], now: float) -> str:
         settle_s = self.settings.settle_s
-        pending = [at for at in (i.unsettled_until(now, settle_s, UNREADABLE_GIVE_UP_S) for i in files)
-                   if at is not None]
+        pending = [(i, at) for i in files
+                   if (at := i.unsettled_until(now, settle_s, UNREADABLE_GIVE_UP_S)) is not None]
         if pending:  # the whole group waits: a sidecar is no orphan while its image arrives
             self._waiting[key] = "settling: its files are still being written"
-            at = min(pending)
+            at = min(at for _, at in pending)
             self._timers[key] = at if at > now else now + RETRY_S  # > now: a file not opened yet
+            self.waits.settling(key, pending, now, UNREADABLE_GIVE_UP_S)
             return "waiting"
         settings = self.settings
         mtime = min(info.mtime for info in files)
@@ -309,6 +316,7 @@ class Inbox:
             if now < due:
                 self._orphans.add(key)
                 self._timers[key] = due
+                self.waits.orphan(key, due, now)
                 return "orphan"
             candidate = Candidate(key, sidecar=sidecars[0].path, mtime=mtime, problem=(
                 f"a sidecar without an image: no {Path(key).name}.png/.jpg/.jpeg/.webp arrived within "
@@ -319,6 +327,7 @@ class Inbox:
             if sidecar is None and now < due:
                 self._waiting[key] = "waiting for its sidecar"
                 self._timers[key] = due
+                self.waits.sidecar(key, due, now)
                 return "waiting"
             priority = 0 if sidecar is None else sidecar.read_priority(settings.max_sidecar_bytes)
             if priority is None:  # not readable now: offered as 0, read again a moment later

@@ -108,10 +108,30 @@ class _Bar:
         self.steps.step(self.done, self.total)
 
 
-def to_uint8(video: torch.Tensor, chunk: int = 8) -> np.ndarray:
+PRECISION_HINTS = {  # (problem, the model's dtype) → what to try; None: the dtype is not known
+    ("nan", None): 'float16 overflow is a known cause in video diffusion models: set [diffusion] dtype = '
+                   '"bfloat16" (or "float32")',
+    ("nan", "bfloat16"): 'try [diffusion] dtype = "float32" (slower, and twice the GPU memory)',
+    ("nan", "float32"): "the model already runs in float32, so this is no precision overflow: check its "
+                        "weights (an incomplete download, a wrong variant) and the job's guidance_scale and "
+                        "steps",
+    ("black", None): 'float16 overflow is a known cause: try [diffusion] dtype = "bfloat16"',
+    ("black", "bfloat16"): 'try [diffusion] dtype = "float32" (slower, and twice the GPU memory)',
+    ("black", "float32"): "the model already runs in float32, so this is no precision overflow: check that "
+                          "the input image is not (nearly) black, and the model's weights",
+}
+
+
+def precision_hint(problem: str, dtype: str | None) -> str:
+    """What to try when the frames are NaN ("nan") or black ("black"), for a model in `dtype`."""
+    return PRECISION_HINTS.get((problem, dtype)) or PRECISION_HINTS[(problem, None)]
+
+
+def to_uint8(video: torch.Tensor, chunk: int = 8, dtype: str | None = None) -> np.ndarray:
     """Float frames (count, 3, height, width) in [0, 1], where the pipeline left them (the GPU) → uint8
     (count, height, width, 3) on the host, `chunk` frames at a time: neither the device nor the host holds
-    a second float copy of the clip. NaN or all-black output fails the job instead of a black clip."""
+    a second float copy of the clip. NaN or all-black output fails the job instead of a black clip, with
+    a hint that fits the model's `dtype` ("float16", "bfloat16", "float32"; None: not known)."""
     import torch
 
     if video.ndim != 4 or video.shape[1] != 3:
@@ -123,13 +143,12 @@ def to_uint8(video: torch.Tensor, chunk: int = 8) -> np.ndarray:
         part = video[start:start + chunk]
         if not bool(torch.isfinite(part).all()):
             raise JobError("the model produced NaN values (no picture)", stage="generate",
-                           hint="float16 overflow is a known cause in video diffusion models: set "
-                                "[diffusion] dtype = \"bfloat16\" (or \"float32\")")
+                           hint=precision_hint("nan", dtype))
         # float32 whatever the model's dtype, as numpy did it before: the same seed gives the same bytes.
         levels = part.float().clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
         brightest = max(brightest, int(levels.amax()))
         pixels[start:start + chunk].copy_(levels.permute(0, 2, 3, 1).contiguous())  # to the host
     if brightest <= 2:
         raise JobError("the model produced all-black frames", stage="generate",
-                       hint="float16 overflow is a known cause: try [diffusion] dtype = \"bfloat16\"")
+                       hint=precision_hint("black", dtype))
     return pixels.numpy()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import math
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from importlib import metadata as importlib_metadata
@@ -28,6 +30,7 @@ from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
 from i2v_watcher.backends.capacity import auto_short_side, missing_extra
 from i2v_watcher.config import DEFAULT_MODELS, ModelSettings, OomRung, Settings
 from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.logs import adopt_library_loggers
 from i2v_watcher.spec import JobParams
 
 if TYPE_CHECKING:
@@ -89,6 +92,10 @@ class DiffusersBackend(Backend):
         dtype: torch.dtype = getattr(torch, wanted)
         return dtype
 
+    def dtype_name(self) -> str:
+        """The model's dtype as the config spells it: "float16", "bfloat16", "float32"."""
+        return str(self.torch_dtype()).removeprefix("torch.")
+
     def locate(self) -> str:
         """A local directory, or a hub id found in the Hugging Face cache; a StartupError otherwise."""
         model = self.source.model
@@ -138,10 +145,16 @@ class DiffusersBackend(Backend):
                 "CUDA GPU (set [diffusion] device = \"cpu\" to run slowly on the CPU, or backend = "
                 "\"preview\")")
         where = self.locate()
+        with contextlib.suppress(ImportError):  # it sets up a logging handler of its own on import
+            importlib.import_module("transformers.utils.logging")
+        adopt_library_loggers()  # their warnings as our log lines, without their progress bars
         cls = getattr(diffusers, self.pipeline_class)
         try:
-            pipe = cls.from_pretrained(where, torch_dtype=self.torch_dtype(), variant=self.source.variant,
-                                       local_files_only=options.local_files_only)
+            with warnings.catch_warnings():
+                # newer diffusers call it `dtype`; the oldest diffusers supported knows only this name
+                warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
+                pipe = cls.from_pretrained(where, torch_dtype=self.torch_dtype(), variant=self.source.variant,
+                                           local_files_only=options.local_files_only)
         except (OSError, ValueError) as exc:
             cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise StartupError(
@@ -150,6 +163,7 @@ class DiffusersBackend(Backend):
                 f"download {self.source.model}`, or point [models.{self.name}] model at a local "
                 "directory") from exc
         pipe.set_progress_bar_config(disable=True)
+        adopt_library_loggers()  # torch's and accelerate's, imported meanwhile
         self._apply_options(pipe)
         self.pipe = pipe
         self.loads += 1
@@ -299,7 +313,7 @@ class DiffusersBackend(Backend):
                 continue
             details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
-                       "dtype": str(self.torch_dtype()).removeprefix("torch."),
+                       "dtype": self.dtype_name(),
                        "device": self.settings.diffusion.device}
             return Frames(pixels=pixels, fps=params.fps, details=details)
         raise JobError(f"out of GPU memory on every rung of the OOM ladder: {tried}", stage="generate",
@@ -350,7 +364,7 @@ class DiffusersBackend(Backend):
                         extra.update(self.conditioning(params))
                 output = self.call(resized, params, plan, generator, extra)
                 video = output.frames[0]  # (frames, 3, height, width), floats in [0, 1]
-                return to_uint8(video)
+                return to_uint8(video, dtype=self.dtype_name())
         finally:
             if self.step_progress == "progress_bar":
                 del pipe.progress_bar  # back to the class's own method
