@@ -81,6 +81,9 @@ def test_an_encode_logs_its_progress() -> None:
                "pipe:1", "-re", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "12",
                "-f", "null", "-"]
     runs = {}
+    # An earlier test of the session may have configured structlog to drop info lines (doctor
+    # configures "warning"): capture_logs replaces the processors, not that level filter.
+    structlog.reset_defaults()
     for interval_s in (0.0, 60.0):
         with structlog.testing.capture_logs() as logged:
             run_ffmpeg(command, b"", Cancel(), stall_s=30, report=EncodeProgress(12, interval_s))
@@ -89,7 +92,9 @@ def test_an_encode_logs_its_progress() -> None:
     assert len(every) >= 2 and every[-1]["done"] == every[-1]["total"] == 12
     assert every[-1]["percent"] == 100 and every[-1]["stage"] == "postprocess" and "speed" in every[-1]
     assert [e["done"] for e in every] == sorted(e["done"] for e in every) and every[0]["done"] > 0
-    assert [e["done"] for e in runs[60.0]] == [every[0]["done"], 12]  # the first, then only the last
+    # The first, then only the last (where ffmpeg's first block falls varies with the load).
+    throttled = [e["done"] for e in runs[60.0]]
+    assert len(throttled) == 2 and 0 < throttled[0] < 12 and throttled[1] == 12, throttled
 
 
 def test_the_daemon_logs_the_last_encoding_line(folders: Folders, start: Start) -> None:
