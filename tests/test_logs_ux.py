@@ -66,7 +66,9 @@ def test_a_file_still_being_written_is_said_once(folders: Folders, start: Start)
     assert daemon.wait() == 0
     writing = named(daemon, "settling: a file is still being written")
     assert len(writing) == 1 and writing[0]["job"] == "c" and writing[0]["file"] == "c.png"
-    assert 0 < writing[0]["changing_for_s"] < 2 and writing[0]["settle_s"] == 1.0
+    # How long it had been changing when the change was seen depends on the scans' timing (0.0 when
+    # two scans fall close together on a loaded machine); the writes took 1.5 s in all.
+    assert 0 <= writing[0]["changing_for_s"] < 5 and writing[0]["settle_s"] == 1.0
 
 
 def test_an_encode_logs_its_progress() -> None:
@@ -122,7 +124,9 @@ def test_two_sigints_a_second_apart_abort_a_job_stuck_in_a_c_call(folders: Folde
     daemon.signal(signal.SIGINT)
     second = time.monotonic()
     assert daemon.wait(timeout=30) == 0
-    assert time.monotonic() - second < 4, daemon.log  # the C call ends, and the job with it
+    # The C call ends (about 1 s left), and the job with it; finishing it would take two more frames
+    # of 2.5 s and the encode (the job is published then, which the asserts below also catch).
+    assert time.monotonic() - second < 5.5, daemon.log
     (first,) = named(daemon, "stopping: no new jobs; the running job may finish within 600 s")
     assert first["event"].endswith("press Ctrl-C again to abort it now") and first["jobs"] == ["a"]
     (again,) = named(daemon, "stop signal again: aborting the running job now")
