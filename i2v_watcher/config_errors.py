@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 from i2v_watcher.config_checks import SettingsConflict
 from i2v_watcher.config_source import Loc, describe, env_name, env_variables
 from i2v_watcher.errors import StartupError
+from i2v_watcher.explain import range_words
 
 if TYPE_CHECKING:
     from i2v_watcher.config import Settings
@@ -141,10 +142,6 @@ def setting_name(loc: Loc) -> str:
     return text
 
 
-def _number(value: object) -> str:
-    return str(int(value)) if isinstance(value, int | float) and float(value).is_integer() else str(value)
-
-
 def _range(field: FieldInfo | None, ctx: dict[str, Any]) -> str:
     """A field's limits in words: `between 0 and 3600`, `more than 0 and at most 36500`."""
     bounds = dict(ctx)
@@ -152,10 +149,7 @@ def _range(field: FieldInfo | None, ctx: dict[str, Any]) -> str:
         for key in ("ge", "gt", "le", "lt"):
             if getattr(item, key, None) is not None:
                 bounds[key] = getattr(item, key)
-    if "ge" in bounds and "le" in bounds:
-        return f"between {_number(bounds['ge'])} and {_number(bounds['le'])}"
-    words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
-    return " and ".join(f"{words[key]} {_number(bounds[key])}" for key in words if key in bounds)
+    return range_words(bounds, "between {} and {}")
 
 
 def _allowed(err: ErrorDetails, field: FieldInfo | None, name: str) -> str:

@@ -183,7 +183,7 @@ class _Context:
             if kind == "finite_number" or (isinstance(value, float) and not math.isfinite(value)):
                 return self.line(loc, "must be a finite number", value)
             bounds = _bounds(self.model, loc) or {_BOUNDS[kind]: ctx.get(_BOUNDS[kind])}
-            return self.line(loc, "must be " + _range(bounds), value)
+            return self.line(loc, "must be " + range_words(bounds), value)
         if kind in ("string_too_long", "string_too_short", "too_long", "too_short"):
             unit = "characters" if kind.startswith("string") else "items"
             must = _length(kind, unit, ctx)
@@ -268,9 +268,11 @@ def _length(kind: str, unit: str, ctx: dict[str, Any]) -> str:
     return f"must have at most {ctx['max_length']} {unit}"
 
 
-def _range(bounds: dict[str, Any]) -> str:
+def range_words(bounds: dict[str, Any], both: str = "from {} to {}") -> str:
+    """Limits (`ge`, `gt`, `le`, `lt`) in words: `from 1 to 512`, `more than 0 and at most 120`; `both`
+    spells a closed range."""
     if "ge" in bounds and "le" in bounds:
-        return f"from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+        return both.format(_number(bounds["ge"]), _number(bounds["le"]))
     words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
     return " and ".join(f"{words[name]} {_number(bounds[name])}" for name in words if name in bounds)
 
