@@ -74,6 +74,9 @@ def sigterm_during_a_slow_job(folders: Folders, start: Start, stop_timeout_s: fl
     drop_job(folders)
     daemon = start(folders.config)
     wait_for(lambda: folders.jobs_in_work(), what="the job to be claimed")
+    # Running, not only claimed: a job claimed ahead but not started yet is put back at a stop, which
+    # a SIGTERM sent the instant it appeared in work/ could hit on a loaded machine.
+    daemon.read_until("progress")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     return daemon
