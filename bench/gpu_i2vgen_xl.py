@@ -94,8 +94,8 @@ def plain(model: Path, image: Image.Image, args: Options) -> list[dict[str, floa
 
 def ours(model: Path, image: Image.Image, args: Options) -> list[dict[str, float]]:
     from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
-    from i2v_watcher.config import Settings
-    from i2v_watcher.spec import JobDefaults, JobSpec, resolve
+    from i2v_watcher.config.settings import Settings
+    from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 
     root = Path(tempfile.mkdtemp())
     settings = Settings(**{n: str(root / n) for n in ("inbox", "outbox", "failed", "done", "work")},

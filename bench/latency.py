@@ -243,8 +243,8 @@ def per_job(queued: int, litter: int, measured: int) -> dict[str, Any]:
 def scan_costs(jobs: int, litter: int, repeat: int) -> dict[str, float | None]:
     """One `Inbox.scan()` in this process: the first (everything new), a repeated full walk, and one
     narrowed to the watcher's news (nothing changed) where the inbox supports it."""
-    from i2v_watcher.config import Settings
-    from i2v_watcher.watch import Inbox
+    from i2v_watcher.config.settings import Settings
+    from i2v_watcher.inbox.watch import Inbox
 
     root, _ = make_root("inotify", litter)
     logging_was = structlog.get_config()

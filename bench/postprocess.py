@@ -37,12 +37,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from i2v_watcher.backends.preview import PreviewBackend
-from i2v_watcher.cancel import Cancel
-from i2v_watcher.config import Settings
-from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.pipeline import save_frames
-from i2v_watcher.postprocess import build_chains, postprocess, trial_encode
-from i2v_watcher.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
+from i2v_watcher.media.postprocess import build_chains, postprocess, trial_encode
+from i2v_watcher.run.pipeline import save_frames
 
 FIT = "scale=1080:1920:force_original_aspect_ratio=decrease,pad=1080:1920:(ow-iw)/2:(oh-ih)/2,setsar=1"
 W, H, FRAMES, FPS = 512, 512, 16, 8

@@ -59,7 +59,7 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
     try:
-        from i2v_watcher.ffmpeg import find_ffmpeg
+        from i2v_watcher.media.ffmpeg import find_ffmpeg
 
         binary, origin = find_ffmpeg(None)
         version = binary.version.removeprefix("ffmpeg version ").split(" Copyright")[0]

@@ -23,12 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.postprocess import FPS, model_like_frames
-from i2v_watcher.cancel import Cancel
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, OutputInvalid
-from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.postprocess import build_chains, postprocess, run_ffmpeg, verify_video
-from i2v_watcher.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
+from i2v_watcher.media.postprocess import build_chains, postprocess, run_ffmpeg, verify_video
 
 TITLE = "Output check: what the daemon's check and a full decode catch, and what they cost"
 TARGET = "the check catches every damage the full decode catches, and costs less"

@@ -49,7 +49,7 @@ import structlog  # noqa: E402
 from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from i2v_watcher.config import Settings  # noqa: E402
+from i2v_watcher.config.settings import Settings  # noqa: E402
 from i2v_watcher.web import gallery as gallery_module  # noqa: E402
 from i2v_watcher.web.app import create_app  # noqa: E402
 from i2v_watcher.web.board import REFRESH_S  # noqa: E402

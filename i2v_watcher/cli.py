@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from i2v_watcher import __version__, backends
-from i2v_watcher.config import Settings, load_settings
-from i2v_watcher.config_errors import config_warnings
+from i2v_watcher.config.errors import config_warnings
+from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.logs import configure
 
 if TYPE_CHECKING:
-    from i2v_watcher.service import Service
+    from i2v_watcher.service.lifecycle import Service
 
 EXIT_CANNOT_RUN, EXIT_CRASH = 2, 1
 
@@ -114,7 +114,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     def daemon() -> Service:
         if settings.coordination == "celery":
             return _celery_module("dispatch").Dispatcher(settings, once=args.once)  # type: ignore[no-any-return]
-        from i2v_watcher.daemon import Daemon
+        from i2v_watcher.service.daemon import Daemon
 
         return Daemon(settings, once=args.once)
     return _serve(daemon, "daemon crashed")
@@ -152,7 +152,7 @@ def _celery_module(name: str) -> types.ModuleType:
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.submit import build_sidecar, submit
+    from i2v_watcher.ops.submit import build_sidecar, submit
 
     try:
         path = submit(settings, args.image, build_sidecar(args.prompt, args.set), args.name)
@@ -165,7 +165,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 2 when none of the folders it reads exists (a share not mounted, or wrong paths): then
     nothing it could show would be true. Some missing (a fresh install) are warnings, counted as unknown."""
-    from i2v_watcher.status import COUNTED, collect, missing_folders, render, warn
+    from i2v_watcher.ops.status import COUNTED, collect, missing_folders, render, warn
 
     result = collect(settings)
     missing = missing_folders(settings)
@@ -185,7 +185,7 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     """Each report on its own: one that cannot be trusted is refused and left where it is, the others
     are retried; exit 2 when any was refused. Nothing to retry: said on stderr (stdout lists only the
     moved files), exit 0."""
-    from i2v_watcher.status import (
+    from i2v_watcher.ops.status import (
         RetryRefused,
         failed_reports,
         matching_reports,
@@ -224,7 +224,7 @@ def _no_failed_jobs(settings: Settings) -> str:
 
 def _no_such_job(settings: Settings, name: str, reports: list[Path], shown: int = 10) -> str:
     """No failed job of that name: what there is instead (names from the share, escaped)."""
-    from i2v_watcher.status import printable, report_name
+    from i2v_watcher.ops.status import printable, report_name
 
     text = f"no failed job named {name!r}"
     if not reports:
@@ -247,9 +247,9 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.daemon import discover_backends
-    from i2v_watcher.ffmpeg import find_ffmpeg
-    from i2v_watcher.postprocess import check_presets
+    from i2v_watcher.media.ffmpeg import find_ffmpeg
+    from i2v_watcher.media.postprocess import check_presets
+    from i2v_watcher.service.bootstrap import discover_backends
 
     discover_backends(settings)
     for name in settings.resident:
@@ -270,7 +270,7 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from i2v_watcher.doctor import diagnose, render
+    from i2v_watcher.ops.doctor import diagnose, render
 
     configure("warning", "auto")  # stdout carries the findings (or the JSON document) alone
     try:

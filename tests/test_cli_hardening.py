@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from conftest import REPO, Folders, cli, daemon_env, make_image
-from i2v_watcher import status as status_module
-from i2v_watcher import submit as submit_module
-from i2v_watcher.config import Settings, load_settings
-from i2v_watcher.fsutil import move
-from i2v_watcher.status import RetryRefused, collect, retry
-from i2v_watcher.submit import submit
+from i2v_watcher.config.settings import Settings, load_settings
+from i2v_watcher.fs.atomic import move
+from i2v_watcher.ops import status as status_module
+from i2v_watcher.ops import submit as submit_module
+from i2v_watcher.ops.status import RetryRefused, collect, retry
+from i2v_watcher.ops.submit import submit
 
 
 def failed_job(folders: Folders, rel: str = "", stem: str = "x", **report: Any) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Folders, cli, daemon_env, make_image
-from i2v_watcher.config_source import env_source, toml_line
+from i2v_watcher.config.source import env_source, toml_line
 
 ONE_ERROR_MAX = 400  # characters: one problem is one short line, never a dump of the settings
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import Daemon, Folders, decode, make_image, wait_for
-from i2v_watcher.mounts import filesystem_type
+from i2v_watcher.fs.mounts import filesystem_type
 
 Start = Callable[..., Daemon]
 

@@ -19,7 +19,7 @@ from conftest import Daemon, Folders, decode, make_image
 from i2v_watcher.backends.attempt import Plan, Preloaded
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 from tiny_models import build_i2vgen_xl, build_svd, build_wan_i2v
 
 Start = Callable[..., Daemon]
@@ -224,8 +224,8 @@ def test_decoding_the_latents_passes_progress_points_after_the_last_step(tiny: d
     """The VAE decode has no step callback: without its own progress points, a long decode would look
     hung to the lease and to systemd's watchdog."""
     from i2v_watcher import backends
-    from i2v_watcher.config import Settings
-    from i2v_watcher.spec import JobSpec, resolve
+    from i2v_watcher.config.settings import Settings
+    from i2v_watcher.job.spec import JobSpec, resolve
 
     settings = Settings(inbox=tmp_path / "in", outbox=tmp_path / "out", failed=tmp_path / "failed",
                         done=tmp_path / "done", work=tmp_path / "work", diffusion=CPU,  # type: ignore[arg-type]
@@ -271,7 +271,7 @@ Loaded = Callable[..., DiffusersBackend]
 def loaded(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Loaded:
     """A loaded backend for tests that call it in-process, one per (name, diffusion settings)."""
     from i2v_watcher import backends
-    from i2v_watcher.config import Settings
+    from i2v_watcher.config.settings import Settings
 
     root = tmp_path_factory.mktemp("dirs")
     made: dict[str, DiffusersBackend] = {}
@@ -292,7 +292,7 @@ def loaded(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> L
 
 
 def job(backend: DiffusersBackend, seed: int = 5, **spec: object) -> JobParams:
-    from i2v_watcher.spec import JobSpec, resolve
+    from i2v_watcher.job.spec import JobSpec, resolve
 
     fields = {} if "prompt" in backend.ignores else {"prompt": "a red fox", "negative_prompt": "blurry"}
     return resolve(JobSpec.model_validate({**fields, **spec}), backend.settings.defaults,

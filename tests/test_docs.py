@@ -19,11 +19,11 @@ from PIL import Image
 from conftest import REPO
 from i2v_watcher import backends
 from i2v_watcher.cli import _parser
-from i2v_watcher.config import DiffusionSettings, ModelSettings, Settings, load_settings
-from i2v_watcher.presets import SHIPPED_PRESETS
-from i2v_watcher.spec import JobDefaults, JobSpec
+from i2v_watcher.config.settings import DiffusionSettings, ModelSettings, Settings, load_settings
+from i2v_watcher.job.spec import JobDefaults, JobSpec
+from i2v_watcher.ops.submit import build_sidecar, check_job
 from i2v_watcher.steps import available, step_class
-from i2v_watcher.submit import build_sidecar, check_job
+from i2v_watcher.steps.presets import SHIPPED_PRESETS
 
 TEST_COMMAND = "bash tests/setup.sh && .venv/bin/python -m pytest"
 README = REPO / "README.md"

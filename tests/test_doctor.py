@@ -175,7 +175,8 @@ def as_nobody() -> tuple[int, list[str]]:
     except KeyError:
         pytest.skip("there is no user nobody")
     prefix = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import i2v_watcher.doctor"], capture_output=True,
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import i2v_watcher.ops.doctor"],
+                           capture_output=True,
                            text=True, cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     if probe.returncode != 0:
         pytest.skip(f"nobody cannot run {sys.executable} from {REPO}: {probe.stderr[-300:]}")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from i2v_watcher import fsutil
-from i2v_watcher.fsutil import (
+from i2v_watcher.fs import atomic as fsutil
+from i2v_watcher.fs.atomic import (
     NAME_MAX,
     NotRegularFile,
     copy_atomic,

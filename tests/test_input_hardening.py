@@ -16,10 +16,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from i2v_watcher.config import SHIPPED_PRESETS
+from i2v_watcher.config.settings import SHIPPED_PRESETS
 from i2v_watcher.errors import JobError
-from i2v_watcher.images import load_image
-from i2v_watcher.spec import (
+from i2v_watcher.job.spec import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
     MAX_NAME_BYTES,
@@ -28,6 +27,7 @@ from i2v_watcher.spec import (
     parse_sidecar,
     safe_stem,
 )
+from i2v_watcher.media.images import load_image
 from i2v_watcher.steps import parse_chain, parse_step
 from i2v_watcher.steps.base import FFMPEG_COLOR_NAMES, check_color
 

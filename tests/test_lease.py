@@ -13,17 +13,18 @@ from typing import Any
 import pytest
 
 from conftest import make_image
-from i2v_watcher import claim as claim_module
-from i2v_watcher import fsutil as fsutil_module
-from i2v_watcher import lease as lease_module
-from i2v_watcher import workstore as workstore_module
-from i2v_watcher.cancel import Liveness
-from i2v_watcher.claim import claim
-from i2v_watcher.config import Settings
-from i2v_watcher.daemon import prepare_folders
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.fsutil import rename_noreplace
-from i2v_watcher.lease import (
+from i2v_watcher.fs import atomic as fsutil_module
+from i2v_watcher.fs.atomic import rename_noreplace
+from i2v_watcher.inbox.watch import Candidate
+from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.service.bootstrap import prepare_folders
+from i2v_watcher.work import claim as claim_module
+from i2v_watcher.work import lease as lease_module
+from i2v_watcher.work import store as workstore_module
+from i2v_watcher.work.claim import claim
+from i2v_watcher.work.lease import (
     HEARTBEAT_FILE,
     Heartbeat,
     LeaseObserver,
@@ -31,8 +32,7 @@ from i2v_watcher.lease import (
     check_lease_free,
     read_heartbeat,
 )
-from i2v_watcher.watch import Candidate
-from i2v_watcher.workstore import WorkStore
+from i2v_watcher.work.store import WorkStore
 
 
 def settings_for(tmp_path: Path, **changes: Any) -> Settings:

@@ -74,9 +74,9 @@ def test_a_file_still_being_written_is_said_once(folders: Folders, start: Start)
 def test_an_encode_logs_its_progress() -> None:
     """ffmpeg's -progress blocks become `encoding` lines: at most one per progress_log_s, and the last.
     `-re` reads the 12 source frames at their rate (10 fps): about 1.2 s of encoding, whatever the CPU."""
-    from i2v_watcher.cancel import Cancel
-    from i2v_watcher.ffmpeg import EncodeProgress, find_ffmpeg
-    from i2v_watcher.postprocess import run_ffmpeg
+    from i2v_watcher.job.checkpoint import Cancel
+    from i2v_watcher.media.ffmpeg import EncodeProgress, find_ffmpeg
+    from i2v_watcher.media.postprocess import run_ffmpeg
 
     binary, _ = find_ffmpeg(None)
     command = [binary.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress",
@@ -212,7 +212,7 @@ def test_a_blocked_main_thread_still_counts_each_signal() -> None:
 import os, signal, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 from blocking_backend import blocked_in_c
-from i2v_watcher.stop_signals import SignalReader
+from i2v_watcher.service.signals import SignalReader
 seen = []
 signal.signal(signal.SIGINT, lambda *_: None)
 reader = SignalReader([signal.SIGINT], seen.append)

@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Daemon, Folders, make_image, wait_for
 from i2v_watcher import __version__
-from i2v_watcher.cancel import Liveness
-from i2v_watcher.config import Settings
-from i2v_watcher.generate import gpu_peaks, reset_gpu_peaks
-from i2v_watcher.metrics import STAGES, DaemonMetrics
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.run.generate import gpu_peaks, reset_gpu_peaks
+from i2v_watcher.service.metrics import STAGES, DaemonMetrics
 
 Start = Callable[..., Daemon]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

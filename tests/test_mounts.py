@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from i2v_watcher.mounts import (
+from i2v_watcher.fs.mounts import (
     containing_mount,
     filesystem_type,
     is_network_fs,

@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 
 from conftest import make_image
-from i2v_watcher import publish as publish_module
 from i2v_watcher.backends.preview import PreviewBackend
-from i2v_watcher.cancel import Cancel
-from i2v_watcher.claim import claim
-from i2v_watcher.config import Settings
-from i2v_watcher.daemon import prepare_folders
-from i2v_watcher.ffmpeg import find_ffmpeg
-from i2v_watcher.fsutil import read_json
-from i2v_watcher.job import Job
-from i2v_watcher.pipeline import Pipeline
-from i2v_watcher.retention import prune
-from i2v_watcher.watch import Candidate
-from i2v_watcher.workstore import WorkStore
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.fs.atomic import read_json
+from i2v_watcher.inbox.watch import Candidate
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.state import Job
+from i2v_watcher.media.ffmpeg import find_ffmpeg
+from i2v_watcher.run import publish as publish_module
+from i2v_watcher.run.pipeline import Pipeline
+from i2v_watcher.service.bootstrap import prepare_folders
+from i2v_watcher.service.retention import prune
+from i2v_watcher.work.claim import claim
+from i2v_watcher.work.store import WorkStore
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_retention_prunes_done_and_failed_only_when_set(settings: Settings) -> N
 
 def test_job_ids_sort_in_claim_order_within_a_second() -> None:
     """Recovery resumes leftovers in id order; a pipelined daemon claims two jobs within a second."""
-    from i2v_watcher.job import new_job_id
+    from i2v_watcher.job.state import new_job_id
 
     ids = []
     for _ in range(50):

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from conftest import Daemon, Folders, decode, make_image
-from i2v_watcher.cancel import Cancel
-from i2v_watcher.config import Preset, Settings
+from i2v_watcher.config.settings import Preset, Settings
 from i2v_watcher.errors import FfmpegStalled, JobError, StartupError
-from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.postprocess import build_chains, check_presets, postprocess, run_ffmpeg
-from i2v_watcher.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
+from i2v_watcher.media.postprocess import build_chains, check_presets, postprocess, run_ffmpeg
 from i2v_watcher.steps import dump_step
 
 FPS = 8.0

@@ -13,13 +13,13 @@ import pytest
 
 from conftest import Daemon, Folders, decode, make_image
 from i2v_watcher.cli import main
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.postprocess import check_presets, presets_in_use, trial_encode
-from i2v_watcher.presets import SHIPPED_PRESETS, Preset
+from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
+from i2v_watcher.media.postprocess import check_presets, presets_in_use, trial_encode
 from i2v_watcher.steps import parse_step
 from i2v_watcher.steps.encode import Encode
+from i2v_watcher.steps.presets import SHIPPED_PRESETS, Preset
 
 Start = Callable[..., Daemon]
 NVENC = ("vertical-1080x1920-nvenc", "square-1080-nvenc", "landscape-1920x1080-nvenc")

@@ -11,10 +11,10 @@ from PIL import Image
 
 from conftest import make_image
 from i2v_watcher.backends.preview import PreviewBackend, output_size
-from i2v_watcher.cancel import Cancel
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobCancelled, JobError
-from i2v_watcher.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_progress_callback_can_cancel(backend: PreviewBackend, image: Image.Imag
 def test_a_preload_is_nothing_and_generate_works_without_one(backend: PreviewBackend,
                                                              image: Image.Image) -> None:
     """The preview has no CPU-side work worth doing ahead: preload() returns None, as the base does."""
-    from i2v_watcher.generate import generate
+    from i2v_watcher.run.generate import generate
 
     params = resolve(JobSpec(), JobDefaults(num_frames=4, resolution="64p"), backend="preview", seed=2)
     assert backend.preload(image, params) is None

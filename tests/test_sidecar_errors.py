@@ -14,8 +14,8 @@ from conftest import Daemon, Folders, cli, make_image
 from i2v_watcher.backends.base import backend_options
 from i2v_watcher.backends.preview import PreviewOptions
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain import describe_validation_error, explain_errors
-from i2v_watcher.spec import JobDefaults, JobParams, parse_sidecar, read_sidecar, resolve
+from i2v_watcher.explain.core import describe_validation_error, explain_errors
+from i2v_watcher.job.spec import JobDefaults, JobParams, parse_sidecar, read_sidecar, resolve
 
 Start = Callable[..., Daemon]
 MAX = 64 * 1024

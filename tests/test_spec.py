@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from i2v_watcher.errors import JobError
-from i2v_watcher.spec import JobDefaults, JobSpec, normalise_resolution, parse_sidecar, resolve
+from i2v_watcher.job.spec import JobDefaults, JobSpec, normalise_resolution, parse_sidecar, resolve
 
 MAX = 64 * 1024
 

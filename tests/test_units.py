@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from conftest import REPO
-from i2v_watcher.config import Settings, load_settings
-from i2v_watcher.spec import WORKER_ID_PATTERN
+from i2v_watcher.config.settings import Settings, load_settings
+from i2v_watcher.job.spec import WORKER_ID_PATTERN
 
 DEPLOY = REPO / "deploy"
 UNIT_DIR = DEPLOY / "systemd"

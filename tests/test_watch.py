@@ -13,10 +13,11 @@ import pytest
 import structlog
 
 from conftest import make_image
-from i2v_watcher import scan_cache, spec
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.watch import HEAD_CHECKED, Inbox, Watcher
+from i2v_watcher.inbox import scan_cache
+from i2v_watcher.inbox.watch import HEAD_CHECKED, Inbox, Watcher
+from i2v_watcher.job.state import spec
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ def test_a_vanished_inbox_is_unavailable_not_empty(inbox: Inbox) -> None:
 
 
 def test_filesystem_types_choose_the_watch_mode() -> None:
-    from i2v_watcher.mounts import filesystem_type, is_network_fs
+    from i2v_watcher.fs.mounts import filesystem_type, is_network_fs
 
     assert filesystem_type(Path("/proc")) == "proc"
     assert filesystem_type(Path("/proc/self")) == "proc"  # the longest mount point wins

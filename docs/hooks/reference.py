@@ -2,9 +2,9 @@
 
 A page asks for a generated part with a marker on a line of its own:
 
-- `<!-- reference:settings -->`: every setting of `i2v_watcher.config.Settings` (type, limits, default,
-  environment variable), described by the comment block above its line in config/i2v-watcher.toml;
-- `<!-- reference:sidecar -->`: every field of `i2v_watcher.spec.JobSpec`, from its `description`;
+- `<!-- reference:settings -->`: every setting of `i2v_watcher.config.settings.Settings` (type, limits,
+  default, environment variable), described by the comment block above its line in config/i2v-watcher.toml;
+- `<!-- reference:sidecar -->`: every field of `i2v_watcher.job.spec.JobSpec`, from its `description`;
 - `<!-- reference:backend-options -->` and `<!-- reference:backends -->`: each backend's options model,
   and the fields each backend honours and ignores;
 - `<!-- reference:cli -->` (the command overview), `<!-- reference:cli:NAME -->` (one command's usage and
@@ -345,8 +345,8 @@ TABLES = frozenset({"defaults", "diffusion", "models", "presets"})
 
 
 def settings_reference() -> str:
-    from i2v_watcher.config import DEFAULT_MODELS, Settings
-    from i2v_watcher.presets import SHIPPED_PRESETS
+    from i2v_watcher.config.settings import DEFAULT_MODELS, Settings
+    from i2v_watcher.steps.presets import SHIPPED_PRESETS
 
     doc = ExampleConfig(EXAMPLE_CONFIG)
     fields = Settings.model_fields
@@ -424,7 +424,7 @@ SIDECAR_FALLBACKS = {
 
 
 def sidecar_reference() -> str:
-    from i2v_watcher.spec import JobDefaults, JobSpec
+    from i2v_watcher.job.spec import JobDefaults, JobSpec
 
     defaults = JobDefaults()
     out = ["| key | type and limits | default | description |", "|---|---|---|---|"]
@@ -451,7 +451,7 @@ def _backends() -> dict[str, Any]:
 
 
 def backends_reference() -> str:
-    from i2v_watcher.generate import GENERIC_FIELDS
+    from i2v_watcher.run.generate import GENERIC_FIELDS
 
     out = ["| backend | pipeline | honours | ignores | frames | widest aspect ratio |",
            "|---|---|---|---|---|---|"]
@@ -597,8 +597,8 @@ def cli_others(named: set[str]) -> str:
 # ---- post-processing -----------------------------------------------------------------------------
 
 def steps_reference() -> str:
-    from i2v_watcher.presets import DEFAULT_OVERRIDABLE
     from i2v_watcher.steps import OutputStep, available, step_class
+    from i2v_watcher.steps.presets import DEFAULT_OVERRIDABLE
 
     out: list[str] = []
     for name in available():
@@ -625,9 +625,9 @@ def steps_reference() -> str:
 
 
 def presets_reference() -> str:
-    from i2v_watcher.presets import SHIPPED_PRESETS
-    from i2v_watcher.spec import JobDefaults
+    from i2v_watcher.job.spec import JobDefaults
     from i2v_watcher.steps import dump_step
+    from i2v_watcher.steps.presets import SHIPPED_PRESETS
 
     default = JobDefaults().presets
     out = ["| preset | steps | output |", "|---|---|---|"]

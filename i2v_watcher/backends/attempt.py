@@ -16,7 +16,7 @@ from PIL import Image
 
 from i2v_watcher.backends.base import Progress
 from i2v_watcher.errors import JobError
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 if TYPE_CHECKING:
     import torch

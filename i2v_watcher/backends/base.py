@@ -11,10 +11,10 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain import Problem, Written, explain_errors, problems_error
-from i2v_watcher.spec import JobParams
+from i2v_watcher.explain.core import Problem, Written, explain_errors, problems_error
+from i2v_watcher.job.spec import JobParams
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 

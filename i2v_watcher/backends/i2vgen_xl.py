@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.diffusion import DiffusersBackend
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 CLIP_SKIP = 1  # the pipeline's default
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.base import Backend, Frames, Progress, output_size
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 Motion = Literal["zoom-in", "zoom-out", "pan-left", "pan-right", "pan-up", "pan-down"]
 Camera = tuple[float, float, float]  # zoom, centre x, centre y

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.diffusion import DiffusersBackend
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 
 class SvdOptions(BaseModel):

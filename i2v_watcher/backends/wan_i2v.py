@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.diffusion import DiffusersBackend
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 
 @register

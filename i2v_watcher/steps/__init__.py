@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from i2v_watcher.spec import describe_validation_error
+from i2v_watcher.job.spec import describe_validation_error
 from i2v_watcher.steps.base import Clip, OutputStep, Step
 
 __all__ = ["Clip", "OutputStep", "Step", "available", "dump_step", "parse_chain", "parse_step", "register",

@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from i2v_watcher.config import Settings, host_and_port
+from i2v_watcher.config.settings import Settings, host_and_port
 from i2v_watcher.errors import StartupError
 from i2v_watcher.web.guard import FORM_OVERHEAD, BodyLimit, SecurityHeaders
 from i2v_watcher.web.pages import Pages

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.lease import heartbeat_interval, read_heartbeat, worker_folders
-from i2v_watcher.status import failed_jobs, jobs_in_progress, reason
-from i2v_watcher.watch import Inbox
+from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.ops.status import failed_jobs, jobs_in_progress, reason
+from i2v_watcher.work.lease import heartbeat_interval, read_heartbeat, worker_folders
 
 REFRESH_S = 0.5
 MIN_STALE_S = 5.0

@@ -22,9 +22,9 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
-from i2v_watcher.images import decode_image
+from i2v_watcher.media.images import decode_image
 
 CHUNK = 256 * 1024
 THUMB_SIZE = (320, 320)

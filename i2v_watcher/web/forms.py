@@ -18,11 +18,11 @@ from typing import Any, BinaryIO
 from annotated_types import Ge, Gt, Le, MaxLen
 from PIL import Image, UnidentifiedImageError
 
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
-from i2v_watcher.images import FORMATS, decode_image
-from i2v_watcher.spec import JobSpec, load_yaml, safe_stem
-from i2v_watcher.submit import submit
+from i2v_watcher.job.spec import JobSpec, load_yaml, safe_stem
+from i2v_watcher.media.images import FORMATS, decode_image
+from i2v_watcher.ops.submit import submit
 
 SUFFIX_OF = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 TABLES = ("backend_options", "postprocess_overrides")  # YAML mappings, typed into a text area

@@ -15,11 +15,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.templating import Jinja2Templates
 
 from i2v_watcher import __version__
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.job import utc_now
-from i2v_watcher.status import RetryRefused, find_reports, printable, retry
-from i2v_watcher.watch import IMAGE_SUFFIXES
+from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
+from i2v_watcher.job.state import utc_now
+from i2v_watcher.ops.status import RetryRefused, find_reports, printable, retry
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response

@@ -261,7 +261,7 @@ def nobody() -> RunAs:
                 gid = grp.getgrnam(group).gr_gid
                 break
         who = RunAs(user.pw_uid, gid)
-    probe = ("import subprocess, sys, i2v_watcher.daemon, imageio_ffmpeg; "
+    probe = ("import subprocess, sys, i2v_watcher.service.daemon, imageio_ffmpeg; "
              "subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-version'], check=True, "
              "capture_output=True); print(sys.base_prefix)")
     try:

@@ -7,9 +7,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from i2v_watcher.config import Settings
-from i2v_watcher.daemon import prepare_folders
-from i2v_watcher.watch import Inbox
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.service.bootstrap import prepare_folders
 
 
 def settings_for(root: Path) -> Settings:

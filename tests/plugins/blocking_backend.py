@@ -17,7 +17,7 @@ from slow_backend import SlowBackend, SlowOptions
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.base import Frames, Progress
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 MUTEX_BYTES = 64  # more than glibc's pthread_mutex_t (40 bytes on x86-64); zeroed: a default mutex
 libc = ctypes.CDLL(None)

@@ -13,7 +13,7 @@ from PIL import Image
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 
 @register

@@ -15,7 +15,7 @@ from pydantic import Field
 from i2v_watcher.backends import register
 from i2v_watcher.backends.base import Frames, Progress
 from i2v_watcher.backends.preview import PreviewBackend, PreviewOptions
-from i2v_watcher.spec import JobParams
+from i2v_watcher.job.spec import JobParams
 
 
 class SlowOptions(PreviewOptions):

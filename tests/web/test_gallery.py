@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from i2v_watcher.config import Settings
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.web import gallery as gallery_module
 from i2v_watcher.web.gallery import Gallery
 

@@ -1,0 +1,391 @@
+"""All settings in one pydantic-settings model: a TOML file, overridden by I2V_* environment variables."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from i2v_watcher.config.checks import (
+    SettingsConflict,
+    check_folders_apart,
+    check_output_template,
+    check_presets_known,
+)
+from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
+from i2v_watcher.config.errors import explain, explain_environment
+from i2v_watcher.errors import StartupError
+from i2v_watcher.fs.perms import parse_mode, resolve_group
+from i2v_watcher.job.spec import WORKER_ID_PATTERN, JobDefaults, RegistryName, normalise_resolution
+from i2v_watcher.steps.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
+
+# Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
+DEFAULT_IGNORE_PATTERNS = [
+    ".*",  # hidden files: .DS_Store, ._* AppleDouble twins, rsync/.part temporaries, our own submits
+    "~*", "*~", "*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload", "*.download", "*.!sync",
+    "*.swp", "*.lock", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r",
+    "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found",
+]
+FOLDERS = ("inbox", "outbox", "failed", "done", "work")
+HOUR, DAY = 3600.0, 86400.0
+GIB = 1024**3
+
+
+def _default_worker_id() -> str:
+    return socket.gethostname().split(".")[0] or "worker"
+
+
+class ModelSettings(BaseModel):
+    """Where a diffusion backend's weights come from."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str  # a local directory, or a Hugging Face hub id resolved from the local cache
+    variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
+
+
+DEFAULT_MODELS = {
+    "i2vgen-xl": ModelSettings(model="ali-vilab/i2vgen-xl", variant="fp16"),
+    "svd": ModelSettings(model="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
+    "wan-i2v": ModelSettings(model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
+}
+
+
+class OomRung(BaseModel):
+    """One rung of the OOM ladder; rungs apply cumulatively, each on top of those before it."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    resolution: str | None = None  # cap the short side at this size (e.g. "512p")
+    num_frames: float | None = Field(default=None, gt=0, lt=1)  # keep this fraction of the frames
+    offload: Literal["model", "sequential"] | None = None  # CPU offload, for this one job only
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        resolution = normalise_resolution(value)
+        # A rung caps the short side with int("512p"[:-1]); "auto" would fail every job at that point.
+        if resolution == "auto":
+            raise ValueError("an OOM ladder rung caps the short side at a concrete size such as 512p "
+                             "or 384p, never auto")
+        return resolution
+
+    @model_validator(mode="after")
+    def _one_change(self) -> OomRung:
+        if sum(v is not None for v in (self.resolution, self.num_frames, self.offload)) != 1:
+            raise ValueError("each OOM ladder rung sets exactly one of resolution, num_frames, offload")
+        return self
+
+
+DEFAULT_OOM_LADDER = [OomRung(resolution="512p"), OomRung(num_frames=0.5), OomRung(offload="model")]
+
+
+class DiffusionSettings(BaseModel):
+    """How the diffusion backends load and run (applied once, at start-up)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    device: str = Field(default="cuda", pattern=r"^(cuda(:\d+)?|cpu)$")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    local_files_only: bool = False
+    offload: Literal["none", "model", "sequential"] = "none"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    attention_backend: str = "sdpa"
+    compile: bool = False
+    channels_last: bool = False
+    oom_ladder: list[OomRung] = Field(default_factory=lambda: list(DEFAULT_OOM_LADDER))
+
+
+class Settings(BaseSettings):
+    # allow_inf_nan=False: inf or nan in a duration (TOML and the environment both spell them) would
+    # crash a timer thread or spin it; every number below also has an upper bound for the same reason.
+    model_config = SettingsConfigDict(env_prefix="I2V_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
+
+    # Folders
+    inbox: Path
+    outbox: Path
+    failed: Path
+    done: Path
+    work: Path
+    # A LOCAL folder for the generated frames' resume copies (not the share: they are large and
+    # written for every job). Unset: $CACHE_DIRECTORY/scratch under systemd, else
+    # ~/.cache/i2v-watcher/scratch.
+    scratch: Path | None = None
+    create_inbox: bool = False
+    worker_id: str = Field(default_factory=_default_worker_id, pattern=WORKER_ID_PATTERN)
+
+    # What runs
+    backend: RegistryName = "preview"
+    backends: list[RegistryName] = Field(default_factory=list)
+    auto_backend: RegistryName = "i2vgen-xl"
+    plugins: list[str] = Field(default_factory=list)
+    models: dict[str, ModelSettings] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
+    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    defaults: JobDefaults = Field(default_factory=JobDefaults)
+    presets: dict[str, Preset] = Field(default_factory=lambda: dict(SHIPPED_PRESETS))
+    postprocess_overridable: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_OVERRIDABLE.items()})
+    poster_quality: int = Field(default=90, ge=1, le=100)
+    ffmpeg_path: Path | None = None
+    ffmpeg_stall_s: float = Field(default=60.0, ge=1, le=HOUR)
+
+    # Watching the inbox
+    watch_mode: Literal["auto", "inotify", "poll"] = "auto"
+    poll_interval_s: float = Field(default=5.0, ge=0.1, le=HOUR)  # below 0.1 s polling burns a core
+    rescan_s: float = Field(default=30.0, ge=1, le=DAY)
+    settle_s: float = Field(default=2.0, ge=0, le=HOUR)
+    sidecar_grace_s: float = Field(default=10.0, ge=0, le=DAY)
+    orphan_sidecar_s: float = Field(default=600.0, ge=0, le=30 * DAY)
+    ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_PATTERNS))
+
+    # Untrusted input
+    max_sidecar_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
+    max_image_pixels: int = Field(default=64_000_000, ge=4096, le=1_000_000_000)
+    max_image_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, le=10 * GIB)
+    # Host memory a job's frames may take; None: half of the machine's memory (or its cgroup limit).
+    memory_budget_mb: int | None = Field(default=None, ge=64, le=64 * 1024 * 1024)
+    # A job in flight when the daemon died this many times in a row goes to failed/ (an OOM kill).
+    max_job_crashes: int = Field(default=2, ge=1, le=100)
+
+    # Publishing and clean-up
+    output_template: str = "{stem}"
+    keep_inputs: Literal["done", "outbox", "delete"] = "done"
+    retention_days: float | None = Field(default=None, gt=0, le=36500)
+    transient_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_s: float = Field(default=2.0, ge=0, le=HOUR)
+    retry_backoff_max_s: float = Field(default=60.0, ge=0, le=DAY)
+
+    # Many workers on one inbox
+    # Seconds a worker's heartbeat counter may stand still before other workers take its jobs over;
+    # well above the share's attribute-cache time (NFS actimeo).
+    lease_timeout_s: float = Field(default=90.0, ge=2, le=DAY)
+    # Seconds a job may go without a progress point before the daemon counts as hung: its heartbeat
+    # stops (its jobs can be taken over) and so do systemd's watchdog pings (systemd restarts it).
+    max_silent_s: float = Field(default=600.0, ge=1, le=DAY)
+    # Jobs in flight at once past the claim: 2 lets one generate while the one before is encoded and
+    # published; 0 or 1 runs one job at a time.
+    pipeline_depth: int = Field(default=2, ge=0, le=8)
+    # Seconds one model load may take under systemd (EXTEND_TIMEOUT_USEC before each load).
+    load_timeout_s: float = Field(default=1200.0, ge=10, le=DAY)
+    # Group (name or number) and permission bits given to published files and the folders made for
+    # them, so the whole team can read them; unset: the daemon's own group and umask.
+    output_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+    output_mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3}$")
+    # "folders": every `run` claims and runs jobs itself, coordinated by renames alone. "celery": `run`
+    # only claims jobs into work/queue/ and enqueues their ids on a Redis broker; `worker`s run them.
+    coordination: Literal["folders", "celery"] = "folders"
+    broker_url: str | None = Field(default=None, pattern=r"^rediss?://", max_length=2048)
+    celery_queue: str = Field(default="i2v-watcher", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+    # Seconds a delivered, unacknowledged task waits before the broker hands it to another worker
+    # (its worker died): must exceed the longest job.
+    visibility_timeout_s: float = Field(default=6 * HOUR, ge=5, le=7 * DAY)
+
+    # The web dashboard (`i2v-watcher web`): where it listens, and what it may change. Read-only unless
+    # a write is allowed; every write then needs `web_token` (or I2V_WEB_TOKEN, e.g. from the unit's
+    # environment file), at least 16 characters.
+    web_listen: str = "127.0.0.1:8080"
+    web_allow_submit: bool = False
+    web_allow_retry: bool = False
+    web_token: SecretStr | None = None
+    web_upload_max_mb: int = Field(default=50, ge=1, le=10 * 1024)
+    web_page_size: int = Field(default=24, ge=1, le=500)
+    # Prometheus metrics of this daemon on http://metrics_address:metrics_port/metrics; unset: none
+    # (the hardened unit keeps no network port).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_address: str = "127.0.0.1"
+
+    # Life of the process
+    stop_timeout_s: float = Field(default=30.0, ge=0, le=DAY)
+    progress_log_s: float = Field(default=5.0, ge=0, le=HOUR)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console", "journal"] = "auto"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings
+
+    @field_validator("inbox", "outbox", "failed", "done", "work", "ffmpeg_path")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Relative paths are taken from the directory the daemon was started in.
+        return None if value is None else Path(os.path.abspath(os.path.expanduser(value)))
+
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _with_shipped_presets(cls, value: Any) -> Any:
+        # The config adds presets (or redefines one by name); the shipped ones stay available.
+        return {**SHIPPED_PRESETS, **value} if isinstance(value, dict) else value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _with_default_models(cls, value: Any) -> Any:
+        return {**DEFAULT_MODELS, **value} if isinstance(value, dict) else value
+
+    @field_validator("web_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host_and_port(value)
+        return value
+
+    @field_validator("output_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_output_template(value)
+
+    @field_validator("ignore_patterns")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [pattern.lower() for pattern in value]
+
+    @field_validator("output_group")
+    @classmethod
+    def _group_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            resolve_group(value)  # a name unknown on this host is a config error, not a failed publish
+        return value
+
+    @field_validator("output_mode")
+    @classmethod
+    def _mode_usable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mode(value)
+        return value
+
+    @model_validator(mode="after")
+    def _presets_known(self) -> Settings:
+        check_presets_known(self.defaults.presets, list(self.presets), self.postprocess_overridable)
+        return self
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> Settings:
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise SettingsConflict(f"retry_backoff_max_s ({self.retry_backoff_max_s:g}) must be at least "
+                                   f"retry_backoff_s ({self.retry_backoff_s:g})", "retry_backoff_max_s",
+                                   "retry_backoff_s")
+        return self
+
+    @model_validator(mode="after")
+    def _celery_complete(self) -> Settings:
+        if self.coordination != "celery":
+            return self
+        if self.broker_url is None:
+            raise SettingsConflict('broker_url is required with coordination = "celery" '
+                                   '(e.g. broker_url = "redis://queue-host:6379/0")', "coordination")
+        if self.visibility_timeout_s <= self.lease_timeout_s:
+            raise SettingsConflict(f"visibility_timeout_s ({self.visibility_timeout_s:g}) must exceed "
+                                   f"lease_timeout_s ({self.lease_timeout_s:g}), and the longest job",
+                                   "visibility_timeout_s", "lease_timeout_s")
+        return self
+
+    @model_validator(mode="after")
+    def _folders_apart(self) -> Settings:
+        check_folders_apart(self.folders())
+        return self
+
+    @property
+    def resident(self) -> list[str]:
+        """The backends loaded at start-up: a sidecar's `backend` may choose only among these."""
+        return list(dict.fromkeys([self.backend, *self.backends]))
+
+    def folders(self) -> dict[str, Path]:
+        return {"inbox": self.inbox, "outbox": self.outbox, "failed": self.failed, "done": self.done,
+                "work": self.work}
+
+    @property
+    def worker_dir(self) -> Path:
+        return self.work / self.worker_id
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This worker's resume copies of generated frames (see `scratch`)."""
+        if self.scratch is not None:
+            base = self.scratch
+        elif os.environ.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=: local, kept across restarts
+            base = Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "scratch"
+        else:
+            base = Path("~/.cache/i2v-watcher/scratch").expanduser()
+        return base / self.worker_id
+
+
+def check_model_tables(settings: Settings, known_backends: Iterable[str],
+                       diffusion_backends: Iterable[str]) -> None:
+    """Every [models.<name>] table must name a backend that loads a model. A separate step from
+    validation because plugins register backends only at start-up; call it after discovery.
+    A typo would otherwise be ignored and the shipped hub id loaded in its place."""
+    known = set(known_backends)
+    with_models = sorted(set(diffusion_backends))
+    problems = []
+    for name, source in settings.models.items():
+        if DEFAULT_MODELS.get(name) == source:
+            continue  # the shipped tables are never the user's mistake
+        if name not in known:
+            problems.append(_unknown_model_table(name, with_models))
+        elif name not in with_models:
+            problems.append(f"[models.{name}]: backend {name} loads no model, so the table means nothing")
+    if problems:
+        message = "; ".join(problems)
+        listed = ", ".join(with_models) or "(none)"
+        raise StartupError(f"{message}{' ' if message.endswith('?') else '; '}backends with models: {listed}")
+
+
+def _unknown_model_table(name: str, with_models: list[str]) -> str:
+    # Compare lower-cased and with "_" as "-", the usual slips; suggest the real spelling.
+    def key(text: str) -> str:
+        return text.lower().replace("_", "-")
+
+    by_key = {key(candidate): candidate for candidate in with_models}
+    close = difflib.get_close_matches(key(name), list(by_key), n=1)
+    hint = f"; did you mean [models.{by_key[close[0]]}]?" if close else ""
+    return f"[models.{name}] names no backend{hint}"
+
+
+def load_settings(config_file: Path | str | None) -> Settings:
+    """Read the TOML file (if any), apply I2V_* overrides, validate. Errors are StartupErrors; an invalid
+    value is a ConfigError naming each setting, its value and where it was set."""
+    data: dict[str, Any] = {}
+    text = ""
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as handle:
+                text = handle.read().decode("utf-8")
+            data = tomllib.loads(text)
+        except FileNotFoundError as exc:
+            raise StartupError(f"config file not found: {config_file}") from exc
+        except UnicodeDecodeError as exc:
+            raise StartupError(f"cannot read config file {config_file}: not UTF-8 text ({exc.reason} at byte "
+                               f"{exc.start})") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise StartupError(f"cannot read config file {config_file}: {exc}") from exc
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise explain(Settings, exc, config_file, text) from exc
+    except SettingsError as exc:  # an I2V_* table or list variable that is not valid JSON
+        raise explain_environment(Settings, exc) from exc

@@ -1,0 +1,162 @@
+"""The watcher: an observer (inotify, or polling on network shares where inotify is blind) that wakes the
+daemon when something changes in the inbox and records which paths changed, so that a scan can look at
+those alone (`Inbox.scan(watcher.take_changes())`). It never decides what a job is: the scan does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.fs.mounts import filesystem_type, is_network_fs
+
+# Paths kept between two scans; past that, a full walk is the cheaper way to catch up.
+MAX_CHANGES = 50_000
+log = structlog.get_logger("i2v_watcher.inbox.watch")
+
+
+class Watcher:
+    """Wakes the daemon when something changes in the inbox and records which paths changed;
+    inotify or polling, chosen by filesystem."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.changed = threading.Event()
+        self._observer: Any = None
+        self._changes = ChangeLog(MAX_CHANGES)
+        self._overflow = OverflowCue(self.lost)
+        self.mode = self._choose_mode()
+
+    def _choose_mode(self) -> str:
+        mode = self.settings.watch_mode
+        fstype = filesystem_type(self.settings.inbox)
+        if mode == "auto":
+            mode = "poll" if is_network_fs(fstype) else "inotify"
+            log.info("watch mode chosen", mode=mode, filesystem=fstype or "unknown",
+                     inbox=str(self.settings.inbox),
+                     reason="network filesystem: inotify cannot see other hosts' writes"
+                     if mode == "poll" else "local filesystem")
+        else:
+            log.info("watch mode configured", mode=mode, filesystem=fstype or "unknown")
+        return mode
+
+    def take_changes(self) -> set[str] | None:
+        """The paths that changed since the last call, for `Inbox.scan`. None when some may be
+        missing (the watcher just started, is stopped, or lost events): the inbox is then walked."""
+        observer = self._observer
+        running = observer is not None and observer.is_alive() \
+            and all(emitter.is_alive() for emitter in observer.emitters)
+        return self._changes.take(running)
+
+    def lost(self) -> None:
+        """Events were lost: the next scan walks the whole inbox."""
+        self._changes.lost()
+        self.changed.set()
+
+    def start(self) -> None:
+        from watchdog import events
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+        from watchdog.observers.api import BaseObserver
+        from watchdog.observers.polling import PollingObserver
+
+        changed, record = self.changed, self._changes.record
+        # inotify does not follow an inbox that is a link to the share's folder: watch the folder
+        # itself, and report its paths under the inbox's own name, as a scan spells them.
+        inbox = str(self.settings.inbox)
+        real = os.path.realpath(inbox)
+
+        def spell(path: str) -> str:
+            return inbox + path[len(real):] if path == real or path.startswith(real + os.sep) else path
+        # Reads are no news: the scan's own opens would wake the daemon for another scan.
+        wanted = [events.FileCreatedEvent, events.DirCreatedEvent, events.FileModifiedEvent,
+                  events.DirModifiedEvent, events.FileDeletedEvent, events.DirDeletedEvent,
+                  events.FileMovedEvent, events.DirMovedEvent, events.FileClosedEvent]
+
+        class Record(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                record(spell(os.fsdecode(event.src_path)), spell(os.fsdecode(event.dest_path)))
+                changed.set()
+
+        def observe(observer: BaseObserver) -> BaseObserver:
+            observer.schedule(Record(), real, recursive=True, event_filter=wanted)
+            observer.start()
+            return observer
+
+        self._changes.lost()  # what changed while no observer ran is unknown: the next scan walks
+        try:
+            self._observer = observe(PollingObserver(timeout=self.settings.poll_interval_s)
+                                     if self.mode == "poll" else Observer())
+        except OSError as exc:  # e.g. the inotify watch limit is reached
+            log.warning("inotify unavailable, polling instead", error=str(exc))
+            self.mode = "poll"
+            self._observer = observe(PollingObserver(timeout=self.settings.poll_interval_s))
+        self._overflow.attach()
+
+    def stop(self) -> None:
+        self._overflow.detach()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        self._changes.lost()
+
+
+class ChangeLog:
+    """The paths a watcher reported since they were last taken, and whether they are all that changed:
+    not after a (re)start (what changed before it is unknown), nor after events were lost. Bounded:
+    past `limit` paths a full walk is the cheaper way to catch up anyway."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
+        self._complete = False
+
+    def record(self, *paths: str) -> None:
+        with self._lock:
+            if not self._complete:
+                return  # the next take asks for a full walk anyway
+            self._paths.update(p for p in paths if p)
+            if len(self._paths) > self._limit:
+                self._complete, self._paths = False, set()
+
+    def take(self, watching: bool) -> set[str] | None:
+        """The paths recorded since the last take; None when they may not be all. `watching`: the
+        observer runs now, so the paths from now on are complete."""
+        with self._lock:
+            paths, complete = self._paths, self._complete and watching
+            self._complete, self._paths = watching, set()
+        return paths if complete else None
+
+    def lost(self) -> None:
+        with self._lock:
+            self._complete, self._paths = False, set()
+
+
+class OverflowCue(logging.Filter):
+    """watchdog tells that the kernel's inotify queue overflowed (events were dropped) only in a log
+    line: that line is the cue to call `lost`, so that the next scan walks the whole inbox."""
+
+    LOGGER = "watchdog.observers.inotify_c"
+
+    def __init__(self, lost: Callable[[], None]) -> None:
+        super().__init__()
+        self._lost = lost
+
+    def attach(self) -> None:
+        logging.getLogger(self.LOGGER).addFilter(self)
+
+    def detach(self) -> None:
+        logging.getLogger(self.LOGGER).removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overflow" in record.getMessage().lower():
+            self._lost()
+        return True

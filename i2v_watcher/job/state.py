@@ -1,0 +1,203 @@
+"""A claimed job: its folder under work/<worker_id>/ and the state recorded there.
+
+The state file is rewritten atomically at every stage, so that a restart after a crash at any
+instant resumes the job from what is on disk: nothing is lost and nothing is published twice. The
+state is read back from a shared folder, so it is validated like any other untrusted input: no name
+in it can point outside the folders the daemon owns.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, Field
+
+from i2v_watcher.errors import JobLost
+from i2v_watcher.fs.atomic import (
+    NotRegularFile,
+    move,
+    read_json,
+    release_name,
+    rename_noreplace,
+    reserve_name,
+    safe_subdir,
+    write_json_atomic,
+)
+from i2v_watcher.job.spec import MAX_NAME_BYTES, WORKER_ID_PATTERN, safe_stem
+
+Stage = Literal["claiming", "claimed", "generated", "encoded", "publishing", "published", "failing"]
+STATE_FILE = "job.json"
+TRASH_PREFIX = ".trash-"
+JOB_ID_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
+
+
+def plain_name(value: str) -> str:
+    """One file name: never a path, never hidden-relative (`..`), never empty."""
+    if not value or "/" in value or "\x00" in value or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a plain file name")
+    return value
+
+
+def relative_path(value: str) -> str:
+    """A path below a folder: no absolute path, no `..`, no empty or hidden-relative component."""
+    parts = value.split("/")
+    if not value or value.startswith("/") or "\x00" in value or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{value!r} is not a relative path inside the folder")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(plain_name)]
+RelativePath = Annotated[str, AfterValidator(relative_path)]
+
+
+def new_job_id() -> str:
+    """Job ids sort in claim order (recovery resumes jobs in id order; a pipelined daemon claims the
+    next job within the same second): the second, then its microsecond in 5 hex digits, then 3 random
+    ones against two hosts claiming in the same microsecond."""
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond:05x}{secrets.randbelow(16**3):03x}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class JobState(BaseModel):
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    worker_id: str = Field(pattern=WORKER_ID_PATTERN)
+    stage: Stage
+    key: RelativePath  # the job's path in the inbox without its suffix, e.g. "sub/IMG_0001"
+    inputs: list[PlainName]  # file names, all from the folder `rel_dir` of the inbox
+    image: PlainName | None = None
+    sidecar: PlainName | None = None
+    problem: str | None = None  # set when the job was claimed only to be reported
+    mtime: float = 0.0  # of the input, so that a re-queued job keeps its place
+    claimed_at: str = Field(default_factory=utc_now)
+    seed: int | None = None
+    attempts: int = 0  # storage retries over the job's whole life, across restarts
+    running: bool = False  # set while a process works on it: still set at start-up means it died
+    deaths: int = 0  # processes that died while generating or encoding it, in a row
+    wanted_name: PlainName | None = None  # the output name asked for, checked before generation
+    encode_dir: PlainName | None = None  # this attempt's out-<token>/ folder: an orphan can't write it
+    outputs: list[PlainName] = Field(default_factory=list)  # staged files, in publishing order
+    output_name: PlainName | None = None  # chosen (reserved) once, before the first file is published
+    published: list[RelativePath] = Field(default_factory=list)  # paths relative to the outbox
+    moved_stem: PlainName | None = None  # the clash-free name the inputs get in done/ or failed/
+    left_in_place: list[PlainName] = Field(default_factory=list)  # special files that could not move
+    takeovers: list[dict[str, Any]] = Field(default_factory=list)  # from stale workers: who, when, stage
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+class Job:
+    def __init__(self, folder: Path, state: JobState) -> None:
+        self.dir = folder
+        self.state = state
+        # The generated frames, from the GPU to ffmpeg in memory (a resume copy is in the scratch
+        # folder); None before generation, or after a restart until loaded.
+        self.frames: np.ndarray | None = None
+        # A job's state is changed from two threads at once in the pipelined daemon (the preload
+        # fixes its seed and name while the generation marks it running): each change is written
+        # whole, and the state is read for writing under the lock, so a write of an older copy can
+        # never land after a newer one (it did: a death count lost, a poison job run again).
+        self._lock = threading.RLock()
+
+    @classmethod
+    def load(cls, folder: Path) -> Job:
+        return cls(folder, JobState.model_validate(read_json(folder / STATE_FILE)))
+
+    def save(self) -> None:
+        self.check_owned()
+        try:
+            with self._lock:
+                write_json_atomic(self.dir / STATE_FILE, self.state.model_dump(mode="json"))
+        except FileNotFoundError:
+            self.check_owned()
+            raise
+
+    def check_owned(self) -> None:
+        """The job's folder is still where this process put it: a worker that took it over renamed it
+        into its own folder. Checked before every state change and every visible write."""
+        if not self.dir.is_dir():
+            raise JobLost(f"job {self.id} is no longer in {self.dir.parent}: another worker has it")
+
+    def advance(self, stage: Stage, **changes: Any) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self.state, name, value)
+            self.state.stage = stage
+            self.save()
+
+    @property
+    def id(self) -> str:
+        return self.state.job_id
+
+    @property
+    def rel_dir(self) -> PurePosixPath:
+        """The job's folder relative to the inbox ("." for the top), kept in outbox, done and failed."""
+        return PurePosixPath(self.state.key).parent
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.state.key).name
+
+    @property
+    def short_stem(self) -> str:
+        """The stem its files get outside the inbox: the user's, unless it is too long to take the
+        suffixes the daemon adds (`-1`, `.error.json`, temporary names); then shortened, uniquely."""
+        return self.stem if len(os.fsencode(self.stem)) <= MAX_NAME_BYTES else safe_stem(self.stem)
+
+    @property
+    def input_dir(self) -> Path:
+        return self.dir / "input"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.dir / (self.state.encode_dir or "out")
+
+    def input(self, name: str) -> Path:
+        return self.input_dir / name
+
+    def renamed(self, name: str, stem: str) -> str:
+        """An input's name under a new stem: IMG_1.JPG → IMG_1-2.JPG (all inputs share the job's stem)."""
+        return stem + name[len(self.stem):] if name.startswith(self.stem) else f"{stem}.{name}"
+
+    def move_inputs(self, root: Path, inbox: Path, also: tuple[str, ...] = ()) -> list[str]:
+        """Move the inputs that are still here into root/<sub-folder> under one clash-free stem (chosen
+        once and reserved, so a restart half-way keeps image and sidecar paired, and no other worker
+        takes the name meanwhile); the names they got there. A link or special file that cannot be
+        renamed there (root on another filesystem) is never opened or copied: it goes back to the
+        inbox folder it came from, is named in `left_in_place`, and the watcher leaves it alone."""
+        folder = safe_subdir(root, self.rel_dir)
+        if self.state.moved_stem is None:
+            suffixes = [self.renamed(n, "") for n in self.state.inputs] + list(also)
+            stem = reserve_name(folder, self.short_stem, suffixes, self.id)
+            self.advance(self.state.stage, moved_stem=stem)
+        assert self.state.moved_stem is not None
+        names = {n: self.renamed(n, self.state.moved_stem) for n in self.state.inputs}
+        for name, new in names.items():
+            if name in self.state.left_in_place or not os.path.lexists(self.input(name)):
+                continue
+            try:
+                move(self.input(name), folder / new, token=self.id)
+            except NotRegularFile:
+                self.advance(self.state.stage, left_in_place=[*self.state.left_in_place, name])
+                rename_noreplace(self.input(name), safe_subdir(inbox, self.rel_dir) / name)
+        return [new for name, new in names.items() if name not in self.state.left_in_place]
+
+    def release_moved_name(self, root: Path) -> None:
+        if self.state.moved_stem is not None:
+            release_name(root / self.rel_dir, self.state.moved_stem, self.id)
+
+    def remove(self) -> None:
+        """Forget a finished job: one rename makes it invisible, then the files go."""
+        trash = self.dir.with_name(f"{TRASH_PREFIX}{self.dir.name}")
+        os.rename(self.dir, trash)
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""Decode an untrusted input image: size limits before decoding, EXIF orientation applied, RGB out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from i2v_watcher.errors import JobError
+from i2v_watcher.fs.atomic import open_nofollow
+
+FORMATS = ["PNG", "JPEG", "WEBP"]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
+    with open(path, "rb", opener=open_nofollow) as handle:
+        return decode_image(handle, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def decode_image(handle: BinaryIO, *, max_pixels: int, max_bytes: int,
+                 size_to: tuple[int, int] | None = None) -> Image.Image:
+    """An open image file, decoded under the limits; `size_to`: a thumbnail no larger than that, which
+    JPEG decodes at a fraction of the cost (draft mode)."""
+    def fail(message: str, hint: str = "") -> JobError:
+        return JobError(message, stage="load", hint=hint)
+
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        raise fail("the image file is empty (0 bytes)", "the upload may have failed; drop it again")
+    if size > max_bytes:
+        raise fail(f"the image file is {size} bytes, over the limit of {max_bytes} (max_image_bytes)")
+    try:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # our own check below runs first; this is a backstop
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(handle, formats=FORMATS)
+            width, height = image.size  # read from the header: nothing is decoded yet
+            if width * height > max_pixels:
+                raise fail(
+                    f"the image is {width}x{height} = {width * height} pixels, over the limit of "
+                    f"{max_pixels} (max_image_pixels)", "scale it down before dropping it")
+            if size_to is not None:
+                image.draft("RGB", size_to)
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            if size_to is not None:
+                image.thumbnail(size_to)
+    except JobError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise fail("not a readable PNG, JPEG or WebP image (the file's content is not an image of "
+                   "these formats, whatever its name says)",
+                   "check that the file opens in an image viewer") from exc
+    except Image.DecompressionBombError as exc:
+        raise fail(f"the image has too many pixels, over the limit of {max_pixels} (max_image_pixels): "
+                   f"{exc}", "scale it down before dropping it") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise fail(f"the image is damaged or truncated: {exc}",
+                   "the upload may have been cut off; drop it again") from exc
+    return to_rgb(image)
+
+
+# Pillow's convert("RGB") clips these modes at 255 instead of scaling them, so a 16-bit greyscale PNG
+# (mode "I;16"/"I;16B" in recent Pillow, "I" in older ones) comes out nearly white.
+_WIDE_GREY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_WIDE_MAX = 65535
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded mode as 8-bit RGB. Wide greyscale is scaled from 0..65535: that is the range of every
+    16-bit PNG, the only source of "I" among the formats we open; none of them yields "F" (floating
+    point), which is read on the same scale rather than stretched from its own min and max, so a dark
+    image stays dark. Other modes (palette, L, LA, RGBA, CMYK) keep Pillow's conversion."""
+    if image.mode == "RGB":
+        return image
+    if image.mode not in _WIDE_GREY:
+        return image.convert("RGB")
+    wide = np.clip(np.asarray(image), 0, _WIDE_MAX).astype(np.uint32)
+    # Rounded to the nearest level: 0 → 0, 32768 → 128, 65535 → 255.
+    grey = ((wide * 255 + _WIDE_MAX // 2) // _WIDE_MAX).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")

@@ -1,0 +1,181 @@
+"""`submit`: drop an image and its sidecar into the inbox safely, so the daemon never sees a half-written
+job and two submits never share a name: the job is validated first, its name reserved, then each file
+appears complete under a hidden temporary name and one rename, sidecar first."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from i2v_watcher import backends
+from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.explain.core import Written, problems_heading
+from i2v_watcher.fs.atomic import copy_atomic, release_name, reserve_name, write_bytes_atomic
+from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from i2v_watcher.job.sidecar_yaml import load_yaml_texts
+from i2v_watcher.job.spec import JobParams, JobSpec, check_output_name, resolve
+from i2v_watcher.media.images import load_image
+from i2v_watcher.run.check import check_job as check_whole_job
+from i2v_watcher.run.generate import memory_budget_bytes, plan_job
+
+
+class Sidecar(dict[str, Any]):
+    """A sidecar made of `--prompt` and `--set` values, with the text each value was written as (so a
+    `--set prompt=yes` that YAML reads as true is told to quote it)."""
+
+    written: Written
+
+
+def build_sidecar(prompt: str | None, assignments: list[str]) -> dict[str, Any]:
+    """`--set key=value` items, each value read as YAML with the sidecar's rules (a list, a mapping, a
+    number...); checked whole by check_job. A value that is not valid YAML says which --set it is."""
+    values = Sidecar()
+    written: dict[tuple[str, ...], str] = {}
+    if prompt is not None:
+        values["prompt"] = prompt
+    problems = []
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise StartupError(f"--set expects key=value, got {item!r}")
+        key = key.strip()
+        if not raw.strip():
+            values[key] = ""
+            continue
+        try:
+            values[key], texts = load_yaml_texts(raw.encode(), f"--set {key}={raw}")
+        except JobError as exc:
+            problems.append(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+            continue
+        written.update({(key, *path): text for path, text in texts.items()})
+    if problems:
+        raise StartupError("; ".join(problems))
+    values.written = written
+    return values
+
+
+def check_job(settings: Settings, sidecar: dict[str, Any], image: Path | None = None) -> None:
+    """Refuse now, with every problem at once, what the daemon would refuse after claiming the job: the
+    same check it runs (jobcheck.check_job) against the backends it loads (declared on their classes: no
+    model is loaded for this), and the image as the daemon reads it. What only the daemon's host can
+    tell (its ffmpeg's encoders; its memory, unless memory_budget_mb says) is checked when it takes the
+    job."""
+    resident = _resident(settings)
+    default = None if settings.backend == "auto" else settings.backend
+    problems: list[str] = []
+    hint = ""
+    spec: JobSpec | None = None
+    try:
+        spec = check_whole_job(settings, sidecar, backends=resident, default_backend=default,
+                               written=getattr(sidecar, "written", None))
+    except JobError as exc:
+        problems, hint = exc.problems, exc.hint
+    if image is not None:
+        chosen = sidecar.get("backend", default)
+        backend = resident.get(chosen) if isinstance(chosen, str) else None
+        problems += _image_problems(settings, image, backend, spec)
+    if problems:  # a line each, then what would fix them
+        lines = [problems_heading("job", len(problems)) + ":", *(f"  - {p}" for p in problems)]
+        raise StartupError("\n".join(lines + ([f"  hint: {hint}"] if hint else [])))
+
+
+def _resident(settings: Settings) -> dict[str, Backend | type[Backend]]:
+    """The backends the daemon loads: the configured ones, and for `auto` both of its outcomes."""
+    backends.discover(settings.plugins)
+    names = [name for name in settings.resident if name != "auto"]
+    if "auto" in settings.resident:  # resolved when the daemon starts: the diffusion model or the preview
+        names += [settings.auto_backend, "preview"]
+    return {name: backends.get(name) for name in dict.fromkeys(names)}
+
+
+def _image_problems(settings: Settings, image: Path, backend: Backend | type[Backend] | None,
+                    spec: JobSpec | None) -> list[str]:
+    """The image as the daemon will load it: readable, within the size limits, a usable shape, and
+    (where memory_budget_mb fixes the budget on every host) frames that fit in memory."""
+    try:
+        with load_image(image, max_pixels=settings.max_image_pixels,
+                        max_bytes=settings.max_image_bytes) as picture:
+            size = picture.size
+        check_aspect(*size, backend.max_aspect if backend is not None else MAX_ASPECT)
+        if backend is not None and spec is not None and settings.memory_budget_mb is not None:
+            instance = backend if isinstance(backend, Backend) else backend(settings)
+            params = resolve(spec, settings.defaults, backend=instance.name, seed=0)
+            if _can_plan(instance, size, params):
+                plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))
+    except JobError as exc:
+        return [f"{image}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")]
+    return []
+
+
+def _can_plan(backend: Backend, size: tuple[int, int], params: JobParams) -> bool:
+    """Whether the backend can plan the job without its model (a diffusion model may need it loaded)."""
+    try:
+        backend.planned(*size, params)
+    except Exception:
+        return False
+    return True
+
+
+def clash_suffixes(*own: str) -> list[str]:
+    """Every suffix a job's file can have in the inbox, so that a new job never pairs with another
+    job's image or sidecar; both cases, as the watcher compares suffixes case-blind."""
+    suffixes = [*own, *IMAGE_SUFFIXES, *SIDECAR_SUFFIXES]
+    return list(dict.fromkeys(s for suffix in suffixes for s in (suffix, suffix.lower(), suffix.upper())))
+
+
+def new_owner(kind: str) -> str:
+    """A reservation owner unique across processes and hosts sharing the inbox, readable in a stale
+    marker (which host and process left it)."""
+    return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None) -> Path:
+    """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path."""
+    stem = _check_request(settings, image, name)
+    check_job(settings, sidecar, image)
+    owner = new_owner("submit")
+    stem = reserve_name(settings.inbox, stem, clash_suffixes(image.suffix), owner)
+    try:
+        return _write_job(settings.inbox, stem, image, sidecar)
+    finally:
+        release_name(settings.inbox, stem, owner)
+
+
+def _check_request(settings: Settings, image: Path, name: str | None) -> str:
+    if image.suffix.lower() not in IMAGE_SUFFIXES:
+        raise StartupError(f"{image} is not a {', '.join(IMAGE_SUFFIXES)} image")
+    if not image.is_file():
+        raise StartupError(f"{image} is not a file")
+    if not settings.inbox.is_dir():
+        raise StartupError(f"the inbox {settings.inbox} does not exist (is the share mounted?)")
+    try:
+        return check_output_name(name or image.stem)
+    except ValueError as exc:
+        raise StartupError(f"job name {name or image.stem!r}: {exc}") from exc
+
+
+def _write_job(inbox: Path, stem: str, image: Path, sidecar: dict[str, Any]) -> Path:
+    """The sidecar first, the image last: the image is what makes the job visible as complete. A job
+    that cannot be written whole leaves nothing behind."""
+    written: list[Path] = []
+    try:
+        if sidecar:
+            text = yaml.safe_dump(dict(sidecar), allow_unicode=True, sort_keys=False)
+            write_bytes_atomic(inbox / f"{stem}.yaml", text.encode(), replace=False)
+            written.append(inbox / f"{stem}.yaml")
+        target = inbox / f"{stem}{image.suffix}"
+        copy_atomic(image, target, replace=False)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(FileNotFoundError):  # the daemon may have taken it meanwhile
+                path.unlink()
+        raise
+    return target

@@ -1,0 +1,390 @@
+"""The life of one claimed job, stage by stage: generate → post-process → publish → dispose (or fail).
+
+Each stage ends by recording the next stage in the job's state, so `run` can be called again on a job
+found in the work dir after a crash and continues where it stopped. Everything that can be checked
+before generation is checked before generation, so a GPU-minute is never spent on a job that cannot
+be published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import platform
+import secrets
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass, replace
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import structlog
+from PIL import Image
+
+from i2v_watcher import __version__
+from i2v_watcher.backends import Backend
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import (
+    DestinationUnavailable,
+    FfmpegStalled,
+    JobCancelled,
+    JobError,
+    JobLost,
+    OutputInvalid,
+    is_destination_problem,
+    is_transient,
+)
+from i2v_watcher.faults import crashpoint
+from i2v_watcher.fs.atomic import write_durably
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
+from i2v_watcher.job.state import Job
+from i2v_watcher.media.ffmpeg import FFmpeg
+from i2v_watcher.media.images import load_image, sha256_of
+from i2v_watcher.media.postprocess import Chain, build_chains, chain_problems, postprocess
+from i2v_watcher.run.check import check_job
+from i2v_watcher.run.fail import fail
+from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.publish import dispose_inputs, publish, render_name
+from i2v_watcher.work.claim import requeue
+from i2v_watcher.work.store import Scratch
+
+# "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
+Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated"]
+FINAL = ("published", "failed", "requeued", "lost")  # the job has left this worker's folder
+T = TypeVar("T")
+RISKY_STAGES = ("claimed", "generated")  # where a job itself can kill the process (memory, a driver)
+log = structlog.get_logger("i2v_watcher.run.pipeline")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job checked and ready for the GPU: nothing found later can be the job's own fault."""
+
+    spec: JobSpec
+    params: JobParams
+    backend: Backend
+    chains: list[Chain]
+    image: Image.Image
+    notes: list[str]
+    preloaded: object | None = None  # what the backend could do ahead (Backend.preload)
+
+
+def save_frames(target: Path, pixels: np.ndarray) -> None:
+    write_durably(target, lambda handle: np.save(handle, pixels))
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"i2v_watcher": __version__, "python": platform.python_version()}
+    for package in ("numpy", "pillow", "pydantic", "ffmpeg-python"):
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+            versions[package] = importlib_metadata.version(package)
+    return versions
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg, cancel: Cancel,
+                 default_backend: str, scratch: Scratch | None = None) -> None:
+        self.settings = settings
+        self.scratch = scratch or Scratch(settings.scratch_dir)
+        self.backends = backends  # the resident ones, loaded once at start-up
+        self.default_backend = default_backend
+        self.ffmpeg = ffmpeg
+        self.cancel = cancel
+        self.budget = memory_budget_bytes(settings.memory_budget_mb)
+        self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
+        self.held_error = ""  # why the last job held back could not be finished
+        self._preloader: ThreadPoolExecutor | None = None
+        self._preloads: dict[str, Future[Prepared]] = {}
+        self._destinations = {"outbox": settings.outbox, "done": settings.done, "failed": settings.failed,
+                              "inbox": settings.inbox}
+
+    def run(self, job: Job, *, hand_over: bool = False) -> Outcome:
+        """Take the job as far as it goes: published, failed, or kept for later. With `hand_over`,
+        stop once it is generated ("generated", its frames in `job.frames`) for the next stage."""
+        live = self.cancel.liveness
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage=job.state.stage):
+            try:
+                live.working_on(job.id, job.state.key, job.state.stage)
+                self._mark_running(job)
+                outcome = self._run(job, hand_over)
+                live.count(outcome)
+                if outcome in FINAL:
+                    self.forget_frames(job)
+                return outcome
+            except JobLost:
+                log.warning("another worker took this job over (this one was frozen or cut off past its "
+                            "lease): dropped here, without publishing or reporting anything")
+                return "lost"
+            except JobCancelled:
+                return self.hand_back(job)
+            except DestinationUnavailable as exc:
+                self.held_error = str(exc)  # the daemon logs it, once per distinct error
+                return "held"
+            finally:
+                live.working_on(None)
+                if job.state.running and job.dir.is_dir():
+                    with contextlib.suppress(OSError):  # this process is alive: not a death
+                        job.advance(job.state.stage, running=False)
+
+    def _mark_running(self, job: Job) -> None:
+        """Count the processes that died while this job was generating or encoding (OOM-killed, say):
+        a job that keeps killing the daemon must not stop the queue forever."""
+        state = job.state
+        deaths = state.deaths + (state.running and state.stage in RISKY_STAGES)
+        job.advance(state.stage, running=True, deaths=deaths)
+        if deaths >= self.settings.max_job_crashes and state.stage in RISKY_STAGES and not state.problem:
+            job.advance(state.stage, problem=(
+                f"the daemon died {deaths} times in a row while working on this job (stage "
+                f"{state.stage}); it is set aside so that it cannot stop the queue again"))
+
+    def hand_back(self, job: Job) -> Outcome:
+        """The daemon stops: a job not generated yet goes back into the inbox, keeping its place in the
+        queue; one further on stays in the work folder and is resumed at the next start."""
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
+            if job.state.stage == "claimed" and requeue(self.settings, job):
+                log.info("stopped: job put back into the inbox")
+                self.forget_frames(job)
+                return "requeued"
+            log.info("stopped: job kept in the work dir, resumed at the next start", stage=job.state.stage)
+            return "interrupted"
+
+    def start_preload(self, job: Job) -> None:
+        """Prepare a job (sidecar, checks, image, the backend's preload) in a thread of its own while
+        another job generates; `_generate` takes the result, or its error, when the job's turn comes."""
+        if self._preloader is None:
+            self._preloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preload")
+        self._preloads[job.id] = self._preloader.submit(contextvars.copy_context().run, self._preload, job)
+
+    def _preload(self, job: Job) -> Prepared:
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):
+            ready = self._prepare(job)
+            return replace(ready, preloaded=ready.backend.preload(ready.image, ready.params))
+
+    def wait_preload(self, job: Job) -> None:
+        """Let a preload finish (whatever its result) before the job is handed back."""
+        future = self._preloads.pop(job.id, None)
+        if future is not None:
+            futures_wait([future])
+
+    def close(self) -> None:
+        if self._preloader is not None:
+            self._preloader.shutdown(wait=True)
+
+    def forget_frames(self, job: Job) -> None:
+        job.frames = None
+        self.scratch.drop(job.id)
+
+    def _run(self, job: Job, hand_over: bool = False) -> Outcome:
+        try:
+            if job.state.problem and job.state.stage != "failing":
+                hint = "" if job.state.deaths < self.settings.max_job_crashes else (
+                    "the usual cause is memory (the kernel's OOM killer, see `journalctl -k`): lower "
+                    "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
+                raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
+                               hint=hint)
+            if job.state.stage == "generated" and job.frames is None:
+                job.frames = self.scratch.load(job.id)
+                if job.frames is None:  # lost with a host crash, or made on another host
+                    log.warning("the generated frames are gone (a host crash, or a job taken over from "
+                                "another host): generating them again")
+                    job.advance("claimed")
+            if job.state.stage == "claimed":
+                self._enter("generate")
+                self._retrying(job, lambda: self._generate(job))
+            if job.state.stage == "generated" and hand_over:
+                return "generated"
+            if job.state.stage == "generated":
+                self._enter("postprocess")
+                self._retrying(job, lambda: self._postprocess(job))
+            if job.state.stage in ("encoded", "publishing"):
+                self._enter("publish")
+                self._destination(job, "outbox", lambda: publish(self.settings, job))
+            if job.state.stage == "published":
+                self._destination(job, "done", lambda: dispose_inputs(self.settings, job))
+                return "published"
+        except (JobCancelled, DestinationUnavailable, JobLost):
+            raise
+        except JobError as exc:
+            self._fail(job, exc, exc.stage, exc.message, exc.hint)
+            return "failed"
+        except Exception as exc:  # the daemon keeps running whatever one job does
+            stage: str = job.state.stage
+            message = f"unexpected error: {type(exc).__name__}: {exc}"
+            if isinstance(exc, (FfmpegStalled, OutputInvalid)):
+                stage = "postprocess"
+                message = f"{exc.strerror}, {job.state.attempts + 1} times"
+            elif is_transient(exc):
+                message = f"storage kept failing after {job.state.attempts} attempts: {exc}"
+            self._fail(job, exc, stage, message, "")
+            return "failed"
+        assert job.state.stage == "failing", job.state.stage
+        self._destination(job, "failed", lambda: fail(self.settings, job, job.state.error or {}))
+        return "failed"
+
+    def _enter(self, stage: str) -> None:
+        """Shown by `status` and `systemctl status`, and on every log line (a journal field, STAGE)."""
+        self.cancel.liveness.stage = stage
+        structlog.contextvars.bind_contextvars(stage=stage)
+
+    def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
+        error: dict[str, Any] = {"stage": stage, "error_class": type(exc).__name__, "message": message,
+                                 "hint": hint, "traceback": "".join(traceback.format_exception(exc))}
+        if isinstance(exc, JobError) and len(exc.problems) > 1:  # a sidecar's mistakes, one by one
+            error["problems"] = exc.problems
+        self._destination(job, "failed", lambda: fail(self.settings, job, error))
+
+    def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
+        """A stage that writes a shared folder: when that folder cannot be written (full, read-only,
+        not writable, unmounted), the job is kept and tried again later; it is not the job's fault."""
+        try:
+            action()
+        except OSError as exc:
+            if not is_destination_problem(exc) or not self._in_destination(exc):
+                raise
+            raise DestinationUnavailable(folder, exc) from exc
+
+    def _in_destination(self, exc: OSError) -> bool:
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p]
+        roots = [str(root) for root in self._destinations.values()]
+        return not paths or any(p == r or p.startswith(r.rstrip("/") + "/") for p in paths for r in roots)
+
+    def _retrying(self, job: Job, action: Callable[[], T]) -> T:
+        """Run one stage; storage errors (disk full, stale share) are retried with backoff. The count
+        is kept in the job's state, so a restart does not start it again from zero."""
+        delay = self.settings.retry_backoff_s
+        while True:
+            try:
+                return action()
+            except OSError as exc:
+                if not is_transient(exc) or job.state.attempts >= self.settings.transient_retries:
+                    raise
+                job.advance(job.state.stage, attempts=job.state.attempts + 1)
+                log.warning("storage error, will retry", error=str(exc), attempt=job.state.attempts,
+                            retry_in_s=delay)
+                self._sleep(delay)
+                delay = min(delay * 2, self.settings.retry_backoff_max_s)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.cancel.check()
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _params(self, job: Job) -> tuple[JobSpec, JobParams, Backend]:
+        """The job's effective parameters (the seed fixed once, in the state) and its backend."""
+        spec = self._spec(job)
+        if job.state.seed is None:
+            seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
+            job.advance(job.state.stage, seed=seed)
+        assert job.state.seed is not None
+        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed)
+        backend = self.backends.get(params.backend)
+        if backend is None:
+            raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
+                           hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
+        return spec, params, backend
+
+    def _prepare(self, job: Job) -> Prepared:
+        """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
+        presets, the output name, the image, its shape and the memory its frames need."""
+        spec, params, backend = self._params(job)
+        notes = check_fields(backend, params)
+        backend.options(params)
+        chains = build_chains(self.settings, params)  # what this ffmpeg cannot run: refused in _spec
+        if job.state.image is None:
+            raise JobError("the job has no image", stage="claim")
+        wanted = params.output_name or render_name(
+            self.settings.output_template, job,
+            {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name})
+        job.advance(job.state.stage, wanted_name=wanted)
+        image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
+                           max_bytes=self.settings.max_image_bytes)
+        plan_job(backend, image.size, params, self.budget)
+        return Prepared(spec, params, backend, chains, image, notes)
+
+    def _generate(self, job: Job) -> None:
+        """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
+        started = time.monotonic()
+        preloaded = self._preloads.pop(job.id, None)
+        ready = preloaded.result() if preloaded is not None else self._prepare(job)
+        backend, params = ready.backend, ready.params
+        assert job.state.image is not None
+        image_path = job.input(job.state.image)
+        timings = {"load": time.monotonic() - started}
+        started = time.monotonic()
+        frames = generate(backend, ready.image, params, self.cancel, self.settings.progress_log_s,
+                          ready.preloaded)
+        timings["generate"] = time.monotonic() - started
+        job.frames = frames.pixels
+        log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
+                 seconds=round(timings["generate"], 2))
+        metadata: dict[str, Any] = {
+            "job_id": job.id,
+            "input": {"path": f"{job.state.key}{image_path.suffix}", "image": job.state.image,
+                      "sidecar": job.state.sidecar, "sha256": sha256_of(image_path),
+                      "bytes": image_path.stat().st_size, "width": ready.image.width,
+                      "height": ready.image.height},
+            "prompt": params.prompt,
+            "negative_prompt": params.negative_prompt,
+            "seed": params.seed,
+            "backend": backend.name,
+            "model": backend.model_id,
+            "parameters": params.model_dump(mode="json", exclude={"explicit"}),
+            "requested": ready.spec.model_dump(mode="json", exclude_unset=True),
+            "notes": ready.notes,
+            "generation": frames.details,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **backend.versions()},
+            "worker_id": job.state.worker_id,
+            "claimed_at": job.state.claimed_at,
+            "frames_fps": frames.fps,
+        }
+        job.advance("generated", metadata=metadata)
+        crashpoint("pipeline.after_generate")
+        self.scratch.keep(job.id, frames.pixels)
+
+    def _postprocess(self, job: Job) -> None:
+        """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
+        after a crash or an ffmpeg failure without generating again, each time into a new folder."""
+        started = time.monotonic()
+        _, params, _ = self._params(job)
+        chains = build_chains(self.settings, params)
+        pixels = job.frames
+        assert pixels is not None  # _run loads them, or generates again
+        self._fresh_encode_dir(job)
+        metadata = dict(job.state.metadata)
+        outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,
+                                    chains, self.settings, self.cancel)
+        metadata["timings_s"] = {**metadata["timings_s"], "postprocess": round(time.monotonic() - started, 3)}
+        log.info("encoded", presets=info["presets"], seconds=metadata["timings_s"]["postprocess"])
+        metadata.update(postprocess=info, outputs=[{"file": o.file, "suffix": o.suffix} for o in outputs])
+        job.advance("encoded", metadata=metadata)
+
+    def _fresh_encode_dir(self, job: Job) -> None:
+        """A new out-<token>/ for this attempt; earlier attempts' folders are removed first."""
+        for old in job.dir.glob("out*"):
+            shutil.rmtree(old, ignore_errors=True)
+        job.advance(job.state.stage, encode_dir=f"out-{secrets.token_hex(4)}")
+        crashpoint("postprocess.before_encode")
+
+    def _spec(self, job: Job) -> JobSpec:
+        """The sidecar checked whole, as `submit` checks it (jobcheck.check_job): keys and values, the
+        backend's fields and options, presets, overrides and what this ffmpeg can run, every problem
+        in one report that names the sidecar by its path in the inbox."""
+        raw: object = {}
+        written, name = None, None
+        if job.state.sidecar is not None:
+            name = str(job.rel_dir / job.state.sidecar)
+            limit = self.settings.max_sidecar_bytes
+            raw, written = load_sidecar(read_capped(job.input(job.state.sidecar), limit), max_bytes=limit,
+                                        name=name)
+        return check_job(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
+                         written=written, name=name,
+                         chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))

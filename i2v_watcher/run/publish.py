@@ -1,0 +1,165 @@
+"""Publish: put a job's outputs into the outbox, then its inputs where `keep_inputs` says.
+
+The outbox contract a consumer can script against: every file appears under its final name in one
+rename (written first as a hidden `.<name>.<token>.part`), the clip and poster first, then the metadata
+`<name>.json` last as the marker that the job is complete. Names never overwrite: the name is reserved
+before the first file is written (so two workers never pick the same one), a clash gets a suffix, and a
+file that another process put under our name is never replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import string
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import JobError
+from i2v_watcher.faults import crashpoint
+from i2v_watcher.fs.atomic import (
+    copy_atomic,
+    read_json,
+    release_name,
+    reserve_name,
+    safe_subdir,
+    same_content,
+    write_json_atomic,
+)
+from i2v_watcher.fs.perms import output_perms
+from i2v_watcher.job.spec import check_output_name, safe_stem
+from i2v_watcher.job.state import Job, utc_now
+
+log = structlog.get_logger("i2v_watcher.run.publish")
+MAX_CLASHES = 3
+
+
+class NameTaken(Exception):
+    """A file that is not ours stands under a name we reserved (a process that reserves no names)."""
+
+
+def render_name(template: str, job: Job, fields: dict[str, Any]) -> str:
+    """The output name from `output_template`, checked before any generation."""
+    claimed = datetime.fromisoformat(job.state.claimed_at).astimezone()
+    values = {"stem": safe_stem(job.stem), "date": claimed.strftime("%Y%m%d"),
+              "time": claimed.strftime("%H%M%S"), "job_id": job.id, **fields}
+    name = string.Formatter().vformat(template, (), values)
+    try:
+        return check_output_name(name)
+    except ValueError as exc:
+        raise JobError(f"the output name {name!r} from output_template is not usable: {exc}",
+                       stage="sidecar", hint="change output_template, or set output_name in the sidecar") \
+            from exc
+
+
+def _plan(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
+    """(source file, public name) in publishing order; the metadata is written after these."""
+    staged = [(job.out_dir / output["file"], name + output["suffix"])
+              for output in job.state.metadata["outputs"]]
+    if settings.keep_inputs == "outbox":
+        staged += [(job.input(n), job.renamed(n, f"{name}.source")) for n in job.state.inputs]
+    return staged
+
+
+def publish(settings: Settings, job: Job) -> None:
+    perms = output_perms(settings.output_group, settings.output_mode)
+    folder = safe_subdir(settings.outbox, job.rel_dir, mode=perms.folder_mode, gid=perms.gid)
+    for _ in range(MAX_CLASHES):
+        if job.state.stage == "encoded":
+            _choose_name(settings, job, folder)
+        try:
+            _publish_files(settings, job, folder)
+            return
+        except NameTaken as exc:
+            log.warning("another process wrote one of the job's names: publishing under another name",
+                        file=str(exc))
+            _give_up_name(settings, job, folder)
+    raise JobError(f"the names in {folder} keep being taken by another process", stage="publish")
+
+
+def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
+    meta = job.state.metadata
+    wanted = job.state.wanted_name or render_name(
+        settings.output_template, job,
+        {"seed": job.state.seed, "preset": meta["postprocess"]["presets"][0], "backend": meta["backend"]})
+    suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
+    name = reserve_name(folder, wanted, suffixes, job.id)
+    files = [name + suffix for suffix in suffixes]
+    job.advance("publishing", output_name=name,
+                published=[str(job.rel_dir / f) if str(job.rel_dir) != "." else f for f in files])
+    if name != wanted:
+        log.info("name taken in the outbox, using a suffix", wanted=wanted, name=name)
+
+
+def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
+    chosen = job.state.output_name
+    assert chosen is not None
+    perms = output_perms(settings.output_group, settings.output_mode)
+    started = time.monotonic()
+    for source, public in _plan(settings, job, chosen):
+        target = folder / public
+        job.check_owned()  # a worker that lost the job to another never publishes
+        if os.path.lexists(target):
+            if same_content(source, target):
+                continue  # published before a crash
+            raise NameTaken(str(target))
+        try:
+            copy_atomic(source, target, token=job.id, mode=perms.file_mode, gid=perms.gid)
+        except FileExistsError as exc:
+            raise NameTaken(str(target)) from exc
+        crashpoint("publish.after_file")
+    marker = folder / f"{chosen}.json"
+    timings = job.state.metadata["timings_s"]
+    if not os.path.lexists(marker):
+        metadata = {**job.state.metadata, "job_id": job.id, "name": chosen, "files": job.state.published,
+                    "published_at": utc_now(), "attempts": job.state.attempts,
+                    "worker_id": job.state.worker_id, "takeovers": job.state.takeovers}
+        metadata["timings_s"] = timings = {**timings, "publish": round(time.monotonic() - started, 3)}
+        metadata.pop("outputs", None)
+        job.check_owned()
+        try:
+            write_json_atomic(marker, metadata, token=job.id, replace=False, mode=perms.file_mode,
+                              gid=perms.gid)
+        except FileExistsError as exc:
+            if not _ours(marker, job):
+                raise NameTaken(str(marker)) from exc
+        crashpoint("publish.after_metadata")
+    elif not _ours(marker, job):
+        raise NameTaken(str(marker))
+    release_name(folder, chosen, job.id)
+    # The state keeps the publish time too, for the daemon's metrics (i2v_stage_seconds, metrics.py).
+    job.advance("published", metadata={**job.state.metadata, "timings_s": timings})
+    log.info("published", files=job.state.published)
+
+
+def _ours(marker: Path, job: Job) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        return read_json(marker).get("job_id") == job.id
+    return False
+
+
+def _give_up_name(settings: Settings, job: Job, folder: Path) -> None:
+    """Take back what this job published under the clashing name (only files holding our bytes)."""
+    chosen = job.state.output_name
+    assert chosen is not None
+    job.check_owned()
+    for source, public in _plan(settings, job, chosen):
+        if same_content(source, folder / public):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / public)
+    release_name(folder, chosen, job.id)
+    job.advance("encoded", output_name=None, published=[])
+
+
+def dispose_inputs(settings: Settings, job: Job) -> None:
+    """After publishing: keep the user's originals in done/ (default), or drop them (outbox, delete)."""
+    if settings.keep_inputs == "done":
+        job.move_inputs(settings.done, settings.inbox)
+        job.release_moved_name(settings.done)
+        crashpoint("dispose.after_move")
+    job.remove()

@@ -1,0 +1,141 @@
+"""A pipelined daemon's two stages, each a thread: generation (the GPU) and finishing (ffmpeg, the
+outbox, the share). While job N is encoded and published, job N+1 is already generating, and the one
+after it is being prepared (sidecar, image, checks; the backend's `preload`).
+
+The daemon's loop claims jobs and hands them in with `submit`; it never waits for a stage. At most
+`pipeline_depth` jobs are past the claim at once (a slot each, taken before generating, given back when
+the job is done with), so the frames held in memory stay bounded. Outcomes come back through `results`,
+read by the loop at every tick. Each stage has a liveness of its own (see cancel.Liveness): a stage stuck
+on a job stops the heartbeat and the watchdog pings although the loop still ticks."""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from traceback import format_exception
+
+import structlog
+
+from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.state import Job
+from i2v_watcher.run.pipeline import Outcome, Pipeline
+
+WAIT_S = 0.2  # how long a stage waits for work before it looks at the stop request again
+log = structlog.get_logger("i2v_watcher.run.stages")
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    outcome: Outcome
+    error: str = ""  # why a job held back could not be finished (Pipeline.held_error)
+    traceback: str = ""  # an error outside the job's own handling: the job is kept and tried later
+
+
+def run_guarded(pipeline: Pipeline, job: Job, *, hand_over: bool = False) -> Result:
+    """One job through a pipeline; whatever escapes the job's own error handling (a state file that
+    cannot be written, say) keeps the job for a later try and never ends the daemon or a stage."""
+    try:
+        outcome = pipeline.run(job, hand_over=hand_over)
+    except Exception as exc:
+        return Result(job, "held", f"{type(exc).__name__}: {exc}", "".join(format_exception(exc)))
+    return Result(job, outcome, pipeline.held_error if outcome == "held" else "")
+
+
+class Stages:
+    def __init__(self, make_pipeline: Callable[[Cancel], Pipeline], cancel: Cancel, depth: int,
+                 wake: threading.Event) -> None:
+        self.cancel = cancel
+        self.front = make_pipeline(cancel.for_stage())  # generation: created first, shown first
+        self.back = make_pipeline(cancel.for_stage())
+        self.results: queue.Queue[Result] = queue.Queue()
+        self.done = wake  # set with every result, so the loop wakes at once
+        self._to_generate: queue.Queue[Job] = queue.Queue()
+        self._to_finish: queue.Queue[Job] = queue.Queue()
+        self._slots = threading.Semaphore(depth)
+        self._waiting = 0  # submitted, not yet generating: the loop claims ahead only one job
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        # Each thread starts in a copy of this context: what the log lines carry (worker_id) goes along.
+        self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name,
+                                          daemon=True)
+                         for target, name in ((self._generate, "generate"), (self._finish, "finish"))]
+        self._generator_done = threading.Event()
+        self._closing = False
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wants_work(self) -> bool:
+        """True while nothing waits to generate: the loop may claim the next job (which then preloads
+        while the current one generates)."""
+        return self._waiting == 0
+
+    def idle(self) -> bool:
+        return self._in_flight == 0 and self.results.empty()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._waiting += 1
+            self._in_flight += 1
+        if job.state.stage == "claimed":
+            self.front.start_preload(job)
+        self._to_generate.put(job)
+
+    def join(self, tick: Callable[[], None]) -> None:
+        """At the end (a stop, or `--once` drained): wait for both stages to hand back or finish their
+        jobs (after a stop signal within stop_timeout_s, then aborted at their next progress point),
+        calling `tick` meanwhile."""
+        self._closing = True
+        for thread in self._threads:
+            while thread.is_alive():
+                tick()
+                thread.join(WAIT_S)
+        self.front.close()
+
+    # ---- the stages' threads ----------------------------------------------------------------------
+    def _next(self, source: queue.Queue[Job], upstream_done: threading.Event | None) -> Job | None:
+        """The next job, or None once the daemon stops and nothing more can come."""
+        while True:
+            try:
+                return source.get(timeout=WAIT_S)
+            except queue.Empty:
+                ending = self.cancel.stopping or self._closing
+                if ending and (upstream_done is None or upstream_done.is_set()):
+                    return None
+
+    def _generate(self) -> None:
+        try:
+            while (job := self._next(self._to_generate, None)) is not None:
+                self._take_slot()
+                with self._lock:
+                    self._waiting -= 1
+                if self.cancel.stopping and job.state.stage in ("claiming", "claimed"):
+                    self.front.wait_preload(job)
+                    self._report(Result(job, self.front.hand_back(job)))
+                    continue
+                result = run_guarded(self.front, job, hand_over=True)
+                if result.outcome == "generated":
+                    self._to_finish.put(job)
+                else:
+                    self._report(result)
+        finally:
+            self._generator_done.set()
+
+    def _take_slot(self) -> None:
+        self._slots.acquire()  # the stage is idle meanwhile (no job): its liveness does not count
+
+    def _finish(self) -> None:
+        while (job := self._next(self._to_finish, self._generator_done)) is not None:
+            self._report(run_guarded(self.back, job))
+
+    def _report(self, result: Result) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._slots.release()
+        self.results.put(result)
+        self.done.set()

@@ -1,0 +1,84 @@
+"""Start-up shared by every service that runs jobs (the folder daemon and the Celery worker) and by
+`doctor` and `check-config`: the folders made and checked, ffmpeg found and probed with every preset,
+the backends discovered, chosen (`backend = "auto"`) and loaded resident."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from i2v_watcher import backends
+from i2v_watcher.config.settings import Settings, check_model_tables
+from i2v_watcher.errors import StartupError
+from i2v_watcher.fs.atomic import same_filesystem
+from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
+from i2v_watcher.media.postprocess import check_presets
+from i2v_watcher.service.systemd import Extend
+
+log = structlog.get_logger("i2v_watcher.service.bootstrap")
+
+
+def prepare_folders(settings: Settings) -> None:
+    if not settings.inbox.is_dir():
+        if not settings.create_inbox:
+            raise StartupError(
+                f"the inbox {settings.inbox} does not exist. If it is a network share, mount it first; "
+                "to create a local folder instead, set create_inbox = true")
+        settings.inbox.mkdir(parents=True, exist_ok=True)
+    for name, path in settings.folders().items():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the {name} folder {path}: {exc}") from exc
+    if not same_filesystem(settings.inbox, settings.work):
+        raise StartupError(
+            f"the work folder {settings.work} is not on the same filesystem as the inbox {settings.inbox}: "
+            "jobs are claimed by an atomic rename, which needs both on one filesystem (put work on the "
+            "inbox's share, e.g. next to it)")
+
+
+def choose_backend(settings: Settings) -> str:
+    """`backend = "auto"`: the configured diffusion backend where CUDA and its weights are there, else
+    the preview, said loudly. Any explicitly named backend is loaded as configured, or fails start-up."""
+    if settings.backend != "auto":
+        return settings.backend
+    candidate = backends.get(settings.auto_backend)(settings)
+    reason = candidate.unavailable()
+    if reason is None:
+        log.info("backend = auto: using the diffusion backend", backend=candidate.name,
+                 model=candidate.model_id)
+        return candidate.name
+    log.warning("backend = auto: FALLING BACK TO THE PREVIEW BACKEND, no diffusion model will run",
+                wanted=candidate.name, reason=reason)
+    return "preview"
+
+
+def discover_backends(settings: Settings) -> None:
+    """Import the backends and plugins, then check what the config says about them."""
+    backends.discover(settings.plugins)
+    check_model_tables(settings, backends.available(), backends.with_models())
+
+
+def load_backends(settings: Settings, extend: Extend | None = None
+                  ) -> tuple[FFmpeg, str, dict[str, backends.Backend]]:
+    """The ffmpeg binary (probed with every preset) and the resident backends, each loaded once; the
+    default backend's name (`auto` resolved). `extend` asks systemd for time before each load."""
+    binary, origin = find_ffmpeg(settings.ffmpeg_path)
+    log.info("ffmpeg found", path=binary.path, origin=origin,
+             version=binary.version.removeprefix("ffmpeg version ").split(" Copyright")[0])
+    for note in check_presets(settings, binary):
+        log.info("ffmpeg hardware encoder", result=note)
+    discover_backends(settings)
+    default = choose_backend(settings)
+    resident: dict[str, backends.Backend] = {}
+    for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
+        backend = backends.get(name)(settings)
+        if extend is not None:
+            extend(settings.load_timeout_s, f"loading the {name} backend ({backend.model_id or 'no model'})")
+        started = time.monotonic()
+        backend.load()
+        log.info("backend loaded", backend=name, model=backend.model_id,
+                 seconds=round(time.monotonic() - started, 2))
+        resident[name] = backend
+    return binary, default, resident

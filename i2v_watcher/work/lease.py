@@ -1,0 +1,250 @@
+"""Worker leases on the shared work folder, without comparing clocks across hosts.
+
+Each daemon writes work/<worker_id>/heartbeat.json with an increasing counter, from a thread, but only
+while its liveness checkpoint is fresh (the loop ticks, a job reports progress): a slow job keeps it
+beating, a hung or frozen (SIGSTOP) daemon stops it. Another daemon judges a lease stale when the
+counter has not moved for `lease_timeout_s` on its *own* monotonic clock, and only then takes the
+worker's jobs over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from i2v_watcher import __version__
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import StartupError
+from i2v_watcher.fs.atomic import read_json, write_json_atomic
+from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.job.state import utc_now
+
+HEARTBEAT_FILE = "heartbeat.json"
+LOCK_FILE = ".lock"
+SHOWN = ("host", "pid", "backend", "model", "job", "job_id", "stage", "done", "total", "published", "failed",
+         "started_at", "beat_at")  # what `status` shows of a heartbeat
+QUEUE = "queue"  # work/queue/: jobs waiting for a worker (Celery mode); not a worker
+log = structlog.get_logger("i2v_watcher.work.lease")
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """Several beats per lease, and at least one every 2 s so that `status` is current (a small JSON
+    file rewritten on the share)."""
+    return max(0.2, min(2.0, settings.lease_timeout_s / 6))
+
+
+def read_heartbeat(folder: Path) -> dict[str, Any] | None:
+    """A worker's heartbeat, or None (read_json reads a stale NFS handle once more)."""
+    try:
+        return read_json(folder / HEARTBEAT_FILE, 64 * 1024)
+    except (OSError, ValueError):
+        return None
+
+
+class Heartbeat:
+    def __init__(self, settings: Settings, liveness: Liveness, backend: str = "", model: str = "") -> None:
+        self.settings = settings
+        self.liveness = liveness
+        self.path = settings.worker_dir / HEARTBEAT_FILE
+        self.counter = 0
+        self.started_at = utc_now()
+        self.about = {"backend": backend, "model": model}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(heartbeat_interval(self.settings)):
+            if self.liveness.fresh(self.settings.max_silent_s):
+                with contextlib.suppress(OSError):  # a share that hiccups: the next beat will do
+                    self.beat()
+
+    def beat(self, state: str = "running") -> None:
+        self.counter += 1
+        busy = self.liveness.busy()
+        live = busy[0] if busy else self.liveness  # the job furthest behind: the one generating
+        write_json_atomic(self.path, {
+            "worker_id": self.settings.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "counter": self.counter, "state": state, "started_at": self.started_at, "beat_at": utc_now(),
+            "interval_s": heartbeat_interval(self.settings), "version": __version__, **self.about,
+            "job_id": live.job_id, "job": live.job, "stage": live.stage, "done": live.done,
+            "total": live.total, "published": self.liveness.published, "failed": self.liveness.failed,
+            "jobs": [{"job_id": b.job_id, "job": b.job, "stage": b.stage, "done": b.done, "total": b.total}
+                     for b in busy]})
+
+    def stop(self) -> None:
+        """Say so on the share: a stopped worker's jobs may be taken over at once."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.beat("stopped")
+
+
+def worker_folders(settings: Settings, *, besides: str | None = None) -> list[Path]:
+    """The worker folders under work/ (not the queue, nothing hidden, never through a link), in name
+    order, except `besides`."""
+    with os.scandir(settings.work) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)
+                      and e.name not in (QUEUE, besides) and not e.name.startswith("."))
+
+
+class LeaseObserver:
+    """Which other workers are stale: their counter has not moved for lease_timeout_s on this clock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._seen: dict[str, tuple[Any, float]] = {}  # worker id → (counter, since when unchanged)
+
+    def stale_workers(self) -> list[Path]:
+        now = time.monotonic()
+        stale = []
+        present = set()
+        for folder in worker_folders(self.settings, besides=self.settings.worker_id):
+            name = folder.name
+            present.add(name)
+            beat = read_heartbeat(folder)
+            counter = None if beat is None else (beat.get("counter"), beat.get("started_at"))
+            if beat is not None and beat.get("state") == "stopped":
+                stale.append(folder)
+                continue
+            seen = self._seen.get(name)
+            if seen is None or seen[0] != counter:
+                self._seen[name] = (counter, now)
+                continue
+            if now - seen[1] >= self.settings.lease_timeout_s:
+                stale.append(folder)
+        self._seen = {k: v for k, v in self._seen.items() if k in present}
+        return stale
+
+
+def check_lease_free(settings: Settings) -> None:
+    """Refuse to start under a worker_id that a live daemon on another host holds (two daemons in one
+    worker folder would resume each other's jobs): watch its counter for lease_timeout_s, on this
+    clock. (On this host the flock already said.)"""
+    beat = read_heartbeat(settings.worker_dir)
+    if beat is None or beat.get("state") == "stopped":
+        return
+    if beat.get("host") == socket.gethostname():
+        return  # on this host the flock (held) is the truth
+    log.warning("another host wrote this worker's heartbeat: watching whether it is alive",
+                worker_id=settings.worker_id, host=beat.get("host"), seconds=settings.lease_timeout_s)
+    deadline = time.monotonic() + settings.lease_timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(min(1.0, heartbeat_interval(settings)))
+        again = read_heartbeat(settings.worker_dir)
+        if again is not None and again.get("counter") != beat.get("counter"):
+            raise StartupError(
+                f"worker_id {settings.worker_id!r} is held by a live daemon on host {again.get('host')}: "
+                "give each daemon its own worker_id")
+
+
+class WorkerLock:
+    """This process's hold on its worker folder: an flock on work/<worker_id>/.lock, kept open for
+    the daemon's life (released by the kernel when it dies, also on NFSv4, where it is a lease of the
+    server's). Two daemons on one host can never share a worker folder, even when started at once."""
+
+    def __init__(self, fd: int, worker_id: str) -> None:
+        self.fd = fd
+        self.worker_id = worker_id
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _try_lock(folder: Path) -> int | None:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def acquire_worker(settings: Settings) -> WorkerLock:
+    """Take this daemon's worker folder. An explicit worker_id that a live daemon holds is refused
+    (exit 2); the default one is unique per daemon on a host: the host name, plus the GPU it runs on,
+    plus `-2`, `-3`… while a live daemon here holds the id before it."""
+    explicit = "worker_id" in settings.model_fields_set
+    base = settings.worker_id
+    device = settings.diffusion.device
+    if not explicit and device.startswith("cuda:"):
+        base = f"{base}-gpu{device.split(':', 1)[1]}"
+    candidates = [base] if explicit else [base] + [f"{base}-{n}" for n in range(2, 100)]
+    for candidate in candidates:
+        fd = _try_lock(settings.work / candidate)
+        if fd is None:
+            continue
+        settings.worker_id = candidate
+        try:
+            check_lease_free(settings)
+        except BaseException:
+            os.close(fd)
+            raise
+        return WorkerLock(fd, candidate)
+    raise StartupError(
+        f"worker_id {base!r} is held by a live daemon on this host: two daemons must not share a worker "
+        "folder; give each its own worker_id (or leave it unset)")
+
+
+def survey(settings: Settings, window_s: float | None = None) -> list[dict[str, Any]]:
+    """Every worker's heartbeat for `status`: alive, stopped or stale, with host, job and progress. A
+    worker on this host is judged by its process; one on another host by whether its counter moves
+    within the window (on this clock), so `status` never compares clocks either."""
+    window = min(5.0, heartbeat_interval(settings) * 1.5) if window_s is None else window_s
+    folders = worker_folders(settings)
+    first = {p.name: read_heartbeat(p) for p in folders}
+    here = socket.gethostname()
+    remote = [p for p in folders if (first[p.name] or {}).get("host") not in (None, here)
+              and (first[p.name] or {}).get("state") != "stopped"]
+    deadline = time.monotonic() + window
+    moved: set[str] = set()
+    while remote and time.monotonic() < deadline and len(moved) < len(remote):
+        time.sleep(0.2)
+        for p in remote:
+            again = read_heartbeat(p)
+            if again is not None and again.get("counter") != (first[p.name] or {}).get("counter"):
+                moved.add(p.name)
+    workers = []
+    for p in folders:
+        beat = first[p.name]
+        if beat is None:
+            workers.append({"worker_id": p.name, "state": "unknown", "detail": "no heartbeat"})
+            continue
+        if beat.get("state") == "stopped":
+            state = "stopped"
+        elif beat.get("host") == here:
+            state = "alive" if _process_alive(beat.get("pid")) else "dead"
+        else:
+            state = "alive" if p.name in moved else "stale"
+        entry: dict[str, Any] = {"worker_id": p.name, "state": state}
+        entry.update((key, beat.get(key)) for key in SHOWN)
+        workers.append(entry)
+    return workers
+
+
+def _process_alive(pid: Any) -> bool:
+    """A daemon on this host, by its pid (never by taking its lock, which could refuse its start)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        return b"i2v" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
