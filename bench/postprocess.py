@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.postprocess import build_chains, postprocess, trial_encode
@@ -90,7 +90,7 @@ def flows(binary: FFmpeg, settings: Settings, pixels: np.ndarray, work: Path) \
             job = work / preset
             job.mkdir(exist_ok=True)
             save_frames(job / "frames.npy", pixels)  # the daemon keeps the raw frames until publishing
-            outputs, _ = postprocess(pixels, FPS, job / "out", binary, chains, settings, Cancel())
+            outputs, _ = postprocess(pixels, FPS, job / "out", binary, chains, settings, Checkpoint())
             return job / "out" / outputs[0].file
 
         return ours

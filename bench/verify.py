@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.postprocess import FPS, model_like_frames
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, OutputInvalid
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.postprocess import build_chains, postprocess, run_ffmpeg, verify_video
@@ -40,7 +40,7 @@ def full_decode(binary: FFmpeg, path: Path, frames: int) -> None:
                "pipe:1", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
     lines: list[str] = []
     try:
-        run_ffmpeg(command, b"", Cancel(), 60, progress=lines)
+        run_ffmpeg(command, b"", Checkpoint(), 60, progress=lines)
     except JobError as exc:
         raise OutputInvalid(exc.message) from exc
     counted = [int(line.split("=", 1)[1]) for line in lines if line.startswith("frame=")]
@@ -49,7 +49,7 @@ def full_decode(binary: FFmpeg, path: Path, frames: int) -> None:
 
 
 def daemon_check(binary: FFmpeg, path: Path, frames: int) -> None:
-    verify_video(binary, path, frames, Cancel(), 60)
+    verify_video(binary, path, frames, Checkpoint(), 60)
 
 
 def mdat_start(path: Path) -> int:
@@ -111,7 +111,7 @@ def run(quick: bool = False, runs: int | None = None) -> tuple[str, list[dict[st
         settings = Settings(**{n: str(root / n) for n in ("inbox", "outbox", "failed", "done", "work")})
         params = resolve(JobSpec(postprocess="vertical-1080x1920"), JobDefaults(), backend="preview", seed=1)
         outputs, info = postprocess(model_like_frames(settings), FPS, root / "out", binary,
-                                    build_chains(settings, params), settings, Cancel())
+                                    build_chains(settings, params), settings, Checkpoint())
         clip, frames = root / "out" / outputs[0].file, int(info["outputs"][0]["frames"])
         size = clip.stat().st_size
         for name, damage in DAMAGES.items():

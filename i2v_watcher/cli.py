@@ -165,7 +165,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 2 when none of the folders it reads exists (a share not mounted, or wrong paths): then
     nothing it could show would be true. Some missing (a fresh install) are warnings, counted as unknown."""
-    from i2v_watcher.ops.status import COUNTED, collect, missing_folders, render, warn
+    from i2v_watcher.ops.reading import warn
+    from i2v_watcher.ops.status import COUNTED, collect, missing_folders, render
 
     result = collect(settings)
     missing = missing_folders(settings)
@@ -185,15 +186,9 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     """Each report on its own: one that cannot be trusted is refused and left where it is, the others
     are retried; exit 2 when any was refused. Nothing to retry: said on stderr (stdout lists only the
     moved files), exit 0."""
-    from i2v_watcher.ops.status import (
-        RetryRefused,
-        failed_reports,
-        matching_reports,
-        printable,
-        reason,
-        retry,
-        warn,
-    )
+    from i2v_watcher.ops.reading import printable, reason, warn
+    from i2v_watcher.ops.reports import failed_reports, matching_reports
+    from i2v_watcher.ops.retry import RetryRefused, retry
 
     found = failed_reports(settings, warn)
     reports = found if args.all else matching_reports(settings, found, args.name)
@@ -224,7 +219,8 @@ def _no_failed_jobs(settings: Settings) -> str:
 
 def _no_such_job(settings: Settings, name: str, reports: list[Path], shown: int = 10) -> str:
     """No failed job of that name: what there is instead (names from the share, escaped)."""
-    from i2v_watcher.ops.status import printable, report_name
+    from i2v_watcher.ops.reading import printable
+    from i2v_watcher.ops.reports import report_name
 
     text = f"no failed job named {name!r}"
     if not reports:

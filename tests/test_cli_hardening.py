@@ -16,9 +16,11 @@ import pytest
 from conftest import REPO, Folders, cli, daemon_env, make_image
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.fs.atomic import move
-from i2v_watcher.ops import status as status_module
+from i2v_watcher.ops import reports as reports_module
+from i2v_watcher.ops import retry as retry_module
 from i2v_watcher.ops import submit as submit_module
-from i2v_watcher.ops.status import RetryRefused, collect, retry
+from i2v_watcher.ops.retry import RetryRefused, retry
+from i2v_watcher.ops.status import collect
 from i2v_watcher.ops.submit import submit
 
 
@@ -139,7 +141,7 @@ def test_retry_puts_everything_back_when_a_move_fails(folders: Folders,
             raise OSError(errno.EIO, "I/O error", str(final))
         move(source, final, **kwargs)
 
-    monkeypatch.setattr(status_module, "move", failing_move)
+    monkeypatch.setattr(retry_module, "move", failing_move)
     with pytest.raises(OSError):
         retry(settings_of(folders), report)
     assert everything(folders.inbox) == []
@@ -180,7 +182,7 @@ def test_status_shows_bad_state_files_and_reports_as_unreadable(folders: Folders
     (worker / "20260101T000000Z-00000003" / "job.json").write_text(json.dumps({"job_id": 1}))
     failed_job(folders, stem="good")
     failed_job(folders, stem="notjson").write_text("[1, 2")
-    failed_job(folders, stem="huge").write_bytes(b" " * (status_module.MAX_REPORT_BYTES + 1) + b"{}")
+    failed_job(folders, stem="huge").write_bytes(b" " * (reports_module.MAX_REPORT_BYTES + 1) + b"{}")
     failed_job(folders, stem="linked").unlink()
     (folders.failed / "linked.error.json").symlink_to(folders.failed / "good.error.json")
     result = cli("status", "--json", "--config", str(folders.config), check=True)

@@ -21,13 +21,12 @@ from i2v_watcher.fs.atomic import (
     copy_atomic,
     move,
     open_nofollow,
-    release_name,
     rename_noreplace,
-    reserve_name,
     safe_subdir,
     temp_name,
     write_bytes_atomic,
 )
+from i2v_watcher.fs.reservations import release_name, reserve_name
 
 
 @pytest.fixture(params=["renameat2", "link", "check"])

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from i2v_watcher.fs.atomic import read_json
+from i2v_watcher.job import state as job_module
 from i2v_watcher.job.state import STATE_FILE, Job, JobState, new_job_id
-from i2v_watcher.job.state import state as job_module
 
 
 def test_a_slow_write_of_an_older_state_never_lands_after_a_newer_one(

@@ -18,7 +18,7 @@ from i2v_watcher.errors import StartupError
 from i2v_watcher.fs import atomic as fsutil_module
 from i2v_watcher.fs.atomic import rename_noreplace
 from i2v_watcher.inbox.watch import Candidate
-from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.work import claim as claim_module
 from i2v_watcher.work import lease as lease_module
@@ -77,7 +77,7 @@ def test_a_lease_is_stale_only_when_its_counter_stands_still_on_our_clock(
 def test_the_heartbeat_beats_only_while_the_checkpoint_is_fresh(tmp_path: Path) -> None:
     s = settings_for(tmp_path, worker_id="me", max_silent_s=1.0)
     (s.work / "me").mkdir()
-    live = Liveness()
+    live = Activity()
     heart = Heartbeat(s, live)
     heart.start()
     try:

@@ -74,7 +74,7 @@ def test_a_file_still_being_written_is_said_once(folders: Folders, start: Start)
 def test_an_encode_logs_its_progress() -> None:
     """ffmpeg's -progress blocks become `encoding` lines: at most one per progress_log_s, and the last.
     `-re` reads the 12 source frames at their rate (10 fps): about 1.2 s of encoding, whatever the CPU."""
-    from i2v_watcher.job.checkpoint import Cancel
+    from i2v_watcher.job.checkpoint import Checkpoint
     from i2v_watcher.media.ffmpeg import EncodeProgress, find_ffmpeg
     from i2v_watcher.media.postprocess import run_ffmpeg
 
@@ -88,7 +88,7 @@ def test_an_encode_logs_its_progress() -> None:
     structlog.reset_defaults()
     for interval_s in (0.0, 60.0):
         with structlog.testing.capture_logs() as logged:
-            run_ffmpeg(command, b"", Cancel(), stall_s=30, report=EncodeProgress(12, interval_s))
+            run_ffmpeg(command, b"", Checkpoint(), stall_s=30, report=EncodeProgress(12, interval_s))
         runs[interval_s] = [e for e in logged if e["event"] == "encoding"]
     every = runs[0.0]
     assert len(every) >= 2 and every[-1]["done"] == every[-1]["total"] == 12

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import Daemon, Folders, make_image, wait_for
 from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.run.generate import gpu_peaks, reset_gpu_peaks
 from i2v_watcher.service.metrics import STAGES, DaemonMetrics
 
@@ -147,14 +147,14 @@ def test_a_port_in_use_or_a_foreign_address_exits_2_naming_the_setting(folders: 
 
 
 @pytest.fixture
-def metrics(folders: Folders) -> Iterator[tuple[DaemonMetrics, Liveness]]:
+def metrics(folders: Folders) -> Iterator[tuple[DaemonMetrics, Activity]]:
     settings = Settings(**folders.settings)
-    liveness = Liveness()
-    yield DaemonMetrics(settings, liveness, lambda: {"backend": "i2vgen-xl", "model": "m"}), liveness
+    activity = Activity()
+    yield DaemonMetrics(settings, activity, lambda: {"backend": "i2vgen-xl", "model": "m"}), activity
 
 
-def test_recording_from_a_jobs_metadata(metrics: tuple[DaemonMetrics, Liveness]) -> None:
-    daemon_metrics, liveness = metrics
+def test_recording_from_a_jobs_metadata(metrics: tuple[DaemonMetrics, Activity]) -> None:
+    daemon_metrics, activity = metrics
     get = daemon_metrics.registry.get_sample_value
     daemon_metrics.ready()
     assert get("i2v_jobs_total", {"backend": "i2vgen-xl", "outcome": "failed"}) == 0
@@ -177,13 +177,13 @@ def test_recording_from_a_jobs_metadata(metrics: tuple[DaemonMetrics, Liveness])
     assert get("i2v_stage_seconds_bucket", {"stage": "generate", "le": "60.0"}) == 1
     assert get("i2v_stage_seconds_count", {"stage": "publish"}) == 0  # a timing it does not have
 
-    liveness.working_on("0123abcd", "holiday/IMG_1", "generate")
-    liveness.progress(3, 4)
+    activity.working_on("0123abcd", "holiday/IMG_1", "generate")
+    activity.progress(3, 4)
     info = {"worker_id": "testhost", "backend": "i2vgen-xl", "model": "m", "version": __version__}
     assert get("i2v_worker_info", info) == 1
     assert get("i2v_job_progress", {"worker_id": "testhost", "stage": "generate",
                                     "job": "holiday/IMG_1"}) == 0.75
-    liveness.working_on(None)
+    activity.working_on(None)
     assert get("i2v_job_progress", {"worker_id": "testhost", "stage": "generate",
                                     "job": "holiday/IMG_1"}) is None
 

@@ -15,7 +15,7 @@ from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.watch import Candidate
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.ffmpeg import find_ffmpeg
 from i2v_watcher.run import publish as publish_module
@@ -44,7 +44,7 @@ def job_for(settings: Settings, name: str = "a") -> Job:
 
 def pipeline(settings: Settings) -> Pipeline:
     binary, _ = find_ffmpeg(None)
-    return Pipeline(settings, {"preview": PreviewBackend(settings)}, binary, Cancel(), "preview")
+    return Pipeline(settings, {"preview": PreviewBackend(settings)}, binary, Checkpoint(), "preview")
 
 
 def flaky(monkeypatch: pytest.MonkeyPatch, failures: int, code: int = errno.ENOSPC) -> list[Any]:

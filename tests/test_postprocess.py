@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import Daemon, Folders, decode, make_image
 from i2v_watcher.config.settings import Preset, Settings
 from i2v_watcher.errors import FfmpegStalled, JobError, StartupError
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.postprocess import build_chains, check_presets, postprocess, run_ffmpeg
@@ -73,7 +73,7 @@ def run(settings: Settings, binary: FFmpeg, tmp_path: Path, presets: list[str],
     params = resolve(spec, JobDefaults(), backend="preview", seed=1)
     out = tmp_path / "out"
     outputs, info = postprocess(frames() if pixels is None else pixels, FPS, out, binary,
-                                build_chains(settings, params), settings, Cancel())
+                                build_chains(settings, params), settings, Checkpoint())
     return {o.suffix: out / o.file for o in outputs}, info
 
 
@@ -213,7 +213,7 @@ def test_ffmpeg_failure_reports_its_stderr_and_command(binary: FFmpeg, tmp_path:
     command = [binary.path, "-hide_banner", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "8x8", "-i", "pipe:",
                "-c:v", "no_such_encoder", str(tmp_path / "x.mp4")]
     with pytest.raises(JobError) as caught:
-        run_ffmpeg(command, bytes(8 * 8 * 3), Cancel(), stall_s=30)
+        run_ffmpeg(command, bytes(8 * 8 * 3), Checkpoint(), stall_s=30)
     assert "no_such_encoder" in caught.value.message and "exit code" in caught.value.message
     assert caught.value.hint.startswith("command: ") and "no_such_encoder" in caught.value.hint
 
@@ -222,11 +222,11 @@ def test_a_silent_ffmpeg_is_killed_as_hung_but_a_slow_one_is_not(binary: FFmpeg,
     silent = [sys.executable, "-c", "import time; time.sleep(60)"]
     started = __import__("time").monotonic()
     with pytest.raises(FfmpegStalled, match="no progress for 1 s"):
-        run_ffmpeg(silent, b"", Cancel(), stall_s=1.0)
+        run_ffmpeg(silent, b"", Checkpoint(), stall_s=1.0)
     assert __import__("time").monotonic() - started < 10
     slow = [binary.path, "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-re",
             "-f", "lavfi", "-i", "color=c=red:s=64x64:d=2.5", "-f", "null", "-"]
-    run_ffmpeg(slow, b"", Cancel(), stall_s=1.5)  # 2.5 s of work, reporting all along: not hung
+    run_ffmpeg(slow, b"", Checkpoint(), stall_s=1.5)  # 2.5 s of work, reporting all along: not hung
 
 
 def test_one_generation_many_outputs_through_the_daemon(folders: Folders, start: Start) -> None:

@@ -13,7 +13,7 @@ from conftest import make_image
 from i2v_watcher.backends.preview import PreviewBackend, output_size
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobCancelled, JobError
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 
 
@@ -85,12 +85,12 @@ def test_output_size_keeps_aspect_and_is_even() -> None:
 
 
 def test_progress_callback_can_cancel(backend: PreviewBackend, image: Image.Image) -> None:
-    cancel = Cancel()
-    cancel.request_stop(0)
-    cancel.request_stop(0)
+    checkpoint = Checkpoint()
+    checkpoint.request_stop(0)
+    checkpoint.request_stop(0)
     params = resolve(JobSpec(), JobDefaults(num_frames=8, resolution="64p"), backend="preview", seed=1)
     with pytest.raises(JobCancelled):
-        backend.generate(image, params, lambda d, t: cancel.check())
+        backend.generate(image, params, lambda d, t: checkpoint.check())
 
 
 def test_a_preload_is_nothing_and_generate_works_without_one(backend: PreviewBackend,
@@ -101,7 +101,7 @@ def test_a_preload_is_nothing_and_generate_works_without_one(backend: PreviewBac
     params = resolve(JobSpec(), JobDefaults(num_frames=4, resolution="64p"), backend="preview", seed=2)
     assert backend.preload(image, params) is None
     alone = backend.generate(image, params, lambda d, t: None)
-    frames = generate(backend, image, params, Cancel(), 60.0, preloaded=backend.preload(image, params))
+    frames = generate(backend, image, params, Checkpoint(), 60.0, preloaded=backend.preload(image, params))
     assert np.array_equal(frames.pixels, alone.pixels)
     assert np.array_equal(backend.generate(image, params, lambda d, t: None, preloaded=None).pixels,
                           alone.pixels)

@@ -18,8 +18,8 @@ from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.fs.atomic import copy_atomic, safe_subdir, write_json_atomic
 from i2v_watcher.fs.perms import folder_mode, output_perms, parse_mode, resolve_group
 from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.job import spec
 from i2v_watcher.job.spec import JobDefaults, parse_sidecar, resolve
-from i2v_watcher.job.state import spec
 
 Start = Callable[..., Daemon]
 # As root the test gives the files another group; otherwise its own (chown to it needs no privilege).

@@ -17,7 +17,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox import scan_cache
 from i2v_watcher.inbox.watch import HEAD_CHECKED, Inbox, Watcher
-from i2v_watcher.job.state import spec
+from i2v_watcher.job import spec
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 NAME_MAX = 255  # bytes, on every filesystem the daemon is meant for
-RESERVED_SUFFIX = ".reserved"
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
@@ -70,7 +69,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fit_name(name: str, tail: str) -> str:
+def fit_name(name: str, tail: str) -> str:
     """`.<name><tail>`, hidden; a name too long for the filesystem is replaced by its hash."""
     hidden = f".{name}{tail}"
     if len(os.fsencode(hidden)) <= NAME_MAX:
@@ -82,7 +81,7 @@ def temp_name(final: Path, token: str | None = None) -> Path:
     """`.clip.mp4.<token>.part`: hidden, matched by no `*.mp4` glob of a consumer, and unique to its
     writer (a job passes its id, so a resumed job finds and replaces its own leftover)."""
     token = token or f"{os.getpid():x}-{secrets.token_hex(4)}"
-    return final.with_name(_fit_name(final.name, f".{token}.part"))
+    return final.with_name(fit_name(final.name, f".{token}.part"))
 
 
 @functools.cache
@@ -254,58 +253,6 @@ def same_content(a: Path, b: Path) -> bool:
                     return True
     except OSError:
         return False
-
-
-def reservation(folder: Path, stem: str) -> Path:
-    return folder / _fit_name(stem, RESERVED_SUFFIX)
-
-
-def reserve_name(folder: Path, stem: str, suffixes: list[str], owner: str) -> str:
-    """The first of stem, stem-1, stem-2… that no `<stem><suffix>` in folder uses and that no other
-    process has reserved, reserved for `owner` by an exclusive create (atomic on local disks and NFS),
-    so two workers, or two `submit`s, never pick the same name. Taking it again as its owner works
-    (a resumed job). Release it with release_name once the files are in place."""
-    for n in range(10_000):
-        candidate = stem if n == 0 else f"{stem}-{n}"
-        if _in_use(folder, candidate, suffixes):
-            continue
-        marker = reservation(folder, candidate)
-        try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except FileExistsError:
-            if _reserved_by(marker) == owner:
-                return candidate
-            continue
-        try:
-            os.write(fd, owner.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # Between the check and the create another process may have published the name unreserved.
-        if _in_use(folder, candidate, suffixes):
-            release_name(folder, candidate, owner)
-            continue
-        return candidate
-    raise FileExistsError(errno.EEXIST, f"no free name for {stem!r}", str(folder))
-
-
-def _in_use(folder: Path, stem: str, suffixes: list[str]) -> bool:
-    return any(os.path.lexists(folder / f"{stem}{suffix}") for suffix in suffixes)
-
-
-def _reserved_by(marker: Path) -> str | None:
-    try:
-        with open(marker, "rb", opener=open_nofollow) as handle:
-            return handle.read(256).decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def release_name(folder: Path, stem: str, owner: str) -> None:
-    marker = reservation(folder, stem)
-    if _reserved_by(marker) == owner:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(marker)
 
 
 def safe_subdir(root: Path, rel: PurePosixPath | str, *, mode: int | None = None,

@@ -17,12 +17,12 @@ Announce = Callable[[str, bool], None]  # (signal name, first) → log it
 
 
 @dataclass(eq=False)
-class Liveness:
-    """The daemon's liveness checkpoint, touched at every progress point and loop tick; the heartbeat
+class Activity:
+    """The daemon's activity checkpoint, touched at every progress point and loop tick; the heartbeat
     (and a service manager's watchdog) beat only while it is fresh. It also says what the daemon is
     doing, for `status` and the web page.
 
-    A pipelined daemon gives each stage (generation, post-processing) a liveness of its own under the
+    A pipelined daemon gives each stage (generation, post-processing) a activity of its own under the
     loop's: the daemon is fresh only while the loop ticks *and* every stage busy with a job passes
     progress points; an idle stage does not count."""
 
@@ -35,8 +35,8 @@ class Liveness:
     published: int = 0
     failed: int = 0
     queued: int | None = None  # jobs ready in the inbox at the last scan (None: not known here)
-    parent: Liveness | None = field(default=None, repr=False)
-    stages: list[Liveness] = field(default_factory=list, repr=False)
+    parent: Activity | None = field(default=None, repr=False)
+    stages: list[Activity] = field(default_factory=list, repr=False)
 
     def touch(self) -> None:
         self.at = time.monotonic()
@@ -59,18 +59,18 @@ class Liveness:
         self.done, self.total = done, total
         self.touch()
 
-    def part(self) -> Liveness:
-        """A liveness of its own for one stage of a pipelined daemon."""
-        child = Liveness(parent=self)
+    def part(self) -> Activity:
+        """A activity of its own for one stage of a pipelined daemon."""
+        child = Activity(parent=self)
         self.stages.append(child)
         return child
 
-    def busy(self) -> list[Liveness]:
+    def busy(self) -> list[Activity]:
         """What is working on a job now: this one, or its stages."""
         return [p for p in (self, *self.stages) if p.job_id is not None]
 
     def count(self, outcome: str) -> None:
-        """A job finished: counted once, on the daemon's own liveness."""
+        """A job finished: counted once, on the daemon's own activity."""
         root = self.parent or self
         root.published += outcome == "published"
         root.failed += outcome == "failed"
@@ -86,18 +86,18 @@ class StopRequest:
     unannounced: list[tuple[str, bool]] = field(default_factory=list)
 
 
-class Cancel:
+class Checkpoint:
     """First signal: let the job finish within `stop_timeout_s`, then abort. Second: abort at once."""
 
-    def __init__(self, announce: Announce | None = None, liveness: Liveness | None = None,
+    def __init__(self, announce: Announce | None = None, activity: Activity | None = None,
                  request: StopRequest | None = None) -> None:
-        self.liveness = liveness or Liveness()
+        self.activity = activity or Activity()
         self.request = request or StopRequest()
         self.announce = announce
 
-    def for_stage(self) -> Cancel:
-        """The same stop request, with a liveness of the stage's own (see Liveness)."""
-        return Cancel(self.announce, self.liveness.part(), self.request)
+    def for_stage(self) -> Checkpoint:
+        """The same stop request, with a activity of the stage's own (see Activity)."""
+        return Checkpoint(self.announce, self.activity.part(), self.request)
 
     @property
     def stopping(self) -> bool:
@@ -130,12 +130,12 @@ class Cancel:
 
     def progress(self, done: int, total: int) -> None:
         """A unit of work done (a frame, a denoising step): a checkpoint that also records how far."""
-        self.liveness.progress(done, total)
+        self.activity.progress(done, total)
         self.check()
 
     def check(self) -> None:
         """A progress point: the daemon is alive, and it stops here when it must."""
-        self.liveness.touch()
+        self.activity.touch()
         self.poll()
 
     def poll(self) -> None:

@@ -24,12 +24,11 @@ from i2v_watcher.fs.atomic import (
     NotRegularFile,
     move,
     read_json,
-    release_name,
     rename_noreplace,
-    reserve_name,
     safe_subdir,
     write_json_atomic,
 )
+from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.job.spec import MAX_NAME_BYTES, WORKER_ID_PATTERN, safe_stem
 
 Stage = Literal["claiming", "claimed", "generated", "encoded", "publishing", "published", "failing"]

@@ -28,7 +28,7 @@ from PIL import Image
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import FfmpegStalled, JobError, OutputInvalid, StartupError
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.media.ffmpeg import EncodeProgress, FFmpeg, child_env
 from i2v_watcher.steps import Clip, OutputStep, Step, dump_step, step_class
@@ -134,7 +134,7 @@ def graph(pixels: np.ndarray, fps: float, out_dir: Path, chains: list[Chain]) \
 
 
 def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, chains: list[Chain],
-                settings: Settings, cancel: Cancel) -> tuple[list[Output], dict[str, Any]]:
+                settings: Settings, checkpoint: Checkpoint) -> tuple[list[Output], dict[str, Any]]:
     """Encode every preset into out_dir (a folder of this attempt's own, so an encoder left over from
     a killed daemon never writes into what is published), then check that each output decodes."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,12 +149,12 @@ def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, c
     try:
         frames = memoryview(np.ascontiguousarray(pixels).data).cast("B")  # no copy of a large clip
         total = described[0].get("frames") or len(pixels)  # ffmpeg counts the first output's frames
-        run_ffmpeg(command, frames, cancel, settings.ffmpeg_stall_s,
+        run_ffmpeg(command, frames, checkpoint, settings.ffmpeg_stall_s,
                    report=EncodeProgress(total, settings.progress_log_s))
     finally:
         poster.join()
     for output, description in zip(outputs, described, strict=True):
-        verify_video(binary, out_dir / output.file, description.get("frames"), cancel,
+        verify_video(binary, out_dir / output.file, description.get("frames"), checkpoint,
                      settings.ffmpeg_stall_s)
     verify_still(out_dir / "poster.jpg")
     info = {"presets": [name for name, _ in chains], "outputs": described, "ffmpeg_command": command,
@@ -162,7 +162,8 @@ def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, c
     return [*outputs, Output("poster.jpg", ".jpg")], info
 
 
-def verify_video(binary: FFmpeg, path: Path, frames: int | None, cancel: Cancel, stall_s: float) -> None:
+def verify_video(binary: FFmpeg, path: Path, frames: int | None, checkpoint: Checkpoint,
+                 stall_s: float) -> None:
     """Check a finished output before it is published: a clip cut short or damaged (a dying disk, an
     encoder killed with its exit status lost) must never be published as complete.
 
@@ -191,7 +192,7 @@ def verify_video(binary: FFmpeg, path: Path, frames: int | None, cancel: Cancel,
     lines: list[str] = []
     errors: list[str] = []
     try:
-        run_ffmpeg(command, b"", cancel, stall_s, progress=lines, errors=errors)
+        run_ffmpeg(command, b"", checkpoint, stall_s, progress=lines, errors=errors)
     except JobError as exc:
         raise OutputInvalid(f"{path.name} does not decode: {exc.message}") from exc
     if errors:
@@ -242,7 +243,7 @@ def _die_with_parent() -> None:
         os._exit(126)
 
 
-def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, stall_s: float,
+def run_ffmpeg(command: list[str], stdin: bytes | memoryview, checkpoint: Checkpoint, stall_s: float,
                progress: list[str] | None = None, errors: list[str] | None = None,
                report: Callable[[dict[str, str]], None] | None = None) -> None:
     """Run ffmpeg with the frames on stdin. It runs in its own session, so a Ctrl-C or a service stop
@@ -271,7 +272,7 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
         block: dict[str, str] = {}
         for line in pipe:  # ffmpeg's progress lines are the daemon's progress points while it encodes
             last_progress[0] = time.monotonic()
-            cancel.liveness.touch()
+            checkpoint.activity.touch()
             text = line.decode("ascii", "replace").strip()
             if progress is not None:
                 progress.append(text)
@@ -309,7 +310,7 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, cancel: Cancel, st
 
     try:
         while not exited.wait(0.05):
-            cancel.poll()
+            checkpoint.poll()
             report_latest()
             if time.monotonic() - last_progress[0] > stall_s:
                 raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")

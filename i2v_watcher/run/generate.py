@@ -18,7 +18,7 @@ from i2v_watcher.backends import Backend, Frames
 from i2v_watcher.backends.base import Planned, check_aspect
 from i2v_watcher.errors import JobError
 from i2v_watcher.faults import crashpoint
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.logs import ProgressLog
 
@@ -114,7 +114,7 @@ def gpu_peaks() -> dict[str, int]:
     return {device: peak for device, peak in peaks.items() if peak > 0}
 
 
-def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Cancel,
+def generate(backend: Backend, image: Image.Image, params: JobParams, checkpoint: Checkpoint,
              progress_log_s: float, preloaded: object | None = None) -> Frames:
     """Run the backend on one job; `preloaded` is what `backend.preload` made for this job, if anything."""
     report = ProgressLog("generate", progress_log_s)
@@ -122,7 +122,7 @@ def generate(backend: Backend, image: Image.Image, params: JobParams, cancel: Ca
     def progress(done: int, total: int) -> None:
         report(done, total)
         crashpoint("generate.progress")
-        cancel.progress(done, total)
+        checkpoint.progress(done, total)
 
     reset_gpu_peaks()
     if preloaded is None:  # a plugin written before preload() existed takes three arguments

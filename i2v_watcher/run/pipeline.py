@@ -42,7 +42,7 @@ from i2v_watcher.errors import (
 )
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.ffmpeg import FFmpeg
@@ -89,14 +89,14 @@ def library_versions() -> dict[str, str]:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg, cancel: Cancel,
-                 default_backend: str, scratch: Scratch | None = None) -> None:
+    def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg,
+                 checkpoint: Checkpoint, default_backend: str, scratch: Scratch | None = None) -> None:
         self.settings = settings
         self.scratch = scratch or Scratch(settings.scratch_dir)
         self.backends = backends  # the resident ones, loaded once at start-up
         self.default_backend = default_backend
         self.ffmpeg = ffmpeg
-        self.cancel = cancel
+        self.checkpoint = checkpoint
         self.budget = memory_budget_bytes(settings.memory_budget_mb)
         self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
         self.held_error = ""  # why the last job held back could not be finished
@@ -108,7 +108,7 @@ class Pipeline:
     def run(self, job: Job, *, hand_over: bool = False) -> Outcome:
         """Take the job as far as it goes: published, failed, or kept for later. With `hand_over`,
         stop once it is generated ("generated", its frames in `job.frames`) for the next stage."""
-        live = self.cancel.liveness
+        live = self.checkpoint.activity
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage=job.state.stage):
             try:
                 live.working_on(job.id, job.state.key, job.state.stage)
@@ -230,7 +230,7 @@ class Pipeline:
 
     def _enter(self, stage: str) -> None:
         """Shown by `status` and `systemctl status`, and on every log line (a journal field, STAGE)."""
-        self.cancel.liveness.stage = stage
+        self.checkpoint.activity.stage = stage
         structlog.contextvars.bind_contextvars(stage=stage)
 
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
@@ -274,7 +274,7 @@ class Pipeline:
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            self.cancel.check()
+            self.checkpoint.check()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
     def _params(self, job: Job) -> tuple[JobSpec, JobParams, Backend]:
@@ -319,7 +319,7 @@ class Pipeline:
         image_path = job.input(job.state.image)
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
-        frames = generate(backend, ready.image, params, self.cancel, self.settings.progress_log_s,
+        frames = generate(backend, ready.image, params, self.checkpoint, self.settings.progress_log_s,
                           ready.preloaded)
         timings["generate"] = time.monotonic() - started
         job.frames = frames.pixels
@@ -361,7 +361,7 @@ class Pipeline:
         self._fresh_encode_dir(job)
         metadata = dict(job.state.metadata)
         outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,
-                                    chains, self.settings, self.cancel)
+                                    chains, self.settings, self.checkpoint)
         metadata["timings_s"] = {**metadata["timings_s"], "postprocess": round(time.monotonic() - started, 3)}
         log.info("encoded", presets=info["presets"], seconds=metadata["timings_s"]["postprocess"])
         metadata.update(postprocess=info, outputs=[{"file": o.file, "suffix": o.suffix} for o in outputs])

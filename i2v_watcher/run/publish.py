@@ -22,16 +22,9 @@ import structlog
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.faults import crashpoint
-from i2v_watcher.fs.atomic import (
-    copy_atomic,
-    read_json,
-    release_name,
-    reserve_name,
-    safe_subdir,
-    same_content,
-    write_json_atomic,
-)
+from i2v_watcher.fs.atomic import copy_atomic, read_json, safe_subdir, same_content, write_json_atomic
 from i2v_watcher.fs.perms import output_perms
+from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.job.spec import check_output_name, safe_stem
 from i2v_watcher.job.state import Job, utc_now
 

@@ -5,7 +5,7 @@ after it is being prepared (sidecar, image, checks; the backend's `preload`).
 The daemon's loop claims jobs and hands them in with `submit`; it never waits for a stage. At most
 `pipeline_depth` jobs are past the claim at once (a slot each, taken before generating, given back when
 the job is done with), so the frames held in memory stay bounded. Outcomes come back through `results`,
-read by the loop at every tick. Each stage has a liveness of its own (see cancel.Liveness): a stage stuck
+read by the loop at every tick. Each stage has a activity of its own (see checkpoint.Activity): a stage stuck
 on a job stops the heartbeat and the watchdog pings although the loop still ticks."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from traceback import format_exception
 
 import structlog
 
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.state import Job
 from i2v_watcher.run.pipeline import Outcome, Pipeline
 
@@ -46,11 +46,11 @@ def run_guarded(pipeline: Pipeline, job: Job, *, hand_over: bool = False) -> Res
 
 
 class Stages:
-    def __init__(self, make_pipeline: Callable[[Cancel], Pipeline], cancel: Cancel, depth: int,
+    def __init__(self, make_pipeline: Callable[[Checkpoint], Pipeline], checkpoint: Checkpoint, depth: int,
                  wake: threading.Event) -> None:
-        self.cancel = cancel
-        self.front = make_pipeline(cancel.for_stage())  # generation: created first, shown first
-        self.back = make_pipeline(cancel.for_stage())
+        self.checkpoint = checkpoint
+        self.front = make_pipeline(checkpoint.for_stage())  # generation: created first, shown first
+        self.back = make_pipeline(checkpoint.for_stage())
         self.results: queue.Queue[Result] = queue.Queue()
         self.done = wake  # set with every result, so the loop wakes at once
         self._to_generate: queue.Queue[Job] = queue.Queue()
@@ -104,7 +104,7 @@ class Stages:
             try:
                 return source.get(timeout=WAIT_S)
             except queue.Empty:
-                ending = self.cancel.stopping or self._closing
+                ending = self.checkpoint.stopping or self._closing
                 if ending and (upstream_done is None or upstream_done.is_set()):
                     return None
 
@@ -114,7 +114,7 @@ class Stages:
                 self._take_slot()
                 with self._lock:
                     self._waiting -= 1
-                if self.cancel.stopping and job.state.stage in ("claiming", "claimed"):
+                if self.checkpoint.stopping and job.state.stage in ("claiming", "claimed"):
                     self.front.wait_preload(job)
                     self._report(Result(job, self.front.hand_back(job)))
                     continue
@@ -127,7 +127,7 @@ class Stages:
             self._generator_done.set()
 
     def _take_slot(self) -> None:
-        self._slots.acquire()  # the stage is idle meanwhile (no job): its liveness does not count
+        self._slots.acquire()  # the stage is idle meanwhile (no job): its activity does not count
 
     def _finish(self) -> None:
         while (job := self._next(self._to_finish, self._generator_done)) is not None:

@@ -36,7 +36,7 @@ from i2v_watcher.work.lease import (
 )
 from i2v_watcher.work.store import WorkStore
 
-TICK_S = 1.0  # the worker's idle tick: liveness, signals, lease history
+TICK_S = 1.0  # the worker's idle tick: activity, signals, lease history
 log = structlog.get_logger("i2v_watcher.service.celery_worker")
 
 
@@ -53,7 +53,7 @@ class QueueWorker(Service):
 
     def work(self) -> None:
         self.resume_leftovers()
-        if not self.cancel.stopping:
+        if not self.checkpoint.stopping:
             self.consume()
 
     def startup(self) -> None:
@@ -68,8 +68,8 @@ class QueueWorker(Service):
         self.observer = LeaseObserver(settings)
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}
-        self.heartbeat = Heartbeat(settings, self.cancel.liveness, first.name, first.model_id)
-        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default)
+        self.heartbeat = Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id)
+        self.pipeline = Pipeline(settings, resident, binary, self.checkpoint, default)
         self.broker = Broker(settings, self.process)
         self.heartbeat.start()
         self.up = True
@@ -82,7 +82,7 @@ class QueueWorker(Service):
     def resume_leftovers(self) -> None:
         """The jobs this worker left in its folder (killed, stopped), before it takes new ones."""
         for job in self.store.leftovers():
-            if self.cancel.stopping:
+            if self.checkpoint.stopping:
                 return
             log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
             self._work(job)
@@ -107,8 +107,8 @@ class QueueWorker(Service):
         """Every TICK_S while the Celery loop turns: the worker is alive (its heartbeat beats), a stop
         request is announced, and the other workers' heartbeats are watched, so that a task whose job
         sits with a dead worker finds that worker's lease already judged."""
-        self.cancel.liveness.touch()
-        self.cancel.announce_pending()
+        self.checkpoint.activity.touch()
+        self.checkpoint.announce_pending()
         now = time.monotonic()
         if now >= self._next_observe:
             self._next_observe = now + heartbeat_interval(self.settings)
@@ -122,7 +122,7 @@ class QueueWorker(Service):
             log.error("task ignored: not a job id", job_id=repr(job_id)[:100])
             return "ignored"
         with structlog.contextvars.bound_contextvars(job_id=job_id):
-            self.cancel.liveness.touch()
+            self.checkpoint.activity.touch()
             job = self._find(job_id)
             if job is None:
                 return "nothing to do"
@@ -175,9 +175,9 @@ class QueueWorker(Service):
         while True:
             if owner.name in {p.name for p in self.observer.stale_workers()}:
                 return True
-            if counter() != first or self.cancel.stopping or time.monotonic() >= deadline:
+            if counter() != first or self.checkpoint.stopping or time.monotonic() >= deadline:
                 return False
-            self.cancel.liveness.touch()  # waiting for another worker's lease is not being hung
+            self.checkpoint.activity.touch()  # waiting for another worker's lease is not being hung
             time.sleep(min(1.0, heartbeat_interval(settings)))
 
     def _work(self, job: Job) -> str:
@@ -213,7 +213,7 @@ class QueueWorker(Service):
                 log.warning("could not enqueue the job again", job_id=job.id, error=str(exc))
 
     def shutdown(self) -> None:
-        self.cancel.announce_pending()
+        self.checkpoint.announce_pending()
         self.heartbeat.stop()
         self.lock.release()
         self.broker.close()

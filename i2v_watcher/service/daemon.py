@@ -69,14 +69,14 @@ class Daemon(Service):
         self.lock = self.acquire_worker()  # before anything else touches work/<worker_id>/
         binary, default, resident = load_backends(settings, self.notifier.extend)
         scratch = Scratch(settings.scratch_dir)
-        self.pipeline = Pipeline(settings, resident, binary, self.cancel, default, scratch)
+        self.pipeline = Pipeline(settings, resident, binary, self.checkpoint, default, scratch)
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}
-        self.start_watching(Heartbeat(settings, self.cancel.liveness, first.name, first.model_id))
+        self.start_watching(Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id))
         scratch.prune({job.id for job in self.store.leftovers()})
         if settings.pipeline_depth >= 2:
             self.stages = Stages(
-                lambda cancel: Pipeline(settings, resident, binary, cancel, default, scratch), self.cancel,
+                lambda part: Pipeline(settings, resident, binary, part, default, scratch), self.checkpoint,
                 settings.pipeline_depth, wake=self.watcher.changed)
             self.stages.start()
 
@@ -110,7 +110,7 @@ class Daemon(Service):
         now = time.monotonic()
         self._take_over_stale_workers()
         for job in self.store.leftovers():
-            if self.cancel.stopping:
+            if self.checkpoint.stopping:
                 return
             held = self.held.get(job.id)
             if held is not None and now < held.next_at:
@@ -132,7 +132,7 @@ class Daemon(Service):
             except OSError:  # gone meanwhile (its owner came back and cleaned up, say)
                 continue
             for folder in folders:
-                if self.cancel.stopping:
+                if self.checkpoint.stopping:
                     return
                 self.store.take(Path(folder), f"the lease of worker {worker.name} expired")
 
@@ -188,23 +188,23 @@ class Daemon(Service):
         self._next_recover = min(self._next_recover, time.monotonic() + delay)
 
     def main_loop(self) -> None:
-        while not self.cancel.stopping:
+        while not self.checkpoint.stopping:
             if not self.tick():
                 break
         if self.stages is not None:  # both stages finish or hand back their jobs; the loop stays alive
             self.stages.join(self._tick_while_stopping)
             self._collect()
-        self.cancel.announce_pending()
+        self.checkpoint.announce_pending()
 
     def _tick_while_stopping(self) -> None:
-        self.cancel.liveness.touch()
-        self.cancel.announce_pending()
+        self.checkpoint.activity.touch()
+        self.checkpoint.announce_pending()
         self._collect()
 
     def tick(self) -> bool:
         """One turn of the loop; False when `--once` has drained the inbox."""
-        self.cancel.liveness.touch()
-        self.cancel.announce_pending()
+        self.checkpoint.activity.touch()
+        self.checkpoint.announce_pending()
         self._collect()
         now = time.monotonic()
         if now >= self._next_recover:
@@ -227,7 +227,7 @@ class Daemon(Service):
             self._last_scan = now
         scan = self._scan
         if scan is not None:  # what waits besides the job taken now
-            self.cancel.liveness.queued = max(0, len(scan.ready) - 1) + scan.waiting
+            self.checkpoint.activity.queued = max(0, len(scan.ready) - 1) + scan.waiting
         busy = self.stages is not None and not self.stages.wants_work()
         if scan and scan.ready and not busy:
             candidate = scan.ready.pop(0)

@@ -162,7 +162,7 @@ class Dispatcher(Daemon):
                                f"in celery mode ({exc}): run one per work folder") from exc
         self.broker = Broker(settings)
         self.notifier.about = {"backend": f"dispatching to the Celery queue {settings.celery_queue}"}
-        self.start_watching(Heartbeat(settings, self.cancel.liveness), coordination="celery",
+        self.start_watching(Heartbeat(settings, self.checkpoint.activity), coordination="celery",
                             broker=safe_url(settings.broker_url), queue=settings.celery_queue)
 
     def _run(self, job: Job) -> None:
@@ -187,7 +187,7 @@ class Dispatcher(Daemon):
         lost = [j for j in queued if j not in sent]
         old = [j for j in queued if j in sent and now - sent[j] > self.settings.visibility_timeout_s]
         for job_id in lost + old:
-            if self.cancel.stopping or not self._send(job_id):
+            if self.checkpoint.stopping or not self._send(job_id):
                 return
         if lost or old:
             log.info("queued jobs sent again", without_task=len(lost), older_than_visibility_timeout=len(old))
@@ -204,7 +204,7 @@ class Dispatcher(Daemon):
                               and os.path.lexists(os.path.join(e.path, STATE_FILE)))
         queued = []
         for job in self.store.leftovers():
-            if self.cancel.stopping:
+            if self.checkpoint.stopping:
                 return None
             if job.state.stage == "claiming":  # a claim cut short by a crash: finish it (or undo it)
                 resumed = resume_claim(self.settings, job)

@@ -16,7 +16,7 @@ import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError, StartupInterrupted
-from i2v_watcher.job.checkpoint import Cancel
+from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.service.signals import SignalReader
 from i2v_watcher.service.systemd import Notifier
 from i2v_watcher.work.lease import WorkerLock, acquire_worker
@@ -56,13 +56,13 @@ class Service(ABC):
         def announced(signame: str, first: bool) -> None:
             if first:
                 self.notifier.stop_requested()
-            jobs = [str(part.job) for part in self.cancel.liveness.busy()]
+            jobs = [str(part.job) for part in self.checkpoint.activity.busy()]
             announce_stop(signame, first, settings.stop_timeout_s, jobs)
 
-        self.cancel = Cancel(announced)
+        self.checkpoint = Checkpoint(announced)
         self._signals = SignalReader((signal.SIGTERM, signal.SIGINT), self._counted)
         self._counting = False  # True while the reader counts the signals (else the handler does)
-        self.notifier = Notifier(self.cancel.liveness, settings.max_silent_s)
+        self.notifier = Notifier(self.checkpoint.activity, settings.max_silent_s)
         self.up = False  # set by startup() when it is done: a signal before that ends the start-up
         self.worker_id: str | None = None  # once acquire_worker() has it
         self.metrics: DaemonMetrics | None = None
@@ -105,7 +105,7 @@ class Service(ABC):
         if self.serves_metrics and self.settings.metrics_port is not None:
             from i2v_watcher.service.metrics import serve_metrics
 
-            self.metrics = serve_metrics(self.settings, self.cancel.liveness, lambda: self.notifier.about)
+            self.metrics = serve_metrics(self.settings, self.checkpoint.activity, lambda: self.notifier.about)
 
     def settled(self, metadata: Mapping[str, Any], outcome: str) -> None:
         """A job's outcome (its metadata as it stands), for the metrics when they are served."""
@@ -128,10 +128,10 @@ class Service(ABC):
         if self.up:
             about = {"worker_id": self.worker_id} if self.worker_id else {}  # as the other lines have it
             with structlog.contextvars.bound_contextvars(**about):
-                self.cancel.announce_pending()
+                self.checkpoint.announce_pending()
 
     def _record(self, signum: int) -> None:
-        self.cancel.request_stop(self.settings.stop_timeout_s, signal.Signals(signum).name)
+        self.checkpoint.request_stop(self.settings.stop_timeout_s, signal.Signals(signum).name)
         self.on_stop_signal()
 
     def acquire_worker(self) -> WorkerLock:

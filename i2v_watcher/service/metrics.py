@@ -1,6 +1,6 @@
 """The daemon's own Prometheus metrics on http://metrics_address:metrics_port/metrics (`metrics_port`;
 off unless set): what this worker did (jobs by outcome, seconds per stage, OOM-ladder rungs, peak GPU
-memory) and what it is doing now (the progress of each busy stage, read from the liveness at scrape
+memory) and what it is doing now (the progress of each busy stage, read from the activity at scrape
 time). The folder-level numbers (queue length, failed jobs, every worker's heartbeat) come from the web
 process (`i2v-watcher web`); docs/monitoring.md lists both, with alert rules.
 
@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.job.checkpoint import Activity
 
 OUTCOMES = ("published", "failed")  # the settled outcomes that are counted (a requeue is not one)
 STAGES = ("load", "generate", "postprocess", "publish")  # the keys of the metadata's timings_s
@@ -42,9 +42,9 @@ log = structlog.get_logger("i2v_watcher.service.metrics")
 class LiveCollector:
     """Read at every scrape: which worker this is, and how far each busy stage is with its job."""
 
-    def __init__(self, worker_id: str, liveness: Liveness, about: About) -> None:
+    def __init__(self, worker_id: str, activity: Activity, about: About) -> None:
         self.worker_id = worker_id
-        self.liveness = liveness
+        self.activity = activity
         self.about = about
 
     def collect(self) -> Iterable[Metric]:
@@ -58,7 +58,7 @@ class LiveCollector:
             "units: denoising steps, frames); a series exists only while the stage works on the job",
             labels=["worker_id", "stage", "job"])
         seen: set[tuple[str, str]] = set()
-        for part in self.liveness.busy():
+        for part in self.activity.busy():
             job, stage, done, total = part.job or part.job_id, part.stage or "", part.done, part.total
             if job is None or (stage, job) in seen:  # finished meanwhile, or one job shown once per stage
                 continue
@@ -68,7 +68,7 @@ class LiveCollector:
 
 
 class DaemonMetrics:
-    def __init__(self, settings: Settings, liveness: Liveness, about: About) -> None:
+    def __init__(self, settings: Settings, activity: Activity, about: About) -> None:
         self.settings = settings
         self.about = about
         self.registry = CollectorRegistry()
@@ -83,7 +83,7 @@ class DaemonMetrics:
                                  registry=registry)
         self.gpu_peak = Gauge("i2v_gpu_peak_memory_bytes", "Peak GPU memory PyTorch allocated while the "
                               "last job generated, per device", ["device"], registry=registry)
-        registry.register(LiveCollector(settings.worker_id, liveness, about))
+        registry.register(LiveCollector(settings.worker_id, activity, about))
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -145,10 +145,10 @@ class DaemonMetrics:
             self._thread.join(timeout=5)
 
 
-def serve_metrics(settings: Settings, liveness: Liveness, about: About) -> DaemonMetrics | None:
+def serve_metrics(settings: Settings, activity: Activity, about: About) -> DaemonMetrics | None:
     """The metrics server, started; None when `metrics_port` is unset. StartupError when it cannot."""
     if settings.metrics_port is None:
         return None
-    metrics = DaemonMetrics(settings, liveness, about)
+    metrics = DaemonMetrics(settings, activity, about)
     metrics.start()
     return metrics

@@ -1,6 +1,6 @@
 """systemd's view of the daemon (sd_notify, through systemd-python): `READY=1` once it can take jobs,
 `EXTEND_TIMEOUT_USEC` before each long start-up step (a model load), `STATUS=` lines for `systemctl
-status`, `WATCHDOG=1` only while the liveness checkpoint is fresh, `STOPPING=1` once a stop is under way.
+status`, `WATCHDOG=1` only while the activity checkpoint is fresh, `STOPPING=1` once a stop is under way.
 
 The watchdog is pinged from a thread, but never blindly: a daemon stuck in a CUDA call, an ffmpeg wait or
 a deadlock stops passing progress points, the pings stop `max_silent_s` later, and systemd kills it
@@ -21,7 +21,7 @@ from typing import Protocol
 
 import structlog
 
-from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.job.checkpoint import Activity
 
 STATUS_EVERY_S = 1.0  # how often the STATUS= line is refreshed (when it changed)
 log = structlog.get_logger("i2v_watcher.service.systemd")
@@ -49,7 +49,7 @@ def watchdog_seconds(environ: dict[str, str] | os._Environ[str] = os.environ) ->
     return int(usec) / 1e6
 
 
-def status_line(live: Liveness, about: dict[str, str], max_silent_s: float) -> str:
+def status_line(live: Activity, about: dict[str, str], max_silent_s: float) -> str:
     """What `systemctl status` shows: backend and model, queue, current job and its progress, totals."""
     parts = [" ".join(filter(None, (about.get("backend"), about.get("model") and f"({about['model']})")))]
     if live.queued is not None:
@@ -67,8 +67,8 @@ def status_line(live: Liveness, about: dict[str, str], max_silent_s: float) -> s
 
 
 class Notifier:
-    def __init__(self, liveness: Liveness, max_silent_s: float) -> None:
-        self.liveness = liveness
+    def __init__(self, activity: Activity, max_silent_s: float) -> None:
+        self.activity = activity
         self.max_silent_s = max_silent_s
         self.under_systemd = bool(os.environ.get("NOTIFY_SOCKET"))
         self._send = _sd_notify() if self.under_systemd else None
@@ -124,7 +124,7 @@ class Notifier:
             self._thread.join(timeout=5)
 
     def _status(self) -> str:
-        return status_line(self.liveness, self.about, self.max_silent_s)
+        return status_line(self.activity, self.about, self.max_silent_s)
 
     def _run(self) -> None:
         interval = STATUS_EVERY_S if self.watchdog_s is None else min(STATUS_EVERY_S, self.watchdog_s / 2)
@@ -132,7 +132,7 @@ class Notifier:
         while not self._stop.wait(interval):
             fields: list[str] = []
             now = time.monotonic()
-            if self.watchdog_s is not None and now >= next_ping and self.liveness.fresh(self.max_silent_s):
+            if self.watchdog_s is not None and now >= next_ping and self.activity.fresh(self.max_silent_s):
                 next_ping = now + self.watchdog_s / 2
                 fields.append("WATCHDOG=1")
             text = ("stopping: " if self.stopping else "") + self._status()

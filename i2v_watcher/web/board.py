@@ -17,7 +17,9 @@ from typing import Any
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.ops.status import failed_jobs, jobs_in_progress, reason
+from i2v_watcher.ops.reading import reason
+from i2v_watcher.ops.reports import failed_jobs
+from i2v_watcher.ops.status import jobs_in_progress
 from i2v_watcher.work.lease import heartbeat_interval, read_heartbeat, worker_folders
 
 REFRESH_S = 0.5

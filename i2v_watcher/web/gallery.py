@@ -17,7 +17,7 @@ from typing import Any
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.ops.status import UNREADABLE
+from i2v_watcher.ops.reading import UNREADABLE
 
 MAX_METADATA_BYTES = 1024 * 1024
 REFRESH_S = 0.5

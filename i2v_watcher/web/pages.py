@@ -19,7 +19,9 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.job.state import utc_now
-from i2v_watcher.ops.status import RetryRefused, find_reports, printable, retry
+from i2v_watcher.ops.reading import printable
+from i2v_watcher.ops.reports import find_reports
+from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response

@@ -1,7 +1,7 @@
 """Worker leases on the shared work folder, without comparing clocks across hosts.
 
 Each daemon writes work/<worker_id>/heartbeat.json with an increasing counter, from a thread, but only
-while its liveness checkpoint is fresh (the loop ticks, a job reports progress): a slow job keeps it
+while its activity checkpoint is fresh (the loop ticks, a job reports progress): a slow job keeps it
 beating, a hung or frozen (SIGSTOP) daemon stops it. Another daemon judges a lease stale when the
 counter has not moved for `lease_timeout_s` on its *own* monotonic clock, and only then takes the
 worker's jobs over.
@@ -25,7 +25,7 @@ from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import read_json, write_json_atomic
-from i2v_watcher.job.checkpoint import Liveness
+from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.state import utc_now
 
 HEARTBEAT_FILE = "heartbeat.json"
@@ -51,9 +51,9 @@ def read_heartbeat(folder: Path) -> dict[str, Any] | None:
 
 
 class Heartbeat:
-    def __init__(self, settings: Settings, liveness: Liveness, backend: str = "", model: str = "") -> None:
+    def __init__(self, settings: Settings, activity: Activity, backend: str = "", model: str = "") -> None:
         self.settings = settings
-        self.liveness = liveness
+        self.activity = activity
         self.path = settings.worker_dir / HEARTBEAT_FILE
         self.counter = 0
         self.started_at = utc_now()
@@ -67,20 +67,20 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(heartbeat_interval(self.settings)):
-            if self.liveness.fresh(self.settings.max_silent_s):
+            if self.activity.fresh(self.settings.max_silent_s):
                 with contextlib.suppress(OSError):  # a share that hiccups: the next beat will do
                     self.beat()
 
     def beat(self, state: str = "running") -> None:
         self.counter += 1
-        busy = self.liveness.busy()
-        live = busy[0] if busy else self.liveness  # the job furthest behind: the one generating
+        busy = self.activity.busy()
+        live = busy[0] if busy else self.activity  # the job furthest behind: the one generating
         write_json_atomic(self.path, {
             "worker_id": self.settings.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
             "counter": self.counter, "state": state, "started_at": self.started_at, "beat_at": utc_now(),
             "interval_s": heartbeat_interval(self.settings), "version": __version__, **self.about,
             "job_id": live.job_id, "job": live.job, "stage": live.stage, "done": live.done,
-            "total": live.total, "published": self.liveness.published, "failed": self.liveness.failed,
+            "total": live.total, "published": self.activity.published, "failed": self.activity.failed,
             "jobs": [{"job_id": b.job_id, "job": b.job, "stage": b.stage, "done": b.done, "total": b.total}
                      for b in busy]})
 

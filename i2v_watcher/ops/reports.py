@@ -1,0 +1,65 @@
+"""The failure reports in failed/ (`<name>.error.json`), read by `status`, `retry` and the dashboard:
+found by name, listed with what each says. A report is untrusted: it may be edited or planted."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.fs.atomic import read_json
+from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.ops.reading import UNREADABLE, Warn, list_files, reason
+from i2v_watcher.run.fail import REPORT_SUFFIX
+
+MAX_REPORT_BYTES = 1024 * 1024  # a report is a few kB, its traceback included
+
+
+def _failed_entry(failed: Path, report: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": str(report)[: -len(REPORT_SUFFIX)]}  # as report_name() gives it
+    try:
+        data = read_json(failed / report, MAX_REPORT_BYTES)
+    except UNREADABLE as exc:
+        return {**entry, "stage": "unreadable", "message": reason(exc)}
+    folder = PurePosixPath(*report.parent.parts)
+    files = [str(folder / name) for name in listed_files(failed / report)]
+    return {**entry, **{key: data.get(key) for key in ("stage", "message", "hint", "input", "failed_at")},
+            "files": files}
+
+
+def failed_jobs(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
+    return [_failed_entry(settings.failed, report.relative_to(settings.failed))
+            for report in failed_reports(settings, warn)]
+
+
+def failed_reports(settings: Settings, warn: Warn) -> list[Path]:
+    names = list_files("failed", settings.failed, Inbox(settings).is_ignored, warn)
+    return [settings.failed / p for p in names if p.name.endswith(REPORT_SUFFIX)]
+
+
+def listed_files(report: Path) -> list[str]:
+    with contextlib.suppress(*UNREADABLE):
+        files = read_json(report, MAX_REPORT_BYTES).get("files")
+        if isinstance(files, list):
+            return [name for name in files if isinstance(name, str)]
+    return []
+
+
+def find_reports(settings: Settings, name: str, warn: Warn) -> list[Path]:
+    """Reports matching a name: the report's name with or without its folder, or an input file's name.
+    An unreadable report is still found by its own name, so that `retry` can say what is wrong."""
+    return matching_reports(settings, failed_reports(settings, warn), name)
+
+
+def report_name(settings: Settings, report: Path) -> str:
+    """A failed job's name as `status` lists it: the report's path in failed/ without `.error.json`."""
+    return str(report.relative_to(settings.failed))[: -len(REPORT_SUFFIX)]
+
+
+def matching_reports(settings: Settings, reports: list[Path], name: str) -> list[Path]:
+    return [report for report in reports
+            if name in (report.name[: -len(REPORT_SUFFIX)], report_name(settings, report), report.name)
+            or name in listed_files(report)]
+
+
