@@ -244,7 +244,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.media.ffmpeg import find_ffmpeg
-    from i2v_watcher.media.postprocess import check_presets
+    from i2v_watcher.media.probes import check_presets
     from i2v_watcher.service.bootstrap import discover_backends
 
     discover_backends(settings)

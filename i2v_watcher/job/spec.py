@@ -250,7 +250,7 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
 
 def parse_sidecar(data: bytes, *, max_bytes: int, name: str | None = None) -> JobSpec:
     """Parse and validate untrusted sidecar bytes: every problem at once, in one JobError a person can
-    read (the presets, overrides and backend options are checked by jobcheck.check_job)."""
+    read (the presets, overrides and backend options are checked by run.check.check_sidecar)."""
     raw, written = load_sidecar(data, max_bytes=max_bytes, name=name)
     spec, problems = validate_sidecar(raw, written, name=name)
     if problems:
