@@ -83,7 +83,8 @@ def chain_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def job_with_sidecar(settings: Settings, sidecar: dict[str, object]) -> Job:
     image = make_image(settings.inbox / "a.png")
     (settings.inbox / "a.yaml").write_text(yaml.safe_dump(sidecar))
-    candidate = Candidate(key="a", image=image, sidecar=settings.inbox / "a.yaml", mtime=image.stat().st_mtime)
+    candidate = Candidate(key="a", image=image, sidecar=settings.inbox / "a.yaml",
+                          mtime=image.stat().st_mtime)
     job = claim(settings, WorkStore(settings), candidate)
     assert job is not None
     return job

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import Problem, Written, explain_errors, problems_error
-from i2v_watcher.explain.core import describe_validation_error as describe_validation_error  # config, steps
+from i2v_watcher.explain.core import Problem
+from i2v_watcher.explain.job import Written, explain_errors, problems_error
+from i2v_watcher.explain.job import describe_validation_error as describe_validation_error  # config, steps
 from i2v_watcher.fs.atomic import open_nofollow
 from i2v_watcher.job.sidecar_yaml import MAX_DEPTH as MAX_DEPTH
 from i2v_watcher.job.sidecar_yaml import MAX_INT_DIGITS as MAX_INT_DIGITS

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.explain.core import Problem, did_you_mean, explain_errors, problems_error, show
+from i2v_watcher.explain.core import Problem, did_you_mean, show
+from i2v_watcher.explain.job import explain_errors, problems_error
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.steps import Step, step_class
 

@@ -17,7 +17,7 @@ from i2v_watcher import backends
 from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
-from i2v_watcher.explain.core import Written, problems_heading
+from i2v_watcher.explain.job import Written, problems_heading
 from i2v_watcher.fs.atomic import copy_atomic, write_bytes_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from i2v_watcher.backends.base import Backend, options_problems
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import Problem, Written, did_you_mean, problems_error, show
+from i2v_watcher.explain.core import Problem, did_you_mean, show
+from i2v_watcher.explain.job import Written, problems_error
 from i2v_watcher.job.spec import JobParams, JobSpec, resolve, validate_sidecar
 from i2v_watcher.media.chains import Chain, check_chains
 from i2v_watcher.run.generate import check_fields
