@@ -62,14 +62,17 @@ def show(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        cut = value if len(value) <= 60 else value[:57] + "…"
-        plain = cut.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in plain) + '"'
+        return '"' + plain(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     if isinstance(value, (int, float)):
         return number(value)
-    text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}"
-                   for c in json.dumps(value, ensure_ascii=False, default=str))
-    return text if len(text) <= 60 else text[:57] + "…"
+    return plain(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def plain(text: str, limit: int = 60) -> str:
+    """Text as it can be shown on one line: cut short (ending in …) when longer than `limit`, its invisible
+    characters escaped (\\u200b), so that a message never hides or carries control characters."""
+    cut = text if len(text) <= limit else text[:limit - 3] + "…"
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in cut)
 
 
 def number(value: object) -> str:
