@@ -24,14 +24,14 @@ Chain = tuple[str, list[Step]]  # a preset's name and its steps, overrides appli
 
 
 @dataclass(frozen=True)
-class Chains:
+class CheckedChains:
     """The chains a job asked for and every problem with them; the chains are usable only without."""
 
     chains: list[Chain]
     problems: list[Problem] = field(default_factory=list)
 
 
-def check_chains(settings: Settings, params: JobParams, *, presets_given: bool = True) -> Chains:
+def check_chains(settings: Settings, params: JobParams, *, presets_given: bool = True) -> CheckedChains:
     """The presets a job asked for, built with its overrides, and every problem found on the way.
     `presets_given` False: the sidecar's own presets were refused (the defaults stand in), so an
     override that changes none of them is not blamed on it."""
@@ -57,7 +57,7 @@ def check_chains(settings: Settings, params: JobParams, *, presets_given: bool =
                              f"({', '.join(params.postprocess)}) has a {step} step",
                              hint="choose a preset with that step, or remove the override")
                      for step in overrides.keys() - used]
-    return Chains(chains, list(dict.fromkeys(problems)))
+    return CheckedChains(chains, list(dict.fromkeys(problems)))
 
 
 def build_chains(settings: Settings, params: JobParams) -> list[Chain]:
