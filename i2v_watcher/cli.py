@@ -166,10 +166,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 2 when none of the folders it reads exists (a share not mounted, or wrong paths): then
     nothing it could show would be true. Some missing (a fresh install) are warnings, counted as unknown."""
     from i2v_watcher.ops.reading import warn
-    from i2v_watcher.ops.status import COUNTED, collect, missing_folders, render
+    from i2v_watcher.ops.status import COUNTED, missing_folders, render, snapshot
 
     configure("warning", settings.log_format)  # the inbox's scan says why jobs wait: not here
-    result = collect(settings)
+    result = snapshot(settings)
     missing = missing_folders(settings)
     if len(missing) == len(set(COUNTED.values())):
         if args.json:

@@ -18,7 +18,7 @@ import pytest
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import HeartbeatRecord, StatusSnapshot
-from i2v_watcher.ops.status import collect
+from i2v_watcher.ops.status import collect, snapshot
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.work import lease as lease_module
 from i2v_watcher.work import liveness as liveness_module
@@ -137,7 +137,7 @@ def test_process_state_on_this_host(tmp_path: Path) -> None:
     child = i2v_named_process()
     try:
         beat = HeartbeatRecord(host=here, pid=child.pid)
-        assert process_state(beat) == "running"
+        assert _eventually(lambda: process_state(beat) == "running")  # once it has exec'd
         child.send_signal(signal.SIGSTOP)
         assert _eventually(lambda: process_state(beat) == "frozen")
         child.send_signal(signal.SIGCONT)
@@ -196,6 +196,7 @@ def test_the_status_snapshot_reads_back(tmp_path: Path) -> None:
     s = settings_for(tmp_path)
     (s.inbox / "a.yaml").write_text("prompt: x\n")
     write_beat(s.work / "w", 0.0)
-    printed = json.loads(json.dumps(collect(s).as_json()))
+    printed = json.loads(json.dumps(collect(s)))
+    assert printed == snapshot(s).as_json()
     assert StatusSnapshot.model_validate(printed).as_json() == printed
     assert printed["counts"]["queued"] == 1 and printed["workers"][0]["state"] == "alive"

@@ -13,16 +13,20 @@ A job is one group, whatever number of files it has.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from i2v_watcher.inbox.watch import Inbox, Queued
 
 
-def queued_jobs(inbox: Inbox) -> list[Queued]:
-    """The queued jobs, ready ones first in the order they will be taken, then the waiting ones.
-    Scans the inbox (an Inbox kept between calls remembers how long each file has been stable);
-    raises InboxUnavailable when the inbox cannot be read."""
+def queued_jobs(inbox: Inbox, warn: Callable[[str], None]) -> list[Queued]:
+    """The queued jobs, ready ones first in the order they will be taken, then the waiting ones; a
+    sub-folder that cannot be read is a warning (its jobs are not counted). Scans the inbox (an Inbox
+    kept between calls remembers how long each file has been stable); raises InboxUnavailable when
+    the inbox itself cannot be read."""
     inbox.scan()
+    for folder, why in inbox.unreadable_folders.items():
+        warn(f"skipped the unreadable folder {folder}: {why}")
     return inbox.listing()
 
 

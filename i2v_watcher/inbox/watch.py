@@ -154,6 +154,11 @@ class Inbox:
             log.warning("a folder in the inbox can be read again", folder=folder)
         self._bad_folders = dict(errors)
 
+    @property
+    def unreadable_folders(self) -> dict[str, str]:
+        """The sub-folders the last scan could not read, and why (they are skipped, the rest served)."""
+        return dict(self._bad_folders)
+
     def is_ignored(self, name: str) -> bool:
         if name.startswith(".") and name.endswith(".part"):
             return True  # our own files being written (submit, retry): never a job, whatever the config

@@ -88,7 +88,7 @@ def queued_files(settings: Settings, warn: Warn) -> list[str]:
     if not folder_exists("inbox", settings.inbox, warn):
         return []
     try:
-        return [shown_file(job, settings.inbox) for job in queued_jobs(Inbox(settings))]
+        return [shown_file(job, settings.inbox) for job in queued_jobs(Inbox(settings), warn)]
     except InboxUnavailable as exc:
         warn(f"cannot read the inbox: {exc}")
         return []
@@ -105,7 +105,12 @@ def workers(settings: Settings, warn: Warn) -> list[WorkerRow]:
         return []
 
 
-def collect(settings: Settings) -> StatusSnapshot:
+def collect(settings: Settings) -> dict[str, Any]:
+    """What `status --json` prints."""
+    return snapshot(settings).as_json()
+
+
+def snapshot(settings: Settings) -> StatusSnapshot:
     """Counts and lists of jobs from the folders, and `warnings` for what could not be read."""
     warnings: list[str] = []
     skip = Inbox(settings).is_ignored

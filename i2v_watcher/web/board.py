@@ -78,7 +78,7 @@ class Board:
 
     def _queue(self, now: float, warn: Any) -> list[dict[str, Any]]:
         try:
-            queued = queued_jobs(self.inbox)
+            queued = queued_jobs(self.inbox, warn)
         except InboxUnavailable as exc:
             warn(f"cannot read the inbox: {exc}")
             return []

@@ -144,12 +144,13 @@ def process_state(beat: HeartbeatRecord) -> str | None:
     except PermissionError:
         pass  # it exists: another user's
     try:
-        if b"i2v" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return "gone"  # an exited zombie has no command line either
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
     code = fields[0] if fields else ""
-    if code in ("Z", "X", "x"):
-        return "gone"
+    if code in ("Z", "X", "x") or (command and b"i2v" not in command):
+        return "gone"  # exited (a zombie), or the pid is another program's now
+    if not command:
+        return None  # a process between fork and exec, or a kernel thread: cannot tell
     return "frozen" if code in ("T", "t") else "running"
