@@ -173,6 +173,10 @@ def test_heartbeats_written_before_the_record_read_back_the_same(name: str) -> N
     assert list(HeartbeatRecord.model_fields) == list(written)  # in the order it writes them
     newer = {**written, "from_a_newer_version": [1, 2]}
     assert HeartbeatRecord.model_validate(newer).as_file() == newer
+    # A writer that changed a field's type: that field is left out, the counter and state still count.
+    changed = HeartbeatRecord.lenient({**written, "pid": "host-17", "jobs": {"one": 1}})
+    assert changed.counter == written["counter"] and changed.state == written["state"]
+    assert changed.pid is None and changed.jobs == []
 
 
 def test_the_heartbeat_writes_what_it_wrote_before(tmp_path: Path) -> None:

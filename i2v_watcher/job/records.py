@@ -12,9 +12,9 @@ from __future__ import annotations
 
 # --- The worker's records: heartbeat, status snapshot --------------------------------------------------
 # isort: split
-from typing import Any  # (where the section above imports these already, these two lines go)
+from typing import Any, Self  # (where the section above imports these already, these lines go)
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class _Record(BaseModel):
@@ -26,6 +26,17 @@ class _Record(BaseModel):
         """What the record says, as the file said it: the keys it was read with, unknown ones included
         (a record read and written back is the file it was read from)."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+    @classmethod
+    def lenient(cls, data: dict[str, Any]) -> Self:
+        """Read a file from any version: a known key whose value this version does not accept (a
+        writer that changed its type) is left out instead of making the whole file unreadable. A
+        heartbeat must never read as missing while it moves: takeover would count it as stopped still."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            return cls.model_validate({key: value for key, value in data.items() if key not in bad})
 
 
 class BeatJob(_Record):

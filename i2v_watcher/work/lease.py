@@ -37,10 +37,10 @@ log = structlog.get_logger("i2v_watcher.work.lease")
 
 
 def read_beat(folder: Path) -> HeartbeatRecord | None:
-    """A worker's heartbeat, or None when it cannot be read or is no heartbeat (read_json reads a
-    stale NFS handle once more). A pydantic ValidationError is a ValueError."""
+    """A worker's heartbeat, or None when it cannot be read or holds no JSON object (read_json reads a
+    stale NFS handle once more)."""
     try:
-        return HeartbeatRecord.model_validate(read_json(folder / HEARTBEAT_FILE, 64 * 1024))
+        return HeartbeatRecord.lenient(read_json(folder / HEARTBEAT_FILE, 64 * 1024))
     except (OSError, ValueError):
         return None
 
