@@ -16,7 +16,8 @@ from conftest import Daemon, Folders, cli, make_image, wait_for
 from web.conftest import WebServer
 from web.test_web_metrics import scrape
 
-LEASE_S = 3.0
+LEASE_S = 6.0  # one beat a second: late after 2 s, stale after 6 s
+ALIVE = ("alive", "alive", "alive", 1.0)
 
 
 def status(folders: Folders) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def test_a_frozen_worker_reads_the_same_everywhere(folders: Folders, start: Call
     daemon = start(folders.config)
     wait_for(lambda: (folders.work / "testhost" / "heartbeat.json").exists(), 30, "the daemon's heartbeat")
     server = web()
-    assert states(folders, server) == ("alive", "alive", "alive", 1.0)
+    # (a beat is due every second: on a loaded machine one may come late, so this may take two looks)
+    wait_for(lambda: states(folders, server) == ALIVE, 15, "all three to agree: alive")
 
     os.kill(daemon.process.pid, signal.SIGSTOP)
     try:
@@ -57,10 +59,11 @@ def test_a_frozen_worker_reads_the_same_everywhere(folders: Folders, start: Call
         assert states(folders, server) == ("stale", "stale", "stale", 0.0)
         [worker] = status(folders)["workers"]
         assert worker["process"] == "frozen" and worker["heartbeat_age_s"] >= LEASE_S
-        assert worker["heartbeat_age_s"] <= time.monotonic() - frozen_at + 1.0  # the share's clock: no skew
+        # measured on the share's clock, it is the time since the last beat before the freeze
+        assert worker["heartbeat_age_s"] <= time.monotonic() - frozen_at + 2.5
     finally:
         os.kill(daemon.process.pid, signal.SIGCONT)
-    wait_for(lambda: states(folders, server) == ("alive", "alive", "alive", 1.0), 30,
+    wait_for(lambda: states(folders, server) == ALIVE, 30,
              "all three to see the worker alive again")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(30) == 0, daemon.log
