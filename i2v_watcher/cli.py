@@ -166,19 +166,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 2 when none of the folders it reads exists (a share not mounted, or wrong paths): then
     nothing it could show would be true. Some missing (a fresh install) are warnings, counted as unknown."""
     from i2v_watcher.ops.reading import warn
-    from i2v_watcher.ops.status import COUNTED, collect, missing_folders, render
+    from i2v_watcher.ops.status import COUNTED, missing_folders, render, snapshot
 
-    result = collect(settings)
+    configure("warning", settings.log_format)  # the inbox's scan says why jobs wait: not here
+    result = snapshot(settings)
     missing = missing_folders(settings)
     if len(missing) == len(set(COUNTED.values())):
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(result.as_json(), indent=2))
         listed = ", ".join(f"{name} {path}" for name, path in missing.items())
         raise StartupError(f"none of the folders exists ({listed}): is the share mounted, and are these "
                            f"the paths meant in {args.config}?")
-    for warning in result["warnings"]:
+    for warning in result.warnings:
         warn(warning)
-    print(json.dumps(result, indent=2) if args.json else render(result))
+    print(json.dumps(result.as_json(), indent=2) if args.json else render(result))
     return 0
 
 
