@@ -219,9 +219,8 @@ class Pages:
                         "done": entry.get("done"), "total": entry.get("total"),
                         "worker_id": entry["worker_id"]}
         for clip in self.gallery.clips():
-            source = clip.meta.get("input")
-            path = source.get("path") if isinstance(source, dict) else None
-            if isinstance(path, str) and path.rpartition(".")[0] == job and clip.published_at >= since:
+            source = clip.meta.input
+            if source is not None and source.path.rpartition(".")[0] == job and clip.published_at >= since:
                 return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
                         "files": list(clip.files)}
         for failed in snap.failed:
