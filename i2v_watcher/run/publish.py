@@ -83,7 +83,7 @@ def publish(settings: Settings, job: Job) -> None:
 
 def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
     meta = _encoded(job)
-    wanted = job.state.wanted_name or render_name(  # chosen before generation by this version
+    wanted = job.state.wanted_name or render_name(  # none in a job claimed by an older version
         settings.output_template, job,
         {"seed": job.state.seed, "preset": meta.presets[0], "backend": meta.backend})
     suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
