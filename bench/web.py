@@ -89,7 +89,7 @@ def ratio(row: dict[str, Any]) -> float:
 
 
 def metadata(index: int, name: str, rel: str) -> dict[str, Any]:
-    """What the daemon writes beside a clip (pipeline.py, publish.py), with made-up values."""
+    """What the daemon writes beside a clip (run/metadata.py, run/publish.py), with made-up values."""
     stamp = f"2026-11-{1 + index // 86400 % 28:02d}T{index // 3600 % 24:02d}:{index // 60 % 60:02d}:" \
             f"{index % 60:02d}+00:00"
     files = [f"{rel}{name}{suffix}" for suffix in (".mp4", ".jpg", ".json")]

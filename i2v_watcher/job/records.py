@@ -7,6 +7,7 @@ Every record reads every file the current version writes: unknown keys from a ne
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -74,14 +75,25 @@ class Record(BaseModel):
         return {k: v for k, v in data.items() if not (v is None and k in self.OPTIONAL)}
 
     @classmethod
-    def read(cls, path: Path, max_bytes: int) -> Self:
+    def read(cls, path: Path, max_bytes: int, *, lenient: bool = False) -> Self:
         """The record in a file of the shared folders (untrusted: never through a link, size-capped).
-        OSError, or ValueError with the reason in words, when it cannot be used."""
+        OSError, or ValueError with the reason in words, when it cannot be used. `lenient`: a key
+        the record can do without that holds something else reads as missing (a hand-edited file
+        shown as well as it can be)."""
         data = read_json(path, max_bytes)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            if lenient and all(cls._optional(key) for key in bad):
+                with contextlib.suppress(ValidationError):
+                    return cls.model_validate({k: v for k, v in data.items() if k not in bad})
             raise ValueError(describe_validation_error(exc, cls.WHAT, model=cls)) from None
+
+    @classmethod
+    def _optional(cls, key: object) -> bool:
+        field = cls.model_fields.get(key) if isinstance(key, str) else None
+        return field is not None and not field.is_required()
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -115,7 +115,7 @@ class Gallery:
     def _read(self, path: Path, rel: str) -> Clip | None:
         """The clip, or None for a .json that is not a job's metadata (someone's file, a broken one)."""
         try:
-            return _clip(rel, PublishedMetadata.read(path, MAX_RECORD_BYTES))
+            return _clip(rel, PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True))
         except UNREADABLE:
             return None
 
