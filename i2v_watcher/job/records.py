@@ -151,7 +151,7 @@ class JobMetadata(Record):
     notes: list[str] = Field(default_factory=list)
     generation: dict[str, Any] = Field(default_factory=dict)  # the backend's own (Frames.details)
     timings_s: dict[str, float] = Field(default_factory=dict)  # load, generate, postprocess, publish
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, Any] = Field(default_factory=dict)  # text; a backend plugin's as it gives them
     worker_id: str | None = None
     claimed_at: str | None = None
     postprocess: PostprocessInfo | None = None  # once encoded
