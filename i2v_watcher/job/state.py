@@ -80,6 +80,7 @@ class Job:
     def advance(self, stage: Stage, **changes: Any) -> None:
         with self._lock:
             for name, value in changes.items():
+                assert name in JobState.model_fields, name  # the record keeps unknown keys: no typo
                 setattr(self.state, name, value)
             self.state.stage = stage
             self.save()
