@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import json
 import sys
@@ -19,6 +18,7 @@ from i2v_watcher import __version__, backends
 from i2v_watcher.config.errors import config_warnings
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import StartupError
+from i2v_watcher.explain.core import did_you_mean
 from i2v_watcher.logs import configure
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     def daemon() -> Service:
         if settings.coordination == "celery":
-            return _celery_module("dispatch").Dispatcher(settings, once=args.once)  # type: ignore[no-any-return]
+            return _celery_module("service.dispatcher").Dispatcher(settings, once=args.once)  # type: ignore[no-any-return]
         from i2v_watcher.service.daemon import Daemon
 
         return Daemon(settings, once=args.once)
@@ -125,7 +125,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         if settings.coordination != "celery":
             raise StartupError('`i2v-watcher worker` takes jobs from a Celery queue, for coordination = '
                                '"celery"; with coordination = "folders", `i2v-watcher run` runs them itself')
-        return _celery_module("queue_worker").QueueWorker(settings)  # type: ignore[no-any-return]
+        return _celery_module("service.celery_worker").QueueWorker(settings)  # type: ignore[no-any-return]
     return _serve(worker, "worker crashed")
 
 
@@ -226,9 +226,7 @@ def _no_such_job(settings: Settings, name: str, reports: list[Path], shown: int 
     if not reports:
         return printable(f"{text}: {_no_failed_jobs(settings)}")
     names = sorted(report_name(settings, report) for report in reports)
-    close = difflib.get_close_matches(name, names, n=3)
-    if close:
-        text += f"; did you mean {' or '.join(close)}?"
+    text += did_you_mean(name, names, lead="; ", most=3)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return printable(f"{text} (failed jobs: {', '.join(names[:shown])}{more}; see `i2v-watcher status`)")
 
@@ -244,7 +242,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.media.ffmpeg import find_ffmpeg
-    from i2v_watcher.media.postprocess import check_presets
+    from i2v_watcher.media.probes import check_presets
     from i2v_watcher.service.bootstrap import discover_backends
 
     discover_backends(settings)

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from it before Python 3.12
 
-from i2v_watcher.explain.core import describe_validation_error
+from i2v_watcher.explain.job import describe_validation_error
 from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.job.spec import WORKER_ID_PATTERN
 
@@ -112,7 +112,7 @@ class InputFile(Record):
 
 
 class PostprocessInfo(Record):
-    """What the encode made (media.postprocess): the presets in order, each one's steps and clip."""
+    """What the encode made (media.graph): the presets in order, each one's steps and clip."""
 
     presets: list[str]
     outputs: list[dict[str, Any]] = Field(default_factory=list)

@@ -14,7 +14,7 @@ import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from i2v_watcher.job.records import MAX_STATE_BYTES, Stage
 from i2v_watcher.job.records import JobState as JobState
 from i2v_watcher.job.records import utc_now as utc_now
 from i2v_watcher.job.spec import MAX_NAME_BYTES, safe_stem
+
+if TYPE_CHECKING:  # only the type: the chains are built above this layer (media/chains.py)
+    from i2v_watcher.media.chains import Chain
 
 STATE_FILE = "job.json"
 TRASH_PREFIX = ".trash-"
@@ -52,6 +55,9 @@ class Job:
         # The generated frames, from the GPU to ffmpeg in memory (a resume copy is in the scratch
         # folder); None before generation, or after a restart until loaded.
         self.frames: np.ndarray | None = None
+        # Its post-processing chains, built once by the job check before generation and handed to the
+        # encode stage with the frames; None before the check, or after a restart until checked again.
+        self.chains: list[Chain] | None = None
         # A job's state is changed from two threads at once in the pipelined daemon (the preload
         # fixes its seed and name while the generation marks it running): each change is written
         # whole, and the state is read for writing under the lock, so a write of an older copy can

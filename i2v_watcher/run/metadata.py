@@ -17,8 +17,8 @@ from i2v_watcher.job.records import InputFile, PostprocessInfo, StagedMetadata, 
 from i2v_watcher.job.spec import JobParams, JobSpec
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.ffmpeg import FFmpeg
+from i2v_watcher.media.graph import Output
 from i2v_watcher.media.images import sha256_of
-from i2v_watcher.media.postprocess import Output
 
 
 def library_versions() -> dict[str, str]:

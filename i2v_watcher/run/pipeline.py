@@ -43,10 +43,12 @@ from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.records import JobFailure
 from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
 from i2v_watcher.job.state import Job
+from i2v_watcher.media.chains import Chain
 from i2v_watcher.media.ffmpeg import FFmpeg
+from i2v_watcher.media.graph import postprocess
 from i2v_watcher.media.images import load_image
-from i2v_watcher.media.postprocess import Chain, build_chains, chain_problems, postprocess
-from i2v_watcher.run.check import check_job
+from i2v_watcher.media.probes import chain_problems
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
@@ -170,6 +172,7 @@ class Pipeline:
 
     def forget_frames(self, job: Job) -> None:
         job.frames = None
+        job.chains = None
         self.scratch.drop(job.id)
 
     def _run(self, job: Job, hand_over: bool = False) -> Outcome:
@@ -268,9 +271,11 @@ class Pipeline:
             self.checkpoint.check()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _params(self, job: Job) -> tuple[JobSpec, JobParams, Backend]:
-        """The job's effective parameters (the seed fixed once, in the state) and its backend."""
-        spec = self._spec(job)
+    def _params(self, job: Job) -> tuple[CheckedSidecar, JobParams, Backend]:
+        """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
+        its backend."""
+        checked = self._check_sidecar(job)
+        spec = checked.spec
         if job.state.seed is None:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
@@ -280,15 +285,14 @@ class Pipeline:
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
-        return spec, params, backend
+        return checked, params, backend
 
     def _prepare(self, job: Job) -> Prepared:
         """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
         presets, the output name, the image, its shape and the memory its frames need."""
-        spec, params, backend = self._params(job)
+        checked, params, backend = self._params(job)
         notes = check_fields(backend, params)
         backend.options(params)
-        chains = build_chains(self.settings, params)  # what this ffmpeg cannot run: refused in _spec
         if job.state.image is None:
             raise JobError("the job has no image", stage="claim")
         wanted = params.output_name or render_name(
@@ -298,7 +302,7 @@ class Pipeline:
         image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
                            max_bytes=self.settings.max_image_bytes)
         plan_job(backend, image.size, params, self.budget)
-        return Prepared(spec, params, backend, chains, image, notes)
+        return Prepared(checked.spec, params, backend, checked.chains, image, notes)
 
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
@@ -311,7 +315,7 @@ class Pipeline:
         frames = generate(backend, ready.image, params, self.checkpoint, self.settings.progress_log_s,
                           ready.preloaded)
         timings["generate"] = time.monotonic() - started
-        job.frames = frames.pixels
+        job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
         metadata = generated_metadata(job, ready.spec, params, backend, ready.image, ready.notes, frames,
@@ -324,8 +328,7 @@ class Pipeline:
         """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
         after a crash or an ffmpeg failure without generating again, each time into a new folder."""
         started = time.monotonic()
-        _, params, _ = self._params(job)
-        chains = build_chains(self.settings, params)
+        chains = job.chains if job.chains is not None else self._check_sidecar(job).chains  # a resume
         pixels = job.frames
         assert pixels is not None  # _run loads them, or generates again
         self._fresh_encode_dir(job)
@@ -344,10 +347,10 @@ class Pipeline:
         job.advance(job.state.stage, encode_dir=f"out-{secrets.token_hex(4)}")
         crashpoint("postprocess.before_encode")
 
-    def _spec(self, job: Job) -> JobSpec:
-        """The sidecar checked whole, as `submit` checks it (jobcheck.check_job): keys and values, the
-        backend's fields and options, presets, overrides and what this ffmpeg can run, every problem
-        in one report that names the sidecar by its path in the inbox."""
+    def _check_sidecar(self, job: Job) -> CheckedSidecar:
+        """The sidecar checked whole, as `submit` checks it (run.check.check_sidecar): keys and values,
+        the backend's fields and options, presets, overrides and what this ffmpeg can run, every
+        problem in one report that names the sidecar by its path in the inbox; and its chains."""
         raw: object = {}
         written, name = None, None
         if job.state.sidecar is not None:
@@ -355,6 +358,6 @@ class Pipeline:
             limit = self.settings.max_sidecar_bytes
             raw, written = load_sidecar(read_capped(job.input(job.state.sidecar), limit), max_bytes=limit,
                                         name=name)
-        return check_job(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
-                         written=written, name=name,
-                         chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))
+        return check_sidecar(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
+                             written=written, name=name,
+                             chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))
