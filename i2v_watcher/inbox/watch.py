@@ -26,12 +26,12 @@ import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.events import Watcher as Watcher
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.inbox.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
 from i2v_watcher.inbox.scan_cache import FileInfo, Tree, identity
 from i2v_watcher.inbox.waits import Waits
+from i2v_watcher.job.records import MAX_RECORD_BYTES, REPORT_SUFFIX, FailureReport
 
 UNREADABLE_GIVE_UP_S = 60.0
 RETRY_S = 0.1  # a file that could not be opened or read is tried again this much later, at the earliest
@@ -358,9 +358,9 @@ class Inbox:
         folder = self.settings.failed / Path(candidate.key).parent
         stem = Path(candidate.key).name
         with contextlib.suppress(OSError):
-            for report in folder.glob(f"{glob.escape(stem)}*.error.json"):
-                with contextlib.suppress(OSError, ValueError):
-                    if names <= set(read_json(report, 1024 * 1024).get("left_in_inbox", {})):
+            for report in folder.glob(f"{glob.escape(stem)}*{REPORT_SUFFIX}"):
+                with contextlib.suppress(OSError, ValueError):  # a report that cannot be read: not ours
+                    if names <= set(FailureReport.read(report, MAX_RECORD_BYTES).left_in_inbox or ()):
                         return True
         return False
 

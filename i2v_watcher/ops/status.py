@@ -14,10 +14,9 @@ from typing import Any
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.queue import queued_jobs, shown_file
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.job.records import StatusCounts, StatusSnapshot, WorkerRow
+from i2v_watcher.job.records import MAX_STATE_BYTES, JobState, StatusCounts, StatusSnapshot, WorkerRow
 from i2v_watcher.job.state import STATE_FILE, TRASH_PREFIX
 from i2v_watcher.ops.reading import (
     UNREADABLE,
@@ -31,7 +30,6 @@ from i2v_watcher.ops.reading import (
 from i2v_watcher.ops.reports import failed_jobs
 from i2v_watcher.work.survey import survey
 
-STATE_FIELDS = ("job_id", "key", "worker_id", "stage")
 DONE_SHOWN = 10  # the text lists this many of the latest done jobs; --json lists them all
 # Each count and the folder it is read from: a folder that does not exist gives no count (null), not 0.
 COUNTED = {"queued": "inbox", "in_progress": "work", "done": "outbox", "failed": "failed",
@@ -64,15 +62,12 @@ def _state_files(work: Path, warn: Warn) -> list[Path]:
 
 def _job_entry(state_file: Path) -> dict[str, Any]:
     try:
-        state = read_json(state_file)
-        missing = [f for f in STATE_FIELDS if not isinstance(state.get(f), str)]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} in the job's state")
+        state = JobState.read(state_file, MAX_STATE_BYTES)
     except UNREADABLE as exc:
         return {"job_id": state_file.parent.name, "job": None, "worker_id": state_file.parent.parent.name,
                 "stage": "unreadable", "claimed_at": None, "error": reason(exc)}
-    return {"job_id": state["job_id"], "job": state["key"], "worker_id": state["worker_id"],
-            "stage": state["stage"], "claimed_at": state.get("claimed_at")}
+    return {"job_id": state.job_id, "job": state.key, "worker_id": state.worker_id, "stage": state.stage,
+            "claimed_at": state.claimed_at}
 
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import platform
 import secrets
 import shutil
 import time
@@ -19,15 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, replace
-from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import structlog
 from PIL import Image
 
-from i2v_watcher import __version__
 from i2v_watcher.backends import Backend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
@@ -43,16 +40,18 @@ from i2v_watcher.errors import (
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.checkpoint import Checkpoint
+from i2v_watcher.job.records import JobFailure
 from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.chains import Chain
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
-from i2v_watcher.media.images import load_image, sha256_of
+from i2v_watcher.media.images import load_image
 from i2v_watcher.media.probes import chain_problems
 from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.publish import dispose_inputs, publish, render_name
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
@@ -80,14 +79,6 @@ class Prepared:
 
 def save_frames(target: Path, pixels: np.ndarray) -> None:
     write_durably(target, lambda handle: np.save(handle, pixels))
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"i2v_watcher": __version__, "python": platform.python_version()}
-    for package in ("numpy", "pillow", "pydantic", "ffmpeg-python"):
-        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
-            versions[package] = importlib_metadata.version(package)
-    return versions
 
 
 class Pipeline:
@@ -228,7 +219,7 @@ class Pipeline:
             self._fail(job, exc, stage, message, "")
             return "failed"
         assert job.state.stage == "failing", job.state.stage
-        self._destination(job, "failed", lambda: fail(self.settings, job, job.state.error or {}))
+        self._destination(job, "failed", lambda: fail(self.settings, job))
         return "failed"
 
     def _enter(self, stage: str) -> None:
@@ -237,10 +228,10 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(stage=stage)
 
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
-        error: dict[str, Any] = {"stage": stage, "error_class": type(exc).__name__, "message": message,
-                                 "hint": hint, "traceback": "".join(traceback.format_exception(exc))}
-        if isinstance(exc, JobError) and len(exc.problems) > 1:  # a sidecar's mistakes, one by one
-            error["problems"] = exc.problems
+        # A sidecar's mistakes, one by one, where there are several.
+        problems = exc.problems if isinstance(exc, JobError) and len(exc.problems) > 1 else None
+        error = JobFailure(stage=stage, error_class=type(exc).__name__, message=message, hint=hint,
+                           traceback="".join(traceback.format_exception(exc)), problems=problems)
         self._destination(job, "failed", lambda: fail(self.settings, job, error))
 
     def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
@@ -319,8 +310,6 @@ class Pipeline:
         preloaded = self._preloads.pop(job.id, None)
         ready = preloaded.result() if preloaded is not None else self._prepare(job)
         backend, params = ready.backend, ready.params
-        assert job.state.image is not None
-        image_path = job.input(job.state.image)
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
         frames = generate(backend, ready.image, params, self.checkpoint, self.settings.progress_log_s,
@@ -329,27 +318,8 @@ class Pipeline:
         job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
-        metadata: dict[str, Any] = {
-            "job_id": job.id,
-            "input": {"path": f"{job.state.key}{image_path.suffix}", "image": job.state.image,
-                      "sidecar": job.state.sidecar, "sha256": sha256_of(image_path),
-                      "bytes": image_path.stat().st_size, "width": ready.image.width,
-                      "height": ready.image.height},
-            "prompt": params.prompt,
-            "negative_prompt": params.negative_prompt,
-            "seed": params.seed,
-            "backend": backend.name,
-            "model": backend.model_id,
-            "parameters": params.model_dump(mode="json", exclude={"explicit"}),
-            "requested": ready.spec.model_dump(mode="json", exclude_unset=True),
-            "notes": ready.notes,
-            "generation": frames.details,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **backend.versions()},
-            "worker_id": job.state.worker_id,
-            "claimed_at": job.state.claimed_at,
-            "frames_fps": frames.fps,
-        }
+        metadata = generated_metadata(job, ready.spec, params, backend, ready.image, ready.notes, frames,
+                                      timings, self.ffmpeg)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
         self.scratch.keep(job.id, frames.pixels)
@@ -362,12 +332,12 @@ class Pipeline:
         pixels = job.frames
         assert pixels is not None  # _run loads them, or generates again
         self._fresh_encode_dir(job)
-        metadata = dict(job.state.metadata)
-        outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,
-                                    chains, self.settings, self.checkpoint)
-        metadata["timings_s"] = {**metadata["timings_s"], "postprocess": round(time.monotonic() - started, 3)}
-        log.info("encoded", presets=info["presets"], seconds=metadata["timings_s"]["postprocess"])
-        metadata.update(postprocess=info, outputs=[{"file": o.file, "suffix": o.suffix} for o in outputs])
+        before = job.state.metadata
+        assert before is not None and before.frames_fps is not None  # recorded with the frames
+        outputs, info = postprocess(pixels, before.frames_fps, job.out_dir, self.ffmpeg, chains,
+                                    self.settings, self.checkpoint)
+        metadata = encoded_metadata(before, info, outputs, time.monotonic() - started)
+        log.info("encoded", presets=metadata.presets, seconds=metadata.timings_s["postprocess"])
         job.advance("encoded", metadata=metadata)
 
     def _fresh_encode_dir(self, job: Job) -> None:

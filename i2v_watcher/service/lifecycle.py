@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.job.checkpoint import Checkpoint
+from i2v_watcher.job.records import JobMetadata
 from i2v_watcher.service.signals import SignalReader
 from i2v_watcher.service.systemd import Notifier
 from i2v_watcher.work.lease import WorkerLock, acquire_worker
@@ -107,7 +107,7 @@ class Service(ABC):
 
             self.metrics = serve_metrics(self.settings, self.checkpoint.activity, lambda: self.notifier.about)
 
-    def settled(self, metadata: Mapping[str, Any], outcome: str) -> None:
+    def settled(self, metadata: JobMetadata | None, outcome: str) -> None:
         """A job's outcome (its metadata as it stands), for the metrics when they are served."""
         if self.metrics is not None:
             self.metrics.settled(metadata, outcome)

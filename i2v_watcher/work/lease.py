@@ -23,7 +23,7 @@ import structlog
 from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.fs.atomic import read_json, write_json_atomic
+from i2v_watcher.fs.atomic import write_json_atomic
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import BeatJob, HeartbeatRecord
 from i2v_watcher.job.state import utc_now
@@ -40,7 +40,7 @@ def read_beat(folder: Path) -> HeartbeatRecord | None:
     """A worker's heartbeat, or None when it cannot be read or holds no JSON object (read_json reads a
     stale NFS handle once more)."""
     try:
-        return HeartbeatRecord.lenient(read_json(folder / HEARTBEAT_FILE, 64 * 1024))
+        return HeartbeatRecord.read(folder / HEARTBEAT_FILE, 64 * 1024, lenient=True)
     except (OSError, ValueError):
         return None
 
