@@ -26,7 +26,7 @@ class RetryRefused(Exception):
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _RetryFiles:
     """A checked report: what to move from where, under which name."""
 
     source: Path  # the report's folder in failed/
@@ -104,7 +104,7 @@ def _job_files(names: list[str] | None, source: Path, report_stem: str) -> list[
     return sorted(pairs, key=lambda pair: pair[1].lower().endswith(IMAGE_SUFFIXES))
 
 
-def _plan(settings: Settings, report: Path) -> _Plan:
+def _checked_report(settings: Settings, report: Path) -> _RetryFiles:
     rel = _report_folder(settings, report)
     source = safe_subdir(settings.failed, rel)  # every component a real folder, not a planted link
     report_stem = report.name[: -len(REPORT_SUFFIX)]
@@ -114,18 +114,18 @@ def _plan(settings: Settings, report: Path) -> _Plan:
         raise RetryRefused(f"cannot read the report: {reason(exc)}") from exc
     # A report without `input` is put back under its own name; one whose `input` is null, refused.
     stem = _input_stem(data.input) if "input" in data.model_fields_set else report_stem
-    return _Plan(source, rel, stem, _job_files(data.files, source, report_stem))
+    return _RetryFiles(source, rel, stem, _job_files(data.files, source, report_stem))
 
 
-def _move_all(plan: _Plan, target: Path, stem: str) -> list[Path]:
+def _move_all(checked: _RetryFiles, target: Path, stem: str) -> list[Path]:
     """Move every file or none: on a failure half-way the moved ones go back, so the report still
     describes the whole job."""
     moved: list[tuple[Path, Path]] = []
     try:
-        for name, tail in plan.files:
+        for name, tail in checked.files:
             final = target / f"{stem}{tail}"
-            move(plan.source / name, final)
-            moved.append((plan.source / name, final))
+            move(checked.source / name, final)
+            moved.append((checked.source / name, final))
     except BaseException:
         for source, final in reversed(moved):
             with contextlib.suppress(OSError):  # the daemon may have claimed it meanwhile
@@ -139,12 +139,12 @@ def retry(settings: Settings, report: Path) -> list[Path]:
     meanwhile), the sidecar before the image; then drop the report. The new paths.
     RetryRefused (or OSError) when the report cannot be trusted or the inbox folder is not a real
     folder; then nothing has moved."""
-    plan = _plan(settings, report)
-    target = safe_subdir(settings.inbox, plan.rel)
+    checked = _checked_report(settings, report)
+    target = safe_subdir(settings.inbox, checked.rel)
     owner = new_owner("retry")
-    stem = reserve_name(target, plan.stem, clash_suffixes(*(tail for _, tail in plan.files)), owner)
+    stem = reserve_name(target, checked.stem, clash_suffixes(*(tail for _, tail in checked.files)), owner)
     try:
-        moved = _move_all(plan, target, stem)
+        moved = _move_all(checked, target, stem)
     finally:
         release_name(target, stem, owner)
     report.unlink()

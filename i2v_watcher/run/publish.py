@@ -57,7 +57,7 @@ def _encoded(job: Job) -> StagedMetadata:
     return metadata
 
 
-def _plan(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
+def _public_names(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
     """(source file, public name) in publishing order; the metadata is written after these."""
     staged = [(job.out_dir / output.file, name + output.suffix) for output in _encoded(job).outputs or ()]
     if settings.keep_inputs == "outbox":
@@ -86,7 +86,7 @@ def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
     wanted = job.state.wanted_name or render_name(  # none in a job claimed by an older version
         settings.output_template, job,
         {"seed": job.state.seed, "preset": meta.presets[0], "backend": meta.backend})
-    suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
+    suffixes = [public[len(wanted):] for _, public in _public_names(settings, job, wanted)] + [".json"]
     name = reserve_name(folder, wanted, suffixes, job.id)
     files = [name + suffix for suffix in suffixes]
     job.advance("publishing", output_name=name,
@@ -100,7 +100,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     assert chosen is not None
     perms = output_perms(settings.output_group, settings.output_mode)
     started = time.monotonic()
-    for source, public in _plan(settings, job, chosen):
+    for source, public in _public_names(settings, job, chosen):
         target = folder / public
         job.check_owned()  # a worker that lost the job to another never publishes
         if os.path.lexists(target):
@@ -146,7 +146,7 @@ def _give_up_name(settings: Settings, job: Job, folder: Path) -> None:
     chosen = job.state.output_name
     assert chosen is not None
     job.check_owned()
-    for source, public in _plan(settings, job, chosen):
+    for source, public in _public_names(settings, job, chosen):
         if same_content(source, folder / public):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(folder / public)
