@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     def daemon() -> Service:
         if settings.coordination == "celery":
-            return _celery_module("dispatch").Dispatcher(settings, once=args.once)  # type: ignore[no-any-return]
+            return _celery_module("service.dispatcher").Dispatcher(settings, once=args.once)  # type: ignore[no-any-return]
         from i2v_watcher.service.daemon import Daemon
 
         return Daemon(settings, once=args.once)
@@ -125,7 +125,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         if settings.coordination != "celery":
             raise StartupError('`i2v-watcher worker` takes jobs from a Celery queue, for coordination = '
                                '"celery"; with coordination = "folders", `i2v-watcher run` runs them itself')
-        return _celery_module("queue_worker").QueueWorker(settings)  # type: ignore[no-any-return]
+        return _celery_module("service.celery_worker").QueueWorker(settings)  # type: ignore[no-any-return]
     return _serve(worker, "worker crashed")
 
 
