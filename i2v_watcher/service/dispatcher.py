@@ -30,7 +30,7 @@ from i2v_watcher.service.daemon import EXIT_FAILED_JOBS
 from i2v_watcher.service.intake import Intake
 from i2v_watcher.service.lifecycle import EXIT_OK, Service
 from i2v_watcher.service.loop import Loop
-from i2v_watcher.service.parts import Beating, Part
+from i2v_watcher.service.parts import Beating, Part, Schedule
 from i2v_watcher.service.recovery import take_over_stale_workers
 from i2v_watcher.service.retention import Retention
 from i2v_watcher.work.claim import resume_claim
@@ -57,7 +57,7 @@ class Enqueuer(Part):
         self.enqueued = 0
         self.down: str | None = None  # why the broker could not be reached, while it cannot
         self._read_queue = False  # whether the jobs in work/queue/ have been read once
-        self._next = time.monotonic()
+        self.schedule = Schedule(settings.rescan_s)
 
     def claimed(self, job: Job) -> None:
         """The intake's sink. While the broker is away the job waits, and a later tick sends it."""
@@ -65,12 +65,10 @@ class Enqueuer(Part):
             self.send(job.id)
 
     def next_at(self) -> float:
-        return self._next
+        return self.schedule.at
 
     def tick(self) -> None:
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.settings.rescan_s
+        if self.schedule.due():
             self.recover()
 
     def recover(self) -> None:
@@ -126,7 +124,7 @@ class Enqueuer(Part):
         if self.down is not None:
             log.warning("broker is back: sending the queued jobs", broker=safe_url(self.settings.broker_url))
             self.down = None
-            self._next = time.monotonic()  # the rest of work/queue/ at the next tick
+            self.schedule.sooner()  # the rest of work/queue/ at the next tick
         self.enqueued += 1
         log.info("enqueued", job_id=job_id, queue=self.settings.celery_queue)
         return True
@@ -137,7 +135,7 @@ class Enqueuer(Part):
             log.error("broker unavailable: claimed jobs wait in work/queue/ and are enqueued when it is back",
                       broker=safe_url(self.settings.broker_url), error=reason)
         self.down = reason
-        self._next = min(self._next, time.monotonic() + BROKER_RETRY_S)
+        self.schedule.sooner(BROKER_RETRY_S)
 
 
 class Dispatcher(Service):

@@ -6,6 +6,7 @@ overrides another's methods."""
 from __future__ import annotations
 
 import math
+import time
 
 from i2v_watcher.work.lease import Heartbeat
 
@@ -28,6 +29,24 @@ class Part:
     def next_at(self) -> float:
         """When (time.monotonic()) the loop must turn again for this part at the latest."""
         return math.inf
+
+
+class Schedule:
+    """When a periodic part runs next: at once, then every `every_s`, or sooner when asked."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.at = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self.at:
+            return False
+        self.at = now + self.every_s
+        return True
+
+    def sooner(self, delay_s: float = 0.0) -> None:
+        self.at = min(self.at, time.monotonic() + delay_s)
 
 
 class Beating(Part):

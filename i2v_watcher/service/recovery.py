@@ -17,7 +17,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.state import Job
 from i2v_watcher.run.stages import Result
-from i2v_watcher.service.parts import Part
+from i2v_watcher.service.parts import Part, Schedule
 from i2v_watcher.work.claim import resume_claim
 from i2v_watcher.work.lease import LeaseObserver
 from i2v_watcher.work.store import WorkStore
@@ -62,16 +62,14 @@ class Recovery(Part):
         self.resume = resume
         self.observer = LeaseObserver(settings)
         self.held: dict[str, Held] = {}
-        self._next = time.monotonic()  # the first tick resumes what a previous run left
+        self.schedule = Schedule(settings.rescan_s)  # the first tick resumes what a previous run left
 
     def tick(self) -> None:
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.settings.rescan_s
+        if self.schedule.due():
             self.recover()
 
     def next_at(self) -> float:
-        return self._next
+        return self.schedule.at
 
     def busy(self) -> bool:
         """With `--once`: held jobs are tried `transient_retries` times before the run gives up on them
@@ -119,7 +117,7 @@ class Recovery(Part):
             max(previous.delay * 2, self.settings.retry_backoff_s), self.settings.retry_backoff_max_s)
         tries = 1 if previous is None else previous.tries + 1
         self.held[job.id] = Held(time.monotonic() + delay, delay, tries, error)
-        self._next = min(self._next, time.monotonic() + delay)
+        self.schedule.sooner(delay)
 
     def stop(self) -> None:
         if self.held:
