@@ -146,7 +146,10 @@ class QueueWorker(Service):
             if job_id in self.store.in_flight:
                 log.info("task repeated: the job is running here already, nothing to do")
                 return "nothing to do"
+            if not self.runner.has_room():
+                log.info("the stages are full: the task waits for a free slot, its job in the queue")
             if not self._wait(self.runner.has_room, stoppable=True):
+                log.info("stopping: the task goes back to the queue")
                 raise Reject("the worker is stopping", requeue=True)
             job = self._find(job_id)
             if job is None:

@@ -11,15 +11,13 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.state import Job
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.service.intake import Intake
-from i2v_watcher.service.lifecycle import EXIT_OK, Service
+from i2v_watcher.service.lifecycle import EXIT_FAILED_JOBS, EXIT_OK, Service
 from i2v_watcher.service.loop import Loop
 from i2v_watcher.service.parts import Beating
 from i2v_watcher.service.recovery import Recovery
 from i2v_watcher.service.retention import Retention
 from i2v_watcher.service.runner import Runner
 from i2v_watcher.work.store import WorkStore
-
-EXIT_FAILED_JOBS = 3
 
 
 class Daemon(Service):

@@ -26,9 +26,8 @@ from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.state import JOB_ID_PATTERN, STATE_FILE, Job
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.service.broker import BROKER_ERRORS, Broker, as_queue, safe_url
-from i2v_watcher.service.daemon import EXIT_FAILED_JOBS
 from i2v_watcher.service.intake import Intake
-from i2v_watcher.service.lifecycle import EXIT_OK, Service
+from i2v_watcher.service.lifecycle import EXIT_FAILED_JOBS, EXIT_OK, Service
 from i2v_watcher.service.loop import Loop
 from i2v_watcher.service.parts import Beating, Part, Schedule
 from i2v_watcher.service.recovery import take_over_stale_workers

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # prometheus_client is imported only where metrics_port is se
     from i2v_watcher.service.metrics import DaemonMetrics
 
 EXIT_OK = 0
+EXIT_FAILED_JOBS = 3  # `run --once`: some jobs failed, or could not be finished
 log = structlog.get_logger("i2v_watcher.service.lifecycle")
 
 

@@ -306,3 +306,27 @@ def test_a_worker_killed_during_an_encode_resumes_it_and_publishes_once(
     resumed = restarted.find("resuming job", job_id=job_id)
     assert [e["stage"] for e in resumed] == ["generated"], restarted.log
     assert not [e for p in (dispatcher, restarted) for e in p.find("took over a job")]
+
+
+def test_a_task_waiting_for_the_stages_goes_back_to_the_queue_at_a_stop(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    """Generation fast, the encode slow: the third task waits while both stages are full, its job left
+    in work/queue/. A stop puts that task back on the queue; the two running jobs finish; the next
+    worker publishes the third. Every job once."""
+    names = drop(folders, 3, VERTICAL.replace("delay_s: 0.3", "delay_s: 0.02"))
+    settings = {**SLOW, "stop_timeout_s": 60.0}
+    dispatcher = start("run", config(folders, redis_server, "disp", **settings))
+    worker = start("worker", config(folders, redis_server, "w1", **settings))
+    waiting = worker.read_until("the stages are full: the task waits for a free slot, its job in the queue",
+                                timeout=120)
+    assert (folders.work / "queue" / waiting["job_id"]).is_dir()
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0, worker.log
+    assert worker.find("stopping: the task goes back to the queue", job_id=waiting["job_id"])
+    assert len(worker.find("published")) == 2 and not worker.find("published", job_id=waiting["job_id"])
+    assert [p.name for p in (folders.work / "queue").iterdir() if p.is_dir()] == [waiting["job_id"]]
+    again = start("worker", config(folders, redis_server, "w1", **settings))
+    again.read_until("published", job_id=waiting["job_id"], timeout=120)
+    stop_all(dispatcher, again)
+    assert_each_vertical_clip_published_once(folders, names)
+    assert not dispatcher.find("queued jobs sent again")  # the task itself came back, not a new one
