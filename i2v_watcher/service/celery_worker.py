@@ -83,7 +83,8 @@ class QueueWorker(Service):
         pipeline, _, heartbeat = self.load_backends()
         self.store = WorkStore(settings)
         self.queue = WorkStore(as_queue(settings))
-        self.runner = Runner(settings, pipeline, self.checkpoint, self.store, wake=threading.Event())
+        self.reported = threading.Event()  # set by the stages whenever a job is done with (a slot is free)
+        self.runner = Runner(settings, pipeline, self.checkpoint, self.store, wake=self.reported)
         self.runner.listeners += [self.report, self._held]
         self.broker = Broker(settings, self.process)
         self.leases = LeaseWatch(settings)
@@ -103,7 +104,7 @@ class QueueWorker(Service):
     def resume_leftovers(self) -> None:
         """The jobs this worker left in its folder (killed, stopped), before it takes new ones."""
         for job in self.store.leftovers():
-            if self.checkpoint.stopping or not self._wait(self.runner.has_room, stoppable=True):
+            if self.checkpoint.stopping or not self._wait(self._room, self.reported, stoppable=True):
                 return
             log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
             self._submit(job)
@@ -148,7 +149,7 @@ class QueueWorker(Service):
                 return "nothing to do"
             if not self.runner.has_room():
                 log.info("the stages are full: the task waits for a free slot, its job in the queue")
-            if not self._wait(self.runner.has_room, stoppable=True):
+            if not self._wait(self._room, self.reported, stoppable=True):
                 log.info("stopping: the task goes back to the queue")
                 raise Reject("the worker is stopping", requeue=True)
             job = self._find(job_id)
@@ -164,15 +165,20 @@ class QueueWorker(Service):
     def _submit(self, job: Job) -> None:
         """Into the stages; back once the job has left generation (the GPU is free for the next)."""
         generated = self.runner.submit(job)
-        self._wait(generated.is_set, stoppable=False)
+        self._wait(generated.is_set, generated, stoppable=False)
 
-    def _wait(self, ready: Callable[[], bool], *, stoppable: bool) -> bool:
-        """Tick until `ready()`; False when a stop came first (only when `stoppable`)."""
+    def _room(self) -> bool:
+        self.reported.clear()  # before looking: a job done with after the look wakes the wait at once
+        return self.runner.has_room()
+
+    def _wait(self, ready: Callable[[], bool], wake: threading.Event, *, stoppable: bool) -> bool:
+        """Tick until `ready()`, looking again when `wake` is set, or after WAIT_S; False when a stop
+        came first (only when `stoppable`)."""
         while not ready():
             if stoppable and self.checkpoint.stopping:
                 return False
             self.tick()
-            time.sleep(WAIT_S)
+            wake.wait(WAIT_S)
         self.tick()
         return True
 
