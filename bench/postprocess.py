@@ -40,8 +40,10 @@ from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.media.chains import build_chains
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.media.postprocess import build_chains, postprocess, trial_encode
+from i2v_watcher.media.graph import postprocess
+from i2v_watcher.media.probes import trial_encode
 from i2v_watcher.run.pipeline import save_frames
 
 FIT = "scale=1080:1920:force_original_aspect_ratio=decrease,pad=1080:1920:(ow-iw)/2:(oh-ih)/2,setsar=1"

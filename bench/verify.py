@@ -27,8 +27,11 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, OutputInvalid
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.media.chains import build_chains
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.media.postprocess import build_chains, postprocess, run_ffmpeg, verify_video
+from i2v_watcher.media.graph import postprocess
+from i2v_watcher.media.process import run_ffmpeg
+from i2v_watcher.media.verify import verify_video
 
 TITLE = "Output check: what the daemon's check and a full decode catch, and what they cost"
 TARGET = "the check catches every damage the full decode catches, and costs less"

@@ -50,9 +50,9 @@ from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from i2v_watcher.config.settings import Settings  # noqa: E402
-from i2v_watcher.web import gallery as gallery_module  # noqa: E402
 from i2v_watcher.web.app import create_app  # noqa: E402
 from i2v_watcher.web.board import REFRESH_S  # noqa: E402
+from i2v_watcher.web.gallery import Gallery  # noqa: E402
 
 FOLDERS = ("inbox", "outbox", "failed", "done", "work")
 TITLE = "Web dashboard: cost per request as the folders grow"
@@ -89,7 +89,7 @@ def ratio(row: dict[str, Any]) -> float:
 
 
 def metadata(index: int, name: str, rel: str) -> dict[str, Any]:
-    """What the daemon writes beside a clip (pipeline.py, publish.py), with made-up values."""
+    """What the daemon writes beside a clip (run/metadata.py, run/publish.py), with made-up values."""
     stamp = f"2026-11-{1 + index // 86400 % 28:02d}T{index // 3600 % 24:02d}:{index // 60 % 60:02d}:" \
             f"{index % 60:02d}+00:00"
     files = [f"{rel}{name}{suffix}" for suffix in (".mp4", ".jpg", ".json")]
@@ -118,7 +118,7 @@ def metadata(index: int, name: str, rel: str) -> dict[str, Any]:
         "files": files,
         "published_at": stamp,
         "attempts": 1,
-        "takeovers": 0,
+        "takeovers": [],
     }
 
 
@@ -159,24 +159,24 @@ def tiny_png() -> bytes:
 
 
 class Reads:
-    """How many metadata files the gallery reads (its `read_json`, wrapped while the benchmark runs)."""
+    """How many metadata files the gallery reads (its `Gallery._read`, wrapped while the benchmark runs)."""
 
     def __init__(self) -> None:
         self.count = 0
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[Reads]:
-        real = gallery_module.read_json
+        real = Gallery._read
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.count += 1
             return real(*args, **kwargs)
 
-        gallery_module.read_json = counted
+        Gallery._read = counted  # type: ignore[method-assign]
         try:
             yield self
         finally:
-            gallery_module.read_json = real
+            Gallery._read = real  # type: ignore[method-assign]
 
 
 def requests(settings: Settings, url: str, warm: int, pause: float, reads: Reads) \

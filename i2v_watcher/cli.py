@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import json
 import sys
@@ -19,6 +18,7 @@ from i2v_watcher import __version__, backends
 from i2v_watcher.config.errors import config_warnings
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import StartupError
+from i2v_watcher.explain.core import did_you_mean
 from i2v_watcher.logs import configure
 
 if TYPE_CHECKING:
@@ -166,19 +166,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 2 when none of the folders it reads exists (a share not mounted, or wrong paths): then
     nothing it could show would be true. Some missing (a fresh install) are warnings, counted as unknown."""
     from i2v_watcher.ops.reading import warn
-    from i2v_watcher.ops.status import COUNTED, collect, missing_folders, render
+    from i2v_watcher.ops.status import COUNTED, missing_folders, render, snapshot
 
-    result = collect(settings)
+    configure("warning", settings.log_format)  # the inbox's scan says why jobs wait: not here
+    result = snapshot(settings)
     missing = missing_folders(settings)
     if len(missing) == len(set(COUNTED.values())):
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(result.as_json(), indent=2))
         listed = ", ".join(f"{name} {path}" for name, path in missing.items())
         raise StartupError(f"none of the folders exists ({listed}): is the share mounted, and are these "
                            f"the paths meant in {args.config}?")
-    for warning in result["warnings"]:
+    for warning in result.warnings:
         warn(warning)
-    print(json.dumps(result, indent=2) if args.json else render(result))
+    print(json.dumps(result.as_json(), indent=2) if args.json else render(result))
     return 0
 
 
@@ -226,9 +227,7 @@ def _no_such_job(settings: Settings, name: str, reports: list[Path], shown: int 
     if not reports:
         return printable(f"{text}: {_no_failed_jobs(settings)}")
     names = sorted(report_name(settings, report) for report in reports)
-    close = difflib.get_close_matches(name, names, n=3)
-    if close:
-        text += f"; did you mean {' or '.join(close)}?"
+    text += did_you_mean(name, names, lead="; ", most=3)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return printable(f"{text} (failed jobs: {', '.join(names[:shown])}{more}; see `i2v-watcher status`)")
 
@@ -244,7 +243,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.media.ffmpeg import find_ffmpeg
-    from i2v_watcher.media.postprocess import check_presets
+    from i2v_watcher.media.probes import check_presets
     from i2v_watcher.service.bootstrap import discover_backends
 
     discover_backends(settings)

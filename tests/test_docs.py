@@ -21,7 +21,7 @@ from i2v_watcher import backends
 from i2v_watcher.cli import _parser
 from i2v_watcher.config.settings import DiffusionSettings, ModelSettings, Settings, load_settings
 from i2v_watcher.job.spec import JobDefaults, JobSpec
-from i2v_watcher.ops.submit import build_sidecar, check_job
+from i2v_watcher.ops.submit import build_sidecar, check_submission
 from i2v_watcher.steps import available, step_class
 from i2v_watcher.steps.presets import SHIPPED_PRESETS
 
@@ -142,4 +142,4 @@ def test_the_quickstart_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monk
         args = _parser().parse_args(words[1:])  # what the shell passes to the program
         assert args.command == "submit" and args.image == Path(images[0])
         monkeypatch.chdir(tmp_path)  # the config's relative folders land here; nothing is written
-        check_job(load_settings(REPO / args.config), build_sidecar(args.prompt, args.set))
+        check_submission(load_settings(REPO / args.config), build_sidecar(args.prompt, args.set))

@@ -76,7 +76,7 @@ def test_an_encode_logs_its_progress() -> None:
     `-re` reads the 12 source frames at their rate (10 fps): about 1.2 s of encoding, whatever the CPU."""
     from i2v_watcher.job.checkpoint import Checkpoint
     from i2v_watcher.media.ffmpeg import EncodeProgress, find_ffmpeg
-    from i2v_watcher.media.postprocess import run_ffmpeg
+    from i2v_watcher.media.process import run_ffmpeg
 
     binary, _ = find_ffmpeg(None)
     command = [binary.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress",

@@ -12,7 +12,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +20,7 @@ from conftest import Daemon, Folders, make_image, wait_for
 from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.checkpoint import Activity
+from i2v_watcher.job.records import JobMetadata
 from i2v_watcher.run.generate import gpu_peaks, reset_gpu_peaks
 from i2v_watcher.service.metrics import STAGES, DaemonMetrics
 
@@ -158,14 +158,17 @@ def test_recording_from_a_jobs_metadata(metrics: tuple[DaemonMetrics, Activity])
     get = daemon_metrics.registry.get_sample_value
     daemon_metrics.ready()
     assert get("i2v_jobs_total", {"backend": "i2vgen-xl", "outcome": "failed"}) == 0
-    published: dict[str, Any] = {
-        "backend": "i2vgen-xl", "timings_s": {"load": 0.01, "generate": 42.0, "postprocess": 2.0},
-        "generation": {"oom_rung": 2, "gpu_peak_memory_bytes": {"cuda:0": 7 * 2**30}}}
+    published = JobMetadata(
+        job_id="20260101T000000Z-0123abcd", backend="i2vgen-xl",
+        timings_s={"load": 0.01, "generate": 42.0, "postprocess": 2.0},
+        generation={"oom_rung": 2, "gpu_peak_memory_bytes": {"cuda:0": 7 * 2**30}})
     daemon_metrics.settled(published, "published")
-    daemon_metrics.settled({**published, "generation": {"oom_rung": 0}}, "failed")
-    daemon_metrics.settled({}, "failed")
+    daemon_metrics.settled(published.model_copy(update={"generation": {"oom_rung": 0}}), "failed")
+    daemon_metrics.settled(None, "failed")  # failed before its generation recorded any metadata
     daemon_metrics.settled(published, "requeued")  # not an outcome that counts
-    daemon_metrics.settled({"backend": "x", "timings_s": "nonsense", "generation": [1]}, "published")
+    # What a backend plugin recorded, in a shape of its own: never raised.
+    daemon_metrics.settled(JobMetadata(job_id="x", backend="x", generation={
+        "oom_rung": "two", "gpu_peak_memory_bytes": [1]}), "published")
     assert get("i2v_jobs_total", {"backend": "i2vgen-xl", "outcome": "published"}) == 1
     assert get("i2v_jobs_total", {"backend": "i2vgen-xl", "outcome": "failed"}) == 1
     assert get("i2v_jobs_total", {"backend": "unknown", "outcome": "failed"}) == 1

@@ -18,8 +18,11 @@ from i2v_watcher.config.settings import Preset, Settings
 from i2v_watcher.errors import FfmpegStalled, JobError, StartupError
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.media.chains import build_chains
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.media.postprocess import build_chains, check_presets, postprocess, run_ffmpeg
+from i2v_watcher.media.graph import postprocess
+from i2v_watcher.media.probes import check_presets
+from i2v_watcher.media.process import run_ffmpeg
 from i2v_watcher.steps import dump_step
 
 FPS = 8.0

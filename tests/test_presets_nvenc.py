@@ -16,7 +16,7 @@ from i2v_watcher.cli import main
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.media.postprocess import check_presets, presets_in_use, trial_encode
+from i2v_watcher.media.probes import check_presets, presets_in_use, trial_encode
 from i2v_watcher.steps import parse_step
 from i2v_watcher.steps.encode import Encode
 from i2v_watcher.steps.presets import SHIPPED_PRESETS, Preset

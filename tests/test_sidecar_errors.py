@@ -14,7 +14,7 @@ from conftest import Daemon, Folders, cli, make_image
 from i2v_watcher.backends.base import backend_options
 from i2v_watcher.backends.preview import PreviewOptions
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import describe_validation_error, explain_errors
+from i2v_watcher.explain.job import describe_validation_error, explain_errors
 from i2v_watcher.job.spec import JobDefaults, JobParams, parse_sidecar, read_sidecar, resolve
 
 Start = Callable[..., Daemon]

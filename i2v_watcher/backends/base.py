@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import Problem, Written, explain_errors, problems_error
+from i2v_watcher.explain.core import Problem
+from i2v_watcher.explain.job import Written, explain_errors, problems_error
 from i2v_watcher.job.spec import JobParams
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)

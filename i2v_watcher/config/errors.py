@@ -4,14 +4,10 @@ whole configuration. Also the warnings about settings that are valid but unwise.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-import types
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -20,7 +16,7 @@ from pydantic_core import ErrorDetails
 from i2v_watcher.config.checks import SettingsConflict
 from i2v_watcher.config.source import Loc, describe, env_name, env_variables
 from i2v_watcher.errors import StartupError
-from i2v_watcher.explain.core import range_words
+from i2v_watcher.explain.core import Problem, Wording, did_you_mean, fields_at, place, plain, show, unwrap
 
 if TYPE_CHECKING:
     from i2v_watcher.config.settings import Settings
@@ -39,27 +35,16 @@ PATTERNS = {
 }
 NAME_REGEX = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # RegistryName: backends, presets, plugins' names
 NAME_PATTERN = "a lower-case name: letters, digits, '_', '.' and '-', starting with a letter or digit"
-KINDS = {"string_type": "a string (in quotes)", "list_type": 'a list, e.g. ["a", "b"]',
-         "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
-         "bool_type": "true or false", "bool_parsing": "true or false", "finite_number": "a finite number",
-         "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-         "float_type": "a number", "float_parsing": "a number", "path_type": "a path (in quotes)"}
-BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+# The configuration's words, on the translator's core: TOML's names for values, a closed range as
+# `between 0 and 3600`, choices as TOML writes them, a number's kind with its range.
+CONFIG = Wording(words={"text": "a string (in quotes)", "list": 'a list, e.g. ["a", "b"]',
+                        "mapping": "a table", "path": "a path (in quotes)"},
+                 closed_range="between {} and {}", patterns={**PATTERNS, NAME_REGEX: NAME_PATTERN},
+                 quoted_choices=True, kind_with_range=True)
 # Examples for a table given whole as JSON in one variable, and the same value set on its own.
 TABLE_EXAMPLES = {"diffusion": ('{"dtype": "float16"}', "I2V_DIFFUSION__DTYPE=float16"),
                   "defaults": ('{"num_frames": 24}', "I2V_DEFAULTS__NUM_FRAMES=24"),
                   "models": ('{"svd": {"model": "/models/svd"}}', "I2V_MODELS__SVD__MODEL=/models/svd")}
-
-
-@dataclass(frozen=True)
-class Problem:
-    setting: str  # "settle_s", "diffusion.dtype"; "" for a problem of the whole configuration
-    message: str  # one line: the setting, what it must be, the value and where it was set
-    fix: str  # what to change, and where (doctor shows it)
-    source: str | None = None  # "in c.toml line 6", "from the environment variable I2V_SETTLE_S"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"loc": self.setting, "msg": self.message, "source": self.source}
 
 
 class ConfigError(StartupError):
@@ -67,71 +52,9 @@ class ConfigError(StartupError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        lines = [problem.message for problem in problems]
+        lines = [problem.text for problem in problems]
         text = lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n  " + "\n  ".join(lines)
         super().__init__(f"invalid configuration: {text}")
-
-
-def _show(value: object, limit: int = 60) -> str:
-    """A value as the user would write it, short, with control characters escaped."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int | float):
-        text = repr(value)
-    else:
-        try:
-            text = json.dumps(value, ensure_ascii=False, default=str)
-        except ValueError:
-            text = repr(value)
-    return _plain(text, limit)
-
-
-def _plain(text: str, limit: int) -> str:
-    text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c).startswith("C") else c for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """The annotation without Annotated and Optional; and whether it is still a union of several."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            members = [a for a in get_args(annotation) if a is not type(None)]
-            if len(members) > 1:
-                return annotation, True
-            annotation = members[0]
-        else:
-            return annotation, False
-
-
-def _walk(model: type[BaseModel], loc: Loc) \
-        -> tuple[list[str | int], FieldInfo | None, type[BaseModel] | None]:
-    """A pydantic error location without its union-member tags ('constrained-str', 'list[…]'); the
-    field at its end, and the model that holds (or would hold) that last key."""
-    annotation: Any = model
-    clean: list[str | int] = []
-    field: FieldInfo | None = None
-    holder: type[BaseModel] | None = None
-    for part in loc:
-        annotation, union = _unwrap(annotation)
-        if union and isinstance(part, str):
-            continue  # pydantic names the union member it tried; not a key of the user's
-        clean.append(part)
-        field, holder = None, None
-        members = get_args(annotation) if union else (annotation,)
-        if isinstance(part, int):
-            lists = [m for m in members if get_origin(m) in (list, tuple, set)]
-            annotation = get_args(lists[0])[0] if lists else None
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            holder, field = annotation, annotation.model_fields.get(part)
-            annotation = field.annotation if field is not None else None
-        elif get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
-        else:
-            annotation = None
-    return clean, field, holder
 
 
 def setting_name(loc: Loc) -> str:
@@ -142,31 +65,13 @@ def setting_name(loc: Loc) -> str:
     return text
 
 
-def _range(field: FieldInfo | None, ctx: dict[str, Any]) -> str:
-    """A field's limits in words: `between 0 and 3600`, `more than 0 and at most 36500`."""
-    bounds = dict(ctx)
-    for item in field.metadata if field is not None else ():
-        for key in ("ge", "gt", "le", "lt"):
-            if getattr(item, key, None) is not None:
-                bounds[key] = getattr(item, key)
-    return range_words(bounds, "between {} and {}")
-
-
 def _allowed(err: ErrorDetails, field: FieldInfo | None, name: str) -> str:
     """What the setting must be, starting with `must`; or `: <the validator's own words>`."""
-    kind, ctx = err["type"], err.get("ctx", {})
-    limits = _range(field, {}) if kind in BOUNDS or kind in KINDS else ""
-    if kind in BOUNDS:
-        return f"must be {limits or _range(None, ctx)}"
-    if kind in KINDS:
-        return f"must be {KINDS[kind]}" + (f" {limits}" if limits and "number" in KINDS[kind] else "")
-    if kind == "literal_error":
-        return "must be one of " + str(ctx.get("expected", "")).replace("'", '"')
-    if kind == "string_pattern_mismatch":
-        plain = NAME_PATTERN if ctx.get("pattern") == NAME_REGEX else f"text matching {ctx.get('pattern')}"
-        return "must be " + PATTERNS.get(name, plain)
-    if kind == "value_error":
-        text = str(ctx.get("error", err["msg"]))
+    must = CONFIG.must(err, field, name)
+    if must is not None:
+        return must
+    if err["type"] == "value_error":
+        text = str(err.get("ctx", {}).get("error", err["msg"]))
         return text if text.startswith("must") else f": {text}"
     text = err["msg"].replace("Input should be", "must be").replace("String should", "must")
     return text if text.startswith("must") else f": {text[:1].lower()}{text[1:]}"
@@ -180,14 +85,11 @@ def _merged(phrases: list[str]) -> str:
     return "; ".join(phrases) if phrases[0].startswith(":") else " and ".join(phrases)
 
 
-def _suggestion(unknown: str, holder: type[BaseModel] | None) -> str:
-    if holder is None:
+def _suggestion(unknown: str, known: list[str] | None) -> str:
+    if known is None:
         return ""
-    known = list(holder.model_fields)
-    close = difflib.get_close_matches(unknown.lower().replace("-", "_"), known, n=1)
-    if close:
-        return f"; did you mean {close[0]}?"
-    return f"; keys here: {', '.join(known)}" if len(known) <= 12 else f"; see {SETTINGS_DOCS}"
+    return did_you_mean(unknown, known, lead="; ") or (
+        f"; keys here: {', '.join(known)}" if len(known) <= 12 else f"; see {SETTINGS_DOCS}")
 
 
 def _fix(setting: str, source: str | None, config_file: Path | str | None) -> str:
@@ -208,7 +110,7 @@ def _conflict(exc: SettingsConflict, config_file: Path | str | None, text: str) 
     fixes = [_fix(name, source, config_file) for name, source in sources.items() if source]
     fix = "; or ".join(fixes) or f"set {' or '.join(exc.settings)} in {config_file or 'the config file'}"
     first = next(iter(sources.values()), None)
-    return Problem(".".join(exc.settings[:1]), f"{exc} ({where})" if where else str(exc), fix, first)
+    return Problem(f"{exc} ({where})" if where else str(exc), fix, ".".join(exc.settings[:1]), first)
 
 
 def _problem(model: type[BaseModel], errors: list[ErrorDetails], config_file: Path | str | None,
@@ -219,8 +121,9 @@ def _problem(model: type[BaseModel], errors: list[ErrorDetails], config_file: Pa
     if not first["loc"]:
         if isinstance(error, SettingsConflict):
             return _conflict(error, config_file, text)
-        return Problem("", str(error or first["msg"]), _fix("", None, config_file))
-    loc, field, holder = _walk(model, first["loc"])
+        return Problem(str(error or first["msg"]), _fix("", None, config_file))
+    found = place(model, first["loc"])
+    loc, field = found.loc, found.info
     name = setting_name(loc)
     last = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if first["type"] == "missing":
@@ -229,17 +132,17 @@ def _problem(model: type[BaseModel], errors: list[ErrorDetails], config_file: Pa
             where = f" ({setting_name(loc[:-1])} is {source})" if source else ""
         else:
             source, where = None, f": add it to {config_file or 'the config file'} (or set {env_name(loc)})"
-        return Problem(name, f"{name} is required but not set{where}", _fix(name, source, config_file),
+        return Problem(f"{name} is required but not set{where}", _fix(name, source, config_file), name,
                        source)
     source = describe(loc, config_file, text)
     where = source or (f"in {config_file}" if config_file is not None else "from the environment")
     if first["type"] == "extra_forbidden":
-        return Problem(name, f"{name}: unknown key{_suggestion(str(last), holder)} ({where})",
-                       _fix(name, source, config_file), source)
+        return Problem(f"{name}: unknown key{_suggestion(str(last), fields_at(model, loc[:-1]))} ({where})",
+                       _fix(name, source, config_file), name, source)
     allowed = _merged([_allowed(err, field, str(last)) for err in errors])
-    got = "" if "(got " in allowed else f"got {_show(first['input'])}, "
+    got = "" if "(got " in allowed else f"got {show(first['input'])}, "
     message = f"{name}{'' if allowed.startswith(':') else ' '}{allowed} ({got}{where})"
-    return Problem(name, message, _fix(name, source, config_file), source)
+    return Problem(message, _fix(name, source, config_file), name, source)
 
 
 def explain(model: type[BaseModel], exc: ValidationError, config_file: Path | str | None,
@@ -247,7 +150,7 @@ def explain(model: type[BaseModel], exc: ValidationError, config_file: Path | st
     """Every error of a settings validation, one plain line each, with where each value was set."""
     groups: dict[tuple[str | int, ...], list[ErrorDetails]] = {}
     for err in exc.errors():
-        groups.setdefault(tuple(_walk(model, err["loc"])[0]), []).append(err)
+        groups.setdefault(tuple(place(model, err["loc"]).loc), []).append(err)
     problems = [_problem(model, errors, config_file, text) for errors in groups.values()]
     return ConfigError(sorted(problems, key=_in_file_order))
 
@@ -262,10 +165,10 @@ def _in_file_order(problem: Problem) -> tuple[int, int]:
 
 def _json_kind(model: type[BaseModel], var: str) -> str:
     """What the variable must hold: a JSON object for a table, a JSON array for a list."""
-    _, field, _ = _walk(model, var[len("I2V_"):].lower().split("__"))
-    annotation = _unwrap(field.annotation)[0] if field is not None else None
+    field = place(model, var[len("I2V_"):].lower().split("__")).info
+    annotation = unwrap(field.annotation) if field is not None else None
     if get_origin(annotation) in (list, set, tuple):
-        item = _unwrap(get_args(annotation)[0])[0]
+        item = unwrap(get_args(annotation)[0])
         return "a JSON array" + ("" if isinstance(item, type) and issubclass(item, BaseModel)
                                  else """, e.g. '["a", "b"]'""")
     if get_origin(annotation) is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
@@ -283,7 +186,7 @@ def _json_problem(model: type[BaseModel], var: str, value: str, cause: BaseExcep
     if var == f"I2V_{field.upper()}" and field in TABLE_EXAMPLES:
         example, single = TABLE_EXAMPLES[field]
         hint += f", e.g. {var}='{example}', or set one value with {single}"
-    return Problem(field, f"{var}='{_plain(value, 40)}' {why}{hint}", ENV_FIX.format(var=var),
+    return Problem(f"{var}='{plain(value, 40)}' {why}{hint}", ENV_FIX.format(var=var), field,
                    f"from the environment variable {var}")
 
 
@@ -304,8 +207,8 @@ def explain_environment(model: type[BaseModel], exc: Exception) -> ConfigError:
             except ValueError:
                 bad[var] = value
     if not bad:
-        return ConfigError([Problem(field, f"an I2V_ variable for {field or 'a setting'} cannot be read: "
-                                    f"{cause}", "check the I2V_* environment variables")])
+        return ConfigError([Problem(f"an I2V_ variable for {field or 'a setting'} cannot be read: {cause}",
+                                    "check the I2V_* environment variables", field)])
     return ConfigError([_json_problem(model, var, value, cause if var in variables else _why(value),
                                       field if var in variables else var[len("I2V_"):].lower())
                         for var, value in bad.items()])
@@ -344,6 +247,8 @@ def doctor_findings(exc: StartupError, config_file: Path | str) -> list[tuple[st
     """(message, fix, data) for each config problem doctor reports; data["readable"] is False when the
     file itself could not be read (doctor then exits with 2)."""
     if isinstance(exc, ConfigError):
-        return [(p.message, p.fix, {"readable": True, "errors": [p.as_dict()]}) for p in exc.problems]
+        return [(p.text, p.hint, {"readable": True, "errors": [{"loc": p.setting, "msg": p.text,
+                                                                  "source": p.source}]})
+                for p in exc.problems]
     return [(str(exc), f"check that {config_file} exists, that this user can read it, and that it is "
              "valid TOML", {"readable": False})]

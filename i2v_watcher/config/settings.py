@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 import tomllib
@@ -30,6 +29,7 @@ from i2v_watcher.config.checks import (
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
 from i2v_watcher.config.errors import explain, explain_environment
 from i2v_watcher.errors import StartupError
+from i2v_watcher.explain.core import did_you_mean
 from i2v_watcher.fs.perms import parse_mode, resolve_group
 from i2v_watcher.job.spec import WORKER_ID_PATTERN, JobDefaults, RegistryName, normalise_resolution
 from i2v_watcher.steps.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
@@ -356,14 +356,8 @@ def check_model_tables(settings: Settings, known_backends: Iterable[str],
 
 
 def _unknown_model_table(name: str, with_models: list[str]) -> str:
-    # Compare lower-cased and with "_" as "-", the usual slips; suggest the real spelling.
-    def key(text: str) -> str:
-        return text.lower().replace("_", "-")
-
-    by_key = {key(candidate): candidate for candidate in with_models}
-    close = difflib.get_close_matches(key(name), list(by_key), n=1)
-    hint = f"; did you mean [models.{by_key[close[0]]}]?" if close else ""
-    return f"[models.{name}] names no backend{hint}"
+    return f"[models.{name}] names no backend" + did_you_mean(name, with_models, lead="; ",
+                                                              shown=lambda found: f"[models.{found}]")
 
 
 def load_settings(config_file: Path | str | None) -> Settings:

@@ -26,12 +26,12 @@ import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
-from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.events import Watcher as Watcher
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.inbox.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
 from i2v_watcher.inbox.scan_cache import FileInfo, Tree, identity
 from i2v_watcher.inbox.waits import Waits
+from i2v_watcher.job.records import MAX_RECORD_BYTES, REPORT_SUFFIX, FailureReport
 
 UNREADABLE_GIVE_UP_S = 60.0
 RETRY_S = 0.1  # a file that could not be opened or read is tried again this much later, at the earliest
@@ -84,6 +84,7 @@ class Queued:
     why: str  # "ready", or why it waits
     until: float | None  # monotonic time at which waiting ends by itself; None: only a change can end it
     image: Path | None
+    files: tuple[Path, ...] = ()  # all of its files, its image first where it has one
 
 
 @dataclass
@@ -152,6 +153,11 @@ class Inbox:
         for folder in self._bad_folders.keys() - errors.keys():
             log.warning("a folder in the inbox can be read again", folder=folder)
         self._bad_folders = dict(errors)
+
+    @property
+    def unreadable_folders(self) -> dict[str, str]:
+        """The sub-folders the last scan could not read, and why (they are skipped, the rest served)."""
+        return dict(self._bad_folders)
 
     def is_ignored(self, name: str) -> bool:
         if name.startswith(".") and name.endswith(".part"):
@@ -227,12 +233,13 @@ class Inbox:
     def listing(self) -> list[Queued]:
         """What the last scan saw, for a person: ready jobs first, in the order they will be taken,
         then the ones that wait, each with why."""
-        rows = [Queued(c.key, "ready", None, c.image) for c in self._ordered()]
+        rows = [Queued(c.key, "ready", None, c.image, tuple(c.files)) for c in self._ordered()]
         waiting = [*sorted(self._waiting.items()),
                    *((key, "a sidecar without an image (yet)") for key in sorted(self._orphans))]
         for key, why in waiting:
-            image = next((i.path for i in self._tree.groups.get(key, {}).values() if i.kind == "image"), None)
-            rows.append(Queued(key, why, self._timers.get(key), image))
+            files = sorted(self._tree.groups.get(key, {}).values(), key=lambda i: (i.kind != "image", i.path))
+            image = next((i.path for i in files if i.kind == "image"), None)
+            rows.append(Queued(key, why, self._timers.get(key), image, tuple(i.path for i in files)))
         return rows
 
     def _check_head(self, now: float, look: bool) -> None:
@@ -351,9 +358,9 @@ class Inbox:
         folder = self.settings.failed / Path(candidate.key).parent
         stem = Path(candidate.key).name
         with contextlib.suppress(OSError):
-            for report in folder.glob(f"{glob.escape(stem)}*.error.json"):
-                with contextlib.suppress(OSError, ValueError):
-                    if names <= set(read_json(report, 1024 * 1024).get("left_in_inbox", {})):
+            for report in folder.glob(f"{glob.escape(stem)}*{REPORT_SUFFIX}"):
+                with contextlib.suppress(OSError, ValueError):  # a report that cannot be read: not ours
+                    if names <= set(FailureReport.read(report, MAX_RECORD_BYTES).left_in_inbox or ()):
                         return True
         return False
 

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import Problem, Written, explain_errors, problems_error
-from i2v_watcher.explain.core import describe_validation_error as describe_validation_error  # config, steps
+from i2v_watcher.explain.core import Problem
+from i2v_watcher.explain.job import Written, explain_errors, problems_error
+from i2v_watcher.explain.job import describe_validation_error as describe_validation_error  # config, steps
 from i2v_watcher.fs.atomic import open_nofollow
 from i2v_watcher.job.sidecar_yaml import MAX_DEPTH as MAX_DEPTH
 from i2v_watcher.job.sidecar_yaml import MAX_INT_DIGITS as MAX_INT_DIGITS
@@ -250,7 +251,7 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
 
 def parse_sidecar(data: bytes, *, max_bytes: int, name: str | None = None) -> JobSpec:
     """Parse and validate untrusted sidecar bytes: every problem at once, in one JobError a person can
-    read (the presets, overrides and backend options are checked by jobcheck.check_job)."""
+    read (the presets, overrides and backend options are checked by run.check.check_sidecar)."""
     raw, written = load_sidecar(data, max_bytes=max_bytes, name=name)
     spec, problems = validate_sidecar(raw, written, name=name)
     if problems:

@@ -14,46 +14,30 @@ import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, Field
 
 from i2v_watcher.errors import JobLost
 from i2v_watcher.fs.atomic import (
     NotRegularFile,
     move,
-    read_json,
     rename_noreplace,
     safe_subdir,
     write_json_atomic,
 )
 from i2v_watcher.fs.reservations import release_name, reserve_name
-from i2v_watcher.job.spec import MAX_NAME_BYTES, WORKER_ID_PATTERN, safe_stem
+from i2v_watcher.job.records import JOB_ID_PATTERN as JOB_ID_PATTERN
+from i2v_watcher.job.records import MAX_STATE_BYTES, Stage
+from i2v_watcher.job.records import JobState as JobState
+from i2v_watcher.job.records import utc_now as utc_now
+from i2v_watcher.job.spec import MAX_NAME_BYTES, safe_stem
 
-Stage = Literal["claiming", "claimed", "generated", "encoded", "publishing", "published", "failing"]
+if TYPE_CHECKING:  # only the type: the chains are built above this layer (media/chains.py)
+    from i2v_watcher.media.chains import Chain
+
 STATE_FILE = "job.json"
 TRASH_PREFIX = ".trash-"
-JOB_ID_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
-
-
-def plain_name(value: str) -> str:
-    """One file name: never a path, never hidden-relative (`..`), never empty."""
-    if not value or "/" in value or "\x00" in value or value in (".", ".."):
-        raise ValueError(f"{value!r} is not a plain file name")
-    return value
-
-
-def relative_path(value: str) -> str:
-    """A path below a folder: no absolute path, no `..`, no empty or hidden-relative component."""
-    parts = value.split("/")
-    if not value or value.startswith("/") or "\x00" in value or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"{value!r} is not a relative path inside the folder")
-    return value
-
-
-PlainName = Annotated[str, AfterValidator(plain_name)]
-RelativePath = Annotated[str, AfterValidator(relative_path)]
 
 
 def new_job_id() -> str:
@@ -64,37 +48,6 @@ def new_job_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond:05x}{secrets.randbelow(16**3):03x}"
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class JobState(BaseModel):
-    job_id: str = Field(pattern=JOB_ID_PATTERN)
-    worker_id: str = Field(pattern=WORKER_ID_PATTERN)
-    stage: Stage
-    key: RelativePath  # the job's path in the inbox without its suffix, e.g. "sub/IMG_0001"
-    inputs: list[PlainName]  # file names, all from the folder `rel_dir` of the inbox
-    image: PlainName | None = None
-    sidecar: PlainName | None = None
-    problem: str | None = None  # set when the job was claimed only to be reported
-    mtime: float = 0.0  # of the input, so that a re-queued job keeps its place
-    claimed_at: str = Field(default_factory=utc_now)
-    seed: int | None = None
-    attempts: int = 0  # storage retries over the job's whole life, across restarts
-    running: bool = False  # set while a process works on it: still set at start-up means it died
-    deaths: int = 0  # processes that died while generating or encoding it, in a row
-    wanted_name: PlainName | None = None  # the output name asked for, checked before generation
-    encode_dir: PlainName | None = None  # this attempt's out-<token>/ folder: an orphan can't write it
-    outputs: list[PlainName] = Field(default_factory=list)  # staged files, in publishing order
-    output_name: PlainName | None = None  # chosen (reserved) once, before the first file is published
-    published: list[RelativePath] = Field(default_factory=list)  # paths relative to the outbox
-    moved_stem: PlainName | None = None  # the clash-free name the inputs get in done/ or failed/
-    left_in_place: list[PlainName] = Field(default_factory=list)  # special files that could not move
-    takeovers: list[dict[str, Any]] = Field(default_factory=list)  # from stale workers: who, when, stage
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    error: dict[str, Any] | None = None
-
-
 class Job:
     def __init__(self, folder: Path, state: JobState) -> None:
         self.dir = folder
@@ -102,6 +55,9 @@ class Job:
         # The generated frames, from the GPU to ffmpeg in memory (a resume copy is in the scratch
         # folder); None before generation, or after a restart until loaded.
         self.frames: np.ndarray | None = None
+        # Its post-processing chains, built once by the job check before generation and handed to the
+        # encode stage with the frames; None before the check, or after a restart until checked again.
+        self.chains: list[Chain] | None = None
         # A job's state is changed from two threads at once in the pipelined daemon (the preload
         # fixes its seed and name while the generation marks it running): each change is written
         # whole, and the state is read for writing under the lock, so a write of an older copy can
@@ -110,13 +66,13 @@ class Job:
 
     @classmethod
     def load(cls, folder: Path) -> Job:
-        return cls(folder, JobState.model_validate(read_json(folder / STATE_FILE)))
+        return cls(folder, JobState.read(folder / STATE_FILE, MAX_STATE_BYTES))
 
     def save(self) -> None:
         self.check_owned()
         try:
             with self._lock:
-                write_json_atomic(self.dir / STATE_FILE, self.state.model_dump(mode="json"))
+                write_json_atomic(self.dir / STATE_FILE, self.state.to_json())
         except FileNotFoundError:
             self.check_owned()
             raise
@@ -130,6 +86,7 @@ class Job:
     def advance(self, stage: Stage, **changes: Any) -> None:
         with self._lock:
             for name, value in changes.items():
+                assert name in JobState.model_fields, name  # the record keeps unknown keys: no typo
                 setattr(self.state, name, value)
             self.state.stage = stage
             self.save()

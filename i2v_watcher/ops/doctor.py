@@ -221,7 +221,7 @@ def check_model(ctx: Context) -> list[Finding]:
 
 def check_ffmpeg(ctx: Context) -> list[Finding]:
     from i2v_watcher.media.ffmpeg import HINT, find_ffmpeg
-    from i2v_watcher.media.postprocess import chain_problems, presets_in_use
+    from i2v_watcher.media.probes import chain_problems, presets_in_use
 
     settings = ctx.settings
     try:

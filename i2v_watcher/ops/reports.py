@@ -8,24 +8,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.job.records import MAX_RECORD_BYTES, FailureReport
 from i2v_watcher.ops.reading import UNREADABLE, Warn, list_files, reason
 from i2v_watcher.run.fail import REPORT_SUFFIX
 
-MAX_REPORT_BYTES = 1024 * 1024  # a report is a few kB, its traceback included
+MAX_REPORT_BYTES = MAX_RECORD_BYTES  # a report is a few kB, its traceback included
 
 
 def _failed_entry(failed: Path, report: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": str(report)[: -len(REPORT_SUFFIX)]}  # as report_name() gives it
     try:
-        data = read_json(failed / report, MAX_REPORT_BYTES)
+        data = FailureReport.read(failed / report, MAX_REPORT_BYTES)
     except UNREADABLE as exc:
         return {**entry, "stage": "unreadable", "message": reason(exc)}
     folder = PurePosixPath(*report.parent.parts)
-    files = [str(folder / name) for name in listed_files(failed / report)]
-    return {**entry, **{key: data.get(key) for key in ("stage", "message", "hint", "input", "failed_at")},
-            "files": files}
+    return {**entry, "stage": data.stage, "message": data.message, "hint": data.hint, "input": data.input,
+            "failed_at": data.failed_at, "files": [str(folder / name) for name in data.files or ()]}
 
 
 def failed_jobs(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
@@ -40,9 +39,7 @@ def failed_reports(settings: Settings, warn: Warn) -> list[Path]:
 
 def listed_files(report: Path) -> list[str]:
     with contextlib.suppress(*UNREADABLE):
-        files = read_json(report, MAX_REPORT_BYTES).get("files")
-        if isinstance(files, list):
-            return [name for name in files if isinstance(name, str)]
+        return FailureReport.read(report, MAX_REPORT_BYTES).files or []
     return []
 
 

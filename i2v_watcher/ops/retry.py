@@ -9,12 +9,12 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.fs.atomic import NAME_MAX, kind_of, move, read_json, safe_subdir
+from i2v_watcher.fs.atomic import NAME_MAX, kind_of, move, safe_subdir
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
+from i2v_watcher.job.records import FailureReport
 from i2v_watcher.ops.reading import UNREADABLE, reason
 from i2v_watcher.ops.reports import MAX_REPORT_BYTES
 from i2v_watcher.ops.submit import clash_suffixes, new_owner
@@ -90,11 +90,10 @@ def _check_present(path: Path) -> None:
         raise RetryRefused(f"{path.name!r} is {kind_of(mode)}, not a file")
 
 
-def _job_files(data: dict[str, Any], source: Path, report_stem: str) -> list[tuple[str, str]]:
+def _job_files(names: list[str] | None, source: Path, report_stem: str) -> list[tuple[str, str]]:
     """The report's `files`: each one of this job's own files (`<stem>.<…>`, as fail() names them) in
     the report's folder; sidecars first, so a job never shows up in the inbox without its sidecar."""
-    names = data.get("files")
-    if not isinstance(names, list) or not names:
+    if not names:
         raise RetryRefused("files must be a non-empty list of file names")
     for name in names:
         _plain_name(name, "files entry")
@@ -110,11 +109,12 @@ def _plan(settings: Settings, report: Path) -> _Plan:
     source = safe_subdir(settings.failed, rel)  # every component a real folder, not a planted link
     report_stem = report.name[: -len(REPORT_SUFFIX)]
     try:
-        data = read_json(source / report.name, MAX_REPORT_BYTES)
+        data = FailureReport.read(source / report.name, MAX_REPORT_BYTES)
     except UNREADABLE as exc:
         raise RetryRefused(f"cannot read the report: {reason(exc)}") from exc
-    stem = _input_stem(data.get("input", report_stem))
-    return _Plan(source, rel, stem, _job_files(data, source, report_stem))
+    # A report without `input` is put back under its own name; one whose `input` is null, refused.
+    stem = _input_stem(data.input) if "input" in data.model_fields_set else report_stem
+    return _Plan(source, rel, stem, _job_files(data.files, source, report_stem))
 
 
 def _move_all(plan: _Plan, target: Path, stem: str) -> list[Path]:

@@ -13,23 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.fs.atomic import read_json
-from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, Inbox
+from i2v_watcher.errors import InboxUnavailable
+from i2v_watcher.inbox.queue import queued_jobs, shown_file
+from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.job.records import MAX_STATE_BYTES, JobState, StatusCounts, StatusSnapshot, WorkerRow
 from i2v_watcher.job.state import STATE_FILE, TRASH_PREFIX
 from i2v_watcher.ops.reading import (
     UNREADABLE,
     Warn,
     folder_exists,
-    list_files,
     printable,
     reason,
     subfolders,
     walk_folder,
 )
 from i2v_watcher.ops.reports import failed_jobs
-from i2v_watcher.work.lease import survey
+from i2v_watcher.work.survey import survey
 
-STATE_FIELDS = ("job_id", "key", "worker_id", "stage")
 DONE_SHOWN = 10  # the text lists this many of the latest done jobs; --json lists them all
 # Each count and the folder it is read from: a folder that does not exist gives no count (null), not 0.
 COUNTED = {"queued": "inbox", "in_progress": "work", "done": "outbox", "failed": "failed",
@@ -62,15 +62,12 @@ def _state_files(work: Path, warn: Warn) -> list[Path]:
 
 def _job_entry(state_file: Path) -> dict[str, Any]:
     try:
-        state = read_json(state_file)
-        missing = [f for f in STATE_FIELDS if not isinstance(state.get(f), str)]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} in the job's state")
+        state = JobState.read(state_file, MAX_STATE_BYTES)
     except UNREADABLE as exc:
         return {"job_id": state_file.parent.name, "job": None, "worker_id": state_file.parent.parent.name,
                 "stage": "unreadable", "claimed_at": None, "error": reason(exc)}
-    return {"job_id": state["job_id"], "job": state["key"], "worker_id": state["worker_id"],
-            "stage": state["stage"], "claimed_at": state.get("claimed_at")}
+    return {"job_id": state.job_id, "job": state.key, "worker_id": state.worker_id, "stage": state.stage,
+            "claimed_at": state.claimed_at}
 
 
 
@@ -81,27 +78,52 @@ def jobs_in_progress(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
 
 
 
+def queued_files(settings: Settings, warn: Warn) -> list[str]:
+    """One file of each queued job (inbox.queue says what is queued), in the order they are taken."""
+    if not folder_exists("inbox", settings.inbox, warn):
+        return []
+    try:
+        return [shown_file(job, settings.inbox) for job in queued_jobs(Inbox(settings), warn)]
+    except InboxUnavailable as exc:
+        warn(f"cannot read the inbox: {exc}")
+        return []
+
+
+def workers(settings: Settings, warn: Warn) -> list[WorkerRow]:
+    """Every worker, judged at this moment (work.survey, as the dashboard does)."""
+    if not settings.work.is_dir():
+        return []
+    try:
+        return survey(settings)
+    except OSError as exc:
+        warn(f"cannot read the work folder: {reason(exc)}")
+        return []
+
+
 def collect(settings: Settings) -> dict[str, Any]:
+    """What `status --json` prints."""
+    return snapshot(settings).as_json()
+
+
+def snapshot(settings: Settings) -> StatusSnapshot:
     """Counts and lists of jobs from the folders, and `warnings` for what could not be read."""
     warnings: list[str] = []
     skip = Inbox(settings).is_ignored
-    queued = [str(p) for p in list_files("inbox", settings.inbox, skip, warnings.append)
-              if p.suffix.lower() in IMAGE_SUFFIXES]
+    queued = queued_files(settings, warnings.append)
     in_progress = jobs_in_progress(settings, warnings.append)
     # Done: published jobs, whose `<name>.json` metadata is written last; oldest first (publishing order).
     outbox = walk_folder("outbox", settings.outbox, skip, warnings.append)
     markers = [(st.st_mtime, path) for path, st in outbox if path.suffix == ".json"]
     done = [str(path.with_suffix("")) for _, path in sorted(markers)]
     failed = failed_jobs(settings, warnings.append)
-    workers = survey(settings) if settings.work.is_dir() else []
-    counts: dict[str, int | None] = {
-        "queued": len(queued), "in_progress": len(in_progress), "done": len(done), "failed": len(failed),
-        "workers_alive": sum(w["state"] == "alive" for w in workers)}
+    found = workers(settings, warnings.append)
+    counts = StatusCounts(queued=len(queued), in_progress=len(in_progress), done=len(done),
+                          failed=len(failed), workers_alive=sum(w.up for w in found))
     for key, folder in COUNTED.items():
         if not getattr(settings, folder).is_dir():
-            counts[key] = None
-    return {"counts": counts, "workers": workers, "queued": queued, "in_progress": in_progress, "done": done,
-            "failed": failed, "warnings": warnings}
+            setattr(counts, key, None)
+    return StatusSnapshot(counts=counts, workers=found, queued=queued, in_progress=in_progress, done=done,
+                          failed=failed, warnings=warnings)
 
 
 def missing_folders(settings: Settings) -> dict[str, Path]:
@@ -116,13 +138,17 @@ def _job_line(job: dict[str, Any]) -> str:
     return f"  {job['job']}  ({job['stage']} on {job['worker_id']}, {job['job_id']})"
 
 
-def _worker_line(worker: dict[str, Any]) -> str:
-    line = f"  {worker['worker_id']}  {worker['state']}"
-    if worker.get("host"):
-        line += f" on {worker['host']} (pid {worker.get('pid')}, {worker.get('backend') or '?'})"
-    if worker.get("job") and worker["state"] == "alive":
-        progress = f" {worker['done']}/{worker['total']}" if worker.get("total") else ""
-        line += f": {worker['job']} [{worker.get('stage')}{progress}]"
+def _worker_line(worker: WorkerRow) -> str:
+    line = f"  {worker.worker_id}  {worker.state}"
+    if worker.host:
+        line += f" on {worker.host} (pid {worker.pid}, {worker.backend or '?'})"
+    if worker.state not in ("alive", "stopped") and worker.heartbeat_age_s is not None:
+        line += f", last beat {worker.heartbeat_age_s:g} s ago"
+    if worker.process == "frozen":
+        line += ", its process is frozen (SIGSTOP)"
+    if worker.job and worker.up:
+        progress = f" {worker.done}/{worker.total}" if worker.total else ""
+        line += f": {worker.job} [{worker.stage}{progress}]"
     return line
 
 
@@ -132,24 +158,24 @@ def _count_line(key: str, label: str, count: int | None) -> str:
     return f"{label:<12} {count}"
 
 
-def render(status: dict[str, Any]) -> str:
-    counts = status["counts"]
-    lines = [_count_line(key, label, counts[key]) for key, label in
+def render(status: StatusSnapshot) -> str:
+    counts = status.counts
+    lines = [_count_line(key, label, getattr(counts, key)) for key, label in
              (("queued", "queued"), ("in_progress", "in progress"), ("done", "done"), ("failed", "failed"))]
-    if status["workers"]:
-        lines += ["", "workers:"] + [_worker_line(w) for w in status["workers"]]
-    if status["queued"]:
-        lines += ["", "queued:"] + [f"  {name}" for name in status["queued"]]
-    if status["in_progress"]:
-        lines += ["", "in progress:"] + [_job_line(job) for job in status["in_progress"]]
-    if status["done"]:
-        done = status["done"]
+    if status.workers:
+        lines += ["", "workers:"] + [_worker_line(w) for w in status.workers]
+    if status.queued:
+        lines += ["", "queued:"] + [f"  {name}" for name in status.queued]
+    if status.in_progress:
+        lines += ["", "in progress:"] + [_job_line(job) for job in status.in_progress]
+    if status.done:
+        done = status.done
         earlier = [f"  … {len(done) - DONE_SHOWN} earlier (`status --json` lists them all)"] \
             if len(done) > DONE_SHOWN else []
         lines += ["", "done (latest last):", *earlier] + [f"  {name}" for name in done[-DONE_SHOWN:]]
-    if status["failed"]:
+    if status.failed:
         lines += ["", "failed:"] + [f"  {f['name']}  [{f.get('stage')}] {f.get('message')}"
-                                    for f in status["failed"]]
+                                    for f in status.failed]
     return "\n".join(printable(line) for line in lines)
 
 

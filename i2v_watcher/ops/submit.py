@@ -17,14 +17,14 @@ from i2v_watcher import backends
 from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
-from i2v_watcher.explain.core import Written, problems_heading
+from i2v_watcher.explain.job import Written, problems_heading
 from i2v_watcher.fs.atomic import copy_atomic, write_bytes_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from i2v_watcher.job.sidecar_yaml import load_yaml_texts
 from i2v_watcher.job.spec import JobParams, JobSpec, check_output_name, resolve
 from i2v_watcher.media.images import load_image
-from i2v_watcher.run.check import check_job as check_whole_job
+from i2v_watcher.run.check import check_sidecar
 from i2v_watcher.run.generate import memory_budget_bytes, plan_job
 
 
@@ -37,7 +37,7 @@ class Sidecar(dict[str, Any]):
 
 def build_sidecar(prompt: str | None, assignments: list[str]) -> dict[str, Any]:
     """`--set key=value` items, each value read as YAML with the sidecar's rules (a list, a mapping, a
-    number...); checked whole by check_job. A value that is not valid YAML says which --set it is."""
+    number...); checked whole by check_submission. A value that is not valid YAML says which --set it is."""
     values = Sidecar()
     written: dict[tuple[str, ...], str] = {}
     if prompt is not None:
@@ -63,20 +63,20 @@ def build_sidecar(prompt: str | None, assignments: list[str]) -> dict[str, Any]:
     return values
 
 
-def check_job(settings: Settings, sidecar: dict[str, Any], image: Path | None = None) -> None:
+def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | None = None) -> None:
     """Refuse now, with every problem at once, what the daemon would refuse after claiming the job: the
-    same check it runs (jobcheck.check_job) against the backends it loads (declared on their classes: no
-    model is loaded for this), and the image as the daemon reads it. What only the daemon's host can
-    tell (its ffmpeg's encoders; its memory, unless memory_budget_mb says) is checked when it takes the
-    job."""
+    same check of the sidecar it runs (run.check.check_sidecar) against the backends it loads (declared
+    on their classes: no model is loaded for this), and the image as the daemon reads it. What only the
+    daemon's host can tell (its ffmpeg's encoders; its memory, unless memory_budget_mb says) is checked
+    when it takes the job."""
     resident = _resident(settings)
     default = None if settings.backend == "auto" else settings.backend
     problems: list[str] = []
     hint = ""
     spec: JobSpec | None = None
     try:
-        spec = check_whole_job(settings, sidecar, backends=resident, default_backend=default,
-                               written=getattr(sidecar, "written", None))
+        spec = check_sidecar(settings, sidecar, backends=resident, default_backend=default,
+                             written=getattr(sidecar, "written", None)).spec
     except JobError as exc:
         problems, hint = exc.problems, exc.hint
     if image is not None:
@@ -141,7 +141,7 @@ def new_owner(kind: str) -> str:
 def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None) -> Path:
     """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path."""
     stem = _check_request(settings, image, name)
-    check_job(settings, sidecar, image)
+    check_submission(settings, sidecar, image)
     owner = new_owner("submit")
     stem = reserve_name(settings.inbox, stem, clash_suffixes(image.suffix), owner)
     try:

@@ -1,23 +1,22 @@
-"""The whole job checked at once, before anything is spent on it: the one check that the daemon (when
-it takes a job) and `submit` (before it writes anything) both run, so that what `submit` accepts the
-daemon takes. Every problem comes in one message: the sidecar's keys and values, its backend, the fields
-that backend honours and its backend_options, the presets and the post-processing overrides."""
+"""A job's sidecar checked whole, before anything is spent on it: the one check that the daemon (when
+it takes a job), `submit` and the web form (before they write anything) all run, so that what `submit`
+accepts the daemon takes. Every problem comes in one message: the sidecar's keys and values, its
+backend, the fields that backend honours and its backend_options, the presets and the post-processing
+overrides (media/chains.py, whose rules build the chains at the same time: the daemon uses them)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from pydantic import ValidationError
+from dataclasses import dataclass
 
 from i2v_watcher.backends.base import Backend, options_problems
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import Problem, Written, did_you_mean, explain_errors, problems_error, show
+from i2v_watcher.explain.core import Problem, did_you_mean, show
+from i2v_watcher.explain.job import Written, problems_error
 from i2v_watcher.job.spec import JobParams, JobSpec, resolve, validate_sidecar
-from i2v_watcher.media.postprocess import Chain, build_chains, check_overrides
+from i2v_watcher.media.chains import Chain, check_chains
 from i2v_watcher.run.generate import check_fields
-from i2v_watcher.steps import step_class
 
 # The backends a job may name, by name: the daemon's resident ones (`submit`: their classes).
 Backends = Mapping[str, "Backend | type[Backend]"]
@@ -25,9 +24,17 @@ Backends = Mapping[str, "Backend | type[Backend]"]
 ChainCheck = Callable[[list[Chain]], list[str]]
 
 
-def check_job(settings: Settings, raw: object, *, backends: Backends, default_backend: str | None,
-              written: Written | None = None, name: str | None = None,
-              chain_check: ChainCheck | None = None) -> JobSpec:
+@dataclass(frozen=True)
+class CheckedSidecar:
+    """A sidecar that passed: its fields, and the post-processing chains it asks for (built once, here)."""
+
+    spec: JobSpec
+    chains: list[Chain]
+
+
+def check_sidecar(settings: Settings, raw: object, *, backends: Backends, default_backend: str | None,
+                  written: Written | None = None, name: str | None = None,
+                  chain_check: ChainCheck | None = None) -> CheckedSidecar:
     """The job's sidecar (`raw`, as YAML read it; `written`: the text of each value) checked whole, or
     one JobError (stage sidecar) with every problem found. `default_backend` None: the backend is chosen
     only when the daemon starts (`auto`), so its fields and options cannot be checked yet. `name` is what
@@ -46,13 +53,14 @@ def check_job(settings: Settings, raw: object, *, backends: Backends, default_ba
         backend = backends[chosen]
         problems += backend_problems(backend, params, written)
     problems = _misplaced(settings, problems, refused - set(JobSpec.model_fields), raw, backend)
-    problems += preset_problems(settings, params, presets_given="postprocess" not in refused)
+    chains = check_chains(settings, params, presets_given="postprocess" not in refused)
+    problems += chains.problems
     if not problems and chain_check is not None:
         problems += [Problem(problem, hint="choose presets and overrides that this ffmpeg can run")
-                     for problem in chain_check(build_chains(settings, params))]
+                     for problem in chain_check(chains.chains)]
     if problems:
         raise problems_error(list(dict.fromkeys(problems)), f"sidecar {name}" if name else "sidecar")
-    return spec
+    return CheckedSidecar(spec, chains.chains)
 
 
 def backend_problems(backend: Backend | type[Backend], params: JobParams,
@@ -66,76 +74,6 @@ def backend_problems(backend: Backend | type[Backend], params: JobParams,
     if backend.options_model is not None:
         problems += options_problems(backend.options_model, params.backend_options, written)
     return problems
-
-
-def preset_problems(settings: Settings, params: JobParams, *, presets_given: bool = True) -> list[Problem]:
-    """Unknown presets, and every override that is not allowed, not valid for its step, or changes no
-    step of the chosen presets; then, when none is found, the daemon's own build of the chains."""
-    presets = settings.presets
-    problems = [Problem(f"unknown post-processing preset {name!r}{did_you_mean(name, presets)}",
-                        hint=f"presets: {', '.join(presets)}")
-                for name in params.postprocess if name not in presets]
-    overrides, refused = _allowed_overrides(settings, params.postprocess_overrides)
-    problems += refused
-    chosen = [name for name in params.postprocess if name in presets]
-    used: set[str] = set()
-    for name in chosen:
-        for step in presets[name].chain():
-            used.add(step.name)
-            if step.name in overrides:
-                problems += _step_problems(step.name, {**step.model_dump(), **overrides[step.name]})
-    if presets_given and len(chosen) == len(params.postprocess):
-        problems += [Problem(f"postprocess_overrides.{step}: none of the chosen presets "
-                             f"({', '.join(chosen)}) has a {step} step",
-                             hint="choose a preset with that step, or remove the override")
-                     for step in overrides.keys() - used]
-    if not problems:  # whatever else the daemon's build of the chains refuses
-        try:
-            build_chains(settings, params)
-        except JobError as exc:
-            problems.append(Problem(exc.message, exc.hint))
-    return list(dict.fromkeys(problems))
-
-
-def _allowed_overrides(settings: Settings, overrides: dict[str, Any]
-                       ) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
-    """The overrides the allow-list and check_overrides let through, and a problem for each other one."""
-    allow = settings.postprocess_overridable
-    hint = "overridable: " + "; ".join(f"{step}: {', '.join(fields)}" for step, fields in allow.items())
-    allowed: dict[str, dict[str, Any]] = {}
-    problems: list[Problem] = []
-    for step, fields in overrides.items():
-        if step not in allow:
-            problems.append(Problem(f"postprocess_overrides: step {step!r} cannot be overridden"
-                                    f"{did_you_mean(step, allow)}", hint))
-        elif not isinstance(fields, dict):
-            problems.append(Problem(f"postprocess_overrides.{step} must be a mapping of field: value "
-                                    f"(got {show(fields)})"))
-        else:
-            for field, value in fields.items():
-                if field not in allow[step]:
-                    problems.append(Problem(f"postprocess_overrides: {step}.{field} cannot be overridden"
-                                            f"{did_you_mean(field, allow[step])}", hint))
-                    continue
-                try:
-                    check_overrides(settings, {step: {field: value}})  # plain values, no paths or filters
-                except JobError as exc:
-                    problems.append(Problem(exc.message, exc.hint))
-                    continue
-                allowed.setdefault(step, {})[field] = value
-    return allowed, problems
-
-
-def _step_problems(step: str, values: dict[str, Any]) -> list[Problem]:
-    """A step with the overrides applied, validated as postprocess.apply_override does."""
-    model = step_class(step)
-    try:
-        model.model_validate(values, strict=True)
-    except ValidationError as exc:
-        return explain_errors(exc, model=model, at=("postprocess_overrides", step))
-    except ValueError as exc:
-        return [Problem(f"postprocess_overrides.{step}: {exc}")]
-    return []
 
 
 def _misplaced(settings: Settings, problems: list[Problem], unknown: set[object], raw: object,

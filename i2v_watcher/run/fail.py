@@ -7,49 +7,43 @@ it to put the inputs back into the inbox.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import kind_of, write_json_atomic
-from i2v_watcher.job.state import Job, utc_now
+from i2v_watcher.job.records import REPORT_SUFFIX as REPORT_SUFFIX
+from i2v_watcher.job.records import FailureReport, JobFailure, utc_now
+from i2v_watcher.job.state import Job
 
 log = structlog.get_logger("i2v_watcher.run.fail")
-REPORT_SUFFIX = ".error.json"
 
 
-def fail(settings: Settings, job: Job, error: dict[str, Any]) -> None:
-    """Record the failure in the job's state first, so that a crash half-way still ends in failed/."""
+def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
+    """Record the failure in the job's state first, so that a crash half-way still ends in failed/;
+    without `error`, a job found failing after a restart is finished with the one it recorded."""
     if job.state.stage != "failing":
         job.advance("failing", error=error)
+    failure = job.state.error or error
+    assert failure is not None, "a job fails with the error that failed it"
     names = job.move_inputs(settings.failed, settings.inbox, also=(REPORT_SUFFIX,))
     crashpoint("fail.after_move")
-    folder = settings.failed / job.rel_dir
-    stem = job.state.moved_stem
-    report = {
-        "job_id": job.id,
-        "input": job.state.key,
-        "files": names,
-        **(job.state.error or error),
-        "attempts": job.state.attempts,
-        "worker_id": job.state.worker_id,
-        "claimed_at": job.state.claimed_at,
-        "failed_at": utc_now(),
-    }
+    report = FailureReport(job_id=job.id, input=job.state.key, files=names, **failure.model_dump(),
+                           attempts=job.state.attempts, worker_id=job.state.worker_id,
+                           claimed_at=job.state.claimed_at, failed_at=utc_now())
     left = _left_in_inbox(settings, job)
     if left:
-        report["left_in_inbox"] = left
-        report["hint"] = " ".join(filter(None, [report.get("hint"), (
+        report.left_in_inbox = left
+        report.hint = " ".join(filter(None, [report.hint, (
             f"{', '.join(left)} stayed in the inbox: failed/ is on another filesystem, and links and "
             "special files are never opened or copied; remove them there")]))
-    path = folder / f"{stem}{REPORT_SUFFIX}"
+    path = settings.failed / job.rel_dir / f"{job.state.moved_stem}{REPORT_SUFFIX}"
     job.check_owned()  # a worker that lost the job to another never reports it
-    write_json_atomic(path, report, token=job.id)  # under the name reserved for this job
+    write_json_atomic(path, report.to_json(), token=job.id)  # under the name reserved for this job
     job.release_moved_name(settings.failed)
     job.remove()
-    log.warning("failed", stage=report.get("stage"), error=report.get("message"), report=str(path))
+    log.warning("failed", stage=report.stage, error=report.message, report=str(path))
 
 
 def _left_in_inbox(settings: Settings, job: Job) -> dict[str, str]:

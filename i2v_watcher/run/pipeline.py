@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import platform
 import secrets
 import shutil
 import time
@@ -19,15 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, replace
-from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import structlog
 from PIL import Image
 
-from i2v_watcher import __version__
 from i2v_watcher.backends import Backend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
@@ -43,14 +40,18 @@ from i2v_watcher.errors import (
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.checkpoint import Checkpoint
+from i2v_watcher.job.records import JobFailure
 from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
 from i2v_watcher.job.state import Job
+from i2v_watcher.media.chains import Chain
 from i2v_watcher.media.ffmpeg import FFmpeg
-from i2v_watcher.media.images import load_image, sha256_of
-from i2v_watcher.media.postprocess import Chain, build_chains, chain_problems, postprocess
-from i2v_watcher.run.check import check_job
+from i2v_watcher.media.graph import postprocess
+from i2v_watcher.media.images import load_image
+from i2v_watcher.media.probes import chain_problems
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.publish import dispose_inputs, publish, render_name
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
@@ -78,14 +79,6 @@ class Prepared:
 
 def save_frames(target: Path, pixels: np.ndarray) -> None:
     write_durably(target, lambda handle: np.save(handle, pixels))
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"i2v_watcher": __version__, "python": platform.python_version()}
-    for package in ("numpy", "pillow", "pydantic", "ffmpeg-python"):
-        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
-            versions[package] = importlib_metadata.version(package)
-    return versions
 
 
 class Pipeline:
@@ -178,6 +171,7 @@ class Pipeline:
 
     def forget_frames(self, job: Job) -> None:
         job.frames = None
+        job.chains = None
         self.scratch.drop(job.id)
 
     def _run(self, job: Job, hand_over: bool = False) -> Outcome:
@@ -224,7 +218,7 @@ class Pipeline:
             self._fail(job, exc, stage, message, "")
             return "failed"
         assert job.state.stage == "failing", job.state.stage
-        self._destination(job, "failed", lambda: fail(self.settings, job, job.state.error or {}))
+        self._destination(job, "failed", lambda: fail(self.settings, job))
         return "failed"
 
     def _enter(self, stage: str) -> None:
@@ -233,10 +227,10 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(stage=stage)
 
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
-        error: dict[str, Any] = {"stage": stage, "error_class": type(exc).__name__, "message": message,
-                                 "hint": hint, "traceback": "".join(traceback.format_exception(exc))}
-        if isinstance(exc, JobError) and len(exc.problems) > 1:  # a sidecar's mistakes, one by one
-            error["problems"] = exc.problems
+        # A sidecar's mistakes, one by one, where there are several.
+        problems = exc.problems if isinstance(exc, JobError) and len(exc.problems) > 1 else None
+        error = JobFailure(stage=stage, error_class=type(exc).__name__, message=message, hint=hint,
+                           traceback="".join(traceback.format_exception(exc)), problems=problems)
         self._destination(job, "failed", lambda: fail(self.settings, job, error))
 
     def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
@@ -276,9 +270,11 @@ class Pipeline:
             self.checkpoint.check()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _params(self, job: Job) -> tuple[JobSpec, JobParams, Backend]:
-        """The job's effective parameters (the seed fixed once, in the state) and its backend."""
-        spec = self._spec(job)
+    def _params(self, job: Job) -> tuple[CheckedSidecar, JobParams, Backend]:
+        """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
+        its backend."""
+        checked = self._check_sidecar(job)
+        spec = checked.spec
         if job.state.seed is None:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
@@ -288,15 +284,14 @@ class Pipeline:
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
-        return spec, params, backend
+        return checked, params, backend
 
     def _prepare(self, job: Job) -> Prepared:
         """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
         presets, the output name, the image, its shape and the memory its frames need."""
-        spec, params, backend = self._params(job)
+        checked, params, backend = self._params(job)
         notes = check_fields(backend, params)
         backend.options(params)
-        chains = build_chains(self.settings, params)  # what this ffmpeg cannot run: refused in _spec
         if job.state.image is None:
             raise JobError("the job has no image", stage="claim")
         wanted = params.output_name or render_name(
@@ -306,7 +301,7 @@ class Pipeline:
         image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
                            max_bytes=self.settings.max_image_bytes)
         plan_job(backend, image.size, params, self.budget)
-        return Prepared(spec, params, backend, chains, image, notes)
+        return Prepared(checked.spec, params, backend, checked.chains, image, notes)
 
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
@@ -314,37 +309,16 @@ class Pipeline:
         preloaded = self._preloads.pop(job.id, None)
         ready = preloaded.result() if preloaded is not None else self._prepare(job)
         backend, params = ready.backend, ready.params
-        assert job.state.image is not None
-        image_path = job.input(job.state.image)
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
         frames = generate(backend, ready.image, params, self.checkpoint, self.settings.progress_log_s,
                           ready.preloaded)
         timings["generate"] = time.monotonic() - started
-        job.frames = frames.pixels
+        job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
-        metadata: dict[str, Any] = {
-            "job_id": job.id,
-            "input": {"path": f"{job.state.key}{image_path.suffix}", "image": job.state.image,
-                      "sidecar": job.state.sidecar, "sha256": sha256_of(image_path),
-                      "bytes": image_path.stat().st_size, "width": ready.image.width,
-                      "height": ready.image.height},
-            "prompt": params.prompt,
-            "negative_prompt": params.negative_prompt,
-            "seed": params.seed,
-            "backend": backend.name,
-            "model": backend.model_id,
-            "parameters": params.model_dump(mode="json", exclude={"explicit"}),
-            "requested": ready.spec.model_dump(mode="json", exclude_unset=True),
-            "notes": ready.notes,
-            "generation": frames.details,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "versions": {**library_versions(), "ffmpeg": self.ffmpeg.version, **backend.versions()},
-            "worker_id": job.state.worker_id,
-            "claimed_at": job.state.claimed_at,
-            "frames_fps": frames.fps,
-        }
+        metadata = generated_metadata(job, ready.spec, params, backend, ready.image, ready.notes, frames,
+                                      timings, self.ffmpeg)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
         self.scratch.keep(job.id, frames.pixels)
@@ -353,17 +327,16 @@ class Pipeline:
         """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
         after a crash or an ffmpeg failure without generating again, each time into a new folder."""
         started = time.monotonic()
-        _, params, _ = self._params(job)
-        chains = build_chains(self.settings, params)
+        chains = job.chains if job.chains is not None else self._check_sidecar(job).chains  # a resume
         pixels = job.frames
         assert pixels is not None  # _run loads them, or generates again
         self._fresh_encode_dir(job)
-        metadata = dict(job.state.metadata)
-        outputs, info = postprocess(pixels, float(metadata.pop("frames_fps")), job.out_dir, self.ffmpeg,
-                                    chains, self.settings, self.checkpoint)
-        metadata["timings_s"] = {**metadata["timings_s"], "postprocess": round(time.monotonic() - started, 3)}
-        log.info("encoded", presets=info["presets"], seconds=metadata["timings_s"]["postprocess"])
-        metadata.update(postprocess=info, outputs=[{"file": o.file, "suffix": o.suffix} for o in outputs])
+        before = job.state.metadata
+        assert before is not None and before.frames_fps is not None  # recorded with the frames
+        outputs, info = postprocess(pixels, before.frames_fps, job.out_dir, self.ffmpeg, chains,
+                                    self.settings, self.checkpoint)
+        metadata = encoded_metadata(before, info, outputs, time.monotonic() - started)
+        log.info("encoded", presets=metadata.presets, seconds=metadata.timings_s["postprocess"])
         job.advance("encoded", metadata=metadata)
 
     def _fresh_encode_dir(self, job: Job) -> None:
@@ -373,10 +346,10 @@ class Pipeline:
         job.advance(job.state.stage, encode_dir=f"out-{secrets.token_hex(4)}")
         crashpoint("postprocess.before_encode")
 
-    def _spec(self, job: Job) -> JobSpec:
-        """The sidecar checked whole, as `submit` checks it (jobcheck.check_job): keys and values, the
-        backend's fields and options, presets, overrides and what this ffmpeg can run, every problem
-        in one report that names the sidecar by its path in the inbox."""
+    def _check_sidecar(self, job: Job) -> CheckedSidecar:
+        """The sidecar checked whole, as `submit` checks it (run.check.check_sidecar): keys and values,
+        the backend's fields and options, presets, overrides and what this ffmpeg can run, every
+        problem in one report that names the sidecar by its path in the inbox; and its chains."""
         raw: object = {}
         written, name = None, None
         if job.state.sidecar is not None:
@@ -384,6 +357,6 @@ class Pipeline:
             limit = self.settings.max_sidecar_bytes
             raw, written = load_sidecar(read_capped(job.input(job.state.sidecar), limit), max_bytes=limit,
                                         name=name)
-        return check_job(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
-                         written=written, name=name,
-                         chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))
+        return check_sidecar(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
+                             written=written, name=name,
+                             chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))

@@ -22,11 +22,12 @@ import structlog
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.faults import crashpoint
-from i2v_watcher.fs.atomic import copy_atomic, read_json, safe_subdir, same_content, write_json_atomic
+from i2v_watcher.fs.atomic import copy_atomic, safe_subdir, same_content, write_json_atomic
 from i2v_watcher.fs.perms import output_perms
 from i2v_watcher.fs.reservations import release_name, reserve_name
+from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, StagedMetadata
 from i2v_watcher.job.spec import check_output_name, safe_stem
-from i2v_watcher.job.state import Job, utc_now
+from i2v_watcher.job.state import Job
 
 log = structlog.get_logger("i2v_watcher.run.publish")
 MAX_CLASHES = 3
@@ -50,10 +51,15 @@ def render_name(template: str, job: Job, fields: dict[str, Any]) -> str:
             from exc
 
 
+def _encoded(job: Job) -> StagedMetadata:
+    metadata = job.state.metadata
+    assert metadata is not None and metadata.outputs is not None, "only an encoded job is published"
+    return metadata
+
+
 def _plan(settings: Settings, job: Job, name: str) -> list[tuple[Path, str]]:
     """(source file, public name) in publishing order; the metadata is written after these."""
-    staged = [(job.out_dir / output["file"], name + output["suffix"])
-              for output in job.state.metadata["outputs"]]
+    staged = [(job.out_dir / output.file, name + output.suffix) for output in _encoded(job).outputs or ()]
     if settings.keep_inputs == "outbox":
         staged += [(job.input(n), job.renamed(n, f"{name}.source")) for n in job.state.inputs]
     return staged
@@ -76,10 +82,10 @@ def publish(settings: Settings, job: Job) -> None:
 
 
 def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
-    meta = job.state.metadata
-    wanted = job.state.wanted_name or render_name(
+    meta = _encoded(job)
+    wanted = job.state.wanted_name or render_name(  # none in a job claimed by an older version
         settings.output_template, job,
-        {"seed": job.state.seed, "preset": meta["postprocess"]["presets"][0], "backend": meta["backend"]})
+        {"seed": job.state.seed, "preset": meta.presets[0], "backend": meta.backend})
     suffixes = [public[len(wanted):] for _, public in _plan(settings, job, wanted)] + [".json"]
     name = reserve_name(folder, wanted, suffixes, job.id)
     files = [name + suffix for suffix in suffixes]
@@ -107,16 +113,15 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
             raise NameTaken(str(target)) from exc
         crashpoint("publish.after_file")
     marker = folder / f"{chosen}.json"
-    timings = job.state.metadata["timings_s"]
+    staged = _encoded(job)
+    timings = staged.timings_s
     if not os.path.lexists(marker):
-        metadata = {**job.state.metadata, "job_id": job.id, "name": chosen, "files": job.state.published,
-                    "published_at": utc_now(), "attempts": job.state.attempts,
-                    "worker_id": job.state.worker_id, "takeovers": job.state.takeovers}
-        metadata["timings_s"] = timings = {**timings, "publish": round(time.monotonic() - started, 3)}
-        metadata.pop("outputs", None)
+        metadata = staged.published(name=chosen, files=job.state.published, attempts=job.state.attempts,
+                                    worker_id=job.state.worker_id, takeovers=job.state.takeovers)
+        metadata.timings_s = timings = {**timings, "publish": round(time.monotonic() - started, 3)}
         job.check_owned()
         try:
-            write_json_atomic(marker, metadata, token=job.id, replace=False, mode=perms.file_mode,
+            write_json_atomic(marker, metadata.to_json(), token=job.id, replace=False, mode=perms.file_mode,
                               gid=perms.gid)
         except FileExistsError as exc:
             if not _ours(marker, job):
@@ -126,13 +131,13 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
         raise NameTaken(str(marker))
     release_name(folder, chosen, job.id)
     # The state keeps the publish time too, for the daemon's metrics (i2v_stage_seconds, metrics.py).
-    job.advance("published", metadata={**job.state.metadata, "timings_s": timings})
+    job.advance("published", metadata=staged.model_copy(update={"timings_s": timings}))
     log.info("published", files=job.state.published)
 
 
 def _ours(marker: Path, job: Job) -> bool:
-    with contextlib.suppress(OSError, ValueError):
-        return read_json(marker).get("job_id") == job.id
+    with contextlib.suppress(OSError, ValueError):  # not a metadata file: another process's
+        return PublishedMetadata.read(marker, MAX_RECORD_BYTES).job_id == job.id
     return False
 
 

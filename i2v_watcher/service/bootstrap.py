@@ -13,7 +13,7 @@ from i2v_watcher.config.settings import Settings, check_model_tables
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
-from i2v_watcher.media.postprocess import check_presets
+from i2v_watcher.media.probes import check_presets
 from i2v_watcher.service.systemd import Extend
 
 log = structlog.get_logger("i2v_watcher.service.bootstrap")

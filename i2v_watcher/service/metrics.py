@@ -5,13 +5,13 @@ time). The folder-level numbers (queue length, failed jobs, every worker's heart
 process (`i2v-watcher web`); docs/monitoring.md lists both, with alert rules.
 
 A registry of its own, not prometheus_client's global one: nothing a library registers there leaks in.
-Recording never raises: a metric must never stop a job or the daemon's loop."""
+Recording never raises: a metric must never stop a job or the daemon's loop (it reads the job's typed
+metadata, and checks the shape of what a backend plugin recorded)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from threading import Thread
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -29,6 +29,7 @@ from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.checkpoint import Activity
+from i2v_watcher.job.records import JobMetadata
 
 OUTCOMES = ("published", "failed")  # the settled outcomes that are counted (a requeue is not one)
 STAGES = ("load", "generate", "postprocess", "publish")  # the keys of the metadata's timings_s
@@ -112,30 +113,27 @@ class DaemonMetrics:
         for stage in STAGES:
             self.stage_seconds.labels(stage)
 
-    def settled(self, metadata: Mapping[str, Any], outcome: str) -> None:
+    def settled(self, metadata: JobMetadata | None, outcome: str) -> None:
         """A job's outcome: counted when published or failed; its stage times (published only), OOM
-        rung and GPU peak from its metadata, where it has them."""
+        rung and GPU peak from its metadata, where it has them (none: it failed before generating)."""
         if outcome not in OUTCOMES:
             return
-        try:
-            self._record(metadata, outcome)
-        except Exception:  # metadata of an unexpected shape (a plugin's): logged, never raised
-            log.exception("could not record a job in the metrics", outcome=outcome)
-
-    def _record(self, metadata: Mapping[str, Any], outcome: str) -> None:
-        backend = str(metadata.get("backend") or UNKNOWN)
+        backend = metadata.backend if metadata is not None and metadata.backend else UNKNOWN
         self.jobs.labels(backend, outcome).inc()
+        if metadata is None:
+            return
         if outcome == "published":
-            timings = metadata.get("timings_s") or {}
             for stage in STAGES:
-                if isinstance(timings.get(stage), int | float):
-                    self.stage_seconds.labels(stage).observe(timings[stage])
-        generation = metadata.get("generation") or {}
-        rung = generation.get("oom_rung")
+                if stage in metadata.timings_s:
+                    self.stage_seconds.labels(stage).observe(metadata.timings_s[stage])
+        # The backend's own record (a plugin's may lack these or give them another shape).
+        rung = metadata.generation.get("oom_rung")
         if isinstance(rung, int) and rung > 0:
             self.oom_rungs.labels(backend, str(rung)).inc()
-        for device, peak in (generation.get("gpu_peak_memory_bytes") or {}).items():
-            self.gpu_peak.labels(str(device)).set(peak)
+        peaks = metadata.generation.get("gpu_peak_memory_bytes")
+        for device, peak in (peaks.items() if isinstance(peaks, dict) else ()):
+            if isinstance(peak, int | float):
+                self.gpu_peak.labels(str(device)).set(peak)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -1,6 +1,7 @@
-"""What the dashboard shows of the shared folders: the queue (with why each job waits), the workers
-(alive or stale, judged by whether their heartbeat counter moves on *this* process's clock, never by
-comparing clocks across hosts), the jobs in progress with their stage and step, and the failed jobs.
+"""What the dashboard shows of the shared folders: the queue (with why each job waits: inbox.queue
+says what is queued, as for `status`), the workers (work.survey: judged as `status` judges them, on the
+share's clock, never by comparing clocks across hosts), the jobs in progress with their stage and
+step, and the failed jobs.
 
 One snapshot serves every page, API call and metrics scrape within `REFRESH_S`, so a dozen browsers
 polling once a second cost the share one walk a second, not a dozen.
@@ -11,25 +12,23 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
+from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.ops.reading import reason
+from i2v_watcher.job.records import WorkerRow
 from i2v_watcher.ops.reports import failed_jobs
-from i2v_watcher.ops.status import jobs_in_progress
-from i2v_watcher.work.lease import heartbeat_interval, read_heartbeat, worker_folders
+from i2v_watcher.ops.status import jobs_in_progress, workers
 
 REFRESH_S = 0.5
-MIN_STALE_S = 5.0
 
 
 @dataclass
 class Snapshot:
     queue: list[dict[str, Any]] = field(default_factory=list)
-    workers: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[WorkerRow] = field(default_factory=list)
     in_progress: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -37,10 +36,11 @@ class Snapshot:
     @property
     def counts(self) -> dict[str, int]:
         return {"queued": len(self.queue), "in_progress": len(self.in_progress), "failed": len(self.failed),
-                "workers_alive": sum(w["state"] == "alive" for w in self.workers)}
+                "workers_alive": sum(w.up for w in self.workers)}
 
     def as_json(self) -> dict[str, Any]:
-        return {"counts": self.counts, "queue": self.queue, "workers": self.workers,
+        return {"counts": self.counts, "queue": self.queue,
+                "workers": [w.model_dump(mode="json") for w in self.workers],
                 "in_progress": self.in_progress, "failed": self.failed, "warnings": self.warnings}
 
 
@@ -48,8 +48,6 @@ class Board:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.inbox = Inbox(settings)
-        self.stale_after = max(MIN_STALE_S, 3 * heartbeat_interval(settings))
-        self._seen: dict[str, tuple[Any, float]] = {}  # worker → (counter, since when unchanged)
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._taken_at = 0.0
@@ -71,9 +69,8 @@ class Board:
         snap = Snapshot()
         warn = snap.warnings.append
         snap.queue = self._queue(now, warn)
-        snap.workers = self._workers(now, warn)
-        progress = {job["job_id"]: job for w in snap.workers if w["state"] == "alive"
-                    for job in w.get("jobs") or [] if isinstance(job, dict)}
+        snap.workers = workers(self.settings, warn)
+        progress = {job.job_id: job.model_dump() for w in snap.workers if w.up for job in w.jobs}
         snap.in_progress = [{**job, **_progress_of(progress.get(job["job_id"]))}
                             for job in jobs_in_progress(self.settings, warn)]
         snap.failed = failed_jobs(self.settings, warn)
@@ -81,50 +78,17 @@ class Board:
 
     def _queue(self, now: float, warn: Any) -> list[dict[str, Any]]:
         try:
-            self.inbox.scan()
+            queued = queued_jobs(self.inbox, warn)
         except InboxUnavailable as exc:
             warn(f"cannot read the inbox: {exc}")
             return []
         rows = []
-        for position, row in enumerate(self.inbox.listing(), 1):
+        for position, row in enumerate(queued, 1):
             image = None if row.image is None else str(row.image.relative_to(self.settings.inbox))
             wait = None if row.until is None else max(0.0, round(row.until - now, 1))
             rows.append({"position": position if row.why == "ready" else None, "job": row.key,
                          "why": row.why, "seconds_left": wait, "image": image})
         return rows
-
-    def _workers(self, now: float, warn: Any) -> list[dict[str, Any]]:
-        try:
-            folders = worker_folders(self.settings) if self.settings.work.is_dir() else []
-        except OSError as exc:
-            warn(f"cannot read the work folder: {reason(exc)}")
-            return []
-        workers = []
-        present = set()
-        for folder in folders:
-            present.add(folder.name)
-            workers.append(self._worker(folder, now))
-        self._seen = {k: v for k, v in self._seen.items() if k in present}
-        return workers
-
-    def _worker(self, folder: Path, now: float) -> dict[str, Any]:
-        beat = read_heartbeat(folder)
-        if beat is None:
-            return {"worker_id": folder.name, "state": "unknown", "detail": "no readable heartbeat",
-                    "heartbeat_age_s": None}
-        counter = (beat.get("counter"), beat.get("started_at"))
-        seen = self._seen.get(folder.name)
-        if seen is None or seen[0] != counter:
-            seen = self._seen[folder.name] = (counter, now)
-        age = now - seen[1]
-        if beat.get("state") == "stopped":
-            state = "stopped"
-        else:
-            state = "alive" if age < self.stale_after else "stale"
-        keys = ("host", "pid", "backend", "model", "version", "started_at", "beat_at", "published", "failed",
-                "job", "job_id", "stage", "done", "total", "jobs")
-        return {"worker_id": folder.name, "state": state, "heartbeat_age_s": round(age, 1),
-                **{key: beat.get(key) for key in keys}}
 
 
 def _progress_of(job: dict[str, Any] | None) -> dict[str, Any]:

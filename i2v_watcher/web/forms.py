@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.explain.core import number
 from i2v_watcher.job.spec import JobSpec, load_yaml, safe_stem
 from i2v_watcher.media.images import FORMATS, decode_image
 from i2v_watcher.ops.submit import submit
@@ -69,10 +70,6 @@ def _number(bound: Any) -> float:
     return bound if isinstance(bound, int) else float(bound)  # a seed's 2**63-1 stays exact
 
 
-def _shown(bound: float) -> str:
-    return str(bound) if isinstance(bound, int) else f"{bound:g}"
-
-
 def fields(settings: Settings) -> list[FormField]:
     defaults = settings.defaults.model_dump()
     out = []
@@ -87,7 +84,7 @@ def fields(settings: Settings) -> list[FormField]:
                 else "select" if name == "backend" else "text")
         limits = ""
         if low is not None and high is not None:
-            limits = f"{'> ' if any(isinstance(c, Gt) for c in found) else ''}{_shown(low)} to {_shown(high)}"
+            limits = f"{'> ' if any(isinstance(c, Gt) for c in found) else ''}{number(low)} to {number(high)}"
         elif max_length is not None and kind == "textarea":
             limits = f"at most {max_length} characters"
         out.append(FormField(name, kind, defaults.get(name), limits, HELP.get(name, ""),

@@ -12,14 +12,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.watch import Inbox
+from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata
 from i2v_watcher.ops.reading import UNREADABLE
 
-MAX_METADATA_BYTES = 1024 * 1024
 REFRESH_S = 0.5
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 STILL_SUFFIXES = (".jpg", ".png")
@@ -32,7 +30,7 @@ class Clip:
     published_at: str
     prompt: str
     negative_prompt: str
-    meta: dict[str, Any]
+    meta: PublishedMetadata
     files: tuple[str, ...]  # every output, relative to the outbox
 
     @property
@@ -47,33 +45,22 @@ class Clip:
 
     @property
     def presets(self) -> list[str]:
-        post = self.meta.get("postprocess")
-        presets = post.get("presets") if isinstance(post, dict) else None
-        return [str(p) for p in presets] if isinstance(presets, list) else []
+        return self.meta.presets
 
     def matches(self, words: list[str]) -> bool:
         text = f"{self.name}\n{self.prompt}\n{self.rel}".lower()
         return all(word in text for word in words)
 
 
-def _clip(rel: str, data: dict[str, Any]) -> Clip | None:
-    """A clip from its metadata, or None for a .json that is not ours (or lists files elsewhere)."""
-    name, files = data.get("name"), data.get("files")
-    if not isinstance(name, str) or not isinstance(data.get("job_id"), str) or not isinstance(files, list):
-        return None
+def _clip(rel: str, data: PublishedMetadata) -> Clip:
+    """A clip from its metadata, with only the files beside it."""
     folder = rel.rpartition("/")[0]
     prefix = f"{folder}/" if folder else ""
     # Only files beside the metadata, as the daemon publishes them: a hand-edited list cannot point
     # anywhere else (and every file is still opened through files.open_inside).
-    listed = tuple(f for f in files
-                   if isinstance(f, str) and f.startswith(prefix) and "/" not in f[len(prefix):])
-
-    def text(key: str) -> str:
-        value = data.get(key)
-        return value if isinstance(value, str) else ""
-
-    return Clip(rel=rel, name=name, published_at=text("published_at"), prompt=text("prompt"),
-                negative_prompt=text("negative_prompt"), meta=data, files=listed)
+    listed = tuple(f for f in data.files if f.startswith(prefix) and "/" not in f[len(prefix):])
+    return Clip(rel=rel, name=data.name, published_at=data.published_at, prompt=data.prompt,
+                negative_prompt=data.negative_prompt, meta=data, files=listed)
 
 
 class Gallery:
@@ -126,8 +113,9 @@ class Gallery:
         return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
 
     def _read(self, path: Path, rel: str) -> Clip | None:
+        """The clip, or None for a .json that is not a job's metadata (someone's file, a broken one)."""
         try:
-            return _clip(rel, read_json(path, MAX_METADATA_BYTES))
+            return _clip(rel, PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True))
         except UNREADABLE:
             return None
 

@@ -20,7 +20,7 @@ from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.job.state import utc_now
 from i2v_watcher.ops.reading import printable
-from i2v_watcher.ops.reports import find_reports
+from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board
@@ -163,7 +163,7 @@ class Pages:
         name = form.get("name")
         warnings: list[str] = []
         reports = find_reports(self.settings, name, warnings.append) if isinstance(name, str) and name else []
-        exact = [r for r in reports if str(r.relative_to(self.settings.failed)) == f"{name}.error.json"]
+        exact = [r for r in reports if report_name(self.settings, r) == name]
         if not exact:
             return self._refuse(request, wants_json, 404, f"no failed job named {name!r}")
         try:
@@ -219,9 +219,8 @@ class Pages:
                         "done": entry.get("done"), "total": entry.get("total"),
                         "worker_id": entry["worker_id"]}
         for clip in self.gallery.clips():
-            source = clip.meta.get("input")
-            path = source.get("path") if isinstance(source, dict) else None
-            if isinstance(path, str) and path.rpartition(".")[0] == job and clip.published_at >= since:
+            source = clip.meta.input
+            if source is not None and source.path.rpartition(".")[0] == job and clip.published_at >= since:
                 return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
                         "files": list(clip.files)}
         for failed in snap.failed:

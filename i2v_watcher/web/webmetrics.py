@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from i2v_watcher.web.board import Board
 from i2v_watcher.web.gallery import Gallery
+from i2v_watcher.work.liveness import STATES
 
 
 class FolderMetrics(Collector):
@@ -19,20 +20,27 @@ class FolderMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.board.snapshot()
-        yield GaugeMetricFamily("i2v_queued_jobs", "Jobs in the inbox, ready or waiting", len(snap.queue))
+        yield GaugeMetricFamily("i2v_queued_jobs", "Jobs in the inbox that a daemon will take or waits for, "
+                                "as `status` counts them", len(snap.queue))
         yield GaugeMetricFamily("i2v_in_progress_jobs", "Jobs claimed by a worker and not finished",
                                 len(snap.in_progress))
         yield GaugeMetricFamily("i2v_failed_jobs", "Failed jobs with a report in failed/", len(snap.failed))
         yield GaugeMetricFamily("i2v_published_clips", "Published clips in the outbox",
                                 len(self.gallery.clips()))
         age = GaugeMetricFamily("i2v_worker_heartbeat_age_seconds",
-                                "Seconds since the worker's heartbeat counter last moved, on the web "
-                                "process's clock", labels=["worker_id"])
-        up = GaugeMetricFamily("i2v_worker_up", "1 while the worker's heartbeat moves, 0 when stale or "
-                               "stopped", labels=["worker_id"])
+                                "Seconds since the worker's last heartbeat, on the share's clock",
+                                labels=["worker_id"])
+        up = GaugeMetricFamily("i2v_worker_up", "1 while the worker is alive or late, 0 when stale, "
+                               "stopped, dead or unknown", labels=["worker_id"])
+        state = GaugeMetricFamily("i2v_worker_state", "1 for the worker's liveness as `status` says it "
+                                  "(alive, late, stale, stopped, dead, unknown), 0 for the others",
+                                  labels=["worker_id", "state"])
         for worker in snap.workers:
-            if worker.get("heartbeat_age_s") is not None:
-                age.add_metric([worker["worker_id"]], float(worker["heartbeat_age_s"]))
-            up.add_metric([worker["worker_id"]], 1.0 if worker["state"] == "alive" else 0.0)
+            if worker.heartbeat_age_s is not None:
+                age.add_metric([worker.worker_id], worker.heartbeat_age_s)
+            up.add_metric([worker.worker_id], 1.0 if worker.up else 0.0)
+            for name in STATES:
+                state.add_metric([worker.worker_id, name], 1.0 if worker.state == name else 0.0)
         yield age
         yield up
+        yield state

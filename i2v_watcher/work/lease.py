@@ -1,10 +1,10 @@
 """Worker leases on the shared work folder, without comparing clocks across hosts.
 
-Each daemon writes work/<worker_id>/heartbeat.json with an increasing counter, from a thread, but only
-while its activity checkpoint is fresh (the loop ticks, a job reports progress): a slow job keeps it
-beating, a hung or frozen (SIGSTOP) daemon stops it. Another daemon judges a lease stale when the
-counter has not moved for `lease_timeout_s` on its *own* monotonic clock, and only then takes the
-worker's jobs over.
+Each daemon writes work/<worker_id>/heartbeat.json (job.records.HeartbeatRecord) with an increasing
+counter, from a thread, but only while its activity checkpoint is fresh (the loop ticks, a job reports
+progress): a slow job keeps it beating, a hung or frozen (SIGSTOP) daemon stops it. Another daemon
+measures for how long the counter has not moved on its *own* monotonic clock, asks the one judge
+(work.liveness) what that makes the worker, and takes its jobs over only when it is stale or stopped.
 """
 
 from __future__ import annotations
@@ -17,37 +17,38 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.fs.atomic import read_json, write_json_atomic
+from i2v_watcher.fs.atomic import write_json_atomic
 from i2v_watcher.job.checkpoint import Activity
+from i2v_watcher.job.records import BeatJob, HeartbeatRecord
 from i2v_watcher.job.state import utc_now
+from i2v_watcher.work.liveness import TAKE_OVER, judge, thresholds
+from i2v_watcher.work.liveness import heartbeat_interval as heartbeat_interval  # its users import it here
 
 HEARTBEAT_FILE = "heartbeat.json"
 LOCK_FILE = ".lock"
-SHOWN = ("host", "pid", "backend", "model", "job", "job_id", "stage", "done", "total", "published", "failed",
-         "started_at", "beat_at")  # what `status` shows of a heartbeat
 QUEUE = "queue"  # work/queue/: jobs waiting for a worker (Celery mode); not a worker
 log = structlog.get_logger("i2v_watcher.work.lease")
 
 
-def heartbeat_interval(settings: Settings) -> float:
-    """Several beats per lease, and at least one every 2 s so that `status` is current (a small JSON
-    file rewritten on the share)."""
-    return max(0.2, min(2.0, settings.lease_timeout_s / 6))
-
-
-def read_heartbeat(folder: Path) -> dict[str, Any] | None:
-    """A worker's heartbeat, or None (read_json reads a stale NFS handle once more)."""
+def read_beat(folder: Path) -> HeartbeatRecord | None:
+    """A worker's heartbeat, or None when it cannot be read or holds no JSON object (read_json reads a
+    stale NFS handle once more)."""
     try:
-        return read_json(folder / HEARTBEAT_FILE, 64 * 1024)
+        return HeartbeatRecord.read(folder / HEARTBEAT_FILE, 64 * 1024, lenient=True)
     except (OSError, ValueError):
         return None
+
+
+def read_heartbeat(folder: Path) -> dict[str, object] | None:
+    """The heartbeat as its file says it (the keys it has), or None."""
+    beat = read_beat(folder)
+    return None if beat is None else beat.as_file()
 
 
 class Heartbeat:
@@ -75,14 +76,15 @@ class Heartbeat:
         self.counter += 1
         busy = self.activity.busy()
         live = busy[0] if busy else self.activity  # the job furthest behind: the one generating
-        write_json_atomic(self.path, {
-            "worker_id": self.settings.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "counter": self.counter, "state": state, "started_at": self.started_at, "beat_at": utc_now(),
-            "interval_s": heartbeat_interval(self.settings), "version": __version__, **self.about,
-            "job_id": live.job_id, "job": live.job, "stage": live.stage, "done": live.done,
-            "total": live.total, "published": self.activity.published, "failed": self.activity.failed,
-            "jobs": [{"job_id": b.job_id, "job": b.job, "stage": b.stage, "done": b.done, "total": b.total}
-                     for b in busy]})
+        record = HeartbeatRecord(
+            worker_id=self.settings.worker_id, host=socket.gethostname(), pid=os.getpid(),
+            counter=self.counter, state=state, started_at=self.started_at, beat_at=utc_now(),
+            interval_s=heartbeat_interval(self.settings), version=__version__, **self.about,
+            job_id=live.job_id, job=live.job, stage=live.stage, done=live.done, total=live.total,
+            published=self.activity.published, failed=self.activity.failed,
+            jobs=[BeatJob(job_id=b.job_id, job=b.job, stage=b.stage, done=b.done, total=b.total)
+                  for b in busy])
+        write_json_atomic(self.path, record.model_dump(mode="json"))
 
     def stop(self) -> None:
         """Say so on the share: a stopped worker's jobs may be taken over at once."""
@@ -102,52 +104,49 @@ def worker_folders(settings: Settings, *, besides: str | None = None) -> list[Pa
 
 
 class LeaseObserver:
-    """Which other workers are stale: their counter has not moved for lease_timeout_s on this clock."""
+    """Which other workers' jobs may be taken over: those the judge finds stale or stopped, by how long
+    their counter has stood still on this process's monotonic clock (watched since it first saw it)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._seen: dict[str, tuple[Any, float]] = {}  # worker id → (counter, since when unchanged)
+        self._seen: dict[str, tuple[object, float]] = {}  # worker id → (counter, since when unchanged)
 
     def stale_workers(self) -> list[Path]:
-        now = time.monotonic()
-        stale = []
-        present = set()
-        for folder in worker_folders(self.settings, besides=self.settings.worker_id):
-            name = folder.name
-            present.add(name)
-            beat = read_heartbeat(folder)
-            counter = None if beat is None else (beat.get("counter"), beat.get("started_at"))
-            if beat is not None and beat.get("state") == "stopped":
-                stale.append(folder)
-                continue
-            seen = self._seen.get(name)
-            if seen is None or seen[0] != counter:
-                self._seen[name] = (counter, now)
-                continue
-            if now - seen[1] >= self.settings.lease_timeout_s:
-                stale.append(folder)
+        folders = worker_folders(self.settings, besides=self.settings.worker_id)
+        stale = [folder for folder in folders if self.judge(folder) in TAKE_OVER]
+        present = {folder.name for folder in folders}
         self._seen = {k: v for k, v in self._seen.items() if k in present}
         return stale
+
+    def judge(self, folder: Path) -> str:
+        """The worker's liveness by the counter's age on this clock: 0 when it moved since last time."""
+        now = time.monotonic()
+        beat = read_beat(folder)
+        counter = None if beat is None else (beat.counter, beat.started_at)
+        seen = self._seen.get(folder.name)
+        if seen is None or seen[0] != counter:
+            seen = self._seen[folder.name] = (counter, now)
+        return judge(beat, now - seen[1], thresholds(beat, self.settings))
 
 
 def check_lease_free(settings: Settings) -> None:
     """Refuse to start under a worker_id that a live daemon on another host holds (two daemons in one
     worker folder would resume each other's jobs): watch its counter for lease_timeout_s, on this
     clock. (On this host the flock already said.)"""
-    beat = read_heartbeat(settings.worker_dir)
-    if beat is None or beat.get("state") == "stopped":
+    beat = read_beat(settings.worker_dir)
+    if beat is None or beat.state == "stopped":
         return
-    if beat.get("host") == socket.gethostname():
+    if beat.host == socket.gethostname():
         return  # on this host the flock (held) is the truth
     log.warning("another host wrote this worker's heartbeat: watching whether it is alive",
-                worker_id=settings.worker_id, host=beat.get("host"), seconds=settings.lease_timeout_s)
+                worker_id=settings.worker_id, host=beat.host, seconds=settings.lease_timeout_s)
     deadline = time.monotonic() + settings.lease_timeout_s
     while time.monotonic() < deadline:
         time.sleep(min(1.0, heartbeat_interval(settings)))
-        again = read_heartbeat(settings.worker_dir)
-        if again is not None and again.get("counter") != beat.get("counter"):
+        again = read_beat(settings.worker_dir)
+        if again is not None and again.counter != beat.counter:
             raise StartupError(
-                f"worker_id {settings.worker_id!r} is held by a live daemon on host {again.get('host')}: "
+                f"worker_id {settings.worker_id!r} is held by a live daemon on host {again.host}: "
                 "give each daemon its own worker_id")
 
 
@@ -202,49 +201,3 @@ def acquire_worker(settings: Settings) -> WorkerLock:
     raise StartupError(
         f"worker_id {base!r} is held by a live daemon on this host: two daemons must not share a worker "
         "folder; give each its own worker_id (or leave it unset)")
-
-
-def survey(settings: Settings, window_s: float | None = None) -> list[dict[str, Any]]:
-    """Every worker's heartbeat for `status`: alive, stopped or stale, with host, job and progress. A
-    worker on this host is judged by its process; one on another host by whether its counter moves
-    within the window (on this clock), so `status` never compares clocks either."""
-    window = min(5.0, heartbeat_interval(settings) * 1.5) if window_s is None else window_s
-    folders = worker_folders(settings)
-    first = {p.name: read_heartbeat(p) for p in folders}
-    here = socket.gethostname()
-    remote = [p for p in folders if (first[p.name] or {}).get("host") not in (None, here)
-              and (first[p.name] or {}).get("state") != "stopped"]
-    deadline = time.monotonic() + window
-    moved: set[str] = set()
-    while remote and time.monotonic() < deadline and len(moved) < len(remote):
-        time.sleep(0.2)
-        for p in remote:
-            again = read_heartbeat(p)
-            if again is not None and again.get("counter") != (first[p.name] or {}).get("counter"):
-                moved.add(p.name)
-    workers = []
-    for p in folders:
-        beat = first[p.name]
-        if beat is None:
-            workers.append({"worker_id": p.name, "state": "unknown", "detail": "no heartbeat"})
-            continue
-        if beat.get("state") == "stopped":
-            state = "stopped"
-        elif beat.get("host") == here:
-            state = "alive" if _process_alive(beat.get("pid")) else "dead"
-        else:
-            state = "alive" if p.name in moved else "stale"
-        entry: dict[str, Any] = {"worker_id": p.name, "state": state}
-        entry.update((key, beat.get(key)) for key in SHOWN)
-        workers.append(entry)
-    return workers
-
-
-def _process_alive(pid: Any) -> bool:
-    """A daemon on this host, by its pid (never by taking its lock, which could refuse its start)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        return b"i2v" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False

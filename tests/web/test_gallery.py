@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.job import records as records_module
 from i2v_watcher.web import gallery as gallery_module
 from i2v_watcher.web.gallery import Gallery
 
@@ -53,8 +54,8 @@ def test_thousands_of_clips_page_newest_first_and_are_read_once(tmp_path: Path,
     assert gallery.page("clip0042", 1, 10)[1] == 1
 
     reads: list[Path] = []
-    real = gallery_module.read_json
-    monkeypatch.setattr(gallery_module, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
+    real = records_module.read_json  # the gallery reads each metadata file through its record
+    monkeypatch.setattr(records_module, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
     monkeypatch.setattr(gallery_module, "REFRESH_S", 0.0)  # every call walks the outbox again
     gallery.page("", 1, 24)
     assert reads == []  # nothing changed: nothing read again

@@ -1,0 +1,57 @@
+"""The job's metadata record, built where its facts are known: at generation (the input, the
+parameters, the backend and what it recorded) and at the encode (the presets and the files to publish).
+publish.py turns it into the outbox's `<name>.json`."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from PIL import Image
+
+from i2v_watcher import __version__
+from i2v_watcher.backends import Backend, Frames
+from i2v_watcher.job.records import InputFile, PostprocessInfo, StagedMetadata, StagedOutput
+from i2v_watcher.job.spec import JobParams, JobSpec
+from i2v_watcher.job.state import Job
+from i2v_watcher.media.ffmpeg import FFmpeg
+from i2v_watcher.media.graph import Output
+from i2v_watcher.media.images import sha256_of
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"i2v_watcher": __version__, "python": platform.python_version()}
+    for package in ("numpy", "pillow", "pydantic", "ffmpeg-python"):
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+            versions[package] = importlib_metadata.version(package)
+    return versions
+
+
+def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Backend, image: Image.Image,
+                       notes: list[str], frames: Frames, timings: dict[str, float],
+                       ffmpeg: FFmpeg) -> StagedMetadata:
+    """The metadata of a job just generated; the frames' rate is kept for the encode."""
+    assert job.state.image is not None
+    path = job.input(job.state.image)
+    source = InputFile(path=f"{job.state.key}{path.suffix}", image=job.state.image, sidecar=job.state.sidecar,
+                       sha256=sha256_of(path), bytes=path.stat().st_size, width=image.width,
+                       height=image.height)
+    return StagedMetadata(
+        job_id=job.id, input=source, prompt=params.prompt, negative_prompt=params.negative_prompt,
+        seed=params.seed, backend=backend.name, model=backend.model_id,
+        parameters=params.model_dump(mode="json", exclude={"explicit"}),
+        requested=spec.model_dump(mode="json", exclude_unset=True), notes=notes, generation=frames.details,
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+        versions={**library_versions(), "ffmpeg": ffmpeg.version, **backend.versions()},
+        worker_id=job.state.worker_id, claimed_at=job.state.claimed_at, frames_fps=frames.fps)
+
+
+def encoded_metadata(metadata: StagedMetadata, info: dict[str, Any], outputs: list[Output],
+                     seconds: float) -> StagedMetadata:
+    """The metadata once encoded: what the encode made, and the files to publish in their order."""
+    return metadata.model_copy(update={
+        "frames_fps": None, "postprocess": PostprocessInfo.model_validate(info),
+        "outputs": [StagedOutput(file=o.file, suffix=o.suffix) for o in outputs],
+        "timings_s": {**metadata.timings_s, "postprocess": round(seconds, 3)}})

@@ -1,0 +1,52 @@
+"""Every worker of the work folder, as `status`, the dashboard and its /metrics show it: one pass that
+reads each heartbeat with its file's mtime, takes one reading of now on the share's clock, and asks
+the judge (work.liveness). The three callers share this function, so at one moment they agree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.job.records import HeartbeatRecord, WorkerRow
+from i2v_watcher.work.lease import HEARTBEAT_FILE, read_beat, worker_folders
+from i2v_watcher.work.liveness import activity, judge, process_state, share_now, thresholds
+
+NO_HEARTBEAT = "no readable heartbeat"
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _seen(folder: Path) -> tuple[HeartbeatRecord | None, float | None]:
+    """The heartbeat, and when it was written on the share's clock (read after the content: the mtime
+    is then at least as new as what was read). Without one, the folder's mtime: every beat renames a
+    file into it, so a folder unchanged for lease_timeout_s has not beaten for that long either."""
+    beat = read_beat(folder)
+    return beat, _mtime(folder / HEARTBEAT_FILE if beat is not None else folder)
+
+
+def survey(settings: Settings) -> list[WorkerRow]:
+    """Each worker's liveness, activity and heartbeat, in name order. OSError: work/ cannot be read."""
+    seen = {folder.name: _seen(folder) for folder in worker_folders(settings)}
+    now, clock = share_now(settings.work, [at for beat, at in seen.values() if beat is not None and at])
+    return [_row(name, beat, at, now, clock, settings) for name, (beat, at) in seen.items()]
+
+
+def _row(name: str, beat: HeartbeatRecord | None, at: float | None, now: float | None, clock: str,
+         settings: Settings) -> WorkerRow:
+    age = None if at is None or now is None else max(0.0, now - at)
+    process = None if beat is None else process_state(beat)
+    state = judge(beat, age, thresholds(beat, settings), process)
+    row = WorkerRow(worker_id=name, state=state, activity=activity(beat), clock=clock, process=process,
+                    heartbeat_age_s=None if age is None else round(age, 1))
+    if beat is None:
+        row.detail = NO_HEARTBEAT
+        row.heartbeat_age_s = None  # the folder's age is evidence, not a heartbeat's
+        return row
+    shown = beat.model_dump(include=set(WorkerRow.model_fields) - {"worker_id", "state"})
+    return row.model_copy(update={**shown, "jobs": beat.jobs})
