@@ -67,3 +67,17 @@ def test_a_benchmark_that_is_not_there_or_cannot_run_is_a_note(bench: ModuleType
     gpu = importlib.import_module("bench.gpu_i2vgen_xl")
     if gpu.unavailable():
         assert "Not run on this machine: it needs an NVIDIA GPU" in text
+
+
+def test_quick_pipeline_reports_run_and_celery_modes(bench: ModuleType,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline benchmark in both modes: `run --once`, and a real redis-server, `run` and one `worker`
+    (a few small jobs: the structure, not the figures)."""
+    pipeline = importlib.import_module("bench.pipeline")
+    monkeypatch.setattr(pipeline, "QUICK", (2, 1, 4))
+    title, rows = pipeline.run(quick=True)
+    assert title == pipeline.TITLE and [row["mode"] for row in rows] == ["run", "celery worker"]
+    for row in rows:
+        assert row["jobs"] == 2 and isinstance(row["target met"], bool), row
+        assert float(str(row["efficiency"])) > 0 and str(row["stages s / wall"]).endswith("x"), row
+    assert "Celery mode" in pipeline.TARGET

@@ -54,7 +54,10 @@ def test_a_file_still_being_written_is_said_once(folders: Folders, start: Start)
     folders.write_config(settle_s=1.0)
     daemon = start(folders.config)
     daemon.read_until("watching")
-    (folders.inbox / "c.yaml").write_text("num_frames: 3\n")
+    # The sidecar appears whole (a rename), so that only the image is seen being written, whenever the
+    # daemon's first scan comes.
+    (folders.root / "c.yaml").write_text("num_frames: 3\n")
+    (folders.root / "c.yaml").rename(folders.inbox / "c.yaml")
     data = make_image(folders.root / "c.png").read_bytes()
     with open(folders.inbox / "c.png", "wb") as handle:  # written slowly, like a copy over a share
         for index in range(5):

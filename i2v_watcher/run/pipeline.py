@@ -106,8 +106,7 @@ class Pipeline:
             try:
                 live.working_on(job.id, job.state.key, job.state.stage)
                 self._mark_running(job)
-                outcome = self._run(job, hand_over)
-                live.count(outcome)
+                outcome = self._run(job, hand_over)  # counted by the service's listeners
                 if outcome in FINAL:
                     self.forget_frames(job)
                 return outcome

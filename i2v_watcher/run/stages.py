@@ -56,6 +56,8 @@ class Stages:
         self._to_generate: queue.Queue[Job] = queue.Queue()
         self._to_finish: queue.Queue[Job] = queue.Queue()
         self._slots = threading.Semaphore(depth)
+        self._depth = depth
+        self._generating: dict[str, threading.Event] = {}  # set once the job has left generation
         self._waiting = 0  # submitted, not yet generating: the loop claims ahead only one job
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -78,13 +80,22 @@ class Stages:
     def idle(self) -> bool:
         return self._in_flight == 0 and self.results.empty()
 
-    def submit(self, job: Job) -> None:
+    def has_room(self) -> bool:
+        """True while a slot is free: a job submitted now starts generating as soon as the generator is."""
+        return self._in_flight < self._depth
+
+    def submit(self, job: Job) -> threading.Event:
+        """Hand a job in; the event is set once it has left generation (generated and handed over to the
+        finishing stage, or done with: published, failed, handed back)."""
+        left = threading.Event()
         with self._lock:
             self._waiting += 1
             self._in_flight += 1
+            self._generating[job.id] = left
         if job.state.stage == "claimed":
             self.front.start_preload(job)
         self._to_generate.put(job)
+        return left
 
     def join(self, tick: Callable[[], None]) -> None:
         """At the end (a stop, or `--once` drained): wait for both stages to hand back or finish their
@@ -121,6 +132,7 @@ class Stages:
                 result = run_guarded(self.front, job, hand_over=True)
                 if result.outcome == "generated":
                     self._to_finish.put(job)
+                    self._left_generation(job)
                 else:
                     self._report(result)
         finally:
@@ -133,9 +145,16 @@ class Stages:
         while (job := self._next(self._to_finish, self._generator_done)) is not None:
             self._report(run_guarded(self.back, job))
 
+    def _left_generation(self, job: Job) -> None:
+        with self._lock:
+            left = self._generating.pop(job.id, None)
+        if left is not None:
+            left.set()
+
     def _report(self, result: Result) -> None:
         with self._lock:
             self._in_flight -= 1
         self._slots.release()
         self.results.put(result)
+        self._left_generation(result.job)
         self.done.set()

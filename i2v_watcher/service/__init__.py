@@ -1,3 +1,4 @@
-"""The long-running services and their life cycle: the folder daemon (`run`), the Celery dispatcher
-and worker, stop signals, systemd notification, the metrics endpoint, retention and start-up
-(bootstrap)."""
+"""The long-running services, each a short composition of parts (parts.py) turned by a loop: the
+folder daemon (`run`: intake, runner, recovery, heartbeat, retention), the Celery dispatcher (intake,
+enqueuer) and the Celery worker (runner, lease watch, the Celery consumer); their life cycle (stop
+signals, systemd notification, the metrics endpoint) and start-up (bootstrap)."""

@@ -1,12 +1,20 @@
 """`i2v-watcher worker` (coordination = "celery"): one process per GPU, on any host, that loads its
-models once and takes job ids off the Redis queue one at a time; the job itself is run exactly as the
-daemon runs it. See dispatch.py for the queue's side and why a duplicate task is harmless."""
+models once and takes job ids off the Redis queue; the jobs run through the same pipelined stages as
+`run` (runner.py): while one job is encoded, the next generates. See dispatcher.py for the queue's side
+and why a duplicate task is harmless.
+
+A task is acknowledged once its job is in this worker's own folder and past generation (handed to the
+finishing stage, or done with): from then on the folder, not the queue, keeps the job, and a worker
+that dies during the encode resumes it at its next start (or another worker takes it over), as `run`
+does. So one task at a time is unacknowledged (prefetch stays at one), at most `pipeline_depth` jobs
+are in the worker's folder, and a job still generating when its worker dies is redelivered (after
+`visibility_timeout_s`) as before."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -15,20 +23,21 @@ from typing import Any
 
 import structlog
 from celery import bootsteps
-from celery.exceptions import CPendingDeprecationWarning
+from celery.exceptions import CPendingDeprecationWarning, Reject
 from celery.worker import state as celery_state
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.state import JOB_ID_PATTERN, Job
-from i2v_watcher.run.pipeline import Outcome, Pipeline
-from i2v_watcher.service.bootstrap import load_backends, prepare_folders
-from i2v_watcher.service.dispatcher import BROKER_ERRORS, Broker, as_queue, safe_url
+from i2v_watcher.run.stages import Result
+from i2v_watcher.service.bootstrap import prepare_folders
+from i2v_watcher.service.broker import BROKER_ERRORS, Broker, as_queue, safe_url
 from i2v_watcher.service.lifecycle import Service
+from i2v_watcher.service.parts import Beating, Part
+from i2v_watcher.service.runner import Runner
 from i2v_watcher.work.claim import resume_claim
 from i2v_watcher.work.lease import (
     QUEUE,
-    Heartbeat,
     LeaseObserver,
     heartbeat_interval,
     read_heartbeat,
@@ -36,56 +45,69 @@ from i2v_watcher.work.lease import (
 )
 from i2v_watcher.work.store import WorkStore
 
-TICK_S = 1.0  # the worker's idle tick: activity, signals, lease history
+TICK_S = 1.0  # the worker's idle tick: activity, signals, outcomes, lease history
+WAIT_S = 0.2  # how often a task that waits for the stages looks again
 log = structlog.get_logger("i2v_watcher.service.celery_worker")
+
+
+class LeaseWatch(Part):
+    """The other workers' heartbeats, watched while this one runs, so that a task whose job sits with a
+    dead worker finds that worker's lease already judged."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.observer = LeaseObserver(settings)
+        self._next = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + heartbeat_interval(self.settings)
+            try:
+                self.observer.stale_workers()
+            except OSError:
+                return
 
 
 class QueueWorker(Service):
     """`i2v-watcher worker`: starts like the daemon (its own worker folder, lease and heartbeat; the
     resident backends loaded once), resumes what it left in its folder, then runs a Celery worker in
-    this process (solo pool: one job at a time, in this process, the model resident) on the queue."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.published = 0
-        self.failed = 0
-        self._next_observe = 0.0
-
-    def work(self) -> None:
-        self.resume_leftovers()
-        if not self.checkpoint.stopping:
-            self.consume()
+    this process (solo pool: the model resident, the stages in threads of their own) on the queue."""
 
     def startup(self) -> None:
         settings = self.settings
         if settings.worker_id == QUEUE:
             raise StartupError(f"worker_id {QUEUE!r} names the queue folder work/{QUEUE}/: choose another")
         prepare_folders(settings)
-        self.lock = self.acquire_worker()
-        binary, default, resident = load_backends(settings, self.notifier.extend)
+        self.acquire_worker()
+        pipeline, _, heartbeat = self.load_backends()
         self.store = WorkStore(settings)
         self.queue = WorkStore(as_queue(settings))
-        self.observer = LeaseObserver(settings)
-        first = resident[default]
-        self.notifier.about = {"backend": first.name, "model": first.model_id}
-        self.heartbeat = Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id)
-        self.pipeline = Pipeline(settings, resident, binary, self.checkpoint, default)
+        self.reported = threading.Event()  # set by the stages whenever a job is done with (a slot is free)
+        self.runner = Runner(settings, pipeline, self.checkpoint, self.store, wake=self.reported)
+        self.runner.listeners += [self.report, self._held]
         self.broker = Broker(settings, self.process)
-        self.heartbeat.start()
-        self.up = True
+        self.leases = LeaseWatch(settings)
+        self.observer = self.leases.observer
+        self.compose([self.broker, Beating(heartbeat), self.leases, self.runner])
+
+    def work(self) -> None:
+        self.resume_leftovers()
+        if not self.checkpoint.stopping:
+            self.consume()
 
     def on_stop_signal(self) -> None:
-        """The Celery loop stops at its next turn (within TICK_S when idle); a running job may finish
-        within `stop_timeout_s`, and a second signal aborts it."""
+        """The Celery loop stops at its next turn (within TICK_S when idle); the running jobs may finish
+        within `stop_timeout_s`, and a second signal aborts them."""
         celery_state.should_stop = 0  # a warm shutdown: Celery's own flag, read by its loop
 
     def resume_leftovers(self) -> None:
         """The jobs this worker left in its folder (killed, stopped), before it takes new ones."""
         for job in self.store.leftovers():
-            if self.checkpoint.stopping:
+            if self.checkpoint.stopping or not self._wait(self._room, self.reported, stoppable=True):
                 return
             log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
-            self._work(job)
+            self._submit(job)
 
     def consume(self) -> None:
         settings = self.settings
@@ -98,35 +120,67 @@ class QueueWorker(Service):
             queues=[settings.celery_queue], loglevel="WARNING", without_mingle=True,
             without_gossip=True, without_heartbeat=True)
         log.info("consuming", worker_id=settings.worker_id, broker=safe_url(settings.broker_url),
-                 queue=settings.celery_queue, visibility_timeout_s=settings.visibility_timeout_s)
+                 queue=settings.celery_queue, visibility_timeout_s=settings.visibility_timeout_s,
+                 pipeline_depth=settings.pipeline_depth)
         controller.start()
         if controller.exitcode:  # Celery gave up (it has logged why)
             raise RuntimeError(f"the Celery worker stopped with exit code {controller.exitcode}")
 
     def tick(self) -> None:
-        """Every TICK_S while the Celery loop turns: the worker is alive (its heartbeat beats), a stop
-        request is announced, and the other workers' heartbeats are watched, so that a task whose job
-        sits with a dead worker finds that worker's lease already judged."""
+        """Every TICK_S while the Celery loop turns, and while a task waits for the stages: the worker
+        is alive (its heartbeat beats), a stop request is announced, the stages' outcomes are
+        reported, the other workers' leases are watched."""
         self.checkpoint.activity.touch()
         self.checkpoint.announce_pending()
-        now = time.monotonic()
-        if now >= self._next_observe:
-            self._next_observe = now + heartbeat_interval(self.settings)
-            with contextlib.suppress(OSError):
-                self.observer.stale_workers()
+        for part in self.parts:
+            part.tick()
 
     def process(self, job_id: str) -> str:
-        """One task. Returns (the task is acknowledged) once the job is published, failed, put back into
-        the queue, or found to be someone else's or finished already."""
+        """One task. Returns (the task is acknowledged) once its job is past generation in this worker's
+        folder, or found to be someone else's or finished already. A stop while the stages are full
+        puts the task back on the queue, its job untouched in work/queue/."""
         if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
             log.error("task ignored: not a job id", job_id=repr(job_id)[:100])
             return "ignored"
         with structlog.contextvars.bound_contextvars(job_id=job_id):
             self.checkpoint.activity.touch()
+            if job_id in self.store.in_flight:
+                log.info("task repeated: the job is running here already, nothing to do")
+                return "nothing to do"
+            if not self.runner.has_room():
+                log.info("the stages are full: the task waits for a free slot, its job in the queue")
+            if not self._wait(self._room, self.reported, stoppable=True):
+                log.info("stopping: the task goes back to the queue")
+                raise Reject("the worker is stopping", requeue=True)
             job = self._find(job_id)
             if job is None:
                 return "nothing to do"
-            return self._work(job)
+            if job.state.stage == "claiming":
+                job = resume_claim(self.settings, job)
+                if job is None:
+                    return "nothing to do"
+            self._submit(job)
+            return "handed to the finishing stage"
+
+    def _submit(self, job: Job) -> None:
+        """Into the stages; back once the job has left generation (the GPU is free for the next)."""
+        generated = self.runner.submit(job)
+        self._wait(generated.is_set, generated, stoppable=False)
+
+    def _room(self) -> bool:
+        self.reported.clear()  # before looking: a job done with after the look wakes the wait at once
+        return self.runner.has_room()
+
+    def _wait(self, ready: Callable[[], bool], wake: threading.Event, *, stoppable: bool) -> bool:
+        """Tick until `ready()`, looking again when `wake` is set, or after WAIT_S; False when a stop
+        came first (only when `stoppable`)."""
+        while not ready():
+            if stoppable and self.checkpoint.stopping:
+                return False
+            self.tick()
+            wake.wait(WAIT_S)
+        self.tick()
+        return True
 
     def _find(self, job_id: str) -> Job | None:
         """The job named by a task, in this worker's folder: ours already (a redelivery), taken from the
@@ -180,25 +234,10 @@ class QueueWorker(Service):
             self.checkpoint.activity.touch()  # waiting for another worker's lease is not being hung
             time.sleep(min(1.0, heartbeat_interval(settings)))
 
-    def _work(self, job: Job) -> str:
-        if job.state.stage == "claiming":
-            resumed = resume_claim(self.settings, job)
-            if resumed is None:
-                return "nothing to do"
-            job = resumed
-        outcome: Outcome
-        try:
-            outcome = self.pipeline.run(job)
-            error = self.pipeline.held_error
-        except Exception as exc:  # outside the job's own error handling: tried again later
-            log.exception("job could not be run here", job_id=job.id)
-            outcome, error = "held", f"{type(exc).__name__}: {exc}"
-        self.published += outcome == "published"
-        self.failed += outcome == "failed"
-        self.settled(job.state.metadata, outcome)
-        if outcome == "held":
-            self._put_back(job, error)
-        return outcome
+    def _held(self, result: Result) -> None:
+        """A listener of the stages: a job held back here is put back into the queue."""
+        if result.outcome == "held":
+            self._put_back(result.job, result.error)
 
     def _put_back(self, job: Job, error: str) -> None:
         """A job this worker cannot finish now (a destination it cannot write): back into work/queue/,
@@ -212,12 +251,6 @@ class QueueWorker(Service):
             except BROKER_ERRORS as exc:  # `run` sends it, as it does every queued job without a task
                 log.warning("could not enqueue the job again", job_id=job.id, error=str(exc))
 
-    def shutdown(self) -> None:
-        self.checkpoint.announce_pending()
-        self.heartbeat.stop()
-        self.lock.release()
-        self.broker.close()
-        log.info("stopped", published=self.published, failed=self.failed)
 
 
 def tick_step(tick: Callable[[], None]) -> type[bootsteps.StartStopStep]:

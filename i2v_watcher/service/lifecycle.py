@@ -16,15 +16,21 @@ import structlog
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.job.checkpoint import Checkpoint
-from i2v_watcher.job.records import JobMetadata
+from i2v_watcher.run.pipeline import Pipeline
+from i2v_watcher.run.stages import Result
+from i2v_watcher.service.bootstrap import load_backends
+from i2v_watcher.service.parts import Part, start_all, stop_all
+from i2v_watcher.service.runner import MakePipeline
 from i2v_watcher.service.signals import SignalReader
 from i2v_watcher.service.systemd import Notifier
-from i2v_watcher.work.lease import WorkerLock, acquire_worker
+from i2v_watcher.work.lease import Heartbeat, WorkerLock, acquire_worker
+from i2v_watcher.work.store import Scratch
 
 if TYPE_CHECKING:  # prometheus_client is imported only where metrics_port is set
     from i2v_watcher.service.metrics import DaemonMetrics
 
 EXIT_OK = 0
+EXIT_FAILED_JOBS = 3  # `run --once`: some jobs failed, or could not be finished
 log = structlog.get_logger("i2v_watcher.service.lifecycle")
 
 
@@ -65,6 +71,8 @@ class Service(ABC):
         self.notifier = Notifier(self.checkpoint.activity, settings.max_silent_s)
         self.up = False  # set by startup() when it is done: a signal before that ends the start-up
         self.worker_id: str | None = None  # once acquire_worker() has it
+        self.lock: WorkerLock | None = None
+        self.parts: list[Part] = []  # what the service is composed of, started by compose()
         self.metrics: DaemonMetrics | None = None
 
     def serve(self) -> int:
@@ -107,10 +115,10 @@ class Service(ABC):
 
             self.metrics = serve_metrics(self.settings, self.checkpoint.activity, lambda: self.notifier.about)
 
-    def settled(self, metadata: JobMetadata | None, outcome: str) -> None:
-        """A job's outcome (its metadata as it stands), for the metrics when they are served."""
+    def report(self, result: Result) -> None:
+        """A listener of the stages (runner.py): each finished job, for the metrics when they are served."""
         if self.metrics is not None:
-            self.metrics.settled(metadata, outcome)
+            self.metrics.settled(result.job.state.metadata, result.outcome)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """The Python handler, run late (see stop_signals.py): it ends a start-up. The signal is
@@ -134,10 +142,42 @@ class Service(ABC):
         self.checkpoint.request_stop(self.settings.stop_timeout_s, signal.Signals(signum).name)
         self.on_stop_signal()
 
+    def compose(self, parts: list[Part]) -> None:
+        """The end of start-up: the service's parts started in order; it is up."""
+        self.parts = parts
+        start_all(parts)
+        self.up = True
+
+    def shutdown(self) -> None:
+        """The parts stopped in reverse order (the stages finish or hand back their jobs first, while
+        the heartbeat still beats), then the worker folder let go."""
+        self.checkpoint.announce_pending()
+        try:
+            stop_all(self.parts)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+        activity = self.checkpoint.activity
+        log.info("stopped", published=activity.published, failed=activity.failed)
+
+    def load_backends(self) -> tuple[MakePipeline, Scratch, Heartbeat]:
+        """For a service that runs jobs: the resident backends loaded once, how a stage makes its
+        pipeline, the scratch folder of generated frames, and the heartbeat that names the model."""
+        settings = self.settings
+        binary, default, resident = load_backends(settings, self.notifier.extend)
+        first = resident[default]
+        self.notifier.about = {"backend": first.name, "model": first.model_id}
+        scratch = Scratch(settings.scratch_dir)
+
+        def pipeline(part: Checkpoint) -> Pipeline:
+            return Pipeline(settings, resident, binary, part, default, scratch)
+
+        return pipeline, scratch, Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id)
+
     def acquire_worker(self) -> WorkerLock:
         """This process's worker folder; waiting for another host's lease may take lease_timeout_s."""
         self.notifier.extend(self.settings.lease_timeout_s + 30, "checking the worker lease")
-        lock = acquire_worker(self.settings)
+        lock = self.lock = acquire_worker(self.settings)
         self.worker_id = lock.worker_id
         structlog.contextvars.bind_contextvars(worker_id=lock.worker_id)  # on every line (WORKER_ID)
         return lock
@@ -156,6 +196,3 @@ class Service(ABC):
 
     @abstractmethod
     def work(self) -> None: ...
-
-    @abstractmethod
-    def shutdown(self) -> None: ...

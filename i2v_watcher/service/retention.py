@@ -11,7 +11,9 @@ from pathlib import Path
 import structlog
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.service.parts import Part
 
+RETENTION_EVERY_S = 3600.0
 log = structlog.get_logger("i2v_watcher.service.retention")
 
 
@@ -35,3 +37,20 @@ def prune(settings: Settings) -> int:
     if removed:
         log.info("pruned old files", removed=removed, retention_days=settings.retention_days)
     return removed
+
+
+class Retention(Part):
+    """Prunes at start-up and every RETENTION_EVERY_S while the service runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._last = time.monotonic()
+
+    def start(self) -> None:
+        prune(self.settings)
+        self._last = time.monotonic()
+
+    def tick(self) -> None:
+        if time.monotonic() - self._last >= RETENTION_EVERY_S:
+            self._last = time.monotonic()
+            prune(self.settings)

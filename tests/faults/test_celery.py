@@ -7,9 +7,12 @@ the folders keep the promise."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +204,129 @@ def test_a_worker_serves_its_metrics_and_run_sharing_its_config_does_not(
     stop_all(dispatcher, worker)
     assert_each_published_once(folders, names)
     assert worker.find("serving metrics") and not dispatcher.find("serving metrics")
+
+
+# The pipelined worker: generation slow (like a GPU), the vertical 1080x1920 encode slow too.
+VERTICAL = "num_frames: 4\npostprocess: [vertical-1080x1920]\nbackend_options: {delay_s: 0.3}\n"
+VERTICAL_FRAMES = 15  # 4 frames at 8 fps, made 30 fps by the preset
+
+
+def assert_each_vertical_clip_published_once(folders: Folders, names: list[str]) -> None:
+    assert markers(folders) == sorted(f"{name}.json" for name in names)
+    assert len({folders.metadata(name)["job_id"] for name in names}) == len(names)
+    for name in names:
+        assert decode(folders.outbox / f"{name}.mp4").frames == VERTICAL_FRAMES
+    assert [p.name for p in folders.outbox.iterdir() if p.name.startswith(".")] == []
+    assert folders.files("failed") == [] and folders.files("inbox") == []
+    assert job_folders(folders) == []
+
+
+def at(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
+
+
+def test_the_worker_generates_the_next_job_while_one_is_encoded(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    names = drop(folders, 4, VERTICAL)
+    dispatcher = start("run", config(folders, redis_server, "disp", **SLOW))
+    worker = start("worker", config(folders, redis_server, "w1", **SLOW))
+    wait_for(lambda: len(markers(folders)) == len(names), timeout=120, what="every job published")
+    stop_all(dispatcher, worker)
+    assert_each_vertical_clip_published_once(folders, names)
+    events = worker.events()
+
+    def first(event: str, job: str) -> dict[str, Any]:
+        return next(e for e in events if e["event"] == event and e.get("job") == job)
+
+    order = [e["job"] for e in events if e["event"] == "took job from the queue"]
+    assert sorted(order) == names
+    overlaps = sum(at(first("progress", second)) < at(first("encoded", previous))
+                   for previous, second in itertools.pairwise(order))
+    assert overlaps >= 2, "the GPU waited for ffmpeg"
+    # timings_s count work only: never more than the time between the job's own events (a job taken
+    # while the stages are full would count its wait, and its generation would start late).
+    for name in names:
+        timings = folders.metadata(name)["timings_s"]
+        taken, generated, encoded = (at(first(e, name)) for e in ("took job from the queue", "generated",
+                                                                  "encoded"))
+        assert timings["load"] + timings["generate"] <= generated - taken + 0.05, (name, timings)
+        assert timings["postprocess"] <= encoded - generated + 0.05, (name, timings)
+
+
+def encoding_job(worker: Process, folders: Folders) -> str | None:
+    """The job the worker is encoding now (an ffmpeg child runs, the job's frames are generated)."""
+    children = [stat for stat in Path("/proc").glob("[0-9]*/stat")
+                if _is_ffmpeg_of(stat, worker.process.pid)]
+    if not children:
+        return None
+    for state in (folders.work / "w1").glob("*/job.json"):
+        with contextlib.suppress(OSError, ValueError):
+            job = json.loads(state.read_text())
+            if job.get("stage") == "generated" and job.get("encode_dir"):
+                return state.parent.name
+    return None
+
+
+def _is_ffmpeg_of(stat: Path, parent: int) -> bool:
+    """/proc/<pid>/stat: `pid (comm) state ppid ...`; comm is the binary's name, cut at 15 characters
+    (imageio-ffmpeg's binary is ffmpeg-linux-x86_64-…)."""
+    with contextlib.suppress(OSError, ValueError):
+        text = stat.read_text()
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        return int(rest[1]) == parent and name.startswith("ffmpeg")
+    return False
+
+
+def test_a_worker_killed_during_an_encode_resumes_it_and_publishes_once(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    """The task of a job past generation is acknowledged: the job is kept by the worker's folder, and the
+    restarted worker resumes its encode (as `run` does); nothing is published twice."""
+    names = drop(folders, 3, VERTICAL)
+    settings = {**SLOW, "lease_timeout_s": 20.0, "visibility_timeout_s": 30.0}  # no takeover meanwhile
+    dispatcher = start("run", config(folders, redis_server, "disp", **settings))
+    doomed = start("worker", config(folders, redis_server, "w1", **settings))
+    found: list[str] = []
+
+    def encoding() -> bool:
+        assert doomed.process.poll() is None, doomed.log
+        job = encoding_job(doomed, folders)
+        if job is not None:
+            found.append(job)
+            doomed.process.kill()  # SIGKILL, with ffmpeg running
+        return job is not None
+
+    wait_for(encoding, timeout=120, what="the worker encoding a job")
+    doomed.wait()
+    (job_id,) = found
+    assert (folders.work / "w1" / job_id).is_dir()
+    restarted = start("worker", config(folders, redis_server, "w1", **settings))
+    wait_for(lambda: len(markers(folders)) == len(names), timeout=120, what="every job published")
+    stop_all(dispatcher, restarted)
+    assert_each_vertical_clip_published_once(folders, names)
+    resumed = restarted.find("resuming job", job_id=job_id)
+    assert [e["stage"] for e in resumed] == ["generated"], restarted.log
+    assert not [e for p in (dispatcher, restarted) for e in p.find("took over a job")]
+
+
+def test_a_task_waiting_for_the_stages_goes_back_to_the_queue_at_a_stop(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    """Generation fast, the encode slow: the third task waits while both stages are full, its job left
+    in work/queue/. A stop puts that task back on the queue; the two running jobs finish; the next
+    worker publishes the third. Every job once."""
+    names = drop(folders, 3, VERTICAL.replace("delay_s: 0.3", "delay_s: 0.02"))
+    settings = {**SLOW, "stop_timeout_s": 60.0}
+    dispatcher = start("run", config(folders, redis_server, "disp", **settings))
+    worker = start("worker", config(folders, redis_server, "w1", **settings))
+    waiting = worker.read_until("the stages are full: the task waits for a free slot, its job in the queue",
+                                timeout=120)
+    assert (folders.work / "queue" / waiting["job_id"]).is_dir()
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0, worker.log
+    assert worker.find("stopping: the task goes back to the queue", job_id=waiting["job_id"])
+    assert len(worker.find("published")) == 2 and not worker.find("published", job_id=waiting["job_id"])
+    assert [p.name for p in (folders.work / "queue").iterdir() if p.is_dir()] == [waiting["job_id"]]
+    again = start("worker", config(folders, redis_server, "w1", **settings))
+    again.read_until("published", job_id=waiting["job_id"], timeout=120)
+    stop_all(dispatcher, again)
+    assert_each_vertical_clip_published_once(folders, names)
+    assert not dispatcher.find("queued jobs sent again")  # the task itself came back, not a new one
