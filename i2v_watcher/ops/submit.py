@@ -139,13 +139,16 @@ def new_owner(kind: str) -> str:
 
 
 def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None) -> Path:
-    """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path."""
+    """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path.
+    The image is the submitter's own file: a symbolic link to it is followed (the no-follow rule
+    guards the inbox, where others drop files), while the job keeps the name and suffix it was given."""
     stem = _check_request(settings, image, name)
-    check_submission(settings, sidecar, image)
+    source = image.resolve()
+    check_submission(settings, sidecar, source)
     owner = new_owner("submit")
     stem = reserve_name(settings.inbox, stem, clash_suffixes(image.suffix), owner)
     try:
-        return _write_job(settings.inbox, stem, image, sidecar)
+        return _write_job(settings.inbox, stem, source, image.suffix, sidecar)
     finally:
         release_name(settings.inbox, stem, owner)
 
@@ -163,7 +166,7 @@ def _check_request(settings: Settings, image: Path, name: str | None) -> str:
         raise StartupError(f"job name {name or image.stem!r}: {exc}") from exc
 
 
-def _write_job(inbox: Path, stem: str, image: Path, sidecar: dict[str, Any]) -> Path:
+def _write_job(inbox: Path, stem: str, image: Path, suffix: str, sidecar: dict[str, Any]) -> Path:
     """The sidecar first, the image last: the image is what makes the job visible as complete. A job
     that cannot be written whole leaves nothing behind."""
     written: list[Path] = []
@@ -172,7 +175,7 @@ def _write_job(inbox: Path, stem: str, image: Path, sidecar: dict[str, Any]) -> 
             text = yaml.safe_dump(dict(sidecar), allow_unicode=True, sort_keys=False)
             write_bytes_atomic(inbox / f"{stem}.yaml", text.encode(), replace=False)
             written.append(inbox / f"{stem}.yaml")
-        target = inbox / f"{stem}{image.suffix}"
+        target = inbox / f"{stem}{suffix}"
         copy_atomic(image, target, replace=False)
     except BaseException:
         for path in written:
