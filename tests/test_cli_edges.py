@@ -25,3 +25,13 @@ def test_submit_follows_the_users_own_link_to_the_image(folders: Folders, tmp_pa
     assert not queued.is_symlink() and queued.read_bytes() == real.read_bytes()
     assert os.listdir(folders.inbox) == ["shot.png"]
 
+
+@pytest.mark.parametrize("command", ["check-config", "run", "status"])
+def test_a_fifo_as_the_config_file_is_refused_not_waited_on(tmp_path: Path, command: str) -> None:
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    result = cli(command, "--config", str(fifo), timeout=60)  # before: blocked for a writer forever
+    assert result.returncode == 2
+    assert f"cannot read config file {fifo}: not a regular file (a FIFO (named pipe))" in result.stderr
+    assert "Traceback" not in result.stderr
+

@@ -30,6 +30,7 @@ from i2v_watcher.config.checks import host_and_port as host_and_port  # re-expor
 from i2v_watcher.config.errors import explain, explain_environment
 from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
+from i2v_watcher.fs.atomic import NotRegularFile, open_regular
 from i2v_watcher.fs.perms import parse_mode, resolve_group
 from i2v_watcher.job.spec import WORKER_ID_PATTERN, JobDefaults, RegistryName, normalise_resolution
 from i2v_watcher.steps.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
@@ -367,7 +368,7 @@ def load_settings(config_file: Path | str | None) -> Settings:
     text = ""
     if config_file is not None:
         try:
-            with open(config_file, "rb") as handle:
+            with open(config_file, "rb", opener=open_regular) as handle:  # a FIFO would hang
                 text = handle.read().decode("utf-8")
             data = tomllib.loads(text)
         except FileNotFoundError as exc:
@@ -375,6 +376,8 @@ def load_settings(config_file: Path | str | None) -> Settings:
         except UnicodeDecodeError as exc:
             raise StartupError(f"cannot read config file {config_file}: not UTF-8 text ({exc.reason} at byte "
                                f"{exc.start})") from exc
+        except NotRegularFile as exc:
+            raise StartupError(f"cannot read config file {config_file}: {exc.strerror}") from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise StartupError(f"cannot read config file {config_file}: {exc}") from exc
     try:

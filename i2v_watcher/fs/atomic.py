@@ -43,7 +43,13 @@ def kind_of(mode: int) -> str:
 def open_nofollow(path: str, flags: int) -> int:
     """An `opener` for open(): a symbolic link is refused, never followed, and anything but a regular
     file is refused before it can block (a FIFO would wait for a writer forever)."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    return open_regular(path, flags | os.O_NOFOLLOW)
+
+
+def open_regular(path: str, flags: int) -> int:
+    """An `opener` for open() that follows links (for a file the operator names, such as the config)
+    but refuses anything other than a regular file before it can block."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
