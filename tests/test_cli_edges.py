@@ -35,3 +35,18 @@ def test_a_fifo_as_the_config_file_is_refused_not_waited_on(tmp_path: Path, comm
     assert f"cannot read config file {fifo}: not a regular file (a FIFO (named pipe))" in result.stderr
     assert "Traceback" not in result.stderr
 
+
+@pytest.mark.parametrize("variable", ["I2V_INBOX", "I2V_WORK", "I2V_SCRATCH", "I2V_FFMPEG_PATH"])
+def test_an_empty_path_setting_is_an_error_naming_it(folders: Folders, variable: str) -> None:
+    env = {**daemon_env(), variable: ""}
+    result = cli("check-config", "--config", str(folders.config), env=env)
+    assert result.returncode == 2
+    assert variable in result.stderr and "empty path" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_empty_path_in_the_file_is_an_error_too(folders: Folders) -> None:
+    folders.write_config(scratch="")
+    result = cli("check-config", "--config", str(folders.config))
+    assert result.returncode == 2 and "scratch" in result.stderr and "empty path" in result.stderr
+

@@ -232,6 +232,14 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment overrides it.
         return env_settings, init_settings
 
+    @field_validator("inbox", "outbox", "failed", "done", "work", "scratch", "ffmpeg_path", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        # Path("") is ".": an empty I2V_INBOX= would silently mean the directory the command runs in.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty path (it would mean the current directory); give a path")
+        return value
+
     @field_validator("inbox", "outbox", "failed", "done", "work", "ffmpeg_path")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
