@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import types
 import urllib.parse
@@ -24,7 +25,7 @@ from i2v_watcher.logs import configure
 if TYPE_CHECKING:
     from i2v_watcher.service.lifecycle import Service
 
-EXIT_CANNOT_RUN, EXIT_CRASH = 2, 1
+EXIT_CANNOT_RUN, EXIT_CRASH, EXIT_BROKEN_PIPE = 2, 1, 128 + 13  # 13: SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; a reader that went away (`status | head`) ends it quietly, as SIGPIPE ends other
+    tools (exit 141), instead of a BrokenPipeError traceback."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            sys.stdout.flush()  # what is still buffered fails here, not in the interpreter's exit
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at devnull so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _command(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config" and args.config is None:
         args.config = args.config_file

@@ -50,3 +50,14 @@ def test_an_empty_path_in_the_file_is_an_error_too(folders: Folders) -> None:
     result = cli("check-config", "--config", str(folders.config))
     assert result.returncode == 2 and "scratch" in result.stderr and "empty path" in result.stderr
 
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["check-config"]])
+def test_a_reader_that_closes_early_ends_the_command_quietly(folders: Folders, args: list[str]) -> None:
+    """`i2v-watcher status | head`: the reader is gone before the first write."""
+    proc = subprocess.Popen([sys.executable, "-m", "i2v_watcher", *args, "--config", str(folders.config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=daemon_env(), cwd=REPO)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert "BrokenPipeError" not in err.decode() and "Traceback" not in err.decode()
+    assert proc.returncode == 141
