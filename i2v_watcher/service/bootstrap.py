@@ -12,6 +12,7 @@ from i2v_watcher import backends
 from i2v_watcher.config.settings import Settings, check_model_tables
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
+from i2v_watcher.fs.perms import write_problem
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.probes import check_presets
 from i2v_watcher.service.systemd import Extend
@@ -36,6 +37,20 @@ def prepare_folders(settings: Settings) -> None:
             f"the work folder {settings.work} is not on the same filesystem as the inbox {settings.inbox}: "
             "jobs are claimed by an atomic rename, which needs both on one filesystem (put work on the "
             "inbox's share, e.g. next to it)")
+
+
+def prepare_scratch(settings: Settings) -> None:
+    """The scratch folder (`scratch`), made and tried before any backend loads: a folder this user
+    cannot write (root's HOME under `sudo -u`, a path under a file) is a `cannot start`, not a crash."""
+    scratch = settings.scratch_dir
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+        problem = write_problem(scratch)
+    except OSError as exc:
+        problem = f"cannot create it: {exc.strerror or exc}"
+    if problem is not None:
+        raise StartupError(f"the scratch folder {scratch} (setting `scratch`) cannot be used: {problem}; "
+                           "set `scratch` to a folder on a local disk that this user can write")
 
 
 def choose_backend(settings: Settings) -> str:
