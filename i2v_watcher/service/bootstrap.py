@@ -5,6 +5,8 @@ the backends discovered, chosen (`backend = "auto"`) and loaded resident."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
@@ -31,7 +33,8 @@ def prepare_folders(settings: Settings) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StartupError(f"cannot create the {name} folder {path}: {exc}") from exc
+            _refuse(name, path, f"cannot create it: {exc.strerror or exc}")
+    _check_writable("work", settings.work)  # this worker's folder is made there, first thing
     if not same_filesystem(settings.inbox, settings.work):
         raise StartupError(
             f"the work folder {settings.work} is not on the same filesystem as the inbox {settings.inbox}: "
@@ -45,12 +48,19 @@ def prepare_scratch(settings: Settings) -> None:
     scratch = settings.scratch_dir
     try:
         scratch.mkdir(parents=True, exist_ok=True)
-        problem = write_problem(scratch)
     except OSError as exc:
-        problem = f"cannot create it: {exc.strerror or exc}"
-    if problem is not None:
-        raise StartupError(f"the scratch folder {scratch} (setting `scratch`) cannot be used: {problem}; "
-                           "set `scratch` to a folder on a local disk that this user can write")
+        _refuse("scratch", scratch, f"cannot create it: {exc.strerror or exc}", "on a local disk ")
+    _check_writable("scratch", scratch, "on a local disk ")
+
+
+def _check_writable(setting: str, folder: Path, where: str = "") -> None:
+    if (problem := write_problem(folder)) is not None:
+        _refuse(setting, folder, problem, where)
+
+
+def _refuse(setting: str, folder: Path, problem: str, where: str = "") -> NoReturn:
+    raise StartupError(f"the {setting} folder {folder} (setting `{setting}`) cannot be used: {problem}; "
+                       f"set `{setting}` to a folder {where}that this user can write")
 
 
 def choose_backend(settings: Settings) -> str:

@@ -245,3 +245,25 @@ def test_a_scratch_path_under_a_regular_file_is_a_plain_startup_error(folders: F
     daemon = spawn(folders.config, "--once")
     assert "Not a directory" in _refused_scratch(daemon, scratch)
     assert (folders.inbox / "a.png").exists()  # nothing was taken
+
+
+@pytest.mark.parametrize("setting", ["work", "outbox"])
+def test_a_shared_folder_the_daemon_cannot_use_is_a_plain_startup_error(
+        nobody_folders: Folders, nobody: RunAs, spawn: Spawn, setting: str) -> None:
+    """work/ it cannot write (its worker folder is made there first), or outbox/ under a regular file."""
+    f = nobody_folders
+    nobody.give(f.root)
+    if setting == "work":
+        (f.root / "work").mkdir(mode=0o755)  # the test's user's, not nobody's (or read-only)
+        if os.geteuid() != 0:
+            (f.root / "work").chmod(0o555)
+        folder = f.root / "work"
+    else:
+        (f.root / "afile").write_text("not a folder\n")
+        folder = f.root / "afile" / "outbox"
+        f.write_config(outbox=str(folder))
+    daemon = spawn(f.config, "--once", user=nobody)
+    assert daemon.wait() == 2, daemon.log
+    assert "Traceback" not in daemon.log and not daemon.find("daemon crashed"), daemon.log
+    (error,) = [e["error"] for e in daemon.find("cannot start")]
+    assert f"setting `{setting}`" in error and str(folder) in error, error
