@@ -232,6 +232,14 @@ def test_status_escapes_control_characters_in_names(folders: Folders) -> None:
     assert "\x1b" not in text and "\\x1b[2Jgone" in text
 
 
+def test_status_escapes_bidi_overrides_in_names_and_messages(folders: Folders) -> None:
+    """A U+202E in a job's name makes `gnp.exe` read as `exe.png` on a terminal: shown escaped."""
+    failed_job(folders, stem="gnp\u202eexe", message="bad \u2066input\u2069 \u200e")
+    text = cli("status", "--config", str(folders.config), check=True).stdout
+    assert not any(char in text for char in "\u202e\u2066\u2069\u200e")
+    assert "gnp\\u202eexe" in text and "bad \\u2066input\\u2069 \\u200e" in text
+
+
 # submit: validated whole before anything is written; parallel submits never collide
 
 

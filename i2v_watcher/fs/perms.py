@@ -1,10 +1,14 @@
 """The group and permission bits of what the daemon publishes (`output_group`, `output_mode`), so the
-whole team can read the outbox whatever the daemon's umask and primary group."""
+whole team can read the outbox whatever the daemon's umask and primary group; whether this process can
+write into a folder at all."""
 
 from __future__ import annotations
 
 import grp
+import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 MAX_GID = 2**32 - 2  # (gid_t)-1 means "leave the group alone" to chown
 
@@ -56,3 +60,19 @@ def output_perms(group: str | None, mode: str | None) -> OutputPerms:
     return OutputPerms(file_mode=file_mode,
                        folder_mode=None if file_mode is None else folder_mode(file_mode),
                        gid=None if group is None else resolve_group(group))
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why the service's user cannot list this folder, or create and delete a file in it; None when it
+    can. Tried for real: os.access trusts the modes, and misses read-only mounts and full disks."""
+    probe = folder / f".i2v-probe-{os.getpid()}-{secrets.token_hex(4)}"  # hidden: a daemon ignores it
+    what = "list it"
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+        what = "create a file in it"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        return f"uid {os.geteuid()} cannot {what}: {exc.strerror or exc}"
+    return None

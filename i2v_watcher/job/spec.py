@@ -69,7 +69,9 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _JOINERS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ: emoji sequences and several scripts need them
 
 
-def _unsafe(char: str) -> bool:
+def unsafe_char(char: str) -> bool:
+    """A character never shown or stored as it is: controls, invisible formatting (bidi overrides),
+    surrogates, private-use and unassigned code points, line and paragraph separators."""
     return unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _JOINERS
 
 
@@ -86,7 +88,7 @@ def check_output_name(name: str) -> str:
         raise ValueError("must be a plain file name: no '/', '\\', '..' or NUL")
     if name.startswith("."):
         raise ValueError("must not start with '.' (hidden names are reserved for files being written)")
-    unsafe = next((char for char in name if _unsafe(char)), None)
+    unsafe = next((char for char in name if unsafe_char(char)), None)
     if unsafe is not None:
         raise ValueError(f"must not contain {_describe_char(unsafe)}: control, invisible formatting, "
                          "private-use and unassigned characters are not allowed")
@@ -101,7 +103,7 @@ def safe_stem(stem: str) -> str:
     """A usable output name from an untrusted file stem, mended rather than refused: what
     check_output_name refuses becomes '_', '..' becomes '.', leading dots and surrounding spaces go, and a
     name over MAX_NAME_BYTES is cut and tagged with a hash of the whole stem, so long names stay distinct."""
-    mended = "".join("_" if char in "/\\" or _unsafe(char) else char for char in stem)
+    mended = "".join("_" if char in "/\\" or unsafe_char(char) else char for char in stem)
     mended = _trim(re.sub(r"\.{2,}", ".", mended)) or FALLBACK_NAME
     if len(mended.encode("utf-8")) > MAX_NAME_BYTES:
         mended = _shorten(mended, stem)

@@ -10,7 +10,6 @@ import importlib
 import importlib.util
 import json
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from i2v_watcher import backends
 from i2v_watcher.config.errors import config_warnings, doctor_findings
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import StartupError
+from i2v_watcher.fs.perms import write_problem
 
 Status = Literal["ok", "info", "warning", "error", "skipped"]
 EXIT_OK, EXIT_BLOCKING, EXIT_UNREADABLE = 0, 1, 2
@@ -264,22 +264,6 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _write_problem(folder: Path) -> str | None:
-    """Why the service's user cannot list this folder, or create and delete a file in it; None when it
-    can. Tried for real: os.access trusts the modes, and misses read-only mounts and full disks."""
-    probe = folder / f".i2v-doctor-{os.getpid()}-{secrets.token_hex(4)}"  # hidden: a daemon ignores it
-    what = "list it"
-    try:
-        with os.scandir(folder) as entries:
-            next(entries, None)
-        what = "create a file in it"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        probe.unlink()
-    except OSError as exc:
-        return f"uid {os.geteuid()} cannot {what}: {exc.strerror or exc}"
-    return None
-
-
 def check_folders(ctx: Context) -> list[Finding]:
     assert ctx.settings is not None
     settings, found = ctx.settings, []
@@ -291,7 +275,7 @@ def check_folders(ctx: Context) -> list[Finding]:
         elif not path.exists() and name == "inbox" and not settings.create_inbox:
             found.append(Finding("folders", "error", f"the inbox {path} does not exist", "mount the share "
                                  "first; or create the folder; or set create_inbox = true", data))
-        elif (problem := _write_problem(_existing(path))) is not None:
+        elif (problem := write_problem(_existing(path))) is not None:
             where = "" if path.exists() else f" (to be created in {_existing(path)})"
             found.append(Finding("folders", "error", f"{name} {path}{where}: {problem}", WRITABLE, data))
         else:
@@ -312,7 +296,7 @@ def _check_scratch(scratch: Path) -> Finding:
     from i2v_watcher.fs.mounts import filesystem_type, is_network_fs
 
     data = {"folder": "scratch", "path": str(scratch)}
-    if (problem := _write_problem(_existing(scratch))) is not None:
+    if (problem := write_problem(_existing(scratch))) is not None:
         return Finding("scratch", "error", f"scratch {scratch}: {problem}", WRITABLE, data)
     fstype = filesystem_type(_existing(scratch)) or "unknown"
     if is_network_fs(fstype):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from i2v_watcher.fs.atomic import walk_files
+from i2v_watcher.job.spec import unsafe_char
 
 Warn = Callable[[str], None]
 
@@ -34,10 +35,17 @@ def reason(exc: BaseException) -> str:
 
 
 def printable(text: str) -> str:
-    """Names and messages from the shared folders, safe for a terminal: control characters (an escape
-    sequence in a file name) and undecodable bytes are shown escaped, never sent as they are."""
+    """Names and messages from the shared folders, safe for a terminal and a page: control characters
+    (an escape sequence in a file name), invisible formatting (a U+202E makes `gnp.exe` read as
+    `exe.png`) and undecodable bytes are shown escaped as Python writes them (`\\x1b`, `\\u202e`),
+    never sent as they are. The same characters that an output name may not contain."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or 0x7F <= ord(c) < 0xA0 else c for c in text)
+    return "".join(_escaped(c) if unsafe_char(c) else c for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def warn(message: str) -> None:

@@ -5,6 +5,8 @@ the backends discovered, chosen (`backend = "auto"`) and loaded resident."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
@@ -12,6 +14,7 @@ from i2v_watcher import backends
 from i2v_watcher.config.settings import Settings, check_model_tables
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
+from i2v_watcher.fs.perms import write_problem
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.probes import check_presets
 from i2v_watcher.service.systemd import Extend
@@ -30,12 +33,34 @@ def prepare_folders(settings: Settings) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StartupError(f"cannot create the {name} folder {path}: {exc}") from exc
+            _refuse(name, path, f"cannot create it: {exc.strerror or exc}")
+    _check_writable("work", settings.work)  # this worker's folder is made there, first thing
     if not same_filesystem(settings.inbox, settings.work):
         raise StartupError(
             f"the work folder {settings.work} is not on the same filesystem as the inbox {settings.inbox}: "
             "jobs are claimed by an atomic rename, which needs both on one filesystem (put work on the "
             "inbox's share, e.g. next to it)")
+
+
+def prepare_scratch(settings: Settings) -> None:
+    """The scratch folder (`scratch`), made and tried before any backend loads: a folder this user
+    cannot write (root's HOME under `sudo -u`, a path under a file) is a `cannot start`, not a crash."""
+    scratch = settings.scratch_dir
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _refuse("scratch", scratch, f"cannot create it: {exc.strerror or exc}", "on a local disk ")
+    _check_writable("scratch", scratch, "on a local disk ")
+
+
+def _check_writable(setting: str, folder: Path, where: str = "") -> None:
+    if (problem := write_problem(folder)) is not None:
+        _refuse(setting, folder, problem, where)
+
+
+def _refuse(setting: str, folder: Path, problem: str, where: str = "") -> NoReturn:
+    raise StartupError(f"the {setting} folder {folder} (setting `{setting}`) cannot be used: {problem}; "
+                       f"set `{setting}` to a folder {where}that this user can write")
 
 
 def choose_backend(settings: Settings) -> str:

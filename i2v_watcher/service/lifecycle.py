@@ -18,7 +18,7 @@ from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.run.pipeline import Pipeline
 from i2v_watcher.run.stages import Result
-from i2v_watcher.service.bootstrap import load_backends
+from i2v_watcher.service.bootstrap import load_backends, prepare_scratch
 from i2v_watcher.service.parts import Part, start_all, stop_all
 from i2v_watcher.service.runner import MakePipeline
 from i2v_watcher.service.signals import SignalReader
@@ -164,6 +164,7 @@ class Service(ABC):
         """For a service that runs jobs: the resident backends loaded once, how a stage makes its
         pipeline, the scratch folder of generated frames, and the heartbeat that names the model."""
         settings = self.settings
+        prepare_scratch(settings)
         binary, default, resident = load_backends(settings, self.notifier.extend)
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}

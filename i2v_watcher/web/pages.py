@@ -43,6 +43,9 @@ class Pages:
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.filters["q"] = lambda value: quote(str(value), safe="/")
         self.templates.env.filters["printable"] = lambda value: printable(str(value))
+        # Prompts keep their line breaks (a YAML block ends in one); everything else is escaped.
+        self.templates.env.filters["printable_lines"] = lambda value: "\n".join(
+            printable(line) for line in str(value).split("\n"))
         self.templates.env.tests["image"] = lambda name: str(name).lower().endswith(IMAGE_SUFFIXES)
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:

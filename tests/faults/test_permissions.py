@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Folders, make_image, wait_for
 
-from .conftest import RunAs, Spawn, entries, hidden, visible
+from .conftest import LiveDaemon, RunAs, Spawn, entries, hidden, visible
 
 HELD = "cannot write a destination folder: job kept in the work folder, will retry"
 BLOCKED = "cannot take this job out of the inbox; skipped until it changes or is fixed"
@@ -199,3 +199,71 @@ def test_a_subfolder_the_daemon_may_not_read_is_logged_once_and_served_when_fixe
     assert "Traceback" not in daemon.log  # every problem above is expected: none is a crash
     assert_all_three_published(f, "sealed")
     assert not daemon.find(PAUSED) and len(daemon.find(UNREADABLE)) == 1
+
+
+# ---- a scratch folder the daemon cannot write: a plain `cannot start`, never a crash ---------------------
+
+
+def _refused_scratch(daemon: LiveDaemon, scratch: Path) -> str:
+    """The daemon ended start-up with exit 2 and one `cannot start` line naming the setting."""
+    assert daemon.wait() == 2, daemon.log
+    assert "Traceback" not in daemon.log and not daemon.find("daemon crashed"), daemon.log
+    (error,) = [e["error"] for e in daemon.find("cannot start")]
+    assert "setting `scratch`" in error and str(scratch) in error, error
+    return str(error)
+
+
+@pytest.mark.parametrize("where", ["scratch in a root folder", "default scratch in root's HOME"])
+def test_a_scratch_folder_the_daemon_cannot_write_is_a_plain_startup_error(
+        nobody_folders: Folders, nobody: RunAs, spawn: Spawn, where: str) -> None:
+    f = nobody_folders
+    nobody.give(f.root)
+    env = {}
+    if where == "scratch in a root folder":
+        owned = f.config.parent / "root-owned"
+        owned.mkdir(mode=0o755)  # made as the test's user: not nobody's, unless the test is nobody
+        if os.geteuid() != 0:
+            owned.chmod(0o555)
+        scratch = owned / "scratch"
+        f.write_config(scratch=str(scratch))
+    else:  # `sudo -u svc` keeps root's HOME: the default ~/.cache/i2v-watcher/scratch is root's
+        if os.geteuid() != 0:
+            pytest.skip("needs root: the daemon runs as nobody with root's HOME")
+        env["HOME"] = "/root"
+        scratch = Path("/root/.cache/i2v-watcher/scratch")
+    daemon = spawn(f.config, "--once", user=nobody, **env)
+    error = _refused_scratch(daemon, scratch)
+    assert "cannot create" in error or "Permission denied" in error, error
+
+
+def test_a_scratch_path_under_a_regular_file_is_a_plain_startup_error(folders: Folders,
+                                                                      spawn: Spawn) -> None:
+    (folders.root / "afile").write_text("not a folder\n")
+    scratch = folders.root / "afile" / "scratch"
+    folders.write_config(scratch=str(scratch))
+    make_image(folders.inbox / "a.png")
+    daemon = spawn(folders.config, "--once")
+    assert "Not a directory" in _refused_scratch(daemon, scratch)
+    assert (folders.inbox / "a.png").exists()  # nothing was taken
+
+
+@pytest.mark.parametrize("setting", ["work", "outbox"])
+def test_a_shared_folder_the_daemon_cannot_use_is_a_plain_startup_error(
+        nobody_folders: Folders, nobody: RunAs, spawn: Spawn, setting: str) -> None:
+    """work/ it cannot write (its worker folder is made there first), or outbox/ under a regular file."""
+    f = nobody_folders
+    nobody.give(f.root)
+    if setting == "work":
+        (f.root / "work").mkdir(mode=0o755)  # the test's user's, not nobody's (or read-only)
+        if os.geteuid() != 0:
+            (f.root / "work").chmod(0o555)
+        folder = f.root / "work"
+    else:
+        (f.root / "afile").write_text("not a folder\n")
+        folder = f.root / "afile" / "outbox"
+        f.write_config(outbox=str(folder))
+    daemon = spawn(f.config, "--once", user=nobody)
+    assert daemon.wait() == 2, daemon.log
+    assert "Traceback" not in daemon.log and not daemon.find("daemon crashed"), daemon.log
+    (error,) = [e["error"] for e in daemon.find("cannot start")]
+    assert f"setting `{setting}`" in error and str(folder) in error, error

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from conftest import Folders
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job import records as records_module
 from i2v_watcher.web import gallery as gallery_module
 from i2v_watcher.web.gallery import Gallery
+from web.conftest import WebServer
 
 CLIPS = 3000
 
@@ -74,3 +78,20 @@ def test_a_metadata_file_cannot_list_files_outside_its_folder(tmp_path: Path) ->
         "files": ["a/x.mp4", "../secret.mp4", "b/y.mp4", "a/../b.mp4", "/etc/passwd", 7, "a/x.jpg"]}))
     clip = Gallery(settings(tmp_path)).clips()[0]
     assert clip.files == ("a/x.mp4", "a/x.jpg")
+
+
+def test_bidi_overrides_in_names_and_prompts_show_escaped(folders: Folders,
+                                                          web: Callable[..., WebServer]) -> None:
+    """A U+202E (and any other invisible formatting) in a published clip's name or prompt would reorder
+    what the page shows; the gallery shows it escaped, as `status` and the logs do."""
+    server = web()
+    publish(folders.outbox, "clip", "a cat\u202e tac a\u2066", "2026-01-01T00:00:00+00:00")
+    data = json.loads((folders.outbox / "clip.json").read_text())
+    data.update(name="gnp\u202eexe", negative_prompt="blur\u200f\nnoise")
+    (folders.outbox / "clip.json").write_text(json.dumps(data))
+    with urllib.request.urlopen(f"{server.url}/gallery", timeout=10) as response:
+        page = response.read().decode()
+    for char in "\u202e\u2066\u200f":
+        assert char not in page
+    assert "gnp\\u202eexe" in page and "a cat\\u202e tac a\\u2066" in page
+    assert "blur\\u200f\nnoise" in page  # a prompt keeps its line breaks
