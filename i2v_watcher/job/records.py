@@ -344,7 +344,8 @@ class WorkerRow(BaseModel):
 
     @property
     def up(self) -> bool:
-        """Alive, or late but not yet stale: counted as up (`workers_alive`, `i2v_worker_up`)."""
+        """Alive, or late but not yet stale: counted as up (`workers_alive`, `i2v_worker_up`). The one
+        place this rule is written: work.liveness names the states, every reader asks the row."""
         return self.state in ("alive", "late")
 
 

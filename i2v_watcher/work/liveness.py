@@ -44,7 +44,6 @@ from i2v_watcher.job.records import HeartbeatRecord
 
 ALIVE, LATE, STALE, STOPPED, DEAD, UNKNOWN = "alive", "late", "stale", "stopped", "dead", "unknown"
 STATES = (ALIVE, LATE, STALE, STOPPED, DEAD, UNKNOWN)
-UP = (ALIVE, LATE)  # i2v_worker_up 1, counted in workers_alive
 TAKE_OVER = (STALE, STOPPED)  # what takeover may take the jobs of (dead: once stale by takeover's age)
 LATE_AFTER_BEATS = 2
 PROBE_PREFIX = ".clock-"  # work/.clock-<host>-<pid>-<token>: created, stamped, removed at once
