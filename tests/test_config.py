@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from conftest import REPO, write_toml
-from i2v_watcher.config.settings import FOLDERS, Settings, check_model_tables, load_settings
+from i2v_watcher.config.models import check_model_tables
+from i2v_watcher.config.settings import FOLDERS, Settings, load_settings
 from i2v_watcher.errors import StartupError
 
 

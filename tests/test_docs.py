@@ -19,7 +19,8 @@ from PIL import Image
 from conftest import REPO
 from i2v_watcher import backends
 from i2v_watcher.cli import _parser
-from i2v_watcher.config.settings import DiffusionSettings, ModelSettings, Settings, load_settings
+from i2v_watcher.config.models import DiffusionSettings, ModelSettings
+from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.job.spec import JobDefaults, JobSpec
 from i2v_watcher.ops.submit import build_sidecar, check_submission
 from i2v_watcher.steps import available, step_class

@@ -345,7 +345,8 @@ TABLES = frozenset({"defaults", "diffusion", "models", "presets"})
 
 
 def settings_reference() -> str:
-    from i2v_watcher.config.settings import DEFAULT_MODELS, Settings
+    from i2v_watcher.config.models import DEFAULT_MODELS
+    from i2v_watcher.config.settings import Settings
     from i2v_watcher.steps.presets import SHIPPED_PRESETS
 
     doc = ExampleConfig(EXAMPLE_CONFIG)

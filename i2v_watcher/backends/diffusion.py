@@ -28,7 +28,8 @@ from PIL import Image
 from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
 from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
 from i2v_watcher.backends.capacity import auto_short_side, missing_extra
-from i2v_watcher.config.settings import DEFAULT_MODELS, ModelSettings, OomRung, Settings
+from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.logs import adopt_library_loggers

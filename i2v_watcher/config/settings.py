@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -28,11 +25,11 @@ from i2v_watcher.config.checks import (
 )
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
 from i2v_watcher.config.errors import explain, explain_environment
+from i2v_watcher.config.models import DEFAULT_MODELS, DiffusionSettings, ModelSettings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.explain.core import did_you_mean
 from i2v_watcher.fs.atomic import NotRegularFile, open_regular
 from i2v_watcher.fs.perms import parse_mode, resolve_group
-from i2v_watcher.job.spec import WORKER_ID_PATTERN, JobDefaults, RegistryName, normalise_resolution
+from i2v_watcher.job.spec import WORKER_ID_PATTERN, JobDefaults, RegistryName
 from i2v_watcher.steps.presets import DEFAULT_OVERRIDABLE, SHIPPED_PRESETS, Preset
 
 # Files that desktops, NAS boxes and copy/sync tools leave in shared folders; never jobs.
@@ -49,70 +46,6 @@ GIB = 1024**3
 
 def _default_worker_id() -> str:
     return socket.gethostname().split(".")[0] or "worker"
-
-
-class ModelSettings(BaseModel):
-    """Where a diffusion backend's weights come from."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    model: str  # a local directory, or a Hugging Face hub id resolved from the local cache
-    variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
-
-
-DEFAULT_MODELS = {
-    "i2vgen-xl": ModelSettings(model="ali-vilab/i2vgen-xl", variant="fp16"),
-    "svd": ModelSettings(model="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
-    "wan-i2v": ModelSettings(model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
-}
-
-
-class OomRung(BaseModel):
-    """One rung of the OOM ladder; rungs apply cumulatively, each on top of those before it."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    resolution: str | None = None  # cap the short side at this size (e.g. "512p")
-    num_frames: float | None = Field(default=None, gt=0, lt=1)  # keep this fraction of the frames
-    offload: Literal["model", "sequential"] | None = None  # CPU offload, for this one job only
-
-    @field_validator("resolution", mode="before")
-    @classmethod
-    def _resolution(cls, value: object) -> str | None:
-        if value is None:
-            return None
-        resolution = normalise_resolution(value)
-        # A rung caps the short side with int("512p"[:-1]); "auto" would fail every job at that point.
-        if resolution == "auto":
-            raise ValueError("an OOM ladder rung caps the short side at a concrete size such as 512p "
-                             "or 384p, never auto")
-        return resolution
-
-    @model_validator(mode="after")
-    def _one_change(self) -> OomRung:
-        if sum(v is not None for v in (self.resolution, self.num_frames, self.offload)) != 1:
-            raise ValueError("each OOM ladder rung sets exactly one of resolution, num_frames, offload")
-        return self
-
-
-DEFAULT_OOM_LADDER = [OomRung(resolution="512p"), OomRung(num_frames=0.5), OomRung(offload="model")]
-
-
-class DiffusionSettings(BaseModel):
-    """How the diffusion backends load and run (applied once, at start-up)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    device: str = Field(default="cuda", pattern=r"^(cuda(:\d+)?|cpu)$")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    local_files_only: bool = False
-    offload: Literal["none", "model", "sequential"] = "none"
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-    attention_backend: str = "sdpa"
-    compile: bool = False
-    channels_last: bool = False
-    oom_ladder: list[OomRung] = Field(default_factory=lambda: list(DEFAULT_OOM_LADDER))
 
 
 class Settings(BaseSettings):
@@ -341,32 +274,6 @@ class Settings(BaseSettings):
         else:
             base = Path("~/.cache/i2v-watcher/scratch").expanduser()
         return base / self.worker_id
-
-
-def check_model_tables(settings: Settings, known_backends: Iterable[str],
-                       diffusion_backends: Iterable[str]) -> None:
-    """Every [models.<name>] table must name a backend that loads a model. A separate step from
-    validation because plugins register backends only at start-up; call it after discovery.
-    A typo would otherwise be ignored and the shipped hub id loaded in its place."""
-    known = set(known_backends)
-    with_models = sorted(set(diffusion_backends))
-    problems = []
-    for name, source in settings.models.items():
-        if DEFAULT_MODELS.get(name) == source:
-            continue  # the shipped tables are never the user's mistake
-        if name not in known:
-            problems.append(_unknown_model_table(name, with_models))
-        elif name not in with_models:
-            problems.append(f"[models.{name}]: backend {name} loads no model, so the table means nothing")
-    if problems:
-        message = "; ".join(problems)
-        listed = ", ".join(with_models) or "(none)"
-        raise StartupError(f"{message}{' ' if message.endswith('?') else '; '}backends with models: {listed}")
-
-
-def _unknown_model_table(name: str, with_models: list[str]) -> str:
-    return f"[models.{name}] names no backend" + did_you_mean(name, with_models, lead="; ",
-                                                              shown=lambda found: f"[models.{found}]")
 
 
 def load_settings(config_file: Path | str | None) -> Settings:

@@ -11,7 +11,8 @@ from typing import NoReturn
 import structlog
 
 from i2v_watcher import backends
-from i2v_watcher.config.settings import Settings, check_model_tables
+from i2v_watcher.config.models import check_model_tables
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
 from i2v_watcher.fs.perms import write_problem
