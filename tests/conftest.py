@@ -34,6 +34,19 @@ FAST = {
 SMALL = {"num_frames": 6, "resolution": "64p", "fps": 8.0}
 
 
+# Fixtures that start real processes (daemons, web servers, redis, Chromium): their tests are `slow`, so
+# `pytest -m "not slow"` is the fast loop while working. The test command runs them all.
+REAL_PROCESS_FIXTURES = {"daemons", "start", "web", "redis_server", "processes", "browser", "site"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    faults = Path(__file__).parent / "faults"
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & REAL_PROCESS_FIXTURES or faults in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
