@@ -44,6 +44,7 @@ from i2v_watcher.job.records import JobFailure
 from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.chains import Chain
+from i2v_watcher.media.cost import check_cost
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
 from i2v_watcher.media.images import load_image
@@ -53,6 +54,7 @@ from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.publish import dispose_inputs, publish, render_name
+from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
 
@@ -300,7 +302,9 @@ class Pipeline:
         job.advance(job.state.stage, wanted_name=wanted)
         image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
                            max_bytes=self.settings.max_image_bytes)
-        plan_job(backend, image.size, params, self.budget)
+        planned = plan_job(backend, image.size, params, self.budget)
+        source = Clip(planned.width, planned.height, planned.frames, params.fps)
+        check_cost(self.settings, checked.chains, source)  # what the presets make of the frames
         return Prepared(checked.spec, params, backend, checked.chains, image, notes)
 
     def _generate(self, job: Job) -> None:
