@@ -132,6 +132,11 @@ RANGES = [
     ("web_upload_max_mb", 1, 10 * 1024, 0, 10 * 1024 + 1),
     ("web_page_size", 1, 500, 0, 501),
     ("metrics_port", 1, 65535, 0, 65536),
+    ("max_output_frames", 1, 10_000_000, 0, 10_000_001),
+    ("max_output_duration_s", 0.001, 86400, 0, 86401),
+    ("max_output_pixel_frames", 1, 10**15, 0, 10**15 + 1),
+    ("max_step_buffer_mb", 1, 64 * 1024 * 1024, 0, 64 * 1024 * 1024 + 1),
+    ("max_encode_s", 0.001, 7 * 86400, 0, 7 * 86400 + 1),
 ]
 
 

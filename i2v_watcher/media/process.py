@@ -126,7 +126,7 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, checkpoint: Checkp
             if time.monotonic() - last_progress[0] > stall_s:
                 raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")
             if limit_s is not None and time.monotonic() - started > limit_s:
-                raise JobError(f"the encode took longer than its limit of {limit_s:.0f} s (max_encode_s) "
+                raise JobError(f"the encode took longer than its limit of {limit_s:.4g} s (max_encode_s) "
                                "and was stopped", stage="postprocess",
                                hint="ask for fewer, shorter or smaller outputs, or ask the operator to "
                                     "raise max_encode_s")
