@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import make_image
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.errors import JobError
+from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.media.chains import Chain
 from i2v_watcher.media.cost import ENCODE_BASE_S, chain_cost, check_cost, encode_limit_s
 from i2v_watcher.media.ffmpeg import find_ffmpeg
 from i2v_watcher.media.graph import postprocess
+from i2v_watcher.ops.submit import check_submission
 from i2v_watcher.steps import Clip, parse_chain, parse_step
 
 CLIP = Clip(width=1024, height=576, frames=16, fps=8.0)  # a default job (16 frames, 8 fps) at 576p
@@ -151,3 +153,13 @@ def test_max_encode_s_stops_an_encode_that_runs_too_long(tmp_path: Path) -> None
     assert error.stage == "postprocess"
     assert error.message == "the encode took longer than its limit of 0.05 s (max_encode_s) and was stopped"
     assert "raise max_encode_s" in error.hint
+
+
+def test_submit_refuses_what_the_daemon_would_before_writing_anything(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    image = make_image(tmp_path / "photo.png", size=(96, 72))
+    with pytest.raises(StartupError) as caught:
+        check_submission(config, {"fps": 0.01, "num_frames": 2, "postprocess": "vertical-1080x1920"}, image)
+    assert "over max_output_frames (3,600)" in str(caught.value)
+    assert "fps at least" in str(caught.value)
+    check_submission(config, {"postprocess": "vertical-1080x1920"}, image)  # the defaults fit
