@@ -76,9 +76,12 @@ def test_a_chain_adds_its_steps_up() -> None:
 
 def test_every_shipped_preset_takes_a_default_job_and_a_long_one(tmp_path: Path) -> None:
     config = settings(tmp_path)
-    every = chains(config, *config.presets)
-    for source in (CLIP, Clip(1024, 1024, 512, 8.0), Clip(64, 64, 1, 120.0)):  # 64 s of 1024x1024
-        check_cost(config, every, source)
+    for source in (CLIP, Clip(64, 64, 1, 120.0)):
+        check_cost(config, chains(config, *config.presets), source)  # all of them at once
+    for name in config.presets:  # 64 s of 1024x1024, each preset alone
+        check_cost(config, chains(config, name), Clip(1024, 1024, 512, 8.0))
+    three = chains(config, "archive", "vertical-1080x1920", "gif-preview")
+    check_cost(config, three, Clip(1024, 576, 512, 8.0))
 
 
 def test_vertical_at_fps_0_01_is_refused_naming_the_bound_and_what_fits(tmp_path: Path) -> None:
@@ -163,3 +166,24 @@ def test_submit_refuses_what_the_daemon_would_before_writing_anything(tmp_path: 
     assert "over max_output_frames (3,600)" in str(caught.value)
     assert "fps at least" in str(caught.value)
     check_submission(config, {"postprocess": "vertical-1080x1920"}, image)  # the defaults fit
+
+
+def test_a_chain_is_bounded_where_it_makes_the_most_not_only_at_its_output(tmp_path: Path) -> None:
+    # A still after a 120 fps step outputs one frame, but ffmpeg makes 24,000 on the way.
+    still = [{"step": "fps", "fps": 120}, {"step": "poster"}]
+    config = settings(tmp_path, presets={"still": {"steps": still}})
+    with pytest.raises(JobError) as caught:
+        check_cost(config, chains(config, "still"), Clip(512, 512, 2, 0.01))
+    assert "preset 'still' would make 24,000 frames at its fps step, over max_output_frames (3,600)" \
+        in caught.value.problems
+
+
+def test_pixel_frames_count_every_output_of_the_one_encode(tmp_path: Path) -> None:
+    config = settings(tmp_path, max_output_pixel_frames=145_000_000)
+    source = Clip(512, 512, 32, 8.0)  # 4 s: 120 frames of 1080x1080 (140 M), 32 of 512x512 (8.4 M)
+    check_cost(config, chains(config, "square-1080"), source)
+    with pytest.raises(JobError) as caught:
+        check_cost(config, chains(config, "square-1080", "archive"), source)
+    assert caught.value.problems == [
+        "preset 'square-1080' (120 frames of 1080x1080) and preset 'archive' (32 frames of 512x512) would be "
+        "148,356,608 pixel-frames, over max_output_pixel_frames (145,000,000)"]

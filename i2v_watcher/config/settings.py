@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     memory_budget_mb: int | None = Field(default=None, ge=64, le=64 * 1024 * 1024)
     # A job in flight when the daemon died this many times in a row goes to failed/ (an OOM kill).
     max_job_crashes: int = Field(default=2, ge=1, le=100)
-    # What one job's post-processing may make, per preset, checked before generation (media/cost.py).
+    # What one job's post-processing may make, checked before generation (media/cost.py).
     max_output_frames: int = Field(default=3600, ge=1, le=10_000_000)
     max_output_duration_s: float = Field(default=600.0, gt=0, le=DAY)
     max_output_pixel_frames: int = Field(default=8_000_000_000, ge=1, le=10**15)

@@ -30,24 +30,39 @@ MAX_FPS = 120.0  # a sidecar's fps is at most this (job.spec.Fps)
 
 @dataclass(frozen=True)
 class ChainCost:
-    """One preset's chain applied to the generated clip: its output, what its steps hold in memory
-    (with the step's name), and the seconds of encode time its steps are allowed."""
+    """One preset's chain applied to the generated clip: the clip each step makes (with the step's
+    name; the last is the output), what its steps hold in memory, and the seconds of encode time its
+    steps are allowed."""
 
     name: str
-    output: Clip
+    made: list[tuple[str, Clip]]
     held: list[tuple[str, Held]]
     encode_s: float
+
+    @property
+    def output(self) -> Clip:
+        return self.made[-1][1]
+
+    def largest(self, measure: Callable[[Clip], float]) -> tuple[Clip, str]:
+        """The largest clip the chain makes by `measure`, and where: '' at the output, else ` at its
+        <step> step` (a poster after a 120 fps step outputs 1 frame, but ffmpeg makes all the others)."""
+        last = len(self.made) - 1
+        index = max(range(last, -1, -1), key=lambda i: measure(self.made[i][1]))  # the output on a tie
+        step, clip = self.made[index]
+        return clip, "" if index == last else f" at its {step} step"
 
 
 def chain_cost(name: str, steps: list[Step], source: Clip) -> ChainCost:
     clip, encode_s = source, 0.0
+    made: list[tuple[str, Clip]] = []
     held: list[tuple[str, Held]] = []
     for step in steps:
         if (holds := step.holds(clip)) is not None:
             held.append((step.name, holds))
         clip = step.plan(clip)
+        made.append((step.name, clip))
         encode_s += step.seconds_per_megapixel_frame * clip.pixel_frames / MEGAPIXEL
-    return ChainCost(name, clip, held, encode_s)
+    return ChainCost(name, made, held, encode_s)
 
 
 def encode_limit_s(configured: float | None, chains: list[Chain], source: Clip) -> float:
@@ -59,27 +74,32 @@ def encode_limit_s(configured: float | None, chains: list[Chain], source: Clip) 
 
 
 def over_bounds(settings: Settings, chains: list[Chain], source: Clip) -> list[str]:
-    """Each bound a chain's output or one of its steps goes over, in words: the figure and the limit."""
-    found = []
+    """Each bound the job goes over, in words: the figure and the limit. Frames and duration are
+    bounded per preset, at whichever of its steps makes the most; pixel-frames (the encode's work) for
+    all the presets together, which one ffmpeg run makes; what a step holds, per step."""
+    found, sizes, total = [], [], 0
     for name, steps in chains:
         cost = chain_cost(name, steps, source)
-        out = cost.output
-        if out.duration > settings.max_output_duration_s:
-            found.append(f"preset {name!r} would make a {out.duration:.4g} s clip, over "
+        longest, where = cost.largest(lambda clip: clip.duration)
+        if longest.duration > settings.max_output_duration_s:
+            found.append(f"preset {name!r} would make a {longest.duration:.4g} s clip{where}, over "
                          f"max_output_duration_s ({settings.max_output_duration_s:g})")
-        if out.frames > settings.max_output_frames:
-            found.append(f"preset {name!r} would output {out.frames:,} frames, over max_output_frames "
-                         f"({settings.max_output_frames:,})")
-        if out.pixel_frames > settings.max_output_pixel_frames:
-            found.append(f"preset {name!r} would output {out.frames:,} frames of {out.width}x{out.height}, "
-                         f"{out.pixel_frames:,} pixel-frames, over max_output_pixel_frames "
-                         f"({settings.max_output_pixel_frames:,})")
+        most, where = cost.largest(lambda clip: clip.frames)
+        if most.frames > settings.max_output_frames:
+            found.append(f"preset {name!r} would {'make' if where else 'output'} {most.frames:,} frames"
+                         f"{where}, over max_output_frames ({settings.max_output_frames:,})")
+        big, where = cost.largest(lambda clip: clip.pixel_frames)
+        total += big.pixel_frames
+        sizes.append(f"preset {name!r} ({big.frames:,} frames of {big.width}x{big.height}{where})")
         for step, held in cost.held:
             size, clip = held.clip.pixel_frames * BYTES_HELD_PER_PIXEL, held.clip
             if size > settings.max_step_buffer_mb * MB:
                 found.append(f"preset {name!r}: its {step} step would hold {clip.frames:,} frames of "
                              f"{clip.width}x{clip.height} in memory {held.why}, {size / MB:,.0f} MB, "
                              f"over max_step_buffer_mb ({settings.max_step_buffer_mb:,})")
+    if total > settings.max_output_pixel_frames:
+        found.append(f"{' and '.join(sizes)} would be {total:,} pixel-frames, over max_output_pixel_frames "
+                     f"({settings.max_output_pixel_frames:,})")
     return found
 
 
