@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ffmpeg as ffmpeg_python
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import make_image
 from i2v_watcher.config.settings import Settings
@@ -21,7 +23,7 @@ from i2v_watcher.media.cost import ENCODE_BASE_S, chain_cost, check_cost, encode
 from i2v_watcher.media.ffmpeg import find_ffmpeg
 from i2v_watcher.media.graph import postprocess
 from i2v_watcher.ops.submit import check_submission
-from i2v_watcher.steps import Clip, parse_chain, parse_step
+from i2v_watcher.steps import Clip, OutputStep, available, parse_chain, parse_step
 
 CLIP = Clip(width=1024, height=576, frames=16, fps=8.0)  # a default job (16 frames, 8 fps) at 576p
 
@@ -187,3 +189,30 @@ def test_pixel_frames_count_every_output_of_the_one_encode(tmp_path: Path) -> No
     assert caught.value.problems == [
         "preset 'square-1080' (120 frames of 1080x1080) and preset 'archive' (32 frames of 512x512) would be "
         "148,356,608 pixel-frames, over max_output_pixel_frames (145,000,000)"]
+
+
+# A sample of every registered step: a step added without one fails below, so its cost is checked.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "crop": {"width": 32, "height": 32}, "fps": {"fps": 30}, "interpolate": {"fps": 24},
+    "loop": {"count": 3, "boomerang": True}, "speed": {"factor": 0.5}, "fade": {},
+    "scale_pad": {"width": 64, "height": 64}, "encode": {}, "poster": {}, "gif": {}, "webp": {},
+}
+
+
+def test_every_step_returns_the_clip_its_plan_says(tmp_path: Path) -> None:
+    assert sorted(SAMPLES) == available()
+    for name, fields in SAMPLES.items():
+        step = parse_step({"step": name, **fields})
+        if not isinstance(step, OutputStep):
+            _, made = step.apply(ffmpeg_python.input("pipe:").video, CLIP)
+            assert made == step.plan(CLIP), name
+
+
+def test_a_preview_is_as_high_as_ffmpeg_makes_it(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    pixels = np.zeros((4, 64, 86, 3), np.uint8)  # 480 wide: 357.2 high, made 358 by scale's -2
+    outputs, _ = postprocess(pixels, 8.0, tmp_path / "out", find_ffmpeg(None)[0],
+                             chains(config, "webp-preview"), config, Checkpoint())
+    planned = parse_step({"step": "webp"}).plan(Clip(86, 64, 4, 8.0))
+    with Image.open(tmp_path / "out" / outputs[0].file) as made:
+        assert made.size == (planned.width, planned.height) == (480, 358)

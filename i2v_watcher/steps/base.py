@@ -141,7 +141,7 @@ class AnimatedPreview(OutputStep):
 
     def plan(self, clip: Clip) -> Clip:
         # scale's -2: the height that keeps the aspect ratio, rounded to an even number.
-        height = max(2, 2 * round(clip.height * self.width / clip.width / 2))
+        height = max(2, 2 * round_half_up(clip.height * self.width / clip.width / 2))
         return clip.but(width=self.width, height=height, fps=self.fps,
                         frames=max(1, round_half_up(clip.duration * self.fps)))
 
