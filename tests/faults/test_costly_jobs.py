@@ -36,3 +36,24 @@ def test_a_job_over_the_cost_bounds_fails_before_generation_and_the_next_one_pub
     assert ("published", "normal") in order and (folders.outbox / "normal.mp4").is_file()
     assert folders.metadata("normal")["postprocess"]["presets"] == ["archive"]
     assert folders.files("inbox") == [] and folders.files("work") == []
+
+
+def test_an_encode_past_max_encode_s_is_stopped_and_the_job_fails_with_a_plain_report(
+        folders: Folders, spawn: Spawn) -> None:
+    # Motion-interpolated to 60 fps and encoded `slow`: seconds of work, against a limit of 0.3 s.
+    folders.write_config(max_encode_s=0.3, presets={"smooth": {"steps": [
+        {"step": "interpolate", "fps": 60}, {"step": "encode", "preset": "slow"}]}})
+    make_image(folders.inbox / "long.png", size=(256, 256), seed=3)
+    (folders.inbox / "long.yaml").write_text("postprocess: smooth\nnum_frames: 32\nresolution: 256p\n")
+    daemon = spawn(folders.config, "--once")
+    assert daemon.wait(timeout=120) == 3, daemon.log  # --once: a job failed
+
+    report = folders.report("long")
+    assert report["stage"] == "postprocess", report
+    assert report["message"] == ("the encode took longer than its limit of 0.3 s (max_encode_s) and was "
+                                 "stopped")
+    assert "max_encode_s" in report["hint"]
+    events = daemon.events()
+    assert [e["event"] for e in events if e.get("job") == "long" and e["event"] in ("generated", "encoded")] \
+        == ["generated"], daemon.log  # generated, never encoded, and not tried again
+    assert folders.files("outbox") == [] and folders.files("work") == []
