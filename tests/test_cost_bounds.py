@@ -108,6 +108,16 @@ def test_vertical_at_fps_0_01_is_refused_naming_the_bound_and_what_fits(tmp_path
         check_cost(config, vertical, source.but(fps=fps * 0.9))
 
 
+def test_a_clip_too_long_to_count_is_refused_not_an_overflow(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    with pytest.raises(JobError) as caught:
+        check_cost(config, chains(config, "archive", "vertical-1080x1920"), Clip(64, 64, 2, 5e-324))
+    assert caught.value.problems == [
+        f"preset {name!r} would make a clip too long to count, over max_output_duration_s (600)"
+        for name in ("archive", "vertical-1080x1920")]
+    assert caught.value.hint == "fits: fps at least 0.017"
+
+
 def test_the_gif_palette_is_bounded_by_what_it_holds(tmp_path: Path) -> None:
     config = settings(tmp_path)
     gif = chains(config, "gif-preview")

@@ -79,10 +79,15 @@ def over_bounds(settings: Settings, chains: list[Chain], source: Clip) -> list[s
     all the presets together, which one ffmpeg run makes; what a step holds, per step."""
     found, sizes, total = [], [], 0
     for name, steps in chains:
-        cost = chain_cost(name, steps, source)
+        try:
+            cost = chain_cost(name, steps, source)
+        except OverflowError:  # fps 5e-324: a clip too long for its frames to be counted
+            found.append(f"preset {name!r} would make {_clip(math.inf)}, over max_output_duration_s "
+                         f"({settings.max_output_duration_s:g})")
+            continue
         longest, where = cost.largest(lambda clip: clip.duration)
         if longest.duration > settings.max_output_duration_s:
-            found.append(f"preset {name!r} would make a {longest.duration:.4g} s clip{where}, over "
+            found.append(f"preset {name!r} would make {_clip(longest.duration)}{where}, over "
                          f"max_output_duration_s ({settings.max_output_duration_s:g})")
         most, where = cost.largest(lambda clip: clip.frames)
         if most.frames > settings.max_output_frames:
@@ -103,6 +108,10 @@ def over_bounds(settings: Settings, chains: list[Chain], source: Clip) -> list[s
     return found
 
 
+def _clip(duration: float) -> str:
+    return f"a {duration:.4g} s clip" if math.isfinite(duration) else "a clip too long to count"
+
+
 def check_cost(settings: Settings, chains: list[Chain], source: Clip) -> None:
     """Refuse, before generation, a job whose chains would go over any bound: one JobError (stage
     sidecar) naming each bound, the job's figure and the limit, with what would fit as its hint."""
@@ -110,7 +119,7 @@ def check_cost(settings: Settings, chains: list[Chain], source: Clip) -> None:
     if not over:
         return
     made = (f"{source.frames} frames of {source.width}x{source.height} at fps {source.fps:g}, "
-            f"a {source.duration:.4g} s clip")
+            f"{_clip(source.duration)}")
     raise JobError(f"this job's post-processing is over its bounds ({made}): " + "; ".join(over),
                    stage="sidecar", hint=what_fits(settings, chains, source), problems=over)
 
