@@ -94,8 +94,9 @@ class Board:
             warn(f"cannot read the inbox: {exc}")
             return []
         rows = []
+        inside = len(str(self.settings.inbox)) + 1  # every image is below the inbox: cut, not relative_to
         for position, row in enumerate(queued, 1):
-            image = None if row.image is None else str(row.image.relative_to(self.settings.inbox))
+            image = None if row.image is None else str(row.image)[inside:]
             wait = None if row.until is None else max(0.0, round(row.until - now, 1))
             rows.append({"position": position if row.why == "ready" else None, "job": row.key,
                          "why": row.why, "seconds_left": wait, "image": image})
