@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from i2v_watcher.ops.reports import ReportCache
 from i2v_watcher.ops.status import jobs_in_progress, workers
 
 REFRESH_S = 0.5
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -137,7 +138,9 @@ def share_time(path: Path) -> str:
         stamp = os.lstat(path).st_ctime_ns
     except OSError:  # already claimed by a daemon: the inbox folder changed when it was moved in and out
         stamp = os.stat(path.parent).st_mtime_ns
-    return datetime.fromtimestamp(stamp / 1e9, UTC).isoformat(timespec="microseconds")
+    # Whole microseconds, rounded down (integers: a float could round up past a file written in the
+    # same instant, on a share that stamps whole seconds).
+    return (EPOCH + timedelta(microseconds=stamp // 1000)).isoformat(timespec="microseconds")
 
 
 def since_ns(since: str) -> int:
@@ -146,4 +149,5 @@ def since_ns(since: str) -> int:
         when = datetime.fromisoformat(since)
     except ValueError:
         return 0
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1_000_000) * 1000
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return (aware - EPOCH) // timedelta(microseconds=1) * 1000

@@ -16,6 +16,7 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.web.sessions import Sessions, SigninThrottle
 
+log = structlog.get_logger("i2v_watcher.web")
 COOKIE = "i2v_session"
 MIN_TOKEN = 16
 FORM_OVERHEAD = 1024 * 1024  # the form's text fields and multipart framing, on top of the image
@@ -77,6 +79,9 @@ class Guard:
             raise Forbidden(f"too many wrong tokens: try again in {wait} s", 429, retry_after=wait)
         if not self.token_matches(offered):
             self.throttle.failed(client)
+            wait = self.throttle.wait_s(client)
+            if wait:  # logged once as the brake engages; the attempts it then refuses are not
+                log.warning("web sign-in throttled: too many wrong tokens", client=client, seconds=wait)
             raise Forbidden("wrong token", 401)
 
     def session_nonce(self, request: Request) -> str | None:

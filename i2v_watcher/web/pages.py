@@ -114,7 +114,8 @@ class Pages:
         try:
             session = self.guard.sign_in(form.get("token"), client)
         except Forbidden as exc:
-            log.warning("web sign-in refused", client=client, why=str(exc))
+            if exc.status != 429:  # a flood of throttled attempts does not flood the log
+                log.warning("web sign-in refused", client=client, why=str(exc))
             refused = self.render(request, "login.html", exc.status, next=target, error=str(exc))
             refused.headers.update(exc.headers)
             return refused
