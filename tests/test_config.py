@@ -129,6 +129,8 @@ RANGES = [
     ("max_silent_s", 1, 86400, 0.5, 86401),
     ("load_timeout_s", 10, 86400, 9, 86401),
     ("pipeline_depth", 0, 8, -1, 9),
+    ("web_session_s", 60, 30 * 86400, 59, 30 * 86400 + 1),
+    ("web_signin_failures", 1, 1000, 0, 1001),
     ("web_upload_max_mb", 1, 10 * 1024, 0, 10 * 1024 + 1),
     ("web_page_size", 1, 500, 0, 501),
     ("metrics_port", 1, 65535, 0, 65536),

@@ -22,6 +22,7 @@ from i2v_watcher.config.checks import (
     check_folders_apart,
     check_output_template,
     check_presets_known,
+    host_name_and_port,
 )
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
 from i2v_watcher.config.errors import explain, explain_environment
@@ -149,6 +150,13 @@ class Settings(BaseSettings):
     web_token: SecretStr | None = None
     web_upload_max_mb: int = Field(default=50, ge=1, le=10 * 1024)
     web_page_size: int = Field(default=24, ge=1, le=500)
+    # The names the dashboard answers to in the Host header (`name`: any port, `name:port`: that one);
+    # any other name is refused (DNS rebinding). Empty: web_listen's host and localhost, on its port.
+    web_allowed_hosts: list[str] = Field(default_factory=list)
+    # Seconds a sign-in lasts; signing out ends that session on the server at once.
+    web_session_s: float = Field(default=12 * HOUR, ge=60, le=30 * DAY)
+    # Failed sign-ins per client address and minute before 429; the dashboard in all allows ten times.
+    web_signin_failures: int = Field(default=5, ge=1, le=1000)
     # Prometheus metrics of this daemon on http://metrics_address:metrics_port/metrics; unset: none
     # (the hardened unit keeps no network port).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
@@ -201,6 +209,13 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, value: str) -> str:
         host_and_port(value)
+        return value
+
+    @field_validator("web_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host_name_and_port(entry)
         return value
 
     @field_validator("output_template")
