@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,6 +102,25 @@ def test_copy_works_from_a_private_copy_and_records_the_hash_of_what_it_generate
     assert original.read_bytes() == bytes(len(generated_from)) and os.lstat(original).st_nlink == 1
     assert all(mode(folders.outbox / f"a{suffix}") == 0o644 for suffix in (".mp4", ".jpg", ".json"))
     assert entries(folders.inbox) == {} and entries(folders.work) == {} and entries(folders.failed) == {}
+
+
+def test_a_claim_cut_off_between_its_link_and_unlink_is_finished_at_the_restart(
+        folders: Folders, spawn: Spawn) -> None:
+    """Where renameat2 is missing (NFS), a claim's rename is a hard link then an unlink; a crash in
+    between leaves the file under both names. The restart finishes the rename: published once, never
+    refused as a hard link nor seen again in the inbox."""
+    make_image(folders.inbox / "a.png")
+    crashed = spawn(folders.config, "--once", I2V_CRASH_AT="claim.before_rename")
+    assert crashed.wait(timeout=60) == -signal.SIGKILL, crashed.log
+    (job_dir,) = folders.jobs_in_work()
+    os.link(folders.inbox / "a.png", job_dir / "input" / "a.png")  # linked, not unlinked yet
+
+    again = run_once(spawn, folders)
+    assert again.wait(timeout=120) == 0, again.log
+    assert sorted(entries(folders.outbox)) == ["a.jpg", "a.json", "a.mp4"]
+    assert folders.metadata("a")["job_id"] == job_dir.name  # the interrupted claim, finished
+    assert os.lstat(folders.done / "a.png").st_nlink == 1
+    assert entries(folders.inbox) == {} and entries(folders.failed) == {} and entries(folders.work) == {}
 
 
 def fake_stat(bits: int, gid: int) -> os.stat_result:
