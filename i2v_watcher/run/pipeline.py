@@ -306,8 +306,11 @@ class Pipeline:
 
     def _read_input(self, job: Job, name: str, max_bytes: int, stage: str) -> InputRead:
         """One of the job's inputs, read once through the descriptor whose link count was checked."""
-        return read_input(job.input(name), max_bytes=max_bytes, hardlinked=self.settings.hardlinked_inputs,
+        read = read_input(job.input(name), max_bytes=max_bytes, hardlinked=self.settings.hardlinked_inputs,
                           name=job.rel_dir / name, stage=stage, token=job.id)
+        if read.copied:
+            log.info("input with several names (a hard link): working from a private copy", file=name)
+        return read
 
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""

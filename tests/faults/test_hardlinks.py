@@ -92,6 +92,7 @@ def test_copy_works_from_a_private_copy_and_records_the_hash_of_what_it_generate
         other_name.write(bytes(len(generated_from)))
     daemon.resume()
     assert daemon.wait(timeout=120) == 0, daemon.log
+    assert daemon.find("input with several names (a hard link): working from a private copy", file="a.png")
 
     recorded = folders.metadata("a")["input"]
     assert recorded["sha256"] == hashlib.sha256(generated_from).hexdigest(), recorded
