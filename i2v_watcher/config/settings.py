@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     max_sidecar_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
     max_image_pixels: int = Field(default=64_000_000, ge=4096, le=1_000_000_000)
     max_image_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, le=10 * GIB)
+    # An input with more than one name (a hard link): refused, or read once into a private copy.
+    hardlinked_inputs: Literal["refuse", "copy"] = "refuse"
     # Host memory a job's frames may take; None: half of the machine's memory (or its cgroup limit).
     memory_budget_mb: int | None = Field(default=None, ge=64, le=64 * 1024 * 1024)
     # A job in flight when the daemon died this many times in a row goes to failed/ (an OOM kill).

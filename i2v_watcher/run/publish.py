@@ -99,6 +99,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     chosen = job.state.output_name
     assert chosen is not None
     perms = output_perms(settings.output_group, settings.output_mode)
+    within = _inputs_reach(settings, job)
     started = time.monotonic()
     for source, public in _public_names(settings, job, chosen):
         target = folder / public
@@ -108,7 +109,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
                 continue  # published before a crash
             raise NameTaken(str(target))
         try:
-            copy_atomic(source, target, token=job.id, mode=perms.file_mode, gid=perms.gid)
+            copy_atomic(source, target, token=job.id, mode=perms.file_mode, gid=perms.gid, within=within)
         except FileExistsError as exc:
             raise NameTaken(str(target)) from exc
         crashpoint("publish.after_file")
@@ -122,7 +123,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
         job.check_owned()
         try:
             write_json_atomic(marker, metadata.to_json(), token=job.id, replace=False, mode=perms.file_mode,
-                              gid=perms.gid)
+                              gid=perms.gid, within=within)
         except FileExistsError as exc:
             if not _ours(marker, job):
                 raise NameTaken(str(marker)) from exc
@@ -133,6 +134,19 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     # The state keeps the publish time too, for the daemon's metrics (i2v_stage_seconds, metrics.py).
     job.advance("published", metadata=staged.model_copy(update={"timings_s": timings}))
     log.info("published", files=job.state.published)
+
+
+def _inputs_reach(settings: Settings, job: Job) -> list[os.stat_result]:
+    """The job's input files in its folder (the image and sidecar, or the daemon's private copies of
+    them), whose permission bits no published file may exceed: a clip made from a private image is
+    private too. An explicit output_mode is the operator's word and wins."""
+    if settings.output_mode is not None:
+        return []
+    found = []
+    for name in job.state.inputs:
+        with contextlib.suppress(FileNotFoundError):
+            found.append(os.lstat(job.input(name)))
+    return found
 
 
 def _ours(marker: Path, job: Job) -> bool:
