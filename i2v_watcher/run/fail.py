@@ -7,12 +7,14 @@ it to put the inputs back into the inbox.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import kind_of, write_json_atomic
+from i2v_watcher.fs.detours import blocked_part
 from i2v_watcher.job.records import REPORT_SUFFIX as REPORT_SUFFIX
 from i2v_watcher.job.records import FailureReport, JobFailure, utc_now
 from i2v_watcher.job.state import Job
@@ -38,12 +40,22 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
         report.hint = " ".join(filter(None, [report.hint, (
             f"{', '.join(left)} stayed in the inbox: failed/ is on another filesystem, and links and "
             "special files are never opened or copied; remove them there")]))
-    path = settings.failed / job.rel_dir / f"{job.state.moved_stem}{REPORT_SUFFIX}"
+    if job.moved_rel != job.rel_dir:
+        report.hint = " ".join(filter(None, [report.hint, detour_note(settings.failed, "failed", job)]))
+    path = settings.failed / job.moved_rel / f"{job.state.moved_stem}{REPORT_SUFFIX}"
     job.check_owned()  # a worker that lost the job to another never reports it
     write_json_atomic(path, report.to_json(), token=job.id)  # under the name reserved for this job
     job.release_moved_name(settings.failed)
     job.remove()
     log.warning("failed", stage=report.stage, error=report.message, report=str(path))
+
+
+def detour_note(root: Path, label: str, job: Job) -> str:
+    """Why the job's files are not in <label>/<its folder>/, and where they are."""
+    blocked = blocked_part(root, job.rel_dir)
+    what = f"{label}/{blocked[0]} is {blocked[1]}" if blocked else f"{label}/{job.rel_dir} was not a folder"
+    return (f"{what} (a file where this job's folder belongs), so this job's files are in "
+            f"{label}/{job.moved_rel}/ instead; `retry` puts them back into the inbox's {job.rel_dir}/")
 
 
 def _left_in_inbox(settings: Settings, job: Job) -> dict[str, str]:

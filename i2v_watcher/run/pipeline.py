@@ -52,7 +52,7 @@ from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
-from i2v_watcher.run.publish import dispose_inputs, publish, render_name
+from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
 
@@ -298,6 +298,7 @@ class Pipeline:
             self.settings.output_template, job,
             {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name})
         job.advance(job.state.stage, wanted_name=wanted)
+        check_outbox_folder(self.settings, job)
         image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
                            max_bytes=self.settings.max_image_bytes)
         plan_job(backend, image.size, params, self.budget)
