@@ -145,7 +145,10 @@ class Job:
         folder = root / rel
         if self.state.moved_stem is None:
             suffixes = [self.renamed(n, "") for n in self.state.inputs] + list(also)
-            stem = reserve_name(folder, self.short_stem, suffixes, self.id)
+            stem = self.short_stem
+            if any(self.renamed(n, stem).endswith(tuple(also)) for n in self.state.inputs):
+                stem += "-1"  # `x.error.json` dropped in the inbox: never an input named like a report
+            stem = reserve_name(folder, stem, suffixes, self.id)
             self.advance(self.state.stage, moved_stem=stem)
         assert self.state.moved_stem is not None
         names = {n: self.renamed(n, self.state.moved_stem) for n in self.state.inputs}

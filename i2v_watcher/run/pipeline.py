@@ -51,6 +51,7 @@ from i2v_watcher.media.probes import chain_problems
 from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
 from i2v_watcher.work.claim import requeue
@@ -180,8 +181,8 @@ class Pipeline:
                 hint = "" if job.state.deaths < self.settings.max_job_crashes else (
                     "the usual cause is memory (the kernel's OOM killer, see `journalctl -k`): lower "
                     "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
-                raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
-                               hint=hint)
+                raise explain_lone_sidecar(self.settings, job, JobError(
+                    job.state.problem, stage="watch" if not job.state.deaths else "crash", hint=hint))
             if job.state.stage == "generated" and job.frames is None:
                 job.frames = self.scratch.load(job.id)
                 if job.frames is None:  # lost with a host crash, or made on another host
@@ -210,12 +211,13 @@ class Pipeline:
         except Exception as exc:  # the daemon keeps running whatever one job does
             stage: str = job.state.stage
             message = f"unexpected error: {type(exc).__name__}: {exc}"
+            hint = f"an internal error, not a problem of your files: see the worker's log (job id {job.id})"
             if isinstance(exc, (FfmpegStalled, OutputInvalid)):
                 stage = "postprocess"
-                message = f"{exc.strerror}, {job.state.attempts + 1} times"
+                message, hint = f"{exc.strerror}, {job.state.attempts + 1} times", ""
             elif is_transient(exc):
-                message = f"storage kept failing after {job.state.attempts} attempts: {exc}"
-            self._fail(job, exc, stage, message, "")
+                message, hint = f"storage kept failing after {job.state.attempts} attempts: {exc}", ""
+            self._fail(job, exc, stage, message, hint)
             return "failed"
         assert job.state.stage == "failing", job.state.stage
         self._destination(job, "failed", lambda: fail(self.settings, job))

@@ -35,9 +35,14 @@ def test_a_file_link_or_fifo_under_a_job_folders_name_never_keeps_the_job_in_wor
     inbox, failed = folders.inbox, folders.failed
     # The case: a suffix-less file goes to failed/projX first...
     (inbox / "projX").write_text("not a job")
+    (inbox / "old.error.json").write_text('{"message": "a report moved back into the inbox"}')
     first = spawn(folders.config, "--once")
     assert first.wait() == 3, first.log  # a job failed
     assert (failed / "projX").is_file() and report_in(failed, "projX")["stage"] == "watch"
+    # An input named like a report never lies in failed/ under a report's name.
+    assert sorted(p.name for p in failed.glob("*.error.json")) == ["old.error.json-1.error.json",
+                                                                   "projX.error.json"]
+    assert report_in(failed, "old.error.json-1")["files"] == ["old.error.json-1"]
     # ...then a job of the folder inbox/projX/ fails; and users put other things in the way.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
