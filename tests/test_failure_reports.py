@@ -33,8 +33,7 @@ def lone_sidecar(settings: Settings, name: str = "a") -> Path:
     return settings.failed / f"{name}.error.json"
 
 
-def test_a_typo_in_a_sidecar_is_reported_in_words_and_its_traceback_goes_to_the_log(
-        settings: Settings) -> None:
+def test_a_typo_in_a_sidecar_is_reported_in_words_without_a_traceback(settings: Settings) -> None:
     job = job_for(settings)
     (job.input_dir / "a.yaml").write_text("num_frame: 4\n")
     job.advance("claimed", inputs=["a.png", "a.yaml"], sidecar="a.yaml")
@@ -43,22 +42,27 @@ def test_a_typo_in_a_sidecar_is_reported_in_words_and_its_traceback_goes_to_the_
         assert pipeline(settings).run(job) == "failed"
     report = read_json(settings.failed / "a.error.json")
     assert "num_frame" in report["message"] and report["stage"] == "sidecar"
-    assert "Traceback" not in str(report) and job.id in report["traceback"] and "log" in report["traceback"]
+    assert "Traceback" not in str(report) and report["traceback"].startswith("none: the message says")
     failed = next(e for e in logged if e["event"] == "failed")
-    assert "Traceback (most recent call last)" in failed["exception"] and "JobError" in failed["exception"]
+    assert "exception" not in failed and "num_frame" in failed["error"]
 
 
-def test_an_internal_error_says_so_and_points_to_the_log(settings: Settings,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_internal_error_says_so_and_its_traceback_goes_to_the_log(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_: object, **__: object) -> None:
         raise KeyError("frames")
 
     monkeypatch.setattr(PreviewBackend, "generate", broken)
     job = job_for(settings)
-    assert pipeline(settings).run(job) == "failed"
+    structlog.reset_defaults()
+    with structlog.testing.capture_logs() as logged:
+        assert pipeline(settings).run(job) == "failed"
     report = read_json(settings.failed / "a.error.json")
     assert report["message"] == "unexpected error: KeyError: 'frames'"
     assert "internal error" in report["hint"] and job.id in report["hint"] and "Traceback" not in str(report)
+    assert job.id in report["traceback"] and "in the log of worker w" in report["traceback"]
+    failed = next(e for e in logged if e["event"] == "failed")
+    assert "Traceback (most recent call last)" in failed["exception"] and "in broken" in failed["exception"]
 
 
 def test_a_lone_sidecar_says_its_image_was_already_published_with_the_defaults(settings: Settings) -> None:

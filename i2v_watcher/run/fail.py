@@ -33,7 +33,8 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
     names = job.move_inputs(settings.failed, settings.inbox, also=(REPORT_SUFFIX,))
     crashpoint("fail.after_move")
     report = FailureReport(job_id=job.id, input=job.state.key, files=names,
-                           **failure.model_dump(exclude={"traceback"}), traceback=traceback_pointer(job),
+                           **failure.model_dump(exclude={"traceback"}),
+                           traceback=traceback_pointer(job, failure),
                            attempts=job.state.attempts, worker_id=job.state.worker_id,
                            claimed_at=job.state.claimed_at, failed_at=utc_now())
     left = _left_in_inbox(settings, job)
@@ -50,12 +51,14 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
     job.release_moved_name(settings.failed)
     job.remove()
     # The traceback is for whoever runs the daemon, here; the user's report points to it.
-    log.warning("failed", stage=report.stage, error=report.message, report=str(path),
-                exception=failure.traceback or None)
+    trace = {"exception": failure.traceback} if failure.traceback else {}
+    log.warning("failed", stage=report.stage, error=report.message, report=str(path), **trace)
 
 
-def traceback_pointer(job: Job) -> str:
+def traceback_pointer(job: Job, failure: JobFailure) -> str:
     """What a report says in place of the Python traceback (which is for the log, not for the user)."""
+    if not failure.traceback:
+        return "none: the message says why the job's files could not be made into a video"
     return (f"not in this report: in the log of worker {job.state.worker_id}, on its line \"failed\" "
             f"of job_id {job.id}")
 

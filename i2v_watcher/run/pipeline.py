@@ -231,8 +231,11 @@ class Pipeline:
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
         # A sidecar's mistakes, one by one, where there are several.
         problems = exc.problems if isinstance(exc, JobError) and len(exc.problems) > 1 else None
+        # A JobError is the daemon's verdict on the job's files, said in full by its message: only an
+        # error of the daemon itself has a traceback worth logging.
+        trace = "" if isinstance(exc, JobError) else "".join(traceback.format_exception(exc))
         error = JobFailure(stage=stage, error_class=type(exc).__name__, message=message, hint=hint,
-                           traceback="".join(traceback.format_exception(exc)), problems=problems)
+                           traceback=trace, problems=problems)
         self._destination(job, "failed", lambda: fail(self.settings, job, error))
 
     def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
