@@ -5,6 +5,7 @@ that keep a job's folder in failed/ or done/ clear of a user's file."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -16,7 +17,7 @@ from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import NAME_MAX, read_json
 from i2v_watcher.fs.detours import detour_name, detour_subdir, is_detour
-from i2v_watcher.inbox.watch import Candidate
+from i2v_watcher.inbox.watch import Candidate, Inbox
 from i2v_watcher.work.claim import claim
 from i2v_watcher.work.store import WorkStore
 
@@ -95,3 +96,19 @@ def test_detour_names_fit_and_are_recognised(tmp_path: Path) -> None:
     (tmp_path / "a-1").symlink_to(tmp_path / "nowhere")
     assert detour_subdir(tmp_path, PurePosixPath("a/b"), "job") == PurePosixPath("a-2/b")
     assert (tmp_path / "a-2" / "b").is_dir() and not (tmp_path / "nowhere").exists()
+
+
+def test_a_link_left_in_the_inbox_is_remembered_through_a_detoured_report(
+        settings: Settings, tmp_path: Path) -> None:
+    (settings.inbox / "projX").mkdir()
+    (settings.inbox / "projX" / "evil.png").symlink_to(tmp_path / "secret.png")
+    (settings.failed / "projX").write_text("an earlier failed file without a suffix")
+    (settings.failed / "projX-1").mkdir()  # where the link's report went (failed/ on another filesystem)
+    (settings.failed / "projX-1" / "evil.error.json").write_text('{"left_in_inbox": {"evil.png": "link"}}')
+    inbox = Inbox(settings.model_copy(update={"settle_s": 0.0, "rescan_s": 0.05}))
+    inbox.scan()
+    time.sleep(0.05)
+    assert inbox.scan().ready == []  # not taken again and reported again at every rescan
+    (settings.failed / "projX-1" / "evil.error.json").unlink()
+    time.sleep(0.05)
+    assert [c.key for c in inbox.scan().ready] == ["projX/evil"]

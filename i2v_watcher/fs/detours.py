@@ -43,6 +43,30 @@ def is_detour(part: str, used: str) -> bool:
                                for i, char in enumerate(used) if char == "-" and i + 1 < len(used))
 
 
+def _names(part: str, last: str) -> list[str]:
+    """The names a component is tried under, in order."""
+    return [part, *(detour_name(part, str(n)) for n in range(1, MAX_DETOURS + 1)), detour_name(part, last)]
+
+
+def existing_detour(root: Path, rel: PurePosixPath) -> PurePosixPath | None:
+    """The folder below root that detour_subdir gives rel now, where it exists already (None where it
+    would still have to be made: nothing can be in it). Makes nothing; the `<name>-<job id>` of the
+    last resort is not looked for."""
+    used = PurePosixPath()
+    for part in rel.parts:
+        for name in _names(part, "")[:-1]:
+            try:
+                mode = os.lstat(root / used / name).st_mode
+            except FileNotFoundError:
+                return None
+            if stat.S_ISDIR(mode):
+                used = used / name
+                break
+        else:
+            return None
+    return used
+
+
 def detour_subdir(root: Path, rel: PurePosixPath, last: str) -> PurePosixPath:
     """root/rel made as safe_subdir makes it; a component blocked by something that is not a folder is
     taken as `<name>-1` … `<name>-99`, then `<name>-<last>` (the job's id), whichever is or can be made a
@@ -50,8 +74,7 @@ def detour_subdir(root: Path, rel: PurePosixPath, last: str) -> PurePosixPath:
     used = PurePosixPath()
     for part in rel.parts:
         blocked: FolderBlocked | None = None
-        for tag in ["", *map(str, range(1, MAX_DETOURS + 1)), last]:
-            name = detour_name(part, tag) if tag else part
+        for name in _names(part, last):
             try:
                 safe_subdir(root, used / name)
             except FolderBlocked as exc:
