@@ -81,6 +81,17 @@ def test_a_sidecar_that_came_while_its_image_was_made_says_so(settings: Settings
     assert f"being made into a video with the defaults now (job id {image_job.id})" in report["message"]
 
 
+def test_a_lone_sidecar_whose_image_failed_with_the_defaults_points_to_that_report(
+        settings: Settings) -> None:
+    job = job_for(settings)
+    job.input("a.png").write_bytes(b"not an image")
+    assert pipeline(settings).run(job) == "failed"
+    (settings.failed / "a.error.json").rename(settings.failed / "a-0.error.json")  # found by its input
+    report = read_json(lone_sidecar(settings))
+    assert "its image was taken before this sidecar came, with the defaults, and failed: see " \
+        "failed/a-0.error.json" in report["message"]
+
+
 def test_a_lone_sidecar_without_a_trace_of_its_image_keeps_the_plain_words(settings: Settings) -> None:
     make_image(settings.outbox / "b.png")  # another job's files say nothing about this one
     report = read_json(lone_sidecar(settings))

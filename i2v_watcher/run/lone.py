@@ -28,7 +28,7 @@ from i2v_watcher.job.spec import safe_stem
 from i2v_watcher.job.state import STATE_FILE, Job
 from i2v_watcher.run.fail import shown_folder
 
-MAX_READS = 200  # records read per folder, at most
+MAX_READS = 50  # records read per folder, at most (those named like the job first)
 AGAIN = "to make it again with this sidecar, put the image back into the inbox beside the sidecar"
 
 
