@@ -36,6 +36,16 @@ class NotRegularFile(OSError):
         super().__init__(errno.EINVAL, f"not a regular file ({what})", str(path))
 
 
+class FolderBlocked(OSError):
+    """Something that is not a folder (a file, a link, a FIFO…) stands where a sub-folder of a shared
+    folder must be: put there by a user, so the problem of the job that needs the folder, never an
+    outage. `what` says what it is (kind_of)."""
+
+    def __init__(self, path: str | Path, what: str, code: int) -> None:
+        super().__init__(code, f"{what} where a folder was expected", str(path))
+        self.what = what
+
+
 def kind_of(mode: int) -> str:
     for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
@@ -296,8 +306,7 @@ def safe_subdir(root: Path, rel: PurePosixPath | str, *, mode: int | None = None
                 _set_folder_group_mode(path, mode, gid)
         found = os.lstat(path).st_mode
         if not stat.S_ISDIR(found):
-            raise OSError(errno.ELOOP if stat.S_ISLNK(found) else errno.ENOTDIR,
-                          f"{kind_of(found)} where a folder was expected", str(path))
+            raise FolderBlocked(path, kind_of(found), errno.ELOOP if stat.S_ISLNK(found) else errno.ENOTDIR)
     return path
 
 

@@ -52,8 +52,9 @@ from i2v_watcher.media.probes import chain_problems
 from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
-from i2v_watcher.run.publish import dispose_inputs, publish, render_name
+from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
@@ -182,8 +183,8 @@ class Pipeline:
                 hint = "" if job.state.deaths < self.settings.max_job_crashes else (
                     "the usual cause is memory (the kernel's OOM killer, see `journalctl -k`): lower "
                     "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
-                raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
-                               hint=hint)
+                raise explain_lone_sidecar(self.settings, job, JobError(
+                    job.state.problem, stage="watch" if not job.state.deaths else "crash", hint=hint))
             if job.state.stage == "generated" and job.frames is None:
                 job.frames = self.scratch.load(job.id)
                 if job.frames is None:  # lost with a host crash, or made on another host
@@ -212,12 +213,13 @@ class Pipeline:
         except Exception as exc:  # the daemon keeps running whatever one job does
             stage: str = job.state.stage
             message = f"unexpected error: {type(exc).__name__}: {exc}"
+            hint = f"an internal error, not a problem of your files: see the worker's log (job id {job.id})"
             if isinstance(exc, (FfmpegStalled, OutputInvalid)):
                 stage = "postprocess"
-                message = f"{exc.strerror}, {job.state.attempts + 1} times"
+                message, hint = f"{exc.strerror}, {job.state.attempts + 1} times", ""
             elif is_transient(exc):
-                message = f"storage kept failing after {job.state.attempts} attempts: {exc}"
-            self._fail(job, exc, stage, message, "")
+                message, hint = f"storage kept failing after {job.state.attempts} attempts: {exc}", ""
+            self._fail(job, exc, stage, message, hint)
             return "failed"
         assert job.state.stage == "failing", job.state.stage
         self._destination(job, "failed", lambda: fail(self.settings, job))
@@ -231,8 +233,11 @@ class Pipeline:
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
         # A sidecar's mistakes, one by one, where there are several.
         problems = exc.problems if isinstance(exc, JobError) and len(exc.problems) > 1 else None
+        # A JobError is the daemon's verdict on the job's files, said in full by its message: only an
+        # error of the daemon itself has a traceback worth logging.
+        trace = "" if isinstance(exc, JobError) else "".join(traceback.format_exception(exc))
         error = JobFailure(stage=stage, error_class=type(exc).__name__, message=message, hint=hint,
-                           traceback="".join(traceback.format_exception(exc)), problems=problems)
+                           traceback=trace, problems=problems)
         self._destination(job, "failed", lambda: fail(self.settings, job, error))
 
     def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
@@ -300,6 +305,7 @@ class Pipeline:
             self.settings.output_template, job,
             {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name})
         job.advance(job.state.stage, wanted_name=wanted)
+        check_outbox_folder(self.settings, job)
         read = self._read_input(job, job.state.image, self.settings.max_image_bytes, "load")
         source = decode_input(read, max_pixels=self.settings.max_image_pixels,
                               max_bytes=self.settings.max_image_bytes)
