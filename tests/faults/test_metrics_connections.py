@@ -2,11 +2,13 @@
 daemon's descriptors and threads, and the daemon died of EMFILE elsewhere. A real daemon whose
 RLIMIT_NOFILE is 256 survives 400 idle connections, publishes a job while they are held, and answers
 /metrics afterwards; the server's bounds (a few connections at once, a deadline per connection) are
-checked on the server itself with a short deadline."""
+checked on the server itself with a short deadline; and the service loop takes running out of
+descriptors as transient."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
 import socket
@@ -16,11 +18,16 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry, Counter
 
 from conftest import Folders, make_image, wait_for
 from faults.conftest import Spawn
+from i2v_watcher.job.checkpoint import Checkpoint
+from i2v_watcher.service import loop
+from i2v_watcher.service.loop import Loop
 from i2v_watcher.service.metrics_http import MAX_CONNECTIONS, BoundedWSGIServer, start_server
+from i2v_watcher.service.parts import Part
 
 FD_LIMIT = 256  # the daemon's RLIMIT_NOFILE here: fewer than the idle connections
 IDLE = 400
@@ -157,3 +164,48 @@ def test_a_port_in_use_is_an_oserror_with_nothing_left_running() -> None:
         with pytest.raises(OSError):
             start_server("127.0.0.1", taken.getsockname()[1], CollectorRegistry())
         assert threading.active_count() == threads
+
+
+class Starved(Part):
+    """A part whose ticks run out of file descriptors `times` times, then succeed."""
+
+    def __init__(self, times: int, checkpoint: Checkpoint) -> None:
+        self.left, self.ticks, self.checkpoint = times, 0, checkpoint
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.left:
+            self.left -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        self.checkpoint.request_stop(0)
+
+
+class IdleIntake:
+    def take_one(self) -> bool:
+        return False
+
+    def drained(self) -> bool:
+        return True
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(min(seconds, 0.01))
+
+
+def test_running_out_of_descriptors_in_the_loop_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever else holds the descriptors, the loop says so once and tries again; it does not crash."""
+    monkeypatch.setattr(loop, "STARVED_PAUSE_S", 0.01)
+    checkpoint = Checkpoint()
+    part = Starved(3, checkpoint)
+    with structlog.testing.capture_logs() as logged:
+        Loop(checkpoint, [part], IdleIntake(), once=False).run()  # type: ignore[arg-type]
+    assert part.ticks == 4 and checkpoint.stopping  # three starved turns, then one that stopped it
+    events = [entry["event"] for entry in logged]
+    assert events.count("out of file descriptors: trying again every second") == 1
+    assert "file descriptors available again" in events
+    with pytest.raises(OSError, match="Permission denied"):  # any other error is still one
+        Loop(Checkpoint(), [Failing()], IdleIntake(), once=False).run()  # type: ignore[arg-type]
+
+
+class Failing(Part):
+    def tick(self) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
