@@ -13,7 +13,8 @@ died of EMFILE elsewhere (in its recovery). Here the cost of any number of clien
 - one request per connection (wsgiref speaks HTTP/1.0), its request line and headers bounded by
   http.server (64 KiB each, 100 headers);
 - nothing a connection does raises out of the serving thread, or writes a traceback: a failed
-  connection is logged at debug level.
+  connection is logged at debug level; while the process is out of descriptors, accept is tried
+  every STARVED_PAUSE_S instead of in a busy loop.
 
 A scrape takes milliseconds; Prometheus scrapes each target once per interval, so a few slots are
 plenty, and a flood costs the metrics (not served until it stops), never the daemon's jobs.
@@ -22,6 +23,7 @@ plenty, and a flood costs the metrics (not served until it stops), never the dae
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import sys
 import threading
@@ -36,6 +38,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 MAX_CONNECTIONS = 8  # served at once; more are closed at once
 DEADLINE_S = 5.0  # from accept to close, whatever the client does
 BACKLOG = 64  # connections the kernel queues before accept (they hold no descriptor of ours)
+STARVED_PAUSE_S = 0.1  # between accepts while the process is out of descriptors
 log = structlog.get_logger("i2v_watcher.service.metrics")
 
 
@@ -71,6 +74,16 @@ class BoundedWSGIServer(ThreadingMixIn, WSGIServer):
         self._open: dict[socket.socket, float] = {}  # served connections -> when they are closed
         self._lock = threading.Lock()
         super().__init__((str(sockaddr[0]), port), QuietHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """accept(); out of descriptors (the daemon's, held by something else), a pause before the
+        error: the connection stays pending, and serve_forever would otherwise spin on it."""
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                time.sleep(STARVED_PAUSE_S)
+            raise
 
     def open_connections(self) -> int:
         with self._lock:

@@ -144,6 +144,31 @@ def test_a_trickling_client_is_cut_off_at_the_deadline(server: BoundedWSGIServer
     assert closed_after < server.deadline_s + 1.5, closed_after  # not the 5 s the trickle would last
 
 
+class StarvedListener:
+    """The server's listening socket in a process out of descriptors: every accept fails."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real, self.accepts = real, 0
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.accepts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_out_of_descriptors_the_server_does_not_spin(server: BoundedWSGIServer) -> None:
+    listener = StarvedListener(server.socket)
+    server.socket = listener  # type: ignore[assignment]
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5):
+        time.sleep(1.0)  # the connection stays pending: accept is tried again and again
+    assert 3 <= listener.accepts <= 20, listener.accepts  # every 0.1 s, not in a busy loop
+
+
 def trickle(sock: socket.socket) -> bool:
     """One more byte of a request line that never ends; False once the server has closed the
     connection."""
