@@ -44,13 +44,13 @@ def free_port() -> int:
 def idle_connections(port: int, count: int) -> Iterator[int]:
     """`count` TCP connections, one after the other as a script would open them, that send nothing;
     yields how many were made (it stops trying after a few that could not connect). A full backlog drops
-    a SYN, which the client sends again after 1 s: hence the timeout."""
+    a SYN, which the client sends again 1 s, then 3 s later: hence the timeout."""
     sockets: list[socket.socket] = []
     failed = 0
     try:
         while len(sockets) < count and failed < 3:
             try:
-                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=3.0))
+                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5.0))
             except OSError:
                 failed += 1
         yield len(sockets)
