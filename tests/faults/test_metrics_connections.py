@@ -44,7 +44,7 @@ def free_port() -> int:
 def idle_connections(port: int, count: int) -> Iterator[int]:
     """`count` TCP connections, one after the other as a script would open them, that send nothing;
     yields how many were made (it stops trying after a few that could not connect). A full backlog drops
-    a SYN, which the client sends again 1 s, then 3 s later: hence the timeout."""
+    a SYN, which the client sends again 1 s and 3 s after the first: hence the timeout."""
     sockets: list[socket.socket] = []
     failed = 0
     try:
