@@ -70,7 +70,8 @@ class InboxUnavailable(Exception):
 # Errors of the storage, not of the job: waiting and trying again usually cures them.
 TRANSIENT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT,
-     errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH}
+     errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH,
+     errno.EMFILE, errno.ENFILE}  # out of descriptors: a burst of connections passes; the job is not at fault
 )
 
 

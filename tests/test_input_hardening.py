@@ -3,7 +3,9 @@ sidecar YAML, output names and file stems, 16-bit images, colour words in post-p
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import random
 import re
 import subprocess
@@ -17,7 +19,7 @@ import yaml
 from PIL import Image
 
 from i2v_watcher.config.settings import SHIPPED_PRESETS
-from i2v_watcher.errors import JobError
+from i2v_watcher.errors import JobError, is_transient
 from i2v_watcher.job.spec import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
@@ -27,7 +29,7 @@ from i2v_watcher.job.spec import (
     parse_sidecar,
     safe_stem,
 )
-from i2v_watcher.media.images import load_image
+from i2v_watcher.media.images import decode_image, load_image
 from i2v_watcher.steps import parse_chain, parse_step
 from i2v_watcher.steps.base import FFMPEG_COLOR_NAMES, check_color
 
@@ -305,3 +307,23 @@ def test_colour_message() -> None:
 def test_shipped_presets_still_validate() -> None:
     for name, preset in SHIPPED_PRESETS.items():
         assert parse_chain(preset.steps), name
+
+
+class ShortOfDescriptors(io.BytesIO):
+    """A file whose read fails as it does when the process has no descriptor left (EMFILE)."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_a_host_out_of_descriptors_is_retried_not_reported_as_a_damaged_image(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 48), 60).convert("RGB").save(buffer, "PNG")
+    handle = ShortOfDescriptors(buffer.getvalue())
+    with pytest.raises(OSError) as raised:
+        decode_image(handle, max_pixels=10_000, max_bytes=1 << 20)
+    assert not isinstance(raised.value, JobError) and is_transient(raised.value)
+    # A real fault of the file stays the job's.
+    truncated = io.BytesIO(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    with pytest.raises(JobError, match="damaged or truncated"):
+        decode_image(truncated, max_pixels=10_000, max_bytes=1 << 20)

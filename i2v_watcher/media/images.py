@@ -13,7 +13,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from i2v_watcher.errors import JobError
+from i2v_watcher.errors import JobError, is_transient
 from i2v_watcher.fs.atomic import open_nofollow
 from i2v_watcher.fs.inputs import InputRead
 
@@ -77,6 +77,8 @@ def decode_image(handle: BinaryIO, *, max_pixels: int, max_bytes: int,
         raise fail(f"the image has too many pixels, over the limit of {max_pixels} (max_image_pixels): "
                    f"{exc}", "scale it down before dropping it") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        if is_transient(exc):  # the host ran short (descriptors, an NFS hiccup), not the file: retried
+            raise
         raise fail(f"the image is damaged or truncated: {exc}",
                    "the upload may have been cut off; drop it again") from exc
     return to_rgb(image)
