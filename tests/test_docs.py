@@ -9,6 +9,7 @@ import html
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,32 @@ def test_the_test_command_is_stated_where_ci_runs_it() -> None:
     assert TEST_COMMAND in (REPO / ".ci" / "run").read_text()
     assert TEST_COMMAND in README.read_text()
     assert TEST_COMMAND in (REPO / "docs" / "development.md").read_text()
+
+
+def test_setup_waits_for_another_apt_holding_the_lock(tmp_path: Path) -> None:
+    """tests/setup.sh, run with a PATH that lacks the Debian packages: every apt-get it runs waits for
+    the dpkg and lists locks (DPkg::Lock::Timeout) rather than failing at once. apt-get, sudo and python3
+    are stand-ins that record their arguments; the script is a copy, so nothing is installed."""
+    (tmp_path / "tests").mkdir()
+    script = tmp_path / "tests" / "setup.sh"
+    script.write_text((REPO / "tests" / "setup.sh").read_text())
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for tool in ("id", "dirname", "env", "bash", "mkdir", "chmod"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    stand_ins = {"apt-get": f'echo "apt-get $*" >> {calls}',
+                 "sudo": 'exec "$@"',
+                 "python3": 'if [ "$1" = -c ]; then exit 0; fi\nmkdir -p .venv/bin\n'
+                            'printf "#!/bin/sh\\nexit 0\\n" > .venv/bin/pip; chmod +x .venv/bin/pip'}
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    run = subprocess.run([str(bin_dir / "bash"), str(script)], capture_output=True, text=True, timeout=30,
+                         env={"PATH": str(bin_dir)})
+    assert run.returncode == 0, run.stderr
+    apt = calls.read_text().splitlines()
+    assert [line.split()[3] for line in apt] == ["update", "install"]
+    assert all(line.startswith("apt-get -o DPkg::Lock::Timeout=600 ") for line in apt), apt
 
 
 def test_the_readme_is_short_and_its_links_resolve() -> None:
