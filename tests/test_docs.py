@@ -147,6 +147,52 @@ def test_the_readme_is_short_and_its_links_resolve() -> None:
             assert (REPO / target).exists(), target
 
 
+def _relative_links(markdown: str) -> list[str]:
+    """The targets of the Markdown links outside code, without their anchor; no URL, no bare anchor."""
+    prose = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    prose = re.sub(r"`[^`\n]*`", "", prose)
+    targets = [t.partition("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", prose)]
+    return [t for t in targets if t and not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def test_every_relative_link_of_the_markdown_files_resolves_in_the_repository() -> None:
+    """README.md invites reading docs/ as Markdown: each link there goes to a file of the repository
+    (the site's own operations/deploy.md is linked as deploy/README.md, which the hook points at it)."""
+    pages = [README, REPO / "deploy" / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    broken = [f"{page.relative_to(REPO)}: {target}" for page in pages
+              for target in _relative_links(page.read_text()) if not (page.parent / target).exists()]
+    assert broken == []
+
+
+def test_the_hub_command_named_is_the_one_the_pinned_stack_ships() -> None:
+    """huggingface_hub >= 0.34 (the diffusion extra) installs `hf`; `huggingface-cli` is gone from it."""
+    sources = [README, REPO / "pyproject.toml", *(REPO / "docs").rglob("*.md"), *(REPO / "deploy").rglob("*"),
+               *(REPO / "config").rglob("*"), *(REPO / "i2v_watcher").rglob("*.py")]
+    naming = [str(path.relative_to(REPO)) for path in sources
+              if path.is_file() and "huggingface-cli" in path.read_text(errors="replace")]
+    assert naming == []
+    assert '"huggingface-hub>=0.34"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_each_generated_reference_has_a_pointer_for_markdown_readers(site: Path) -> None:
+    """A page whose content is generated when the site is built says so to whoever reads the file, and
+    where that content comes from; the site leaves the pointer out (it has the content)."""
+    marked = [path for path in sorted((REPO / "docs").rglob("*.md"))
+              if re.search(r"^<!-- reference:", path.read_text(), re.M)]
+    assert len(marked) >= 7
+    for path in marked:
+        text = path.read_text()
+        pointer = re.search(r"^<!-- markdown-only -->\n(.*?)^<!-- /markdown-only -->$", text, re.M | re.S)
+        assert pointer is not None, path
+        assert pointer.start() < text.index("<!-- reference:"), path
+        words = " ".join(line.removeprefix("> ") for line in pointer.group(1).splitlines())
+        assert "generated from" in words and "mkdocs serve" in words, path
+        built = page(site, str(path.relative_to(REPO / "docs").with_suffix("")))
+        assert "Reading this as a Markdown file" not in built, path
+    web = (site / "web" / "index.html").read_text(encoding="utf-8")  # deploy/README.md's link: its page
+    assert 'href="../operations/deploy/#the-web-dashboard"' in web and "README.md" not in web
+
+
 def _shell_lines(markdown: str) -> list[str]:
     return [line for block in re.findall(r"```sh\n(.*?)```", markdown, re.S) for line in block.splitlines()]
 
