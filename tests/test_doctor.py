@@ -301,6 +301,22 @@ def test_a_hub_id_without_the_diffusion_extra_says_what_to_install(
     assert "huggingface_hub not installed" in extra["message"]
 
 
+def test_a_torch_that_fails_to_import_is_a_finding_not_a_failed_check(
+        folders: Folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found on the path but broken (a half-finished upgrade): the gpu check says so, with the fix."""
+    (tmp_path / "site" / "torch").mkdir(parents=True)
+    (tmp_path / "site" / "torch" / "__init__.py").write_text("raise ImportError('torch is broken here')\n")
+    monkeypatch.delitem(sys.modules, "torch")  # restored, with sys.path, when the test ends
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    code, report = doctor(folders.write_config(backend="i2vgen-xl", diffusion={"device": "cuda"}), capsys)
+    assert code == 1
+    assert not [f for f in report["findings"] if "check itself failed" in f["message"]], report
+    [gpu] = find(report, "gpu", "error")
+    assert "torch fails to import (torch is broken here)" in gpu["message"]
+    assert "pip install 'i2v-watcher[diffusion]'" in gpu["fix"]
+
+
 @pytest.mark.skipif(HAS_GPU, reason="needs a machine without a CUDA GPU")
 def test_cuda_without_a_gpu(folders: Folders, tiny_pipeline: Path,
                             capsys: pytest.CaptureFixture[str]) -> None:

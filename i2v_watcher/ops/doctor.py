@@ -138,7 +138,10 @@ def check_gpu(ctx: Context) -> list[Finding]:
     device = ctx.settings.diffusion.device if ctx.settings else "cuda"
     if importlib.util.find_spec("torch") is None:
         return [Finding("gpu", level, "torch is not installed, so no GPU can be used", INSTALL_EXTRA)]
-    import torch
+    try:
+        import torch
+    except ImportError as exc:  # found but broken (a half-finished upgrade): check_extra says more
+        return [Finding("gpu", level, f"torch fails to import ({exc}), so no GPU can be used", INSTALL_EXTRA)]
 
     if not torch.cuda.is_available():
         fix = NO_GPU if level != "info" else NO_GPU_NEEDED
