@@ -182,8 +182,9 @@ class WorkerLock:
 
 def _try_lock(folder: Path) -> int | None:
     """The flock on folder/.lock, or None while another process here holds it. A lock file removed
-    between its open and its flock (a start that failed, WorkerLock.abandon) is made anew."""
-    while True:
+    between its open and its flock (a start that failed, WorkerLock.abandon) is made anew; one
+    removed again at each try is someone else's folder to leave alone."""
+    for _ in range(10):
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
@@ -196,6 +197,7 @@ def _try_lock(folder: Path) -> int | None:
         if _still_there(folder / LOCK_FILE, fd):
             return fd
         os.close(fd)
+    return None
 
 
 def _still_there(path: Path, fd: int) -> bool:
