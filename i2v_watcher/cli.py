@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from i2v_watcher.service.lifecycle import Service
 
 EXIT_CANNOT_RUN, EXIT_CRASH, EXIT_BROKEN_PIPE = 2, 1, 128 + 13  # 13: SIGPIPE
+CONFIG_ENV, DEFAULT_CONFIG = "I2V_CONFIG", Path("/etc/i2v-watcher/config.toml")
+CONFIG_HELP = f"the TOML config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", type=Path, required=True, metavar="FILE",
-                       help="the TOML config file")
+        p.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
         return p
 
     run = with_config(sub.add_parser("run", help="run the daemon"))
@@ -74,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate a config file and print the effective settings",
         description="Takes the config file as --config FILE like every other command; the positional "
                     "FILE of earlier versions is still accepted. Exit codes: 0 valid, 2 invalid.")
-    config = check.add_mutually_exclusive_group(required=True)
-    config.add_argument("--config", "-c", type=Path, metavar="FILE", help="the TOML config file")
+    config = check.add_mutually_exclusive_group()
+    config.add_argument("--config", "-c", type=Path, metavar="FILE", help=CONFIG_HELP)
     config.add_argument("config_file", type=Path, nargs="?", metavar="FILE",
                         help="the TOML config file, the older positional form (same as --config FILE)")
     doctor = with_config(sub.add_parser(
@@ -104,14 +105,36 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
+def config_file(given: Path | None) -> tuple[Path, str | None]:
+    """The config file: --config, else $I2V_CONFIG, else the default; with where its name came from
+    when it was not given (said with every error about the file)."""
+    if given is not None:
+        return given, None
+    named = os.environ.get(CONFIG_ENV)
+    if named == "":
+        raise StartupError(f"{CONFIG_ENV} is set but empty: set it to the config file, or unset it to "
+                           f"use {DEFAULT_CONFIG}")
+    if named is not None:
+        return Path(named), f"the config file named by {CONFIG_ENV} (no --config given)"
+    return DEFAULT_CONFIG, f"the default config file (no --config given, {CONFIG_ENV} not set)"
+
+
 def _command(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "check-config" and args.config is None:
-        args.config = args.config_file
-    if args.command == "doctor":  # an invalid config is one of its findings, not a refusal to run
-        return cmd_doctor(args)
     try:
-        settings = load_settings(args.config)
+        args.config, source = config_file(args.config or getattr(args, "config_file", None))
+    except StartupError as exc:
+        print(f"i2v-watcher: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.command == "doctor":  # an invalid config is one of its findings, not a refusal to run
+        return cmd_doctor(args, source)
+    try:
+        try:
+            settings = load_settings(args.config)
+        except StartupError as exc:
+            if source is not None:
+                exc.add_note(f"{args.config} is {source}")
+            raise
         configure(settings.log_level, settings.log_format)
         # A log warning, not a bare stderr line: it then takes the configured format (JSON lines stay
         # JSON, the journal gets its priority), and every command that loads the config shows it.
@@ -120,6 +143,8 @@ def _command(argv: list[str] | None) -> int:
         return int(COMMANDS[args.command](settings, args))
     except StartupError as exc:
         print(f"i2v-watcher: error: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"i2v-watcher: {note}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
         return 130
@@ -279,8 +304,8 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from i2v_watcher.ops.doctor import diagnose, render
+def cmd_doctor(args: argparse.Namespace, source: str | None) -> int:
+    from i2v_watcher.ops.doctor import EXIT_UNREADABLE, diagnose, render
 
     configure("warning", "auto")  # stdout carries the findings (or the JSON document) alone
     try:
@@ -288,6 +313,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     print(render(findings, args.json))
+    if code == EXIT_UNREADABLE and source is not None:
+        print(f"i2v-watcher: {args.config} is {source}", file=sys.stderr)
     return code
 
 

@@ -29,8 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     echo "tests/setup.sh: installing ${missing[*]}" >&2
-    ${sudo[@]+"${sudo[@]}"} apt-get update -qq
-    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Another apt (unattended-upgrades, a provisioning step) may hold the locks: wait up to 10 minutes
+    # for them (apt >= 1.9 waits for the lists lock of `update` and dpkg's frontend lock alike).
+    wait_lock=(-o DPkg::Lock::Timeout=600)
+    ${sudo[@]+"${sudo[@]}"} apt-get "${wait_lock[@]}" update -qq
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${wait_lock[@]}" install -y -qq \
+        "${missing[@]}" >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -e '.[test]' -c tests/constraints.txt

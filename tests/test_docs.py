@@ -9,6 +9,7 @@ import html
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,12 +113,84 @@ def test_the_test_command_is_stated_where_ci_runs_it() -> None:
     assert TEST_COMMAND in (REPO / "docs" / "development.md").read_text()
 
 
+def test_setup_waits_for_another_apt_holding_the_lock(tmp_path: Path) -> None:
+    """tests/setup.sh, run with a PATH that lacks the Debian packages: every apt-get it runs waits for
+    the dpkg and lists locks (DPkg::Lock::Timeout) rather than failing at once. apt-get, sudo and python3
+    are stand-ins that record their arguments; the script is a copy, so nothing is installed."""
+    (tmp_path / "tests").mkdir()
+    script = tmp_path / "tests" / "setup.sh"
+    script.write_text((REPO / "tests" / "setup.sh").read_text())
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for tool in ("id", "dirname", "env", "bash", "mkdir", "chmod"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    stand_ins = {"apt-get": f'echo "apt-get $*" >> {calls}',
+                 "sudo": 'exec "$@"',
+                 "python3": 'if [ "$1" = -c ]; then exit 0; fi\nmkdir -p .venv/bin\n'
+                            'printf "#!/bin/sh\\nexit 0\\n" > .venv/bin/pip; chmod +x .venv/bin/pip'}
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    run = subprocess.run([str(bin_dir / "bash"), str(script)], capture_output=True, text=True, timeout=30,
+                         env={"PATH": str(bin_dir)})
+    assert run.returncode == 0, run.stderr
+    apt = calls.read_text().splitlines()
+    assert [line.split()[3] for line in apt] == ["update", "install"]
+    assert all(line.startswith("apt-get -o DPkg::Lock::Timeout=600 ") for line in apt), apt
+
+
 def test_the_readme_is_short_and_its_links_resolve() -> None:
     text = README.read_text()
     assert len(text.splitlines()) <= 150
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
         if not target.startswith(("http://", "https://")):
             assert (REPO / target).exists(), target
+
+
+def _relative_links(markdown: str) -> list[str]:
+    """The targets of the Markdown links outside code, without their anchor; no URL, no bare anchor."""
+    prose = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    prose = re.sub(r"`[^`\n]*`", "", prose)
+    targets = [t.partition("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", prose)]
+    return [t for t in targets if t and not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def test_every_relative_link_of_the_markdown_files_resolves_in_the_repository() -> None:
+    """README.md invites reading docs/ as Markdown: each link there goes to a file of the repository
+    (the site's own operations/deploy.md is linked as deploy/README.md, which the hook points at it)."""
+    pages = [README, REPO / "deploy" / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    broken = [f"{page.relative_to(REPO)}: {target}" for page in pages
+              for target in _relative_links(page.read_text()) if not (page.parent / target).exists()]
+    assert broken == []
+
+
+def test_the_hub_command_named_is_the_one_the_pinned_stack_ships() -> None:
+    """huggingface_hub >= 0.34 (the diffusion extra) installs `hf`; `huggingface-cli` is gone from it."""
+    sources = [README, REPO / "pyproject.toml", *(REPO / "docs").rglob("*.md"), *(REPO / "deploy").rglob("*"),
+               *(REPO / "config").rglob("*"), *(REPO / "i2v_watcher").rglob("*.py")]
+    naming = [str(path.relative_to(REPO)) for path in sources
+              if path.is_file() and "huggingface-cli" in path.read_text(errors="replace")]
+    assert naming == []
+    assert '"huggingface-hub>=0.34"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_each_generated_reference_has_a_pointer_for_markdown_readers(site: Path) -> None:
+    """A page whose content is generated when the site is built says so to whoever reads the file, and
+    where that content comes from; the site leaves the pointer out (it has the content)."""
+    marked = [path for path in sorted((REPO / "docs").rglob("*.md"))
+              if re.search(r"^<!-- reference:", path.read_text(), re.M)]
+    assert len(marked) >= 7
+    for path in marked:
+        text = path.read_text()
+        pointer = re.search(r"^<!-- markdown-only -->\n(.*?)^<!-- /markdown-only -->$", text, re.M | re.S)
+        assert pointer is not None, path
+        assert pointer.start() < text.index("<!-- reference:"), path
+        words = " ".join(line.removeprefix("> ") for line in pointer.group(1).splitlines())
+        assert "generated from" in words and "mkdocs serve" in words, path
+        built = page(site, str(path.relative_to(REPO / "docs").with_suffix("")))
+        assert "Reading this as a Markdown file" not in built, path
+    web = (site / "web" / "index.html").read_text(encoding="utf-8")  # deploy/README.md's link: its page
+    assert 'href="../operations/deploy/#the-web-dashboard"' in web and "README.md" not in web
 
 
 def _shell_lines(markdown: str) -> list[str]:

@@ -281,7 +281,40 @@ def test_the_model_of_a_diffusion_backend(folders: Folders, tiny_pipeline: Path,
 
     code, report = model(model="nobody-here/not-cached")  # HF_HUB_OFFLINE=1 in the tests
     assert code == 1 and "not in the Hugging Face cache" in errors(report)[0]["message"]
-    assert "huggingface-cli download nobody-here/not-cached" in errors(report)[0]["fix"]
+    assert "`hf download nobody-here/not-cached`" in errors(report)[0]["fix"]
+
+
+def test_a_hub_id_without_the_diffusion_extra_says_what_to_install(
+        folders: Folders, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "the check itself failed … report this": what is missing, and the commands that fix it."""
+    for package in ("torch", "diffusers", "transformers", "huggingface_hub"):
+        monkeypatch.setitem(sys.modules, package, None)  # as if not installed: find_spec None, import fails
+    code, report = doctor(folders.write_config(backend="i2vgen-xl", models={"i2vgen-xl": {
+        "model": "ali-vilab/i2vgen-xl"}}), capsys)
+    assert code == 1
+    assert not [f for f in report["findings"] if "check itself failed" in f["message"]], report
+    [model] = find(report, "model", "error")
+    assert "huggingface_hub (of the diffusion extra) is not installed" in model["message"]
+    assert "pip install 'i2v-watcher[diffusion]'" in model["fix"]
+    assert "`hf download ali-vilab/i2vgen-xl`" in model["fix"]
+    [extra] = find(report, "diffusion-extra", "error")
+    assert "huggingface_hub not installed" in extra["message"]
+
+
+def test_a_torch_that_fails_to_import_is_a_finding_not_a_failed_check(
+        folders: Folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found on the path but broken (a half-finished upgrade): the gpu check says so, with the fix."""
+    (tmp_path / "site" / "torch").mkdir(parents=True)
+    (tmp_path / "site" / "torch" / "__init__.py").write_text("raise ImportError('torch is broken here')\n")
+    monkeypatch.delitem(sys.modules, "torch")  # restored, with sys.path, when the test ends
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    code, report = doctor(folders.write_config(backend="i2vgen-xl", diffusion={"device": "cuda"}), capsys)
+    assert code == 1
+    assert not [f for f in report["findings"] if "check itself failed" in f["message"]], report
+    [gpu] = find(report, "gpu", "error")
+    assert "torch fails to import (torch is broken here)" in gpu["message"]
+    assert "pip install 'i2v-watcher[diffusion]'" in gpu["fix"]
 
 
 @pytest.mark.skipif(HAS_GPU, reason="needs a machine without a CUDA GPU")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import threading
@@ -113,6 +114,41 @@ def test_a_worker_id_held_by_a_live_daemon(tmp_path: Path) -> None:
     assert [s.worker_id for s in defaults] == [base, f"{base}-2", f"{base}-3"]
     for lock in locks:
         lock.release()
+
+
+def test_a_start_that_failed_removes_only_a_folder_it_never_used(tmp_path: Path) -> None:
+    fresh = acquire_worker(settings_for(tmp_path, worker_id="fresh"))
+    fresh.abandon()
+    assert not (tmp_path / "work" / "fresh").exists()
+
+    used = settings_for(tmp_path, worker_id="used")
+    (used.work / "used").mkdir()
+    Heartbeat(used, Activity()).stop()  # an earlier run's last heartbeat: "stopped"
+    lock = acquire_worker(used)
+    lock.abandon()
+    assert sorted(os.listdir(used.work / "used")) == [".lock", HEARTBEAT_FILE]
+    acquire_worker(settings_for(tmp_path, worker_id="used")).release()  # the lock was let go
+
+
+def test_a_lock_file_removed_under_a_waiting_opener_is_made_anew(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon that opened work/<id>/.lock just before a failed start removed it locks a new one, in
+    a folder that exists, not the removed file."""
+    first = acquire_worker(settings_for(tmp_path, worker_id="w"))
+    flock = fcntl.flock
+
+    def removed_first(fd: int, operation: int) -> None:
+        monkeypatch.setattr(fcntl, "flock", flock)
+        first.abandon()  # between this opener's open and its flock
+        flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", removed_first)
+    second = acquire_worker(settings_for(tmp_path, worker_id="w"))
+    lock_file = tmp_path / "work" / "w" / ".lock"
+    assert lease_module._still_there(lock_file, second.fd)
+    named, held = os.stat(lock_file), os.fstat(second.fd)
+    assert (named.st_ino, named.st_dev) == (held.st_ino, held.st_dev)
+    second.release()
 
 
 def test_a_worker_id_alive_on_another_host_is_refused(tmp_path: Path) -> None:

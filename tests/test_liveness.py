@@ -20,6 +20,7 @@ from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import HeartbeatRecord, StatusSnapshot
 from i2v_watcher.ops.status import collect, snapshot
 from i2v_watcher.service.bootstrap import prepare_folders
+from i2v_watcher.service.parts import Beating, Part, start_all
 from i2v_watcher.work import lease as lease_module
 from i2v_watcher.work import liveness as liveness_module
 from i2v_watcher.work.lease import HEARTBEAT_FILE, Heartbeat, LeaseObserver, read_heartbeat
@@ -204,3 +205,35 @@ def test_the_status_snapshot_reads_back(tmp_path: Path) -> None:
     assert printed == snapshot(s).as_json()
     assert StatusSnapshot.model_validate(printed).as_json() == printed
     assert printed["counts"]["queued"] == 1 and printed["workers"][0]["state"] == "alive"
+
+
+def test_a_start_that_never_ran_is_no_worker_once_any_start_would_be_over(tmp_path: Path) -> None:
+    """A folder with nothing but a lock (a start killed before its first beat) is shown while a start
+    may still be under way, and no longer after lease_timeout_s + load_timeout_s; one with a job in it
+    stays, to be taken over."""
+    s = settings_for(tmp_path, load_timeout_s=10.0)
+    for name in ("killed", "with-job"):
+        (s.work / name).mkdir()
+        (s.work / name / lease_module.LOCK_FILE).touch()
+    (s.work / "with-job" / "a-job").mkdir()
+    assert {row.worker_id: row.state for row in survey(s)} == {"killed": "unknown", "with-job": "unknown"}
+    for name, age in (("killed", 15.0), ("with-job", 17.0)):  # past lease_timeout_s, within 6 + 10 s
+        old = time.time() - age
+        os.utime(s.work / name, (old, old))
+    assert {row.worker_id: row.state for row in survey(s)} == {"killed": "stale", "with-job": "stale"}
+    old = time.time() - 17.0
+    os.utime(s.work / "killed", (old, old))
+    assert {row.worker_id: row.state for row in survey(s)} == {"with-job": "stale"}
+
+
+def test_a_part_that_fails_to_start_stops_the_heartbeat_started_before_it(tmp_path: Path) -> None:
+    """The heartbeat, started before a part that fails, says "stopped" rather than going silent."""
+    class Broken(Part):
+        def start(self) -> None:
+            raise OSError("cannot watch the inbox")
+
+    s = settings_for(tmp_path)
+    s.worker_dir.mkdir()
+    with pytest.raises(OSError, match="cannot watch"):
+        start_all([Beating(Heartbeat(s, Activity())), Broken()])
+    assert {row.worker_id: row.state for row in survey(s)} == {"me": "stopped"}

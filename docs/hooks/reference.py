@@ -15,7 +15,12 @@ A page asks for a generated part with a marker on a line of its own:
 - `<!-- reference:example-config -->`: config/i2v-watcher.toml itself.
 
 `on_files` adds one page that is not in docs/: operations/deploy.md, which is deploy/README.md (the
-install procedure, kept beside the unit files) with its links made to work inside the site.
+install procedure, kept beside the unit files) with its links made to work inside the site. The pages
+link to deploy/README.md itself, so that their links work where they are read as Markdown files; here
+those links are pointed at the page.
+
+A block between `<!-- markdown-only -->` and `<!-- /markdown-only -->` is for those who read the Markdown
+files (where the generated parts are missing): it is left out of the site.
 
 Anything the code has but the docs cannot describe (a setting without a comment in the example config,
 a sidecar field without a description) is logged as a warning, which `mkdocs build --strict` turns into
@@ -49,6 +54,7 @@ if str(REPO) not in sys.path:  # a plain `mkdocs build` from a checkout without 
 EXAMPLE_CONFIG = REPO / "config" / "i2v-watcher.toml"
 DEPLOY_README = REPO / "deploy" / "README.md"
 DEPLOY_PAGE = "operations/deploy.md"
+MARKDOWN_ONLY = re.compile(r"^<!-- markdown-only -->\n.*?^<!-- /markdown-only -->\n", re.M | re.S)
 MARKER = re.compile(r"^<!-- reference:([a-z-]+)(?::([A-Za-z0-9_.-]+))? -->$", re.MULTILINE)
 log = logging.getLogger("mkdocs.hooks.reference")
 DASH, MINUS = "\u2013", "\u2212"  # a range's en dash; the minus sign of 2⁶³ - 1
@@ -64,6 +70,7 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    markdown = to_deploy_page(MARKDOWN_ONLY.sub("", markdown), page.file.src_uri)
     named = {name for kind, name in MARKER.findall(markdown) if kind == "cli" and name}
 
     def replace(match: re.Match[str]) -> str:
@@ -663,6 +670,12 @@ def preset_keys(preset: Any, step: Any) -> set[str]:
 
 def example_config() -> str:
     return "```toml\n" + EXAMPLE_CONFIG.read_text(encoding="utf-8").rstrip() + "\n```"
+
+
+def to_deploy_page(markdown: str, page_uri: str) -> str:
+    """A page's links to deploy/README.md, the repository's file, made links to its page in the site."""
+    depth = page_uri.count("/")
+    return markdown.replace(f"]({'../' * (depth + 1)}deploy/README.md", f"]({'../' * depth}{DEPLOY_PAGE}")
 
 
 def deploy_page() -> str:

@@ -160,7 +160,7 @@ class DiffusersBackend(Backend):
             cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise StartupError(
                 f"cannot load the {self.name} model {self.source.model!r}: {exc}. For a hub id the weights "
-                f"must be in the Hugging Face cache ({cache}); fetch them once with `huggingface-cli "
+                f"must be in the Hugging Face cache ({cache}); fetch them once with `hf "
                 f"download {self.source.model}`, or point [models.{self.name}] model at a local "
                 "directory") from exc
         pipe.set_progress_bar_config(disable=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from i2v_watcher import backends
+from i2v_watcher.backends.capacity import DIFFUSION_EXTRA
 from i2v_watcher.config.errors import config_warnings, doctor_findings
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import StartupError
@@ -25,7 +26,6 @@ Status = Literal["ok", "info", "warning", "error", "skipped"]
 EXIT_OK, EXIT_BLOCKING, EXIT_UNREADABLE = 0, 1, 2
 LABELS = {"ok": "ok", "info": "info", "warning": "warn", "error": "ERROR", "skipped": "skip"}
 RANK: dict[Status, int] = {"skipped": 0, "ok": 0, "info": 1, "warning": 2, "error": 3}
-EXTRA = ("torch", "diffusers", "transformers")
 NEEDS_CONFIG = ("backend", "model", "presets", "folders", "filesystem", "scratch", "watch")
 INSTALL_EXTRA = "pip install 'i2v-watcher[diffusion]' (a GPU server keeps its own CUDA build of torch)"
 NO_GPU = ('install the NVIDIA driver and a CUDA build of torch, or set [diffusion] device = "cpu" '
@@ -104,7 +104,7 @@ def check_backends(ctx: Context) -> list[Finding]:
 
 def check_extra(ctx: Context) -> list[Finding]:
     versions, problems = {}, {}
-    for name in EXTRA:
+    for name in DIFFUSION_EXTRA:
         if importlib.util.find_spec(name) is None:
             problems[name] = "not installed"
             continue
@@ -138,7 +138,10 @@ def check_gpu(ctx: Context) -> list[Finding]:
     device = ctx.settings.diffusion.device if ctx.settings else "cuda"
     if importlib.util.find_spec("torch") is None:
         return [Finding("gpu", level, "torch is not installed, so no GPU can be used", INSTALL_EXTRA)]
-    import torch
+    try:
+        import torch
+    except ImportError as exc:  # found but broken (a half-finished upgrade): check_extra says more
+        return [Finding("gpu", level, f"torch fails to import ({exc}), so no GPU can be used", INSTALL_EXTRA)]
 
     if not torch.cuda.is_available():
         fix = NO_GPU if level != "info" else NO_GPU_NEEDED
@@ -201,8 +204,15 @@ def check_model(ctx: Context) -> list[Finding]:
             else:
                 found.append(Finding("model", "ok", f"{name}: the pipeline is in {folder}", data=data))
             continue
-        from huggingface_hub import try_to_load_from_cache
-
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError as exc:  # part of the diffusion extra (check_extra lists what else is missing)
+            why = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"fails to import ({exc})"
+            found.append(Finding("model", level, f"{name}: {where} is a Hugging Face hub id, and its cache "
+                                 f"cannot be looked into: huggingface_hub (of the diffusion extra) {why}",
+                                 f"{INSTALL_EXTRA}; then, as the service's user, `hf download {where}`",
+                                 data))
+            continue
         cached = try_to_load_from_cache(where, "model_index.json")
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         # Only a named backend downloads at start-up; `auto` falls back to the preview instead.
@@ -211,7 +221,7 @@ def check_model(ctx: Context) -> list[Finding]:
             found.append(Finding("model", "ok", f"{name}: {where} is in the Hugging Face cache",
                                  data={**data, "path": str(Path(cached).parent)}))
         else:
-            fetch = (f"fetch it once, as the service's user: `huggingface-cli download {where}`; or point "
+            fetch = (f"fetch it once, as the service's user: `hf download {where}`; or point "
                      f"[models.{name}] model at a folder holding a saved pipeline")
             note = "the first start downloads it (many GB)" if downloads else "start-up will not download it"
             found.append(Finding("model", "warning" if downloads else level,

@@ -82,9 +82,7 @@ class Service(ABC):
         self.notifier.explain()
         try:
             try:
-                self.notifier.status("starting")
-                self.start_metrics()  # first: a port in use fails at once, not after loading a model
-                self.startup()
+                self.start_or_abandon()
             except StartupInterrupted:
                 log.warning("stopped during start-up")
                 return EXIT_OK
@@ -108,6 +106,17 @@ class Service(ABC):
             self._signals.stop()
             self._counting = False
         return self.exit_code()
+
+    def start_or_abandon(self) -> None:
+        """Start-up; one that fails lets go of the worker folder it took (WorkerLock.abandon)."""
+        try:
+            self.notifier.status("starting")
+            self.start_metrics()  # first: a port in use fails at once, not after loading a model
+            self.startup()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.abandon()
+            raise
 
     def start_metrics(self) -> None:
         if self.serves_metrics and self.settings.metrics_port is not None:

@@ -5,6 +5,7 @@ overrides another's methods."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -63,8 +64,17 @@ class Beating(Part):
 
 
 def start_all(parts: list[Part]) -> None:
-    for part in parts:
-        part.start()
+    """In order; a part that fails to start stops those started before it (the heartbeat then says
+    "stopped", not a worker that beats no more)."""
+    started: list[Part] = []
+    try:
+        for part in parts:
+            part.start()
+            started.append(part)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the failure to start is what is raised
+            stop_all(started)
+        raise
 
 
 def stop_all(parts: list[Part]) -> None:

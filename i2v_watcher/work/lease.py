@@ -155,26 +155,57 @@ class WorkerLock:
     the daemon's life (released by the kernel when it dies, also on NFSv4, where it is a lease of the
     server's). Two daemons on one host can never share a worker folder, even when started at once."""
 
-    def __init__(self, fd: int, worker_id: str) -> None:
+    def __init__(self, fd: int, worker_id: str, folder: Path) -> None:
         self.fd = fd
         self.worker_id = worker_id
+        self.folder = folder
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
+    def abandon(self) -> None:
+        """A start that failed: this worker never ran, so a folder that holds nothing but its lock is
+        removed (no ghost worker in `status`, the dashboard and `i2v_worker_up`); one with a heartbeat
+        or jobs in it is left as it is. The lock is held until the folder is gone: a daemon that opened
+        the old lock file meanwhile sees that it is no longer there and makes a new one (_try_lock)."""
+        try:
+            with os.scandir(self.folder) as entries:
+                if {entry.name for entry in entries} <= {LOCK_FILE}:
+                    os.unlink(self.folder / LOCK_FILE)
+                    os.rmdir(self.folder)
+        except OSError:
+            pass  # left as it is: readers judge it (work.survey)
+        finally:
+            self.release()
+
 
 def _try_lock(folder: Path) -> int | None:
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    """The flock on folder/.lock, or None while another process here holds it. A lock file removed
+    between its open and its flock (a start that failed, WorkerLock.abandon) is made anew; one
+    removed again at each try is someone else's folder to leave alone."""
+    for _ in range(10):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+        if _still_there(folder / LOCK_FILE, fd):
+            return fd
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
+    return None
+
+
+def _still_there(path: Path, fd: int) -> bool:
+    try:
+        named, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def acquire_worker(settings: Settings) -> WorkerLock:
@@ -197,7 +228,7 @@ def acquire_worker(settings: Settings) -> WorkerLock:
         except BaseException:
             os.close(fd)
             raise
-        return WorkerLock(fd, candidate)
+        return WorkerLock(fd, candidate, settings.work / candidate)
     raise StartupError(
         f"worker_id {base!r} is held by a live daemon on this host: two daemons must not share a worker "
         "folder; give each its own worker_id (or leave it unset)")

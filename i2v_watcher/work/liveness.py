@@ -16,7 +16,9 @@ Liveness (`state`):
   process can tell; elsewhere the same worker reads late, then stale. Never judged while the heartbeat
   moves, so a pid that this host cannot see (another pid namespace) never makes a live worker dead;
 - **unknown**: no readable heartbeat; a worker folder whose heartbeat stays unreadable for
-  `lease_timeout_s` (or whose folder has not changed for that long) is stale.
+  `lease_timeout_s` (or whose folder has not changed for that long) is stale. A start that fails
+  removes the folder it took; one killed before its first beat leaves only its lock, and is no
+  longer listed once any start would be over (work.survey).
 
 Activity is a separate field: idle, working (on the jobs listed) or stopped. A worker that is idle,
 or paused while the inbox is away, is alive as long as it beats.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.records import HeartbeatRecord, WorkerRow
-from i2v_watcher.work.lease import HEARTBEAT_FILE, read_beat, worker_folders
+from i2v_watcher.work.lease import HEARTBEAT_FILE, LOCK_FILE, read_beat, worker_folders
 from i2v_watcher.work.liveness import activity, judge, process_state, share_now, thresholds
 
 NO_HEARTBEAT = "no readable heartbeat"
@@ -30,11 +30,30 @@ def _seen(folder: Path) -> tuple[HeartbeatRecord | None, float | None]:
     return beat, _mtime(folder / HEARTBEAT_FILE if beat is not None else folder)
 
 
+def _lock_only(folder: Path) -> bool:
+    """Nothing in the folder but a worker's lock: no heartbeat was ever written there, no job."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries} <= {LOCK_FILE}
+    except OSError:
+        return False
+
+
+def _never_ran(settings: Settings, at: float | None, now: float | None) -> bool:
+    """A folder with nothing but a lock in it, unchanged for longer than a start may take (the lease
+    checked, each backend loaded): a start that was killed before its first beat (a failed start
+    removes its folder). Nobody to wait for, no job to take over: not shown as a worker."""
+    longest_start = settings.lease_timeout_s + settings.load_timeout_s
+    return at is not None and now is not None and now - at > longest_start
+
+
 def survey(settings: Settings) -> list[WorkerRow]:
-    """Each worker's liveness, activity and heartbeat, in name order. OSError: work/ cannot be read."""
-    seen = {folder.name: _seen(folder) for folder in worker_folders(settings)}
+    """Each worker's liveness, activity and heartbeat, in name order; not a start that never ran
+    (_never_ran). OSError: work/ cannot be read."""
+    seen = {folder: _seen(folder) for folder in worker_folders(settings)}
     now, clock = share_now(settings.work, [at for beat, at in seen.values() if beat is not None and at])
-    return [_row(name, beat, at, now, clock, settings) for name, (beat, at) in seen.items()]
+    return [_row(folder.name, beat, at, now, clock, settings) for folder, (beat, at) in seen.items()
+            if beat is not None or not (_never_ran(settings, at, now) and _lock_only(folder))]
 
 
 def _row(name: str, beat: HeartbeatRecord | None, at: float | None, now: float | None, clock: str,
