@@ -37,12 +37,12 @@ class GuardedH11(H11Protocol):
     header_timeout_s: float = 10.0
     max_connections: int = 256
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
         self._since = self.loop.time()
         if len(self.connections) > self.max_connections and not self._displace_one():
-            transport.write(BUSY)  # type: ignore[attr-defined]
+            transport.write(BUSY)
             transport.close()
             return
         self._arm()
@@ -103,4 +103,4 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     host, port = host_and_port(settings.web_listen)
     return uvicorn.Config(app, host=host, port=port, http=protocol_for(settings), log_config=None,
                           access_log=False, server_header=False, proxy_headers=False,
-                          timeout_keep_alive=KEEP_ALIVE_S)
+                          timeout_keep_alive=KEEP_ALIVE_S, ws="none")  # no page uses a websocket

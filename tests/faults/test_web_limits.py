@@ -25,6 +25,7 @@ from web.conftest import WebServer, writable
 from web.test_security import BEARER, multipart
 
 from conftest import Folders
+from i2v_watcher.web.files import byte_range
 
 HUGE = "9" * 5000  # Python refuses to convert a string this long to an int at all
 
@@ -186,3 +187,15 @@ def test_healthz_answers_while_a_huge_upload_is_checked(folders: Folders, dashbo
     sender.join()
     assert answer["reply"].startswith(b"HTTP/1.1 201"), answer["reply"][:300]
     assert slowest < 0.5, f"/healthz took {slowest:.2f} s while the upload was decoded"
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("bytes=10-19", (10, 10)), ("bytes=90-", (90, 10)), ("bytes=-5", (95, 5)), ("bytes=0-999", (0, 100)),
+    ("bytes=100-", None), ("bytes=-0", None), ("bytes=20-10", None), (f"bytes={HUGE}-", None),
+    (f"bytes={HUGE}-{HUGE}", None), (f"bytes=0-{HUGE}", (0, 100)), (f"bytes=-{HUGE}", (0, 100)),
+    ("bytes=0-1,5-6", (0, 100)), ("items=0-5", (0, 100)), ("bytes=-", (0, 100)),
+    ("bytes=\u0661-\u0662", (0, 100)),
+])
+def test_byte_ranges_of_a_100_byte_file(header: str, expected: tuple[int, int] | None) -> None:
+    """(start, length); the whole file for what is not served as a range; None: 416."""
+    assert byte_range(header, 100) == expected
