@@ -131,6 +131,8 @@ RANGES = [
     ("pipeline_depth", 0, 8, -1, 9),
     ("web_upload_max_mb", 1, 10 * 1024, 0, 10 * 1024 + 1),
     ("web_page_size", 1, 500, 0, 501),
+    ("web_max_connections", 8, 65536, 7, 65537),
+    ("web_header_timeout_s", 0.5, 3600, 0.4, 3601),
     ("metrics_port", 1, 65535, 0, 65536),
 ]
 

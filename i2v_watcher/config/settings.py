@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     # Open connections at most (at the cap, the one waiting longest for its request is dropped), and
     # seconds a connection has to send a complete request head.
     web_max_connections: int = Field(default=256, ge=8, le=65536)
-    web_header_timeout_s: float = Field(default=10.0, gt=0, le=HOUR)
+    web_header_timeout_s: float = Field(default=10.0, ge=0.5, le=HOUR)
     web_page_size: int = Field(default=24, ge=1, le=500)
     # Prometheus metrics of this daemon on http://metrics_address:metrics_port/metrics; unset: none
     # (the hardened unit keeps no network port).

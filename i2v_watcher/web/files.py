@@ -129,11 +129,12 @@ def _file_response(request: Request, handle: io.FileIO, name: str, download: boo
     start, length, status = 0, size, 200
     wanted = request.headers.get("range")
     if wanted is not None and request.method == "GET":
-        span = byte_range(wanted, size)
-        if span is None:
+        try:
+            span = byte_range(wanted, size)
+        except Unsatisfiable:
             handle.close()
             return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-        if span != (0, size):
+        if span is not None:
             start, length, status = span[0], span[1], 206
             headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
     headers["Content-Length"] = str(length)
@@ -143,14 +144,18 @@ def _file_response(request: Request, handle: io.FileIO, name: str, download: boo
     return FileSlice(handle, start, length, status_code=status, headers=headers, media_type=media_type)
 
 
+class Unsatisfiable(Exception):
+    """A range that starts past the end of the file (416)."""
+
+
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """(start, length) of a single `bytes=` range; (0, size) for a header we do not serve ranges for
-    (malformed, several ranges: the whole file, as RFC 9110 allows); None: not satisfiable (416).
+    """(start, length) of a single `bytes=` range; None for a header we do not serve ranges for
+    (malformed, several ranges: the whole file then, as RFC 9110 allows); Unsatisfiable for a 416.
     A number longer than any file size is read as "beyond the end" without converting it: Python
     refuses to convert a 5,000-digit string at all, and that must not become a 500."""
     match = _RANGE.match(header.strip())
     if match is None or not (match.group(1) or match.group(2)):
-        return 0, size
+        return None
     first, last = (_offset(group) if group else None for group in match.groups())
     if first is None:  # "-N": the last N bytes
         assert last is not None
@@ -158,7 +163,7 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     else:
         start, end = first, size - 1 if last is None else min(last, size - 1)
     if start >= size or end < start:
-        return None
+        raise Unsatisfiable(header)
     return start, end - start + 1
 
 
