@@ -217,5 +217,5 @@ def test_the_open_files_limit_is_raised_to_fit_the_connections_or_the_start_is_r
     http_server.ensure_descriptors(settings)
     assert limits["now"] == (1000 + http_server.SPARE_DESCRIPTORS, 4096)
     limits["now"] = (256, 512)
-    with pytest.raises(StartupError, match="web_max_connections = 1000 needs 1128 open files"):
+    with pytest.raises(StartupError, match="web_max_connections = 1000 needs 1384 open files"):
         http_server.ensure_descriptors(settings)
