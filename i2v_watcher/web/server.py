@@ -40,10 +40,11 @@ class GuardedH11(H11Protocol):
 
     header_timeout_s: float = 10.0
     max_connections: int = 256
+    _deadline: asyncio.TimerHandle | None = None
+    _since = 0.0  # when it began to wait for a request head (loop time)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._deadline: asyncio.TimerHandle | None = None
         self._since = self.loop.time()
         if len(self.connections) > self.max_connections and not self._displace_one():
             transport.write(BUSY)
@@ -57,8 +58,8 @@ class GuardedH11(H11Protocol):
         self._arm()  # the next request on this connection has as long for its head
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if getattr(self, "_deadline", None) is not None:
-            self._deadline.cancel()  # type: ignore[union-attr]
+        if self._deadline is not None:
+            self._deadline.cancel()
         super().connection_lost(exc)
 
     def waiting_for_head(self) -> bool:
