@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,19 @@ FAST = {
     "worker_id": "testhost",
 }
 SMALL = {"num_frames": 6, "resolution": "64p", "fps": 8.0}
+
+
+# Fixtures that start real processes (daemons, web servers, redis, Chromium): their tests are `slow`, so
+# `pytest -m "not slow"` is the fast loop while working. The test command runs them all.
+REAL_PROCESS_FIXTURES = {"daemons", "start", "web", "redis_server", "processes", "browser", "site"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    faults = Path(__file__).parent / "faults"
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & REAL_PROCESS_FIXTURES or faults in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 def toml_value(value: Any) -> str:
@@ -250,3 +264,21 @@ def decode(path: Path) -> Video:
     return Video(frames=len(frames), width=w, height=h, fps=float(meta["fps"]),
                  codec=str(meta.get("codec", "")), pix_fmt=str(meta.get("pix_fmt", "")),
                  pixels=np.stack(frames) if frames else np.empty((0, h, w, 3), np.uint8))
+
+
+class IdleSockets:
+    """Connections that send nothing (a slow or hostile client), as many as asked; those the server
+    refuses are counted."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.sockets: list[socket.socket] = []
+        self.refused = 0
+        for _ in range(count):
+            try:
+                self.sockets.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                self.refused += 1
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()

@@ -36,6 +36,31 @@ def host_and_port(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def host_name_and_port(entry: str) -> tuple[str, int | None]:
+    """A Host header's value, or an entry of web_allowed_hosts: `name`, `name:port`, `[::1]:port` or
+    `::1`, as a lower-case name without a final dot (or brackets), and the port (None: none given).
+    ValueError for anything else."""
+    text = entry.strip().lower()
+    port: int | None = None
+    if text.startswith("["):
+        name, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r}: a bracketed IPv6 address must end in ] or ]:port")
+        text, port_text = name, rest[1:] if rest else None
+    elif text.count(":") == 1:
+        text, port_text = text.split(":")
+    else:
+        port_text = None  # a bare name, or a bare IPv6 address (several colons)
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+        port = int(port_text)
+    name = text.rstrip(".")
+    if not name or any(c.isspace() or c in "/\\@?#" for c in name):
+        raise ValueError(f"{entry!r}: not a host name (e.g. dashboard.example.net or 10.0.5.7:8080)")
+    return name, port
+
+
 def check_presets_known(wanted: list[str], presets: list[str], overridable: dict[str, list[str]]) -> None:
     """The default presets exist, and postprocess_overridable names real steps and their fields."""
     from i2v_watcher.steps import step_class

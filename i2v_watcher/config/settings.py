@@ -22,6 +22,7 @@ from i2v_watcher.config.checks import (
     check_folders_apart,
     check_output_template,
     check_presets_known,
+    host_name_and_port,
 )
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
 from i2v_watcher.config.errors import explain, explain_environment
@@ -95,10 +96,19 @@ class Settings(BaseSettings):
     max_sidecar_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
     max_image_pixels: int = Field(default=64_000_000, ge=4096, le=1_000_000_000)
     max_image_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, le=10 * GIB)
+    # An input with more than one name (a hard link): refused, or read once into a private copy.
+    hardlinked_inputs: Literal["refuse", "copy"] = "refuse"
     # Host memory a job's frames may take; None: half of the machine's memory (or its cgroup limit).
     memory_budget_mb: int | None = Field(default=None, ge=64, le=64 * 1024 * 1024)
     # A job in flight when the daemon died this many times in a row goes to failed/ (an OOM kill).
     max_job_crashes: int = Field(default=2, ge=1, le=100)
+    # What one job's post-processing may make, checked before generation (media/cost.py).
+    max_output_frames: int = Field(default=3600, ge=1, le=10_000_000)
+    max_output_duration_s: float = Field(default=600.0, gt=0, le=DAY)
+    max_output_pixel_frames: int = Field(default=8_000_000_000, ge=1, le=10**15)
+    max_step_buffer_mb: int = Field(default=2048, ge=1, le=64 * 1024 * 1024)
+    # Seconds one encode may run before ffmpeg is killed; None: sized from the job's outputs.
+    max_encode_s: float | None = Field(default=None, gt=0, le=7 * DAY)
 
     # Publishing and clean-up
     output_template: str = "{stem}"
@@ -146,6 +156,13 @@ class Settings(BaseSettings):
     web_max_connections: int = Field(default=256, ge=8, le=65536)
     web_header_timeout_s: float = Field(default=10.0, ge=0.5, le=HOUR)
     web_page_size: int = Field(default=24, ge=1, le=500)
+    # The names the dashboard answers to in the Host header (`name`: any port, `name:port`: that one);
+    # any other name is refused (DNS rebinding). Empty: web_listen's host and localhost, on its port.
+    web_allowed_hosts: list[str] = Field(default_factory=list)
+    # Seconds a sign-in lasts; signing out ends that session on the server at once.
+    web_session_s: float = Field(default=12 * HOUR, ge=60, le=30 * DAY)
+    # Failed sign-ins per client address and minute before 429; the dashboard in all allows ten times.
+    web_signin_failures: int = Field(default=5, ge=1, le=1000)
     # Prometheus metrics of this daemon on http://metrics_address:metrics_port/metrics; unset: none
     # (the hardened unit keeps no network port).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
@@ -198,6 +215,13 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, value: str) -> str:
         host_and_port(value)
+        return value
+
+    @field_validator("web_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host_name_and_port(entry)
         return value
 
     @field_validator("output_template")

@@ -14,9 +14,14 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from i2v_watcher.fs.perms import narrow_to
+
+# The input files whose permission bits a written file must not exceed (fs.perms.reach_mask).
+Within = Sequence[os.stat_result]
 
 NAME_MAX = 255  # bytes, on every filesystem the daemon is meant for
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
@@ -29,6 +34,16 @@ class NotRegularFile(OSError):
 
     def __init__(self, path: str | Path, what: str) -> None:
         super().__init__(errno.EINVAL, f"not a regular file ({what})", str(path))
+
+
+class FolderBlocked(OSError):
+    """Something that is not a folder (a file, a link, a FIFO…) stands where a sub-folder of a shared
+    folder must be: put there by a user, so the problem of the job that needs the folder, never an
+    outage. `what` says what it is (kind_of)."""
+
+    def __init__(self, path: str | Path, what: str, code: int) -> None:
+        super().__init__(code, f"{what} where a folder was expected", str(path))
+        self.what = what
 
 
 def kind_of(mode: int) -> str:
@@ -142,13 +157,15 @@ def set_group_mode(fd: int, path: Path, mode: int | None = None, gid: int | None
 
 
 def _write_temp(final: Path, token: str | None, fill: Callable[[Any], None], mode: int | None = None,
-                gid: int | None = None) -> Path:
+                gid: int | None = None, within: Within = ()) -> Path:
     tmp = temp_name(final, token)
     try:
         with open(tmp, "wb", opener=_create_private) as handle:
             fill(handle)
             handle.flush()
             set_group_mode(handle.fileno(), tmp, mode, gid)
+            if within:
+                narrow_to(handle.fileno(), within)
             os.fsync(handle.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
@@ -175,12 +192,13 @@ def _install(tmp: Path, final: Path, replace: bool) -> None:
 
 
 def write_bytes_atomic(final: Path, data: bytes, *, token: str | None = None, replace: bool = True,
-                       mode: int | None = None, gid: int | None = None) -> None:
+                       mode: int | None = None, gid: int | None = None, within: Within = ()) -> None:
     """Write a file under a hidden temporary name, then rename it into place. `replace=False` never
     replaces an existing file (FileExistsError): for the shared folders, where another process may
     have written the name meanwhile. Our own state files are replaced. `mode` and `gid`, when given,
-    are set on the temporary file, so the name appears with them."""
-    _install(_write_temp(final, token, lambda handle: handle.write(data), mode, gid), final, replace)
+    are set on the temporary file, so the name appears with them, and so is `within` (never readable by
+    anyone who could not read those files)."""
+    _install(_write_temp(final, token, lambda handle: handle.write(data), mode, gid, within), final, replace)
 
 
 def write_durably(final: Path, fill: Callable[[Any], None]) -> None:
@@ -189,9 +207,10 @@ def write_durably(final: Path, fill: Callable[[Any], None]) -> None:
 
 
 def write_json_atomic(final: Path, payload: dict[str, Any], *, token: str | None = None,
-                      replace: bool = True, mode: int | None = None, gid: int | None = None) -> None:
+                      replace: bool = True, mode: int | None = None, gid: int | None = None,
+                      within: Within = ()) -> None:
     write_bytes_atomic(final, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode(),
-                       token=token, replace=replace, mode=mode, gid=gid)
+                       token=token, replace=replace, mode=mode, gid=gid, within=within)
 
 
 def read_json(path: Path, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
@@ -217,12 +236,13 @@ def _read_capped(path: Path, max_bytes: int) -> bytes:
 
 
 def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace: bool = False,
-                mode: int | None = None, gid: int | None = None) -> None:
+                mode: int | None = None, gid: int | None = None, within: Within = ()) -> None:
     """Copy a regular file under a temporary name, flush, then rename: works across filesystems.
-    `mode` and `gid`, when given, are set on the temporary file, so the name appears with them."""
+    `mode`, `gid` and `within`, when given, are set on the temporary file, so the name appears with them."""
     with open(source, "rb", opener=open_nofollow) as src:
         times = os.fstat(src.fileno())
-        tmp = _write_temp(final, token, lambda dst: shutil.copyfileobj(src, dst, 1024 * 1024), mode, gid)
+        tmp = _write_temp(final, token, lambda dst: shutil.copyfileobj(src, dst, 1024 * 1024), mode, gid,
+                          within)
     with contextlib.suppress(OSError):
         os.utime(tmp, ns=(times.st_atime_ns, times.st_mtime_ns))
     _install(tmp, final, replace)
@@ -231,16 +251,17 @@ def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace:
 def move(source: Path, final: Path, *, token: str | None = None) -> None:
     """Move without replacing anything. A rename where possible; across filesystems a regular file is
     copied atomically, then the source removed. A link or special file is only ever renamed: across
-    filesystems it raises NotRegularFile and stays where it is (copying would mean opening it)."""
+    filesystems it raises NotRegularFile and stays where it is (copying would mean opening it). A copy is
+    never readable by more people than the source was (a rename keeps the file's own bits)."""
     try:
         rename_noreplace(source, final)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        mode = os.lstat(source).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(source, kind_of(mode)) from exc
-        copy_atomic(source, final, token=token)
+        found = os.lstat(source)
+        if not stat.S_ISREG(found.st_mode):
+            raise NotRegularFile(source, kind_of(found.st_mode)) from exc
+        copy_atomic(source, final, token=token, within=(found,))
         os.unlink(source)
     fsync_dir(final.parent)
 
@@ -285,8 +306,7 @@ def safe_subdir(root: Path, rel: PurePosixPath | str, *, mode: int | None = None
                 _set_folder_group_mode(path, mode, gid)
         found = os.lstat(path).st_mode
         if not stat.S_ISDIR(found):
-            raise OSError(errno.ELOOP if stat.S_ISLNK(found) else errno.ENOTDIR,
-                          f"{kind_of(found)} where a folder was expected", str(path))
+            raise FolderBlocked(path, kind_of(found), errno.ELOOP if stat.S_ISLNK(found) else errno.ENOTDIR)
     return path
 
 

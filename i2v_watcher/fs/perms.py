@@ -7,6 +7,8 @@ from __future__ import annotations
 import grp
 import os
 import secrets
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,30 @@ def output_perms(group: str | None, mode: str | None) -> OutputPerms:
     return OutputPerms(file_mode=file_mode,
                        folder_mode=None if file_mode is None else folder_mode(file_mode),
                        gid=None if group is None else resolve_group(group))
+
+
+def reach_mask(sources: Sequence[os.stat_result], gid: int) -> int:
+    """The permission bits a file of group `gid` that this process owns may keep so that no one can
+    read it who could not read every one of `sources` (the job's input files). Others keep what others
+    had on every source. The group keeps what the sources' group had where the group is the same; a
+    different group keeps only what both its and others' bits allowed, since its members were either.
+    The owner (this process, which read the sources) keeps its bits; set-id and sticky bits go."""
+    group, others = 0o070, 0o007
+    for source in sources:
+        mode = stat.S_IMODE(source.st_mode)
+        others &= mode & 0o007
+        group &= (mode & 0o070) if source.st_gid == gid else (mode & 0o070) & ((mode & 0o007) << 3)
+    return 0o700 | group | others
+
+
+def narrow_to(fd: int, sources: Sequence[os.stat_result]) -> None:
+    """Take from an open file the permission bits that `sources` did not give (reach_mask); on the fd,
+    so the name is never followed and the file can be narrowed before it is renamed into view."""
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    narrowed = mode & reach_mask(sources, st.st_gid)
+    if narrowed != mode:
+        os.fchmod(fd, narrowed)
 
 
 def write_problem(folder: Path) -> str | None:

@@ -20,12 +20,13 @@ import stat
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
+from i2v_watcher.fs.detours import existing_detour
 from i2v_watcher.inbox.events import Watcher as Watcher
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.inbox.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
@@ -355,7 +356,8 @@ class Inbox:
         if not candidate.problem:
             return False
         names = {p.name for p in candidate.files}
-        folder = self.settings.failed / Path(candidate.key).parent
+        parent = PurePosixPath(candidate.key).parent  # failed/<parent>/, or its detour (fs.detours)
+        folder = self.settings.failed / (existing_detour(self.settings.failed, parent) or parent)
         stem = Path(candidate.key).name
         with contextlib.suppress(OSError):
             for report in folder.glob(f"{glob.escape(stem)}*{REPORT_SUFFIX}"):

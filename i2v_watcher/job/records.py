@@ -240,6 +240,7 @@ class JobState(Record):
     """work/<worker_id>/<job_id>/job.json: where a claimed job stands, rewritten at every stage."""
 
     WHAT = "job state"
+    OPTIONAL = frozenset({"moved_dir"})
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     worker_id: str = Field(pattern=WORKER_ID_PATTERN)
@@ -261,6 +262,8 @@ class JobState(Record):
     output_name: PlainName | None = None  # chosen (reserved) once, before the first file is published
     published: list[RelativePath] = Field(default_factory=list)  # paths relative to the outbox
     moved_stem: PlainName | None = None  # the clash-free name the inputs get in done/ or failed/
+    # Their folder there, only where a file of the job's folder's name was in the way (fs.detours).
+    moved_dir: RelativePath | None = None
     left_in_place: list[PlainName] = Field(default_factory=list)  # special files that could not move
     takeovers: list[Takeover] = Field(default_factory=list)
     metadata: StagedMetadata | None = None  # from generation on; `{}` in the file before

@@ -26,6 +26,7 @@ from i2v_watcher.fs.atomic import (
     safe_subdir,
     write_json_atomic,
 )
+from i2v_watcher.fs.detours import detour_subdir
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.job.records import JOB_ID_PATTERN as JOB_ID_PATTERN
 from i2v_watcher.job.records import MAX_STATE_BYTES, Stage
@@ -125,16 +126,29 @@ class Job:
         """An input's name under a new stem: IMG_1.JPG → IMG_1-2.JPG (all inputs share the job's stem)."""
         return stem + name[len(self.stem):] if name.startswith(self.stem) else f"{stem}.{name}"
 
+    @property
+    def moved_rel(self) -> PurePosixPath:
+        """The job's folder in done/ or failed/, relative to it: its folder in the inbox, unless a file,
+        link or FIFO already had that name there (fs.detours); recorded once chosen."""
+        return PurePosixPath(self.state.moved_dir) if self.state.moved_dir else self.rel_dir
+
     def move_inputs(self, root: Path, inbox: Path, also: tuple[str, ...] = ()) -> list[str]:
-        """Move the inputs that are still here into root/<sub-folder> under one clash-free stem (chosen
-        once and reserved, so a restart half-way keeps image and sidecar paired, and no other worker
-        takes the name meanwhile); the names they got there. A link or special file that cannot be
-        renamed there (root on another filesystem) is never opened or copied: it goes back to the
-        inbox folder it came from, is named in `left_in_place`, and the watcher leaves it alone."""
-        folder = safe_subdir(root, self.rel_dir)
+        """Move the inputs that are still here into root/<sub-folder> (moved_rel) under one clash-free
+        stem (chosen once and reserved, so a restart half-way keeps image and sidecar paired, and no
+        other worker takes the name meanwhile); the names they got there. A link or special file that
+        cannot be renamed there (root on another filesystem) is never opened or copied: it goes back to
+        the inbox folder it came from, is named in `left_in_place`, and the watcher leaves it alone."""
+        rel = detour_subdir(root, self.moved_rel, self.id)
+        if rel != self.moved_rel:  # a new folder: its name is reserved there anew
+            moved_dir = None if rel == self.rel_dir else str(rel)
+            self.advance(self.state.stage, moved_dir=moved_dir, moved_stem=None)
+        folder = root / rel
         if self.state.moved_stem is None:
             suffixes = [self.renamed(n, "") for n in self.state.inputs] + list(also)
-            stem = reserve_name(folder, self.short_stem, suffixes, self.id)
+            stem = self.short_stem
+            if any(self.renamed(n, stem).endswith(tuple(also)) for n in self.state.inputs):
+                stem += "-1"  # `x.error.json` dropped in the inbox: never an input named like a report
+            stem = reserve_name(folder, stem, suffixes, self.id)
             self.advance(self.state.stage, moved_stem=stem)
         assert self.state.moved_stem is not None
         names = {n: self.renamed(n, self.state.moved_stem) for n in self.state.inputs}
@@ -150,7 +164,7 @@ class Job:
 
     def release_moved_name(self, root: Path) -> None:
         if self.state.moved_stem is not None:
-            release_name(root / self.rel_dir, self.state.moved_stem, self.id)
+            release_name(root / self.moved_rel, self.state.moved_stem, self.id)
 
     def remove(self) -> None:
         """Forget a finished job: one rename makes it invisible, then the files go."""

@@ -20,6 +20,7 @@ from PIL import Image
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.media.chains import Chain
+from i2v_watcher.media.cost import encode_limit_s
 from i2v_watcher.media.ffmpeg import EncodeProgress, FFmpeg
 from i2v_watcher.media.process import run_ffmpeg
 from i2v_watcher.media.verify import verify_still, verify_video
@@ -75,8 +76,10 @@ def postprocess(pixels: np.ndarray, fps: float, out_dir: Path, binary: FFmpeg, c
     try:
         frames = memoryview(np.ascontiguousarray(pixels).data).cast("B")  # no copy of a large clip
         total = described[0].get("frames") or len(pixels)  # ffmpeg counts the first output's frames
+        source = Clip(width=pixels.shape[2], height=pixels.shape[1], frames=len(pixels), fps=fps)
         run_ffmpeg(command, frames, checkpoint, settings.ffmpeg_stall_s,
-                   report=EncodeProgress(total, settings.progress_log_s))
+                   report=EncodeProgress(total, settings.progress_log_s),
+                   limit_s=encode_limit_s(settings.max_encode_s, chains, source))
     finally:
         poster.join()
     for output, description in zip(outputs, described, strict=True):

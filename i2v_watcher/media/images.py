@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,16 +15,26 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from i2v_watcher.errors import JobError
 from i2v_watcher.fs.atomic import open_nofollow
+from i2v_watcher.fs.inputs import InputRead
 
 FORMATS = ["PNG", "JPEG", "WEBP"]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Source:
+    """The image a job generates from, with the digest and count of exactly the bytes it was decoded
+    from: the provenance its metadata records."""
+
+    image: Image.Image
+    sha256: str
+    size: int
+
+
+def decode_input(read: InputRead, *, max_pixels: int, max_bytes: int) -> Source:
+    """A job's image from the bytes read once (fs.inputs.read_input), under the limits."""
+    check_file_size(read.size, max_bytes)
+    image = decode_image(io.BytesIO(read.data), max_pixels=max_pixels, max_bytes=max_bytes)
+    return Source(image, hashlib.sha256(read.data).hexdigest(), len(read.data))
 
 
 def load_image(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
@@ -37,11 +49,8 @@ def decode_image(handle: BinaryIO, *, max_pixels: int, max_bytes: int,
     def fail(message: str, hint: str = "") -> JobError:
         return JobError(message, stage="load", hint=hint)
 
-    size = os.fstat(handle.fileno()).st_size
-    if size == 0:
-        raise fail("the image file is empty (0 bytes)", "the upload may have failed; drop it again")
-    if size > max_bytes:
-        raise fail(f"the image file is {size} bytes, over the limit of {max_bytes} (max_image_bytes)")
+    check_file_size(handle.getbuffer().nbytes if isinstance(handle, io.BytesIO)
+                    else os.fstat(handle.fileno()).st_size, max_bytes)
     try:
         Image.MAX_IMAGE_PIXELS = max_pixels  # our own check below runs first; this is a backstop
         with warnings.catch_warnings():
@@ -69,6 +78,15 @@ def decode_image(handle: BinaryIO, *, max_pixels: int, max_bytes: int,
         raise fail(f"the image is damaged or truncated: {exc}",
                    "the upload may have been cut off; drop it again") from exc
     return to_rgb(image)
+
+
+def check_file_size(size: int, max_bytes: int) -> None:
+    if size == 0:
+        raise JobError("the image file is empty (0 bytes)", stage="load",
+                       hint="the upload may have failed; drop it again")
+    if size > max_bytes:
+        raise JobError(f"the image file is {size} bytes, over the limit of {max_bytes} (max_image_bytes)",
+                       stage="load")
 
 
 # Pillow's convert("RGB") clips these modes at 255 instead of scaling them, so a 16-bit greyscale PNG

@@ -54,12 +54,14 @@ def _die_with_parent() -> None:
 
 def run_ffmpeg(command: list[str], stdin: bytes | memoryview, checkpoint: Checkpoint, stall_s: float,
                progress: list[str] | None = None, errors: list[str] | None = None,
-               report: Callable[[dict[str, str]], None] | None = None) -> None:
+               report: Callable[[dict[str, str]], None] | None = None, limit_s: float | None = None) -> None:
     """Run ffmpeg with the frames on stdin. It runs in its own session, so a Ctrl-C or a service stop
-    reaches the daemon (which decides) and not ffmpeg; it is killed when the daemon aborts or when its
-    progress output stops for `stall_s` (slow is fine, silent is hung); its stderr tail on failure.
+    reaches the daemon (which decides) and not ffmpeg; it is killed when the daemon aborts, when its
+    progress output stops for `stall_s` (slow is fine, silent is hung) or when it has run `limit_s`
+    (max_encode_s: working, but for too long); its stderr tail on failure.
     `progress` receives its progress lines, `errors` its stderr lines (the first 100), `report` (called
     on this thread) each block of `-progress` lines as a dict, the last one included."""
+    started = time.monotonic()
     wrapper = _pdeathsig_wrapper()
     process = subprocess.Popen([*wrapper, *command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=child_env(), start_new_session=True,
@@ -123,6 +125,11 @@ def run_ffmpeg(command: list[str], stdin: bytes | memoryview, checkpoint: Checkp
             report_latest()
             if time.monotonic() - last_progress[0] > stall_s:
                 raise FfmpegStalled(f"ffmpeg made no progress for {stall_s:g} s and was stopped (hung)")
+            if limit_s is not None and time.monotonic() - started > limit_s:
+                raise JobError(f"the encode took longer than its limit of {limit_s:.4g} s (max_encode_s) "
+                               "and was stopped", stage="postprocess",
+                               hint="ask for fewer, shorter or smaller outputs, or ask the operator to "
+                                    "raise max_encode_s")
     except BaseException:
         process.kill()
         process.wait()

@@ -10,7 +10,7 @@ from typing import Any
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.records import MAX_RECORD_BYTES, FailureReport
-from i2v_watcher.ops.reading import UNREADABLE, Warn, list_files, reason
+from i2v_watcher.ops.reading import UNREADABLE, Warn, list_files, reason, walk_folder
 from i2v_watcher.run.fail import REPORT_SUFFIX
 
 MAX_REPORT_BYTES = MAX_RECORD_BYTES  # a report is a few kB, its traceback included
@@ -27,9 +27,33 @@ def _failed_entry(failed: Path, report: Path) -> dict[str, Any]:
             "failed_at": data.failed_at, "files": [str(folder / name) for name in data.files or ()]}
 
 
-def failed_jobs(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
-    return [_failed_entry(settings.failed, report.relative_to(settings.failed))
-            for report in failed_reports(settings, warn)]
+def failed_jobs(settings: Settings, warn: Warn, cache: ReportCache | None = None) -> list[dict[str, Any]]:
+    return [entry for entry, _ in (cache or ReportCache()).read(settings, warn)]
+
+
+class ReportCache:
+    """The failed jobs, each report read once per version: a report is parsed again only when its
+    identity (path, inode, size, mtime_ns) changed, so a dashboard that lists failed/ every half
+    second reads a folder of thousands of reports once, then only its names."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+    def read(self, settings: Settings, warn: Warn) -> list[tuple[dict[str, Any], int]]:
+        """Each report's entry and the report file's mtime (ns, the share's clock), sorted by name."""
+        files = walk_folder("failed", settings.failed, Inbox(settings).is_ignored, warn)
+        known: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        found = []
+        for rel, st in sorted(files, key=lambda f: f[0]):
+            if not rel.name.endswith(REPORT_SUFFIX):
+                continue
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+            seen = self._known.get(rel)
+            known[rel] = seen if seen is not None and seen[0] == identity else \
+                (identity, _failed_entry(settings.failed, rel))
+            found.append((known[rel][1], st.st_mtime_ns))
+        self._known = known
+        return found
 
 
 def failed_reports(settings: Settings, warn: Warn) -> list[Path]:

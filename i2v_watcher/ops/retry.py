@@ -1,6 +1,7 @@
 """`retry`: put a failed job's files back into the inbox, where its report says they came from. Only
 what a report names that checks out as this job's own files is moved, into the inbox sub-folder
-matching the report's own place in failed/."""
+matching the report's own place in failed/ (or the one its `input` names, where that place is a detour of
+it: failed/ had a file under the folder's name, fs.detours)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import NAME_MAX, kind_of, move, safe_subdir
+from i2v_watcher.fs.detours import is_detour
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.job.records import FailureReport
@@ -30,7 +32,8 @@ class _RetryFiles:
     """A checked report: what to move from where, under which name."""
 
     source: Path  # the report's folder in failed/
-    rel: PurePosixPath  # that folder relative to failed/, which is the job's folder relative to the inbox
+    rel: PurePosixPath  # the job's folder relative to the inbox: that folder's place in failed/, or the
+    # one it is a detour of (fs.detours)
     stem: str  # the job's original name
     files: list[tuple[str, str]]  # (name in failed/, its tail after the stem), sidecars first
 
@@ -67,10 +70,10 @@ def _report_folder(settings: Settings, report: Path) -> PurePosixPath:
     return PurePosixPath(*rel.parts)
 
 
-def _input_stem(value: object) -> str:
-    """The job's original name: the last component of the report's `input`. Its folder part is not
-    used (the report's own place in failed/ decides), but an `input` that tries to point elsewhere
-    marks the report as tampered with."""
+def _input_parts(value: object) -> list[str]:
+    """The report's `input` as its components, the job's original name last. Its folder part is used
+    only where the report's own place in failed/ is a detour of it (fs.detours), but an `input` that
+    tries to point elsewhere marks the report as tampered with."""
     if not isinstance(value, str):
         raise RetryRefused(f"input {value!r} must be a string")
     if value.startswith("/"):
@@ -78,7 +81,15 @@ def _input_stem(value: object) -> str:
     parts = value.split("/")
     for part in parts:
         _plain_name(part, f"input {value!r}: component")
-    return parts[-1]
+    return parts
+
+
+def _inbox_folder(rel: PurePosixPath, wanted: list[str]) -> PurePosixPath:
+    """The job's folder in the inbox: the report's folder in failed/, or the folder its `input` names
+    where the report went to a detour of it (`projX-1/` because a file `projX` was in failed/)."""
+    if len(wanted) == len(rel.parts) and all(map(is_detour, wanted, rel.parts)):
+        return PurePosixPath(*wanted)
+    return rel
 
 
 def _check_present(path: Path) -> None:
@@ -113,8 +124,9 @@ def _checked_report(settings: Settings, report: Path) -> _RetryFiles:
     except UNREADABLE as exc:
         raise RetryRefused(f"cannot read the report: {reason(exc)}") from exc
     # A report without `input` is put back under its own name; one whose `input` is null, refused.
-    stem = _input_stem(data.input) if "input" in data.model_fields_set else report_stem
-    return _RetryFiles(source, rel, stem, _job_files(data.files, source, report_stem))
+    parts = _input_parts(data.input) if "input" in data.model_fields_set else [*rel.parts, report_stem]
+    return _RetryFiles(source, _inbox_folder(rel, parts[:-1]), parts[-1],
+                       _job_files(data.files, source, report_stem))
 
 
 def _move_all(checked: _RetryFiles, target: Path, stem: str) -> list[Path]:

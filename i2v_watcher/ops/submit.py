@@ -22,10 +22,12 @@ from i2v_watcher.fs.atomic import copy_atomic, write_bytes_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from i2v_watcher.job.sidecar_yaml import load_yaml_texts
-from i2v_watcher.job.spec import JobParams, JobSpec, check_output_name, resolve
+from i2v_watcher.job.spec import JobParams, check_output_name, resolve
+from i2v_watcher.media.cost import check_cost
 from i2v_watcher.media.images import load_image
-from i2v_watcher.run.check import check_sidecar
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.generate import memory_budget_bytes, plan_job
+from i2v_watcher.steps import Clip
 
 
 class Sidecar(dict[str, Any]):
@@ -73,16 +75,16 @@ def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | 
     default = None if settings.backend == "auto" else settings.backend
     problems: list[str] = []
     hint = ""
-    spec: JobSpec | None = None
+    checked: CheckedSidecar | None = None
     try:
-        spec = check_sidecar(settings, sidecar, backends=resident, default_backend=default,
-                             written=getattr(sidecar, "written", None)).spec
+        checked = check_sidecar(settings, sidecar, backends=resident, default_backend=default,
+                                written=getattr(sidecar, "written", None))
     except JobError as exc:
         problems, hint = exc.problems, exc.hint
     if image is not None:
         chosen = sidecar.get("backend", default)
         backend = resident.get(chosen) if isinstance(chosen, str) else None
-        problems += _image_problems(settings, image, backend, spec)
+        problems += _image_problems(settings, image, backend, checked)
     if problems:  # a line each, then what would fix them
         lines = [problems_heading("job", len(problems)) + ":", *(f"  - {p}" for p in problems)]
         raise StartupError("\n".join(lines + ([f"  hint: {hint}"] if hint else [])))
@@ -98,19 +100,24 @@ def _resident(settings: Settings) -> dict[str, Backend | type[Backend]]:
 
 
 def _image_problems(settings: Settings, image: Path, backend: Backend | type[Backend] | None,
-                    spec: JobSpec | None) -> list[str]:
-    """The image as the daemon will load it: readable, within the size limits, a usable shape, and
-    (where memory_budget_mb fixes the budget on every host) frames that fit in memory."""
+                    checked: CheckedSidecar | None) -> list[str]:
+    """The image as the daemon will load it: readable, within the size limits, a usable shape, (where
+    memory_budget_mb fixes the budget on every host) frames that fit in memory, and outputs within the
+    post-processing bounds (media/cost.py)."""
     try:
         with load_image(image, max_pixels=settings.max_image_pixels,
                         max_bytes=settings.max_image_bytes) as picture:
             size = picture.size
         check_aspect(*size, backend.max_aspect if backend is not None else MAX_ASPECT)
-        if backend is not None and spec is not None and settings.memory_budget_mb is not None:
+        if backend is not None and checked is not None:
             instance = backend if isinstance(backend, Backend) else backend(settings)
-            params = resolve(spec, settings.defaults, backend=instance.name, seed=0)
+            params = resolve(checked.spec, settings.defaults, backend=instance.name, seed=0)
             if _can_plan(instance, size, params):
-                plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))
+                if settings.memory_budget_mb is not None:
+                    plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))
+                planned = instance.planned(*size, params)
+                source = Clip(planned.width, planned.height, planned.frames, params.fps)
+                check_cost(settings, checked.chains, source)
     except JobError as exc:
         return [f"{image}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")]
     return []

@@ -1,4 +1,5 @@
-"""Fail: move a job's inputs to failed/ with `<name>.error.json`, a report a person can act on.
+"""Fail: move a job's inputs to failed/ with `<name>.error.json`, a report a person can act on: what went
+wrong and what to do, in words; the Python traceback goes to the worker's log, never to the report.
 
 The report is written last, so its presence means the failure was recorded completely; `retry` reads
 it to put the inputs back into the inbox.
@@ -7,12 +8,14 @@ it to put the inputs back into the inbox.
 from __future__ import annotations
 
 import os
+from pathlib import Path, PurePosixPath
 
 import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import kind_of, write_json_atomic
+from i2v_watcher.fs.detours import blocked_part
 from i2v_watcher.job.records import REPORT_SUFFIX as REPORT_SUFFIX
 from i2v_watcher.job.records import FailureReport, JobFailure, utc_now
 from i2v_watcher.job.state import Job
@@ -29,7 +32,9 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
     assert failure is not None, "a job fails with the error that failed it"
     names = job.move_inputs(settings.failed, settings.inbox, also=(REPORT_SUFFIX,))
     crashpoint("fail.after_move")
-    report = FailureReport(job_id=job.id, input=job.state.key, files=names, **failure.model_dump(),
+    report = FailureReport(job_id=job.id, input=job.state.key, files=names,
+                           **failure.model_dump(exclude={"traceback"}),
+                           traceback=traceback_pointer(job, failure),
                            attempts=job.state.attempts, worker_id=job.state.worker_id,
                            claimed_at=job.state.claimed_at, failed_at=utc_now())
     left = _left_in_inbox(settings, job)
@@ -38,12 +43,38 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
         report.hint = " ".join(filter(None, [report.hint, (
             f"{', '.join(left)} stayed in the inbox: failed/ is on another filesystem, and links and "
             "special files are never opened or copied; remove them there")]))
-    path = settings.failed / job.rel_dir / f"{job.state.moved_stem}{REPORT_SUFFIX}"
+    if job.moved_rel != job.rel_dir:
+        report.hint = " ".join(filter(None, [report.hint, detour_note(settings.failed, "failed", job)]))
+    path = settings.failed / job.moved_rel / f"{job.state.moved_stem}{REPORT_SUFFIX}"
     job.check_owned()  # a worker that lost the job to another never reports it
     write_json_atomic(path, report.to_json(), token=job.id)  # under the name reserved for this job
     job.release_moved_name(settings.failed)
     job.remove()
-    log.warning("failed", stage=report.stage, error=report.message, report=str(path))
+    # The traceback is for whoever runs the daemon, here; the user's report points to it.
+    trace = {"exception": failure.traceback} if failure.traceback else {}
+    log.warning("failed", stage=report.stage, error=report.message, report=str(path), **trace)
+
+
+def traceback_pointer(job: Job, failure: JobFailure) -> str:
+    """What a report says in place of the Python traceback (which is for the log, not for the user)."""
+    if not failure.traceback:
+        return "none: the message says why the job's files could not be made into a video"
+    return (f"not in this report: in the log of worker {job.state.worker_id}, on its line \"failed\" "
+            f"of job_id {job.id}")
+
+
+def shown_folder(label: str, rel: PurePosixPath) -> str:
+    """A folder as a report names it: `failed/trip/`, `done/` (never `done/./`)."""
+    return f"{label}/" if str(rel) == "." else f"{label}/{rel}/"
+
+
+def detour_note(root: Path, label: str, job: Job) -> str:
+    """Why the job's files are not in <label>/<its folder>/, and where they are."""
+    blocked = blocked_part(root, job.rel_dir)
+    what = f"{label}/{blocked[0]} is {blocked[1]}" if blocked else f"{label}/{job.rel_dir} was not a folder"
+    return (f"{what} (a file where this job's folder belongs), so this job's files are in "
+            f"{shown_folder(label, job.moved_rel)} instead; `retry` puts them back into "
+            f"{shown_folder('inbox', job.rel_dir)}")
 
 
 def _left_in_inbox(settings: Settings, job: Job) -> dict[str, str]:

@@ -9,8 +9,6 @@ import platform
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from PIL import Image
-
 from i2v_watcher import __version__
 from i2v_watcher.backends import Backend, Frames
 from i2v_watcher.job.records import InputFile, PostprocessInfo, StagedMetadata, StagedOutput
@@ -18,7 +16,7 @@ from i2v_watcher.job.spec import JobParams, JobSpec
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import Output
-from i2v_watcher.media.images import sha256_of
+from i2v_watcher.media.images import Source
 
 
 def library_versions() -> dict[str, str]:
@@ -29,17 +27,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Backend, image: Image.Image,
+def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Backend, source: Source,
                        notes: list[str], frames: Frames, timings: dict[str, float],
                        ffmpeg: FFmpeg) -> StagedMetadata:
-    """The metadata of a job just generated; the frames' rate is kept for the encode."""
+    """The metadata of a job just generated; the frames' rate is kept for the encode. The input's
+    digest and size are those of the bytes the image was decoded from, never the file read again: its
+    content could have changed meanwhile."""
     assert job.state.image is not None
     path = job.input(job.state.image)
-    source = InputFile(path=f"{job.state.key}{path.suffix}", image=job.state.image, sidecar=job.state.sidecar,
-                       sha256=sha256_of(path), bytes=path.stat().st_size, width=image.width,
-                       height=image.height)
+    image = source.image
+    record = InputFile(path=f"{job.state.key}{path.suffix}", image=job.state.image, sidecar=job.state.sidecar,
+                       sha256=source.sha256, bytes=source.size, width=image.width, height=image.height)
     return StagedMetadata(
-        job_id=job.id, input=source, prompt=params.prompt, negative_prompt=params.negative_prompt,
+        job_id=job.id, input=record, prompt=params.prompt, negative_prompt=params.negative_prompt,
         seed=params.seed, backend=backend.name, model=backend.model_id,
         parameters=params.model_dump(mode="json", exclude={"explicit"}),
         requested=spec.model_dump(mode="json", exclude_unset=True), notes=notes, generation=frames.details,

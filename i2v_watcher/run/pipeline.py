@@ -23,7 +23,6 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import structlog
-from PIL import Image
 
 from i2v_watcher.backends import Backend
 from i2v_watcher.config.settings import Settings
@@ -39,20 +38,24 @@ from i2v_watcher.errors import (
 )
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
+from i2v_watcher.fs.inputs import InputRead, read_input
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.records import JobFailure
-from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, read_capped, resolve
+from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, resolve
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.chains import Chain
+from i2v_watcher.media.cost import check_cost
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
-from i2v_watcher.media.images import load_image
+from i2v_watcher.media.images import Source, decode_input
 from i2v_watcher.media.probes import chain_problems
 from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
-from i2v_watcher.run.publish import dispose_inputs, publish, render_name
+from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
+from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
 
@@ -72,7 +75,7 @@ class Prepared:
     params: JobParams
     backend: Backend
     chains: list[Chain]
-    image: Image.Image
+    source: Source  # the image, and the digest of the bytes it was decoded from (read once)
     notes: list[str]
     preloaded: object | None = None  # what the backend could do ahead (Backend.preload)
 
@@ -157,7 +160,7 @@ class Pipeline:
     def _preload(self, job: Job) -> Prepared:
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):
             ready = self._prepare(job)
-            return replace(ready, preloaded=ready.backend.preload(ready.image, ready.params))
+            return replace(ready, preloaded=ready.backend.preload(ready.source.image, ready.params))
 
     def wait_preload(self, job: Job) -> None:
         """Let a preload finish (whatever its result) before the job is handed back."""
@@ -180,8 +183,8 @@ class Pipeline:
                 hint = "" if job.state.deaths < self.settings.max_job_crashes else (
                     "the usual cause is memory (the kernel's OOM killer, see `journalctl -k`): lower "
                     "num_frames or resolution, or memory_budget_mb; then `i2v-watcher retry`")
-                raise JobError(job.state.problem, stage="watch" if not job.state.deaths else "crash",
-                               hint=hint)
+                raise explain_lone_sidecar(self.settings, job, JobError(
+                    job.state.problem, stage="watch" if not job.state.deaths else "crash", hint=hint))
             if job.state.stage == "generated" and job.frames is None:
                 job.frames = self.scratch.load(job.id)
                 if job.frames is None:  # lost with a host crash, or made on another host
@@ -210,12 +213,13 @@ class Pipeline:
         except Exception as exc:  # the daemon keeps running whatever one job does
             stage: str = job.state.stage
             message = f"unexpected error: {type(exc).__name__}: {exc}"
+            hint = f"an internal error, not a problem of your files: see the worker's log (job id {job.id})"
             if isinstance(exc, (FfmpegStalled, OutputInvalid)):
                 stage = "postprocess"
-                message = f"{exc.strerror}, {job.state.attempts + 1} times"
+                message, hint = f"{exc.strerror}, {job.state.attempts + 1} times", ""
             elif is_transient(exc):
-                message = f"storage kept failing after {job.state.attempts} attempts: {exc}"
-            self._fail(job, exc, stage, message, "")
+                message, hint = f"storage kept failing after {job.state.attempts} attempts: {exc}", ""
+            self._fail(job, exc, stage, message, hint)
             return "failed"
         assert job.state.stage == "failing", job.state.stage
         self._destination(job, "failed", lambda: fail(self.settings, job))
@@ -229,8 +233,11 @@ class Pipeline:
     def _fail(self, job: Job, exc: BaseException, stage: str, message: str, hint: str) -> None:
         # A sidecar's mistakes, one by one, where there are several.
         problems = exc.problems if isinstance(exc, JobError) and len(exc.problems) > 1 else None
+        # A JobError is the daemon's verdict on the job's files, said in full by its message: only an
+        # error of the daemon itself has a traceback worth logging.
+        trace = "" if isinstance(exc, JobError) else "".join(traceback.format_exception(exc))
         error = JobFailure(stage=stage, error_class=type(exc).__name__, message=message, hint=hint,
-                           traceback="".join(traceback.format_exception(exc)), problems=problems)
+                           traceback=trace, problems=problems)
         self._destination(job, "failed", lambda: fail(self.settings, job, error))
 
     def _destination(self, job: Job, folder: str, action: Callable[[], None]) -> None:
@@ -298,10 +305,22 @@ class Pipeline:
             self.settings.output_template, job,
             {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name})
         job.advance(job.state.stage, wanted_name=wanted)
-        image = load_image(job.input(job.state.image), max_pixels=self.settings.max_image_pixels,
-                           max_bytes=self.settings.max_image_bytes)
-        plan_job(backend, image.size, params, self.budget)
-        return Prepared(checked.spec, params, backend, checked.chains, image, notes)
+        check_outbox_folder(self.settings, job)
+        read = self._read_input(job, job.state.image, self.settings.max_image_bytes, "load")
+        source = decode_input(read, max_pixels=self.settings.max_image_pixels,
+                              max_bytes=self.settings.max_image_bytes)
+        planned = plan_job(backend, source.image.size, params, self.budget)
+        clip = Clip(planned.width, planned.height, planned.frames, params.fps)
+        check_cost(self.settings, checked.chains, clip)  # what the presets make of the frames
+        return Prepared(checked.spec, params, backend, checked.chains, source, notes)
+
+    def _read_input(self, job: Job, name: str, max_bytes: int, stage: str) -> InputRead:
+        """One of the job's inputs, read once through the descriptor whose link count was checked."""
+        read = read_input(job.input(name), max_bytes=max_bytes, hardlinked=self.settings.hardlinked_inputs,
+                          name=job.rel_dir / name, stage=stage, token=job.id)
+        if read.copied:
+            log.info("input with several names (a hard link): working from a private copy", file=name)
+        return read
 
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
@@ -311,13 +330,13 @@ class Pipeline:
         backend, params = ready.backend, ready.params
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
-        frames = generate(backend, ready.image, params, self.checkpoint, self.settings.progress_log_s,
+        frames = generate(backend, ready.source.image, params, self.checkpoint, self.settings.progress_log_s,
                           ready.preloaded)
         timings["generate"] = time.monotonic() - started
         job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
-        metadata = generated_metadata(job, ready.spec, params, backend, ready.image, ready.notes, frames,
+        metadata = generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes, frames,
                                       timings, self.ffmpeg)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
@@ -355,8 +374,8 @@ class Pipeline:
         if job.state.sidecar is not None:
             name = str(job.rel_dir / job.state.sidecar)
             limit = self.settings.max_sidecar_bytes
-            raw, written = load_sidecar(read_capped(job.input(job.state.sidecar), limit), max_bytes=limit,
-                                        name=name)
+            data = self._read_input(job, job.state.sidecar, limit, "sidecar").data
+            raw, written = load_sidecar(data, max_bytes=limit, name=name)
         return check_sidecar(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
                              written=written, name=name,
                              chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))

@@ -22,12 +22,14 @@ import structlog
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.faults import crashpoint
-from i2v_watcher.fs.atomic import copy_atomic, safe_subdir, same_content, write_json_atomic
+from i2v_watcher.fs.atomic import FolderBlocked, copy_atomic, safe_subdir, same_content, write_json_atomic
+from i2v_watcher.fs.detours import blocked_part
 from i2v_watcher.fs.perms import output_perms
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, StagedMetadata
 from i2v_watcher.job.spec import check_output_name, safe_stem
 from i2v_watcher.job.state import Job
+from i2v_watcher.run.fail import detour_note
 
 log = structlog.get_logger("i2v_watcher.run.publish")
 MAX_CLASHES = 3
@@ -65,9 +67,23 @@ def _public_names(settings: Settings, job: Job, name: str) -> list[tuple[Path, s
     return staged
 
 
+def check_outbox_folder(settings: Settings, job: Job) -> None:
+    """The job's folder in the outbox is a folder or can be made: a file, link or FIFO that a user put
+    under its name is that job's failure, found before any generation (never an outage)."""
+    blocked = blocked_part(settings.outbox, job.rel_dir)
+    if blocked is not None:
+        raise JobError(f"outbox/{blocked[0]} is {blocked[1]}, where this job's folder must be: its clip "
+                       "cannot be published", stage="publish",
+                       hint=f"remove or rename outbox/{blocked[0]}, then `i2v-watcher retry {job.stem}`")
+
+
 def publish(settings: Settings, job: Job) -> None:
     perms = output_perms(settings.output_group, settings.output_mode)
-    folder = safe_subdir(settings.outbox, job.rel_dir, mode=perms.folder_mode, gid=perms.gid)
+    try:
+        folder = safe_subdir(settings.outbox, job.rel_dir, mode=perms.folder_mode, gid=perms.gid)
+    except FolderBlocked:
+        check_outbox_folder(settings, job)  # says what is in the way
+        raise
     for _ in range(MAX_CLASHES):
         if job.state.stage == "encoded":
             _choose_name(settings, job, folder)
@@ -99,6 +115,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     chosen = job.state.output_name
     assert chosen is not None
     perms = output_perms(settings.output_group, settings.output_mode)
+    within = _inputs_reach(settings, job)
     started = time.monotonic()
     for source, public in _public_names(settings, job, chosen):
         target = folder / public
@@ -108,7 +125,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
                 continue  # published before a crash
             raise NameTaken(str(target))
         try:
-            copy_atomic(source, target, token=job.id, mode=perms.file_mode, gid=perms.gid)
+            copy_atomic(source, target, token=job.id, mode=perms.file_mode, gid=perms.gid, within=within)
         except FileExistsError as exc:
             raise NameTaken(str(target)) from exc
         crashpoint("publish.after_file")
@@ -122,7 +139,7 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
         job.check_owned()
         try:
             write_json_atomic(marker, metadata.to_json(), token=job.id, replace=False, mode=perms.file_mode,
-                              gid=perms.gid)
+                              gid=perms.gid, within=within)
         except FileExistsError as exc:
             if not _ours(marker, job):
                 raise NameTaken(str(marker)) from exc
@@ -133,6 +150,19 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     # The state keeps the publish time too, for the daemon's metrics (i2v_stage_seconds, metrics.py).
     job.advance("published", metadata=staged.model_copy(update={"timings_s": timings}))
     log.info("published", files=job.state.published)
+
+
+def _inputs_reach(settings: Settings, job: Job) -> list[os.stat_result]:
+    """The job's input files in its folder (the image and sidecar, or the daemon's private copies of
+    them), whose permission bits no published file may exceed: a clip made from a private image is
+    private too. An explicit output_mode is the operator's word and wins."""
+    if settings.output_mode is not None:
+        return []
+    found = []
+    for name in job.state.inputs:
+        with contextlib.suppress(FileNotFoundError):
+            found.append(os.lstat(job.input(name)))
+    return found
 
 
 def _ours(marker: Path, job: Job) -> bool:
@@ -159,5 +189,8 @@ def dispose_inputs(settings: Settings, job: Job) -> None:
     if settings.keep_inputs == "done":
         job.move_inputs(settings.done, settings.inbox)
         job.release_moved_name(settings.done)
+        if job.moved_rel != job.rel_dir:
+            log.warning("the originals are not in the job's folder in done/",
+                        reason=detour_note(settings.done, "done", job))
         crashpoint("dispose.after_move")
     job.remove()

@@ -68,8 +68,22 @@ class Clip:
     def duration(self) -> float:
         return self.frames / self.fps
 
+    @property
+    def pixel_frames(self) -> int:
+        """Frames times pixels: what an encode or a buffer of this clip costs."""
+        return self.frames * self.width * self.height
+
     def but(self, **changes: Any) -> Clip:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Held:
+    """Frames a step keeps in memory at once (a filter that must see the last frame before it can pass
+    the first on), and why, in words for a report: `for its palette`."""
+
+    clip: Clip
+    why: str
 
 
 class Step(BaseModel):
@@ -79,9 +93,21 @@ class Step(BaseModel):
 
     name: ClassVar[str]
     filters: ClassVar[tuple[str, ...]] = ()  # the ffmpeg filters it uses, probed at start-up
+    # Seconds of encode time allowed per million pixels of each frame this step makes: the default
+    # max_encode_s is a base plus these (measured on 2 cores, with a wide margin: see media/cost.py).
+    seconds_per_megapixel_frame: ClassVar[float] = 0.05
 
     def encoders(self) -> set[str]:
         return set()
+
+    def plan(self, clip: Clip) -> Clip:
+        """The clip this step makes of `clip` (size, frames, rate), computed without ffmpeg. `apply`
+        returns it, and the cost bounds (media/cost.py) check it before generation: one rule for both."""
+        return clip
+
+    def holds(self, clip: Clip) -> Held | None:
+        """The frames this step keeps in memory at once when given `clip`; None when it streams."""
+        return None
 
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         raise NotImplementedError
@@ -105,12 +131,19 @@ class AnimatedPreview(OutputStep):
     """A small looping preview (GIF, WebP): the clip resampled to `fps` and scaled to `width`."""
 
     filters: ClassVar[tuple[str, ...]] = ("fps", "scale")
+    seconds_per_megapixel_frame: ClassVar[float] = 1.0
 
     fps: float = Field(default=12, gt=0, le=50)
     width: int = Field(default=480, ge=16, le=1920, multiple_of=2)
 
     def scaled(self, stream: Any) -> Any:
         return stream.filter("fps", fps=self.fps).filter("scale", self.width, -2, flags="lanczos")
+
+    def plan(self, clip: Clip) -> Clip:
+        # scale's -2: the height that keeps the aspect ratio, rounded to an even number.
+        height = max(2, 2 * round_half_up(clip.height * self.width / clip.width / 2))
+        return clip.but(width=self.width, height=height, fps=self.fps,
+                        frames=max(1, round_half_up(clip.duration * self.fps)))
 
     def describe(self, clip: Clip) -> dict[str, Any]:
         return {"width": self.width, "fps": self.fps}

@@ -27,5 +27,7 @@ class Crop(Step):
         if x < 0 or y < 0 or x + self.width > clip.width or y + self.height > clip.height:
             raise JobError(f"crop {self.width}x{self.height}+{x}+{y} does not fit in the "
                            f"{clip.width}x{clip.height} clip", stage="postprocess")
-        return stream.filter("crop", self.width, self.height, x, y), clip.but(width=self.width,
-                                                                              height=self.height)
+        return stream.filter("crop", self.width, self.height, x, y), self.plan(clip)
+
+    def plan(self, clip: Clip) -> Clip:
+        return clip.but(width=self.width, height=self.height)

@@ -17,6 +17,9 @@ class Fps(Step):
 
     fps: float = Field(gt=0, le=120)
 
+    def plan(self, clip: Clip) -> Clip:
+        # Same duration, another rate: 2 frames at 0.01 fps (200 s) become 6,000 frames at 30 fps.
+        return clip.but(fps=self.fps, frames=round_half_up(clip.duration * self.fps))
+
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
-        return stream.filter("fps", fps=self.fps), clip.but(fps=self.fps,
-                                                            frames=round_half_up(clip.duration * self.fps))
+        return stream.filter("fps", fps=self.fps), self.plan(clip)

@@ -19,8 +19,13 @@ class Poster(OutputStep):
     frame: int = Field(default=0, ge=0)
     quality: int = Field(default=2, ge=2, le=31)  # JPEG quantiser: 2 is best
 
+    seconds_per_megapixel_frame = 0.0  # one JPEG; the frames before it are the earlier steps' cost
+
     def extension(self) -> str:
         return ".jpg"
+
+    def plan(self, clip: Clip) -> Clip:
+        return clip.but(frames=1)
 
     def output(self, stream: Any, clip: Clip, target: Path) -> Any:
         frame = min(self.frame, clip.frames - 1)

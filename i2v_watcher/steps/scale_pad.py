@@ -26,4 +26,7 @@ class ScalePad(Step):
         # ffmpeg's default (bicubic) scaler, as in the original WebUI's recipe.
         fitted = stream.filter("scale", self.width, self.height, force_original_aspect_ratio="decrease")
         padded = fitted.filter("pad", self.width, self.height, "(ow-iw)/2", "(oh-ih)/2", color=self.color)
-        return padded.filter("setsar", 1), clip.but(width=self.width, height=self.height)
+        return padded.filter("setsar", 1), self.plan(clip)
+
+    def plan(self, clip: Clip) -> Clip:
+        return clip.but(width=self.width, height=self.height)

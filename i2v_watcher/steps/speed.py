@@ -17,6 +17,9 @@ class Speed(Step):
 
     factor: float = Field(ge=0.1, le=10)
 
+    def plan(self, clip: Clip) -> Clip:
+        return clip.but(frames=max(1, round_half_up(clip.frames / self.factor)))
+
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         slowed = stream.filter("setpts", f"PTS/{self.factor}").filter("fps", fps=clip.fps)
-        return slowed, clip.but(frames=max(1, round_half_up(clip.frames / self.factor)))
+        return slowed, self.plan(clip)

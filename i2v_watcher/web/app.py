@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.web.guard import FORM_OVERHEAD, BodyLimit, SecurityHeaders
+from i2v_watcher.web.hosts import AllowedHosts, HostCheck
 from i2v_watcher.web.pages import Pages
 from i2v_watcher.web.webmetrics import FolderMetrics
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     body_cap = min(settings.web_upload_max_mb * 1024 * 1024, settings.max_image_bytes) + FORM_OVERHEAD
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders),
+                                                Middleware(HostCheck, hosts=AllowedHosts(settings)),
                                                 Middleware(BodyLimit, max_bytes=body_cap)])
 
 

@@ -32,6 +32,7 @@ class Clip:
     negative_prompt: str
     meta: PublishedMetadata
     files: tuple[str, ...]  # every output, relative to the outbox
+    written_ns: int = 0  # the metadata file's mtime: when it was published, on the share's clock
 
     @property
     def video(self) -> str | None:
@@ -52,7 +53,7 @@ class Clip:
         return all(word in text for word in words)
 
 
-def _clip(rel: str, data: PublishedMetadata) -> Clip:
+def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
     """A clip from its metadata, with only the files beside it."""
     folder = rel.rpartition("/")[0]
     prefix = f"{folder}/" if folder else ""
@@ -60,7 +61,7 @@ def _clip(rel: str, data: PublishedMetadata) -> Clip:
     # anywhere else (and every file is still opened through files.open_inside).
     listed = tuple(f for f in data.files if f.startswith(prefix) and "/" not in f[len(prefix):])
     return Clip(rel=rel, name=data.name, published_at=data.published_at, prompt=data.prompt,
-                negative_prompt=data.negative_prompt, meta=data, files=listed)
+                negative_prompt=data.negative_prompt, meta=data, files=listed, written_ns=written_ns)
 
 
 class Gallery:
@@ -107,15 +108,15 @@ class Gallery:
                     identity = (st.st_ino, st.st_size, st.st_mtime_ns)
                     known = self._known.get(rel)
                     found[rel] = known if known is not None and known[0] == identity else \
-                        (identity, self._read(Path(entry.path), rel))
+                        (identity, self._read(Path(entry.path), rel, st.st_mtime_ns))
         self._known = found
         clips = [clip for _, clip in found.values() if clip is not None]
         return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
 
-    def _read(self, path: Path, rel: str) -> Clip | None:
+    def _read(self, path: Path, rel: str, written_ns: int) -> Clip | None:
         """The clip, or None for a .json that is not a job's metadata (someone's file, a broken one)."""
         try:
-            return _clip(rel, PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True))
+            return _clip(rel, PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True), written_ns)
         except UNREADABLE:
             return None
 

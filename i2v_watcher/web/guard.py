@@ -5,32 +5,40 @@ an API client as `Authorization: Bearer <token>` (a header a browser never adds 
 is possible), or typed once into the sign-in form, which sets a cookie. A cookie *is* sent by the
 browser on a forged cross-site form, so every cookie-borne write also carries a CSRF token that only
 our own pages know, and a cross-site Origin is refused outright. Everything is derived from the token
-with HMAC and compared in constant time: there is no server-side session store to lose or to fill up.
+with HMAC and compared in constant time. Sessions expire, end on sign-out and with the process, and
+wrong tokens are throttled (web.sessions says how and why).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
+from i2v_watcher.web.sessions import Sessions, SigninThrottle
 
+log = structlog.get_logger("i2v_watcher.web")
 COOKIE = "i2v_session"
 MIN_TOKEN = 16
 FORM_OVERHEAD = 1024 * 1024  # the form's text fields and multipart framing, on top of the image
 
 
 class Forbidden(Exception):
-    def __init__(self, message: str, status: int = 403) -> None:
+    def __init__(self, message: str, status: int = 403, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, for a 429
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class Guard:
@@ -43,34 +51,48 @@ class Guard:
                 f"{MIN_TOKEN} characters: every write through the dashboard is signed in with it "
                 f"(e.g. I2V_WEB_TOKEN=$(openssl rand -hex 24))")
         self._key = secret.encode()
+        self.sessions = Sessions(self._key, settings.web_session_s)
+        self.throttle = SigninThrottle(settings.web_signin_failures)
 
     @property
     def any_write(self) -> bool:
         return any(self.writes.values())
 
-    def _mac(self, purpose: str, nonce: str) -> str:
-        return hmac.new(self._key, f"{purpose}:{nonce}".encode(), hashlib.sha256).hexdigest()
-
     def token_matches(self, offered: str) -> bool:
         return bool(self._key) and hmac.compare_digest(
             hashlib.sha256(offered.encode()).digest(), hashlib.sha256(self._key).digest())
 
-    def new_session(self) -> str:
-        nonce = secrets.token_hex(16)
-        return f"{nonce}.{self._mac('session', nonce)}"
+    def sign_in(self, token: object, client: str) -> str:
+        """A new session's cookie for the right token; Forbidden (401, or 429 while `client` or everyone
+        has guessed too often) otherwise."""
+        if not self.any_write:
+            raise Forbidden("this dashboard is read-only", 401)
+        self._check_token(token if isinstance(token, str) else "", client)
+        return self.sessions.open()
+
+    def sign_out(self, request: Request) -> None:
+        self.sessions.close(request.cookies.get(COOKIE, ""))
+
+    def _check_token(self, offered: str, client: str) -> None:
+        wait = self.throttle.wait_s(client)
+        if wait:
+            raise Forbidden(f"too many wrong tokens: try again in {wait} s", 429, retry_after=wait)
+        if not self.token_matches(offered):
+            self.throttle.failed(client)
+            wait = self.throttle.wait_s(client)
+            if wait:  # logged once as the brake engages; the attempts it then refuses are not
+                log.warning("web sign-in throttled: too many wrong tokens", client=client, seconds=wait)
+            raise Forbidden("wrong token", 401)
 
     def session_nonce(self, request: Request) -> str | None:
         """The signed-in session's nonce, or None."""
         if not self._key:
             return None
-        nonce, _, mac = request.cookies.get(COOKIE, "").partition(".")
-        if nonce and hmac.compare_digest(mac, self._mac("session", nonce)):
-            return nonce
-        return None
+        return self.sessions.find(request.cookies.get(COOKIE, ""))
 
     def csrf_token(self, request: Request) -> str:
         nonce = self.session_nonce(request)
-        return self._mac("csrf", nonce) if nonce else ""
+        return self.sessions.mac("csrf", nonce) if nonce else ""
 
     def signed_in(self, request: Request) -> bool:
         return self.session_nonce(request) is not None
@@ -81,15 +103,14 @@ class Guard:
             raise Forbidden(f"this dashboard is read-only for {what} (web_allow_{what} is off)")
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
-            if self.token_matches(auth[7:].strip()):
-                return
-            raise Forbidden("wrong token", 401)
+            self._check_token(auth[7:].strip(), request.client.host if request.client else "?")
+            return
         check_same_origin(request)
         nonce = self.session_nonce(request)
         if nonce is None:
             raise Forbidden("sign in with the token first", 401)
         offered = request.headers.get("x-csrf-token") or (form.get("csrf") if form is not None else None)
-        if not isinstance(offered, str) or not hmac.compare_digest(offered, self._mac("csrf", nonce)):
+        if not isinstance(offered, str) or not hmac.compare_digest(offered, self.sessions.mac("csrf", nonce)):
             raise Forbidden("the form has expired or did not come from this dashboard (CSRF): reload the "
                             "page and try again")
 

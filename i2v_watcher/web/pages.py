@@ -19,12 +19,11 @@ from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
-from i2v_watcher.job.state import utc_now
 from i2v_watcher.ops.reading import printable
 from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.web import forms
-from i2v_watcher.web.board import Board
+from i2v_watcher.web.board import Board, page, share_time, since_ns
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
 from i2v_watcher.web.gallery import Gallery
 from i2v_watcher.web.guard import COOKIE, BodyTooLarge, Forbidden, Guard, check_same_origin
@@ -32,6 +31,7 @@ from i2v_watcher.web.guard import COOKIE, BodyTooLarge, Forbidden, Guard, check_
 log = structlog.get_logger("i2v_watcher.web")
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELDS = 64
+API_PAGE, MAX_API_PAGE = 100, 1000  # rows of each list in /api/status, by default and at most
 
 
 class Pages:
@@ -58,10 +58,15 @@ class Pages:
     # pages
 
     def overview(self, request: Request) -> Response:
-        return self.render(request, "overview.html", snap=self.board.snapshot())
+        return self._overview(request, "overview.html")
 
     def overview_part(self, request: Request) -> Response:
-        return self.render(request, "_live.html", snap=self.board.snapshot())
+        return self._overview(request, "_live.html")
+
+    def _overview(self, request: Request, name: str) -> Response:
+        snap = self.board.snapshot()
+        queue = page(snap.queue, _positive(request.query_params.get("page")), self.settings.web_page_size)
+        return self.render(request, name, snap=snap, queue=queue, link=lambda n: f"/?page={n}")
 
     def gallery_page(self, request: Request) -> Response:
         query = request.query_params.get("q", "")[:200]
@@ -73,8 +78,10 @@ class Pages:
                            pages=pages, link=lambda n: "/gallery?" + urlencode({"q": query, "page": n}))
 
     def failed_page(self, request: Request) -> Response:
-        return self.render(request, "failed.html", snap=self.board.snapshot(),
-                           retried=request.query_params.get("retried"))
+        snap = self.board.snapshot()
+        failed = page(snap.failed, _positive(request.query_params.get("page")), self.settings.web_page_size)
+        return self.render(request, "failed.html", snap=snap, failed=failed,
+                           link=lambda n: f"/failed?page={n}", retried=request.query_params.get("retried"))
 
     def submit_page(self, request: Request) -> Response:
         return self._submit_form(request)
@@ -104,20 +111,25 @@ class Pages:
             check_same_origin(request)
         except Forbidden as exc:
             return self.render(request, "error.html", exc.status, message=str(exc))
-        token = form.get("token")
-        if not self.guard.any_write or not isinstance(token, str) or not self.guard.token_matches(token):
-            log.warning("web sign-in refused", client=request.client.host if request.client else None)
-            return self.render(request, "login.html", 401, next=target,
-                               error="wrong token" if self.guard.any_write else "this dashboard is read-only")
+        client = request.client.host if request.client else "?"
+        try:
+            session = self.guard.sign_in(form.get("token"), client)
+        except Forbidden as exc:
+            if exc.status != 429:  # a flood of throttled attempts does not flood the log
+                log.warning("web sign-in refused", client=client, why=str(exc))
+            refused = self.render(request, "login.html", exc.status, next=target, error=str(exc))
+            refused.headers.update(exc.headers)
+            return refused
         response = RedirectResponse(target, status_code=303)
         # Behind a TLS proxy the app sees plain HTTP (forwarded headers are not trusted), but the
         # browser's Origin says it is on https: then the cookie is never sent over plain HTTP.
         secure = request.url.scheme == "https" or request.headers.get("origin", "").startswith("https://")
-        response.set_cookie(COOKIE, self.guard.new_session(), httponly=True, samesite="strict",
-                            secure=secure, path="/")
+        response.set_cookie(COOKIE, session, max_age=int(self.settings.web_session_s), httponly=True,
+                            samesite="strict", secure=secure, path="/")
         return response
 
     async def logout(self, request: Request) -> Response:
+        self.guard.sign_out(request)  # the session ends here, not only in this browser
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -133,7 +145,7 @@ class Pages:
         try:
             self.guard.check_write(request, "submit", form)
         except Forbidden as exc:
-            return self._refuse(request, wants_json, exc.status, str(exc))
+            return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
         values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf"}
         upload = form.get("image")
         try:
@@ -154,7 +166,7 @@ class Pages:
         self.board.changed()
         job = str(path.relative_to(self.settings.inbox).with_suffix(""))
         log.info("web submit", job=job, client=request.client.host if request.client else None)
-        follow = "/follow?" + urlencode({"job": job, "since": utc_now()})
+        follow = "/follow?" + urlencode({"job": job, "since": share_time(path)})
         if wants_json:
             return JSONResponse({"job": job, "inbox_path": str(path), "follow": follow}, status_code=201)
         return RedirectResponse(follow, status_code=303)
@@ -165,7 +177,7 @@ class Pages:
         try:
             self.guard.check_write(request, "retry", form)
         except Forbidden as exc:
-            return self._refuse(request, wants_json, exc.status, str(exc))
+            return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
         name = form.get("name")
         warnings: list[str] = []
         reports = find_reports(self.settings, name, warnings.append) if isinstance(name, str) and name else []
@@ -182,10 +194,12 @@ class Pages:
             return JSONResponse({"retried": name, "moved": [str(p) for p in moved]})
         return RedirectResponse("/failed?" + urlencode({"retried": name}), status_code=303)
 
-    def _refuse(self, request: Request, wants_json: bool, status: int, message: str) -> Response:
-        if wants_json:
-            return JSONResponse({"error": message}, status_code=status)
-        return self.render(request, "error.html", status, message=message)
+    def _refuse(self, request: Request, wants_json: bool, status: int, message: str,
+                headers: dict[str, str] | None = None) -> Response:
+        answer = JSONResponse({"error": message}, status_code=status) if wants_json else \
+            self.render(request, "error.html", status, message=message)
+        answer.headers.update(headers or {})
+        return answer
 
     # files and data
 
@@ -205,17 +219,27 @@ class Pages:
         return await thumbnail_response(self.thumbs, root, request.path_params["rel"])
 
     def api_status(self, request: Request) -> Response:
-        snap = self.board.snapshot().as_json()
-        snap["counts"]["published"] = len(self.gallery.clips())
-        return JSONResponse(snap)
+        """The snapshot, with one page (`page`, `per_page`) of the queue and of the failed jobs."""
+        number = _positive(request.query_params.get("page"))
+        size = min(_positive(request.query_params.get("per_page"), API_PAGE), MAX_API_PAGE)
+        snap = self.board.snapshot()
+        answer = snap.as_json()
+        answer["counts"]["published"] = len(self.gallery.clips())
+        queue, failed = page(snap.queue, number, size), page(snap.failed, number, size)
+        answer.update(queue=queue.rows, failed=failed.rows,
+                      page={"number": number, "per_page": size, "queue_pages": queue.pages,
+                            "failed_pages": failed.pages})
+        return JSONResponse(answer)
 
     def api_job(self, request: Request) -> Response:
         return JSONResponse(self.job_state(request.query_params.get("job", ""),
                                            request.query_params.get("since", "")))
 
     def job_state(self, job: str, since: str) -> dict[str, Any]:
-        """Where a submitted job is now: queued, in progress, published (with its clip) or failed."""
-        snap = self.board.snapshot()
+        """Where a submitted job is now: queued, in progress, published (with its clip) or failed. A clip
+        or report counts when its file was written after `since` (share_time: both the share's clock),
+        never by the times inside them (a worker's clock) against this host's."""
+        snap, after = self.board.snapshot(), since_ns(since)
         for row in snap.queue:
             if row["job"] == job:
                 return {"state": "queued", "why": row["why"], "position": row["position"]}
@@ -226,18 +250,18 @@ class Pages:
                         "worker_id": entry["worker_id"]}
         for clip in self.gallery.clips():
             source = clip.meta.input
-            if source is not None and source.path.rpartition(".")[0] == job and clip.published_at >= since:
+            if source is not None and source.path.rpartition(".")[0] == job and clip.written_ns >= after:
                 return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
                         "files": list(clip.files)}
         for failed in snap.failed:
-            if failed.get("input") == job and str(failed.get("failed_at") or "") >= since:
+            if failed.get("input") == job and snap.failed_written_ns.get(failed["name"], 0) >= after:
                 return {"state": "failed", "name": failed["name"], "stage": failed.get("stage"),
                         "message": failed.get("message"), "hint": failed.get("hint")}
         return {"state": "unknown"}
 
 
-def _positive(value: str | None) -> int:
-    return int(value) if value is not None and value.isdigit() and 0 < int(value) < 10**6 else 1
+def _positive(value: str | None, default: int = 1) -> int:
+    return int(value) if value is not None and value.isdigit() and 0 < int(value) < 10**6 else default
 
 
 def _local(target: str | None) -> str:

@@ -7,9 +7,11 @@ processes share one inbox. A rename never replaces a name that exists.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from pathlib import Path
 
 import structlog
 
@@ -67,6 +69,7 @@ def _finish_claim(settings: Settings, job: Job) -> Job | None:
     for name in job.state.inputs:
         target = job.input(name)
         if os.path.lexists(target):
+            _drop_second_name(source_dir / name, target)
             taken.append(name)
             continue
         try:
@@ -95,6 +98,16 @@ def _finish_claim(settings: Settings, job: Job) -> Job | None:
                 sidecar=state.sidecar if state.sidecar in taken else None)
     log.info("claimed", job_id=job.id, job=job.state.key, files=taken)
     return job
+
+
+def _drop_second_name(source: Path, target: Path) -> None:
+    """A rename made as a hard link and an unlink (NFS) and cut off in between leaves the claimed file
+    under both names: the inbox's goes, finishing the rename, so the job is not seen again in the inbox
+    and its input is not taken for a hard link (hardlinked_inputs)."""
+    with contextlib.suppress(FileNotFoundError):
+        left, claimed = os.lstat(source), os.lstat(target)
+        if (left.st_dev, left.st_ino) == (claimed.st_dev, claimed.st_ino):
+            os.unlink(source)
 
 
 def _give_back(settings: Settings, job: Job, taken: list[str]) -> None:
