@@ -14,39 +14,19 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 from web.conftest import WebServer, writable
+from web.conftest import web as web  # the fixture that starts `i2v-watcher web`
 from web.test_security import BEARER, multipart
 
 from conftest import Folders
-from i2v_watcher.config.settings import load_settings
-from i2v_watcher.errors import StartupError
-from i2v_watcher.web import server as http_server
-from i2v_watcher.web.files import Unsatisfiable, byte_range
 
 HUGE = "9" * 5000  # Python refuses to convert a string this long to an int at all
-
-
-@pytest.fixture
-def dashboard(folders: Folders) -> Iterator[Callable[..., WebServer]]:
-    started: list[WebServer] = []
-
-    def _start(**settings: Any) -> WebServer:
-        for name in ("outbox", "failed", "done", "work"):
-            (folders.root / name).mkdir(exist_ok=True)
-        server = WebServer(folders.write_config(**settings))
-        started.append(server)
-        return server.wait_ready()
-
-    yield _start
-    for server in started:
-        server.stop()
 
 
 def descriptors(server: WebServer) -> int:
@@ -96,11 +76,11 @@ def flat_png(path: Path, size: tuple[int, int]) -> Path:
 
 
 def test_no_descriptor_leaks_on_huge_ranges_or_clients_that_hang_up(folders: Folders,
-                                                                   dashboard: Any) -> None:
+                                                                   web: Any) -> None:
     clip = os.urandom(256 * 1024) * 8  # 2 MiB: still streaming when the client is gone
     (folders.root / "outbox").mkdir()
     (folders.root / "outbox" / "x.mp4").write_bytes(clip)
-    server = dashboard()
+    server = web()
     assert get(server, "/files/x.mp4") == (200, clip)
     before = descriptors(server)
 
@@ -125,8 +105,8 @@ def test_no_descriptor_leaks_on_huge_ranges_or_clients_that_hang_up(folders: Fol
     assert get(server, "/files/x.mp4") == (200, clip)
 
 
-def test_unfinished_requests_are_timed_out_and_capped_while_healthz_answers(dashboard: Any) -> None:
-    server = dashboard(web_header_timeout_s=1.5, web_max_connections=64)
+def test_unfinished_requests_are_timed_out_and_capped_while_healthz_answers(web: Any) -> None:
+    server = web(web_header_timeout_s=1.5, web_max_connections=64)
     before = descriptors(server)
     held = []
     for _ in range(200):  # each sends half a request line and then nothing
@@ -149,11 +129,11 @@ def test_unfinished_requests_are_timed_out_and_capped_while_healthz_answers(dash
 
 
 def test_parallel_thumbnails_of_huge_images_stay_within_a_memory_bound(folders: Folders,
-                                                                       dashboard: Any) -> None:
+                                                                       web: Any) -> None:
     first = flat_png(folders.inbox / "huge-0.png", (8000, 8000))  # 64 MB decoded, a few KB on disk
     for n in (1, 2):  # three files, more than the two decodes allowed at once
         shutil.copy(first, folders.inbox / f"huge-{n}.png")
-    server = dashboard()
+    server = web()
     baseline = peak_rss_mb(server)
     paths = [f"/thumbs/inbox/huge-{n % 3}.png" for n in range(8)]
     with ThreadPoolExecutor(8) as pool:
@@ -165,11 +145,11 @@ def test_parallel_thumbnails_of_huge_images_stay_within_a_memory_bound(folders: 
     assert grown < 300, f"the web process grew by {grown:.0f} MB for 8 thumbnails"
 
 
-def test_healthz_answers_while_a_huge_upload_is_checked(folders: Folders, dashboard: Any,
+def test_healthz_answers_while_a_huge_upload_is_checked(folders: Folders, web: Any,
                                                         tmp_path: Path) -> None:
     image = flat_png(tmp_path / "big.png", (7900, 7900)).read_bytes()
     body, kind = multipart({"prompt": "a slow pan"}, {"image": ("big.png", image, "image/png")})
-    server = dashboard(**writable())
+    server = web(**writable())
     answer: dict[str, Any] = {}
 
     def send() -> None:
@@ -190,32 +170,3 @@ def test_healthz_answers_while_a_huge_upload_is_checked(folders: Folders, dashbo
     sender.join()
     assert answer["reply"].startswith(b"HTTP/1.1 201"), answer["reply"][:300]
     assert slowest < 0.5, f"/healthz took {slowest:.2f} s while the upload was decoded"
-
-
-@pytest.mark.parametrize(("header", "expected"), [
-    ("bytes=10-19", (10, 10)), ("bytes=90-", (90, 10)), ("bytes=-5", (95, 5)), ("bytes=0-999", (0, 100)),
-    ("bytes=0-", (0, 100)), (f"bytes=0-{HUGE}", (0, 100)), (f"bytes=-{HUGE}", (0, 100)),
-    ("bytes=0-1,5-6", None), ("items=0-5", None), ("bytes=-", None), ("bytes=\u0661-\u0662", None),
-    ("bytes=100-", Unsatisfiable), ("bytes=-0", Unsatisfiable), ("bytes=20-10", Unsatisfiable),
-    (f"bytes={HUGE}-", Unsatisfiable), (f"bytes={HUGE}-{HUGE}", Unsatisfiable),
-])
-def test_byte_ranges_of_a_100_byte_file(header: str, expected: Any) -> None:
-    """(start, length); None: the whole file (not served as a range); Unsatisfiable: a 416."""
-    if expected is Unsatisfiable:
-        with pytest.raises(Unsatisfiable):
-            byte_range(header, 100)
-    else:
-        assert byte_range(header, 100) == expected
-
-
-def test_the_open_files_limit_is_raised_to_fit_the_connections_or_the_start_is_refused(
-        monkeypatch: pytest.MonkeyPatch, folders: Folders) -> None:
-    settings = load_settings(folders.write_config(web_max_connections=1000))
-    limits = {"now": (256, 4096)}
-    monkeypatch.setattr(http_server.resource, "getrlimit", lambda _: limits["now"])
-    monkeypatch.setattr(http_server.resource, "setrlimit", lambda _, new: limits.update(now=new))
-    http_server.ensure_descriptors(settings)
-    assert limits["now"] == (1000 + http_server.SPARE_DESCRIPTORS, 4096)
-    limits["now"] = (256, 512)
-    with pytest.raises(StartupError, match="web_max_connections = 1000 needs 1384 open files"):
-        http_server.ensure_descriptors(settings)
