@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 from web.conftest import WebServer, writable
 from web.conftest import web as web  # the fixture that starts `i2v-watcher web`
+from web.test_hostile_load import open_descriptors
 from web.test_security import BEARER, multipart
 
 from conftest import Folders
@@ -30,14 +31,13 @@ HUGE = "9" * 5000  # Python refuses to convert a string this long to an int at a
 
 
 def descriptors(server: WebServer) -> int:
-    return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+    return open_descriptors(server.process.pid)
 
 
 def peak_rss_mb(server: WebServer) -> float:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    """The process's peak resident memory so far (VmHWM), in MB: no sampling can miss the peak."""
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 
 
 def connect(server: WebServer) -> socket.socket:
