@@ -13,7 +13,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists libsystemd 2>/dev/null || missing+=(libsystemd-dev)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
-# libfaketime: a web process whose clock runs ahead of the workers' (tests/faults/test_web_hostile.py)
+# libfaketime: a web process whose clock runs ahead of the workers' (tests/faults/test_web_hostile.py), a
+# daemon whose clock runs ahead of the share's (tests/faults/test_retention_clock.py)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(faketime)
 python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || missing+=(python3-dev)

@@ -266,6 +266,22 @@ def test_notify_watchdog_and_stop(unit: Unit) -> None:
     assert unit.environment().get("PYTHONFAULTHANDLER") == "1"  # the stacks of a watchdog kill
 
 
+def test_daemons_start_after_time_sync_without_pulling_it_in(unit: Unit) -> None:
+    """Ordered after time-sync.target (retention, the log's times); only a time daemon pulls it in."""
+    assert "time-sync.target" in " ".join(unit.values("After", "Unit")).split()
+    assert "time-sync.target" not in " ".join(unit.values("Wants", "Unit") + unit.values("Requires", "Unit"))
+
+
+@pytest.mark.parametrize("path", UNITS, ids=lambda path: path.name)
+def test_every_unit_bounds_its_descriptors(path: Path) -> None:
+    """An explicit LimitNOFILE= (soft and hard): above systemd's default soft 1024, far below the
+    host's file table, so that a flood of connections ends in EMFILE for that unit alone."""
+    limit = load_unit(path).last("LimitNOFILE")
+    assert limit is not None, f"{path.name} sets no LimitNOFILE="
+    soft, _, hard = limit.partition(":")
+    assert 1024 < int(soft) <= int(hard or soft) <= 65536, limit
+
+
 def test_runs_the_daemon_with_the_server_config(unit: Unit) -> None:
     exec_start = unit.values("ExecStart")
     assert len(exec_start) == 1

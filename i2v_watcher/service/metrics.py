@@ -6,13 +6,14 @@ process (`i2v-watcher web`); docs/monitoring.md lists both, with alert rules.
 
 A registry of its own, not prometheus_client's global one: nothing a library registers there leaks in.
 Recording never raises: a metric must never stop a job or the daemon's loop (it reads the job's typed
-metadata, and checks the shape of what a backend plugin recorded)."""
+metadata, and checks the shape of what a backend plugin recorded). Serving is bounded: a few connections
+at once, each closed after a deadline (metrics_http.py), so no client can exhaust the daemon's
+descriptors or threads."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from threading import Thread
-from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import (
@@ -21,7 +22,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -30,6 +30,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import JobMetadata
+from i2v_watcher.service.metrics_http import BoundedWSGIServer, start_server
 
 OUTCOMES = ("published", "failed")  # the settled outcomes that are counted (a requeue is not one)
 STAGES = ("load", "generate", "postprocess", "publish")  # the keys of the metadata's timings_s
@@ -85,7 +86,7 @@ class DaemonMetrics:
         self.gpu_peak = Gauge("i2v_gpu_peak_memory_bytes", "Peak GPU memory PyTorch allocated while the "
                               "last job generated, per device", ["device"], registry=registry)
         registry.register(LiveCollector(settings.worker_id, activity, about))
-        self._server: WSGIServer | None = None
+        self._server: BoundedWSGIServer | None = None
         self._thread: Thread | None = None
 
     def start(self) -> None:
@@ -93,7 +94,7 @@ class DaemonMetrics:
         assert port is not None
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series (process-wide)
         try:
-            self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+            self._server, self._thread = start_server(address, port, self.registry)
         except OSError as exc:  # the port is taken, or the address is not this host's (or no address)
             raise StartupError(
                 f"cannot serve metrics on {address} port {port} (metrics_port = {port}, metrics_address = "
