@@ -133,6 +133,8 @@ RANGES = [
     ("web_signin_failures", 1, 1000, 0, 1001),
     ("web_upload_max_mb", 1, 10 * 1024, 0, 10 * 1024 + 1),
     ("web_page_size", 1, 500, 0, 501),
+    ("web_max_connections", 8, 65536, 7, 65537),
+    ("web_header_timeout_s", 0.5, 3600, 0.4, 3601),
     ("metrics_port", 1, 65535, 0, 65536),
     ("max_output_frames", 1, 10_000_000, 0, 10_000_001),
     ("max_output_duration_s", 0.001, 86400, 0, 86401),

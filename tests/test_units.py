@@ -450,6 +450,14 @@ def test_web_has_no_gpu(web: Unit) -> None:
     assert web.last("NoNewPrivileges") in TRUE and web.values("CapabilityBoundingSet") == []
 
 
+def test_web_memory_has_a_ceiling_that_fits_its_decodes(web: Unit) -> None:
+    """Two full-size decodes at the default pixel limit (about 8 bytes a pixel each) and the process."""
+    ceiling = web.last("MemoryMax")
+    assert ceiling is not None and ceiling.endswith("M"), ceiling
+    pixels = Settings.model_fields["max_image_pixels"].default
+    assert int(ceiling[:-1]) * 2**20 >= 2 * 8 * pixels + 256 * 2**20
+
+
 def test_web_listens_on_tcp(web: Unit) -> None:
     families = set(" ".join(web.values("RestrictAddressFamilies")).split())
     assert families == {"AF_UNIX", "AF_INET", "AF_INET6"}  # the journal, then IPv4 and IPv6 clients

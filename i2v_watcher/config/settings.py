@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     web_allow_retry: bool = False
     web_token: SecretStr | None = None
     web_upload_max_mb: int = Field(default=50, ge=1, le=10 * 1024)
+    # Open connections at most (at the cap, the one waiting longest for its request is dropped), and
+    # seconds a connection has to send a complete request head.
+    web_max_connections: int = Field(default=256, ge=8, le=65536)
+    web_header_timeout_s: float = Field(default=10.0, ge=0.5, le=HOUR)
     web_page_size: int = Field(default=24, ge=1, le=500)
     # The names the dashboard answers to in the Host header (`name`: any port, `name:port`: that one);
     # any other name is refused (DNS rebinding). Empty: web_listen's host and localhost, on its port.

@@ -61,12 +61,10 @@ def decode_image(handle: BinaryIO, *, max_pixels: int, max_bytes: int,
                 raise fail(
                     f"the image is {width}x{height} = {width * height} pixels, over the limit of "
                     f"{max_pixels} (max_image_pixels)", "scale it down before dropping it")
-            if size_to is not None:
+            if size_to is not None:  # reduced before it is turned: the full size is never copied
                 image.draft("RGB", size_to)
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            if size_to is not None:
                 image.thumbnail(size_to)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no second full-size copy
     except JobError:
         raise
     except UnidentifiedImageError as exc:

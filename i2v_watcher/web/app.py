@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from i2v_watcher.config.settings import Settings, host_and_port
+from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.web.guard import FORM_OVERHEAD, BodyLimit, SecurityHeaders
 from i2v_watcher.web.hosts import AllowedHosts, HostCheck
@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> Starlette:
     def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    def health(request: Request) -> Response:
+    async def health(request: Request) -> Response:  # on the event loop: never waits for a thread
         return PlainTextResponse("ok")
 
     routes = [
@@ -64,14 +64,14 @@ def create_app(settings: Settings) -> Starlette:
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from i2v_watcher.web.server import ensure_descriptors, uvicorn_config
+
     app = create_app(settings)  # refuses to start (StartupError) before the port is taken
-    host, port = host_and_port(settings.web_listen)
+    ensure_descriptors(settings)
     log.info("web dashboard", url=f"http://{settings.web_listen}/",
              writes=[w for w, on in (("submit", settings.web_allow_submit),
                                      ("retry", settings.web_allow_retry)) if on] or "none (read-only)")
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            server_header=False, proxy_headers=False)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn's answer to a port it cannot bind (it has logged why)

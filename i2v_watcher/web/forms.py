@@ -22,7 +22,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.core import number
 from i2v_watcher.job.spec import JobSpec, load_yaml, safe_stem
-from i2v_watcher.media.images import FORMATS, decode_image
+from i2v_watcher.media.images import FORMATS
 from i2v_watcher.ops.submit import submit
 
 SUFFIX_OF = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
@@ -160,17 +160,17 @@ def _copy_capped(source: BinaryIO, target: BinaryIO, limit: int) -> int:
 
 
 def _check_image(settings: Settings, path: Path) -> str:
+    """The suffix of the format the upload really is, from its header alone (the pixel limit included):
+    the one full decode is submit's own check of the job, as the daemon will load it."""
     try:
-        with open(path, "rb") as handle:
-            with Image.open(handle, formats=FORMATS) as probe:
-                fmt = probe.format or ""
-            handle.seek(0)
-            decode_image(handle, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
+        with open(path, "rb") as handle, Image.open(handle, formats=FORMATS) as probe:
+            fmt, (width, height) = probe.format or "", probe.size
     except UnidentifiedImageError:
         raise StartupError("not a PNG, JPEG or WebP image (checked by its content, whatever its name "
                            "says)") from None
-    except JobError as exc:
-        raise StartupError(exc.message) from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise StartupError(f"the image cannot be read: {exc}") from exc
+    if width * height > settings.max_image_pixels:
+        raise StartupError(f"the image is {width}x{height} = {width * height} pixels, over the limit of "
+                           f"{settings.max_image_pixels} (max_image_pixels)")
     return SUFFIX_OF.get(fmt, ".png")

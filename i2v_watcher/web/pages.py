@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 import structlog
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -152,8 +153,10 @@ class Pages:
                 raise StartupError("no image: choose a PNG, JPEG or WebP file")
             sidecar = forms.sidecar_from(form)
             name = form.get("name")
-            path = forms.submit_upload(self.settings, upload.file, upload.filename or "",
-                                       name if isinstance(name, str) else "", sidecar)
+            # Copied, decoded and checked in a thread, in one of the decode slots: never on the event loop.
+            path = await anyio.to_thread.run_sync(
+                forms.submit_upload, self.settings, upload.file, upload.filename or "",
+                name if isinstance(name, str) else "", sidecar, limiter=self.thumbs.slots)
         except (StartupError, OSError) as exc:
             if wants_json:
                 return JSONResponse({"error": str(exc)}, status_code=400)
@@ -208,12 +211,12 @@ class Pages:
             return PlainTextResponse("not found", status_code=404)
         return file_response(request, fd, rel.rpartition("/")[2], download="download" in request.query_params)
 
-    def thumbnail(self, request: Request) -> Response:
+    async def thumbnail(self, request: Request) -> Response:
         roots = {"inbox": self.settings.inbox, "failed": self.settings.failed, "outbox": self.settings.outbox}
         root = roots.get(request.path_params["folder"])
         if root is None:
             return PlainTextResponse("not found", status_code=404)
-        return thumbnail_response(self.thumbs, root, request.path_params["rel"])
+        return await thumbnail_response(self.thumbs, root, request.path_params["rel"])
 
     def api_status(self, request: Request) -> Response:
         """The snapshot, with one page (`page`, `per_page`) of the queue and of the failed jobs."""
