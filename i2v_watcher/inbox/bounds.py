@@ -1,0 +1,82 @@
+"""How far below the inbox the daemon looks. A user can move any tree into the inbox: one nested 1,200
+folders deep, or one whose paths are longer than the system allows (PATH_MAX). Such a subtree can hold
+no job the daemon could claim (its paths could not even be opened), and walking it without a bound is
+what breaks walkers (recursion limits, ENAMETOOLONG). So a folder nested deeper than MAX_DEPTH, and any
+entry whose path is too long, is skipped and reported; the rest of the inbox is served as usual.
+
+Both the scan (scan_cache.Tree) and the polling watcher (events.Watcher, through `bounded_listdir`)
+keep to these bounds, so neither ever walks into such a subtree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+
+# Folder levels below the inbox that are looked into: inbox/1/2/.../100/photo.png is a job, a folder at
+# level 101 is skipped. Far more than any real folder layout; far less than Python's recursion limit
+# (1,000), which library walkers (watchdog's) run into.
+MAX_DEPTH = 100
+try:
+    PATH_MAX = os.pathconf("/", "PC_PATH_MAX")  # bytes, the terminating NUL included: 4096 on Linux
+except (OSError, ValueError):  # pragma: no cover - every POSIX system answers
+    PATH_MAX = 4096
+TOO_DEEP = f"nested more than {MAX_DEPTH} folders below the inbox: not looked into"
+TOO_LONG = f"its path is longer than the system allows ({PATH_MAX} bytes): not looked into"
+BOUND_REASONS = (TOO_DEEP, TOO_LONG)
+SHOWN_CHARS = 160  # a path longer than this is shown with its middle left out
+
+
+def depth(root_prefix: str, path: str) -> int:
+    """How many levels below the inbox `path` is (`root_prefix`: the inbox's path with a trailing
+    separator): inbox/a is 1, inbox/a/b is 2."""
+    return path.count(os.sep, len(root_prefix)) + 1
+
+
+def too_long(path: str) -> bool:
+    return len(os.fsencode(path)) >= PATH_MAX
+
+
+def skip_reason(exc: OSError) -> str:
+    """Why an entry of the inbox was skipped, from the error met when looking at it."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return TOO_LONG
+    return exc.strerror or str(exc)
+
+
+def shorten(path: str) -> str:
+    """A path short enough for a log line or a status line: a 4 KB path is shown by its two ends."""
+    if len(path) <= SHOWN_CHARS:
+        return path
+    half = SHOWN_CHARS // 2
+    return f"{path[:half]}…{path[-half:]} ({len(os.fsencode(path))} bytes)"
+
+
+def bounded_listdir(root: str) -> Callable[[str | None], Iterator[os.DirEntry[str]]]:
+    """os.scandir for watchdog's polling observer, kept to the bounds: a folder too deep or an entry
+    whose path is too long is left out, and a sub-folder that cannot be listed reads as empty (only the
+    inbox itself failing is an error), so that no subtree stops the observer."""
+    prefix = os.path.join(root, "")
+
+    def listdir(path: str | None) -> Iterator[os.DirEntry[str]]:
+        folder = os.fspath(path or ".")
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            if folder == root:
+                raise
+            return
+        with listing as entries:
+            for entry in entries:
+                if too_long(entry.path):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir and depth(prefix, entry.path) > MAX_DEPTH:
+                    continue
+                yield entry
+
+    return listdir
