@@ -140,15 +140,19 @@ class Watcher:
             self.mode = "poll"
             self._observer = observe("poll")
         born = {t for t in set(threading.enumerate()) - before if _is_watchdogs(t)}
-        self._threads = {t for t in self._threads if t.is_alive()} | born  # shared ones outlive a stop
+        self._threads = {t for t in self._threads if t.is_alive()} | born
         self._overflow.attach()
 
     def stop(self) -> None:
         self._overflow.detach()
-        if self._observer is not None:
+        observer = self._observer
+        if observer is not None:
+            # Its own threads are done with, even one slow to end; the shared ones (watchdog's one
+            # inotify reader) stay watched, by the next observer.
+            self._threads -= {observer, *observer.emitters}
             with contextlib.suppress(Exception):  # an observer that lost a thread may fail to stop
-                self._observer.stop()
-                self._observer.join(timeout=5)
+                observer.stop()
+                observer.join(timeout=5)
             self._observer = None
         self._changes.lost()
 

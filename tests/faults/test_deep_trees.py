@@ -49,7 +49,9 @@ def test_a_tree_1200_folders_deep_is_skipped_and_the_daemon_serves_and_restarts(
         daemon.read_until("watching")
         os.rename(deep, f.inbox / "deep")  # moved in while watched: watchdog walks it, and dies
         make_image(f.inbox / "next.png")
-        served(daemon, f, "next")
+        served(daemon, f, "next")  # its event came after the tree's: only the watcher's successor saw it
+        assert daemon.find("an inbox watcher thread died")
+        assert daemon.find("the inbox watcher stopped working; polling the inbox instead")
         (skipped,) = daemon.find(BEYOND)
         assert skipped["reason"] == TOO_DEEP and skipped["folder"].endswith(" bytes)"), skipped
         assert any(TOO_DEEP in line for line in status_warnings(f))
