@@ -14,7 +14,7 @@ import structlog
 
 from conftest import make_image
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.inbox.bounds import MAX_DEPTH, PATH_MAX, TOO_DEEP, TOO_LONG, bounded_listdir
+from i2v_watcher.inbox.bounds import MAX_DEPTH, NAME_MAX, PATH_MAX, TOO_DEEP, TOO_LONG, bounded_listdir
 from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.skipped import BEYOND, TOLD
 from i2v_watcher.inbox.watch import Inbox
@@ -111,9 +111,30 @@ def test_a_path_longer_than_path_max_never_blinds_the_inbox(inbox: Inbox) -> Non
         assert inbox.scan({below, os.path.join(below, "y.png")}).blocked == 1
     assert [(r.key, r.why) for r in rows] == [("ok", "ready")]
     ((path, why),) = inbox.unreadable_folders.items()
-    assert why == TOO_LONG and len(os.fsencode(path)) >= PATH_MAX, path
+    assert why == TOO_LONG and path.startswith(str(top)) and len(os.fsencode(path)) < PATH_MAX, path
     assert len(warnings) == 1 and TOO_LONG in warnings[0] and len(warnings[0]) < 400, warnings
     assert [e["reason"] for e in logs if e["event"] == BEYOND] == [TOO_LONG]
+
+
+def test_a_folder_whose_copy_in_failed_would_be_too_long_is_skipped(tmp_path: Path) -> None:
+    """A job is taken only where its sub-folder fits below every folder it goes to: here failed/, whose
+    path is 1,000 bytes longer than the inbox's. A job nested deeper would be claimed, then never be
+    reported (nor published)."""
+    failed = tmp_path.joinpath(*["f" * 99] * 10)  # 1,000 bytes more than the inbox's path
+    folders = {n: str(tmp_path / n) for n in ("inbox", "outbox", "done", "work")}
+    inbox = Inbox(Settings(**folders, failed=str(failed), settle_s=0.0, sidecar_grace_s=0.0))
+    inbox.root.mkdir()
+    room = PATH_MAX - 1 - len(os.fsencode(str(failed))) - 1 - NAME_MAX - 1
+    names = ["n" * 200] * (room // 201 + 1)  # the last folder's path below the inbox: past `room`
+    nest(inbox.root, names[:-1], "fits.png")
+    nest(inbox.root.joinpath(*names[:-1]), names[-1:], "too-long.png")
+    try:
+        assert [c.key for c in inbox.scan().ready] == ["/".join(names[:-1]) + "/fits"]
+        assert list(inbox.unreadable_folders.values()) == [TOO_LONG]
+        reported = failed.joinpath(*names[:-1], "fits-99.error.json")  # a report's name there fits
+        assert len(os.fsencode(str(reported))) < PATH_MAX
+    finally:
+        remove(inbox.root)
 
 
 def test_many_skipped_paths_are_named_up_to_a_bound_then_counted(inbox: Inbox) -> None:

@@ -2,7 +2,9 @@
 folders deep, or one whose paths are longer than the system allows (PATH_MAX). Such a subtree can hold
 no job the daemon could claim (its paths could not even be opened), and walking it without a bound is
 what breaks walkers (recursion limits, ENAMETOOLONG). So a folder nested deeper than MAX_DEPTH, and any
-entry whose path is too long, is skipped and reported; the rest of the inbox is served as usual.
+entry whose path is too long, is skipped and reported; the rest of the inbox is served as usual. Too
+long is measured against the longest of the folders a job's files go to (a job's sub-folder is kept in
+the outbox, done/ and failed/), so that every job taken can also be published or reported.
 
 Both the scan (scan_cache.Tree) and the polling watcher (events.Watcher, through `bounded_listdir`)
 keep to these bounds, so neither ever walks into such a subtree.
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 # Folder levels below the inbox that are looked into: inbox/1/2/.../100/photo.png is a job, a folder at
 # level 101 is skipped. Far more than any real folder layout; far less than Python's recursion limit
@@ -22,8 +25,10 @@ try:
     PATH_MAX = os.pathconf("/", "PC_PATH_MAX")  # bytes, the terminating NUL included: 4096 on Linux
 except (OSError, ValueError):  # pragma: no cover - every POSIX system answers
     PATH_MAX = 4096
+NAME_MAX = 255  # bytes of one file name, on every filesystem the daemon writes to
 TOO_DEEP = f"nested more than {MAX_DEPTH} folders below the inbox: not looked into"
-TOO_LONG = f"its path is longer than the system allows ({PATH_MAX} bytes): not looked into"
+TOO_LONG = (f"its path is too long (the system allows {PATH_MAX} bytes, and its copies in the outbox, "
+            "done/ and failed/ must fit too): not looked into")
 BOUND_REASONS = (TOO_DEEP, TOO_LONG)
 SHOWN_CHARS = 160  # a path longer than this is shown with its middle left out
 
@@ -36,6 +41,24 @@ def depth(root_prefix: str, path: str) -> int:
 
 def too_long(path: str) -> bool:
     return len(os.fsencode(path)) >= PATH_MAX
+
+
+def folder_room(roots: Iterable[Path]) -> int:
+    """How long (in bytes) the path of a folder below the inbox may be: the same folder below each of
+    `roots` (the inbox, outbox, done/, failed/: a job's outputs and inputs keep its sub-folder) must
+    still hold a file of any name. A deeper job could be claimed, and then never be published or
+    reported."""
+    longest = max(len(os.fsencode(os.path.abspath(root))) for root in roots)
+    return PATH_MAX - 1 - longest - 1 - NAME_MAX - 1  # the NUL, the separators, a whole file name
+
+
+def beyond(root_prefix: str, folder: str, room: int) -> str | None:
+    """Why a folder below the inbox is past the bounds (TOO_DEEP, TOO_LONG), or None."""
+    if depth(root_prefix, folder) > MAX_DEPTH:
+        return TOO_DEEP
+    if len(os.fsencode(folder)) - len(os.fsencode(root_prefix)) > room:
+        return TOO_LONG
+    return None
 
 
 def skip_reason(exc: OSError) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2v_watcher.fs.atomic import open_nofollow
-from i2v_watcher.inbox.bounds import MAX_DEPTH, TOO_DEEP, depth, skip_reason
+from i2v_watcher.inbox.bounds import PATH_MAX, beyond, skip_reason
 from i2v_watcher.job.spec import read_sidecar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -106,10 +106,11 @@ class Tree:
     """The inbox's files as last seen, grouped by job key; `dirty` names the groups changed since the
     caller last took it."""
 
-    def __init__(self, root: Path, skip: Callable[[str], bool]) -> None:
+    def __init__(self, root: Path, skip: Callable[[str], bool], room: int = PATH_MAX) -> None:
         self.root = str(root)
         self._prefix = os.path.join(self.root, "")
         self._skip = skip
+        self._room = room  # bytes a folder's path below the root may have (bounds.folder_room)
         self.files: dict[str, FileInfo] = {}
         self.groups: dict[str, dict[str, FileInfo]] = {}
         # Folders walked, with (inode, mode): a folder replaced or made readable again is walked anew.
@@ -152,8 +153,8 @@ class Tree:
         while stack:
             folder, identity = stack.pop()
             self.folders[folder] = identity
-            if folder != self.root and depth(self._prefix, folder) > MAX_DEPTH:
-                self.errors[folder] = TOO_DEEP  # what is below is never listed: no walk can run away
+            if folder != self.root and (why := beyond(self._prefix, folder, self._room)):
+                self.errors[folder] = why  # what is below is never listed: no walk can run away
                 continue
             try:
                 listing = os.scandir(folder)

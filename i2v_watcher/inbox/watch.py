@@ -27,6 +27,7 @@ import structlog
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fs.detours import existing_detour
+from i2v_watcher.inbox.bounds import folder_room
 from i2v_watcher.inbox.events import Watcher as Watcher
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.inbox.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
@@ -107,7 +108,8 @@ class Inbox:
         self.root = settings.inbox
         # One expression for all patterns: every name of a full walk is matched against it.
         self._ignore = re.compile("|".join(fnmatch.translate(p) for p in settings.ignore_patterns) or "(?!)")
-        self._tree = Tree(self.root, self._skip_logged)
+        self._tree = Tree(self.root, self._skip_logged, folder_room(
+            (settings.inbox, settings.outbox, settings.done, settings.failed)))
         self._ready: dict[str, Candidate] = {}
         self._waiting: dict[str, str] = {}  # job key → why it waits
         self._orphans: set[str] = set()
