@@ -64,7 +64,7 @@ class Candidate:
         Arrival is the files' ctime, which a rename or a copy into the inbox sets and no user can set
         (mtimes are kept by `cp -p`, rsync and Finder, and may lie years back or ahead). It is stamped
         by the share, so every worker on it, and the daemon after a restart, sees the same order.
-        The mtime only orders files that arrived within one tick of the share's clock (4 ms here)."""
+        The mtime only orders files that arrived within one tick of the share's clock (a few ms)."""
         return (-self.priority, self.arrived, self.mtime, self.key)
 
     @property
