@@ -1,7 +1,7 @@
 """How far below the inbox the daemon looks. A user can move any tree into the inbox: one nested 1,200
-folders deep, or one whose paths are longer than the system allows (PATH_MAX). Such a subtree can hold
-no job the daemon could claim (its paths could not even be opened), and walking it without a bound is
-what breaks walkers (recursion limits, ENAMETOOLONG). So a folder nested deeper than MAX_DEPTH, and any
+folders deep, or one whose paths are longer than the system allows (PATH_MAX). No real job is nested
+like that (and past PATH_MAX none could even be opened by its path), and walking such a tree without a
+bound is what breaks walkers (recursion limits, ENAMETOOLONG). So a folder nested deeper than MAX_DEPTH, and any
 entry whose path is too long, is skipped and reported; the rest of the inbox is served as usual. Too
 long is measured against the longest of the folders a job's files go to (a job's sub-folder is kept in
 the outbox, done/ and failed/), so that every job taken can also be published or reported.
