@@ -14,7 +14,8 @@ import structlog
 
 from conftest import make_image
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.inbox.bounds import MAX_DEPTH, NAME_MAX, PATH_MAX, TOO_DEEP, TOO_LONG, bounded_listdir
+from i2v_watcher.fs.atomic import NAME_MAX
+from i2v_watcher.inbox.bounds import MAX_DEPTH, PATH_MAX, TOO_DEEP, TOO_LONG, bounded_listdir, folder_room
 from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.skipped import BEYOND, TOLD
 from i2v_watcher.inbox.watch import Inbox
@@ -124,7 +125,8 @@ def test_a_folder_whose_copy_in_failed_would_be_too_long_is_skipped(tmp_path: Pa
     folders = {n: str(tmp_path / n) for n in ("inbox", "outbox", "done", "work")}
     inbox = Inbox(Settings(**folders, failed=str(failed), settle_s=0.0, sidecar_grace_s=0.0))
     inbox.root.mkdir()
-    room = PATH_MAX - 1 - len(os.fsencode(str(failed))) - 1 - NAME_MAX - 1
+    room = folder_room([inbox.root, failed])
+    assert room < PATH_MAX - len(os.fsencode(str(failed))) - NAME_MAX - 2  # a file of any name fits
     names = ["n" * 200] * (room // 201 + 1)  # the last folder's path below the inbox: past `room`
     nest(inbox.root, names[:-1], "fits.png")
     nest(inbox.root.joinpath(*names[:-1]), names[-1:], "too-long.png")

@@ -1,10 +1,11 @@
 """How far below the inbox the daemon looks. A user can move any tree into the inbox: one nested 1,200
 folders deep, or one whose paths are longer than the system allows (PATH_MAX). No real job is nested
-like that (and past PATH_MAX none could even be opened by its path), and walking such a tree without a
-bound is what breaks walkers (recursion limits, ENAMETOOLONG). So a folder nested deeper than MAX_DEPTH, and any
-entry whose path is too long, is skipped and reported; the rest of the inbox is served as usual. Too
-long is measured against the longest of the folders a job's files go to (a job's sub-folder is kept in
-the outbox, done/ and failed/), so that every job taken can also be published or reported.
+like that (and past PATH_MAX none could even be opened by its path), and walking such a tree without
+a bound is what breaks walkers (recursion limits, ENAMETOOLONG). So a folder nested deeper than
+MAX_DEPTH, and any entry whose path is too long, is skipped and reported; the rest of the inbox is
+served as usual. Too long is measured against the longest of the folders a job's files go to (a job's
+sub-folder is kept in the outbox, done/ and failed/), so that every job taken can also be published
+or reported.
 
 Both the scan (scan_cache.Tree) and the polling watcher (events.Watcher, through `bounded_listdir`)
 keep to these bounds, so neither ever walks into such a subtree.
@@ -17,6 +18,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from i2v_watcher.fs.atomic import NAME_MAX
+
 # Folder levels below the inbox that are looked into: inbox/1/2/.../100/photo.png is a job, a folder at
 # level 101 is skipped. Far more than any real folder layout; far less than Python's recursion limit
 # (1,000), which library walkers (watchdog's) run into.
@@ -25,7 +28,8 @@ try:
     PATH_MAX = os.pathconf("/", "PC_PATH_MAX")  # bytes, the terminating NUL included: 4096 on Linux
 except (OSError, ValueError):  # pragma: no cover - every POSIX system answers
     PATH_MAX = 4096
-NAME_MAX = 255  # bytes of one file name, on every filesystem the daemon writes to
+# A folder's copy in failed/ or done/ may take a detour name (`<name>-<tag>`, fs.detours): room for it.
+DETOUR_ROOM = 64
 TOO_DEEP = f"nested more than {MAX_DEPTH} folders below the inbox: not looked into"
 TOO_LONG = (f"its path is too long (the system allows {PATH_MAX} bytes, and its copies in the outbox, "
             "done/ and failed/ must fit too): not looked into")
@@ -49,7 +53,8 @@ def folder_room(roots: Iterable[Path]) -> int:
     still hold a file of any name. A deeper job could be claimed, and then never be published or
     reported."""
     longest = max(len(os.fsencode(os.path.abspath(root))) for root in roots)
-    return PATH_MAX - 1 - longest - 1 - NAME_MAX - 1  # the NUL, the separators, a whole file name
+    # The NUL, the separators, a whole file name, and a detour's tag on one of the folders.
+    return PATH_MAX - 1 - longest - 1 - NAME_MAX - 1 - DETOUR_ROOM
 
 
 def beyond(root_prefix: str, folder: str, room: int) -> str | None:
