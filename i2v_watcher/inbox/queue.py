@@ -21,12 +21,12 @@ from i2v_watcher.inbox.watch import Inbox, Queued
 
 def queued_jobs(inbox: Inbox, warn: Callable[[str], None]) -> list[Queued]:
     """The queued jobs, ready ones first in the order they will be taken, then the waiting ones; a
-    sub-folder that cannot be read is a warning (its jobs are not counted). Scans the inbox (an Inbox
-    kept between calls remembers how long each file has been stable); raises InboxUnavailable when
-    the inbox itself cannot be read."""
+    sub-folder that cannot be read, or one past the bounds (too deep, a path too long), is a warning
+    (its jobs are not counted). Scans the inbox (an Inbox kept between calls remembers how long each
+    file has been stable); raises InboxUnavailable when the inbox itself cannot be read."""
     inbox.scan()
-    for folder, why in inbox.unreadable_folders.items():
-        warn(f"skipped the unreadable folder {folder}: {why}")
+    for line in inbox.skipped.warnings():
+        warn(line)
     return inbox.listing()
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2v_watcher.fs.atomic import open_nofollow
+from i2v_watcher.inbox.bounds import PATH_MAX, beyond, skip_reason
 from i2v_watcher.job.spec import read_sidecar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -60,6 +61,7 @@ class FileInfo:
     size: int
     mtime_ns: int
     mtime: float
+    ctime_ns: int  # when it arrived, as far as the share can tell: a rename or copy sets it, a user can't
     since: float  # monotonic time at which this version (inode, size, mtime) was first seen
     walk: int = 0  # the last walk that saw it: what a walk did not see is gone
     opened: bool = False  # this version could be opened once: it is never opened again
@@ -104,10 +106,11 @@ class Tree:
     """The inbox's files as last seen, grouped by job key; `dirty` names the groups changed since the
     caller last took it."""
 
-    def __init__(self, root: Path, skip: Callable[[str], bool]) -> None:
+    def __init__(self, root: Path, skip: Callable[[str], bool], room: int = PATH_MAX) -> None:
         self.root = str(root)
         self._prefix = os.path.join(self.root, "")
         self._skip = skip
+        self._room = room  # bytes a folder's path below the root may have (bounds.folder_room)
         self.files: dict[str, FileInfo] = {}
         self.groups: dict[str, dict[str, FileInfo]] = {}
         # Folders walked, with (inode, mode): a folder replaced or made readable again is walked anew.
@@ -125,14 +128,17 @@ class Tree:
 
     def walk(self, top: str, now: float, st: os.stat_result | None = None) -> None:
         """Look again at everything below `top` (the root: a full walk); forget what is not there.
-        The root's errors are raised; a sub-folder that cannot be read is only recorded."""
+        The root's errors are raised; anything below it that cannot be looked at (unreadable, a path
+        too long, nested too deep: see bounds) is only recorded in `errors`, and skipped."""
         if top == self.root:
             st = os.stat(top)  # the inbox itself may be a link to the share's folder
         elif st is None:
             try:
                 st = os.lstat(top)
-            except FileNotFoundError:
+            except OSError as exc:
                 self._forget_below(top)
+                if not isinstance(exc, FileNotFoundError):
+                    self.errors[top] = skip_reason(exc)
                 return
         if not stat.S_ISDIR(st.st_mode):
             self._forget_below(top)
@@ -147,12 +153,15 @@ class Tree:
         while stack:
             folder, identity = stack.pop()
             self.folders[folder] = identity
+            if folder != self.root and (why := beyond(self._prefix, folder, self._room)):
+                self.errors[folder] = why  # what is below is never listed: no walk can run away
+                continue
             try:
                 listing = os.scandir(folder)
             except OSError as exc:
                 if folder == self.root:
                     raise
-                self.errors[folder] = exc.strerror or str(exc)
+                self.errors[folder] = skip_reason(exc)
                 continue
             with listing as entries:
                 for entry in entries:
@@ -163,6 +172,9 @@ class Tree:
                     try:
                         est = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
+                        continue
+                    except OSError as exc:  # e.g. ENAMETOOLONG past PATH_MAX: this entry alone is skipped
+                        self.errors[path] = skip_reason(exc)
                         continue
                     if stat.S_ISDIR(est.st_mode):
                         stack.append((path, (est.st_ino, est.st_mode)))
@@ -209,7 +221,8 @@ class Tree:
         key, kind = classify(rel, stat.S_ISREG(st.st_mode))
         if info is not None and info.key != key:
             self._drop(path)
-        info = FileInfo(Path(path), key, kind, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mtime, now)
+        info = FileInfo(Path(path), key, kind, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mtime,
+                        st.st_ctime_ns, now)
         self.files[path] = info
         self.groups.setdefault(key, {})[path] = info
         self.dirty.add(key)

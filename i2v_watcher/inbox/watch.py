@@ -27,10 +27,12 @@ import structlog
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fs.detours import existing_detour
+from i2v_watcher.inbox.bounds import folder_room
 from i2v_watcher.inbox.events import Watcher as Watcher
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.inbox.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
 from i2v_watcher.inbox.scan_cache import FileInfo, Tree, identity
+from i2v_watcher.inbox.skipped import Skipped
 from i2v_watcher.inbox.waits import Waits
 from i2v_watcher.job.records import MAX_RECORD_BYTES, REPORT_SUFFIX, FailureReport
 
@@ -52,13 +54,18 @@ class Candidate:
     sidecar: Path | None = None
     extra: tuple[Path, ...] = ()
     problem: str | None = None  # set when the files can only go to failed/ with a report
-    mtime: float = 0.0
+    mtime: float = 0.0  # the earliest of its files' mtimes (recorded in job.json; not its place in line)
     priority: int = 0  # the sidecar's `priority`: higher is taken first
+    arrived: int = 0  # the earliest ctime (ns) of its files: when it came into the inbox
 
     @property
-    def order(self) -> tuple[int, float, str]:
-        """Ready jobs are taken by this: priority (higher first), then the oldest, then by path."""
-        return (-self.priority, self.mtime, self.key)
+    def order(self) -> tuple[int, int, float, str]:
+        """Ready jobs are taken by this: priority (higher first), then the first to arrive, then by path.
+        Arrival is the files' ctime, which a rename or a copy into the inbox sets and no user can set
+        (mtimes are kept by `cp -p`, rsync and Finder, and may lie years back or ahead). It is stamped
+        by the share, so every worker on it, and the daemon after a restart, sees the same order.
+        The mtime only orders files that arrived within one tick of the share's clock (a few ms)."""
+        return (-self.priority, self.arrived, self.mtime, self.key)
 
     @property
     def files(self) -> list[Path]:
@@ -101,7 +108,8 @@ class Inbox:
         self.root = settings.inbox
         # One expression for all patterns: every name of a full walk is matched against it.
         self._ignore = re.compile("|".join(fnmatch.translate(p) for p in settings.ignore_patterns) or "(?!)")
-        self._tree = Tree(self.root, self._skip_logged)
+        self._tree = Tree(self.root, self._skip_logged, folder_room(
+            (settings.inbox, settings.outbox, settings.done, settings.failed)))
         self._ready: dict[str, Candidate] = {}
         self._waiting: dict[str, str] = {}  # job key → why it waits
         self._orphans: set[str] = set()
@@ -114,7 +122,7 @@ class Inbox:
         self._blocked: dict[str, _Blocked] = {}  # job key → why its claim was refused
         # job key → its files (inode, size, mtime) when the daemon claimed it, and when
         self._taken: dict[str, tuple[dict[Path, tuple[int, int, int]], float]] = {}
-        self._bad_folders: dict[str, str] = {}  # sub-folders that cannot be read, and why
+        self.skipped = Skipped()  # what below the inbox cannot be looked at, and why
         self.waits = Waits(settings)  # why jobs wait, in the log
 
     def block(self, candidate: Candidate, reason: str) -> None:
@@ -142,23 +150,10 @@ class Inbox:
         blocked.since = now  # tried again, quietly: a new reason logs, the same one does not
         return False
 
-    def _log_folder_changes(self) -> None:
-        """One line when a sub-folder becomes unreadable, one when it is readable again."""
-        errors = self._tree.errors
-        if errors == self._bad_folders:
-            return
-        for folder, reason in errors.items():
-            if self._bad_folders.get(folder) != reason:
-                log.error("a folder in the inbox cannot be read; skipped, the rest is served",
-                          folder=folder, reason=reason)
-        for folder in self._bad_folders.keys() - errors.keys():
-            log.warning("a folder in the inbox can be read again", folder=folder)
-        self._bad_folders = dict(errors)
-
     @property
     def unreadable_folders(self) -> dict[str, str]:
-        """The sub-folders the last scan could not read, and why (they are skipped, the rest served)."""
-        return dict(self._bad_folders)
+        """The paths below the inbox that the last scan skipped, and why (the rest is served)."""
+        return dict(self.skipped.paths)
 
     def is_ignored(self, name: str) -> bool:
         if name.startswith(".") and name.endswith(".part"):
@@ -195,10 +190,10 @@ class Inbox:
                 assert changes is not None
                 for path in changes:
                     self._tree.look(path, now)
-        except OSError as exc:
+        except OSError as exc:  # the inbox itself: what is below it is only skipped (Tree.errors)
             self._last_full = -math.inf
             raise InboxUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
-        self._log_folder_changes()
+        self.skipped.update(self._tree.errors)
         due = self._tree.take_dirty()
         due.update(key for key, at in self._timers.items() if at <= now)
         for key in due:
@@ -209,7 +204,7 @@ class Inbox:
     def _result(self, now: float, full: bool) -> Scan:
         order = self._ordered()
         result = Scan(waiting=len(self._waiting), orphans=len(self._orphans),
-                      blocked=len(self._bad_folders), full=full,
+                      blocked=len(self.skipped.paths), full=full,
                       recheck_at=min(self._timers.values(), default=None))
         refused = set()
         for key in list(self._blocked):
@@ -302,21 +297,22 @@ class Inbox:
             return "waiting"
         settings = self.settings
         mtime = min(info.mtime for info in files)
+        arrived = min(info.ctime_ns for info in files)
         bad = sorted(i.path for i in files if i.kind == "bad")
         images = sorted((i for i in files if i.kind == "image"), key=lambda i: i.path)
         sidecars = sorted((i for i in files if i.kind == "sidecar"), key=lambda i: i.path)
         other = sorted(i.path for i in files if i.kind == "other")
         named = [i.path for i in images + sidecars]
         if bad:
-            candidate = Candidate(key, extra=tuple(sorted(bad + named)), mtime=mtime,
+            candidate = Candidate(key, extra=tuple(sorted(bad + named)), mtime=mtime, arrived=arrived,
                                   problem="symbolic links and special files are not accepted in the "
                                   "inbox: " + ", ".join(p.name for p in bad))
         elif other:
-            candidate = Candidate(key, extra=tuple(other), mtime=mtime, problem=(
+            candidate = Candidate(key, extra=tuple(other), mtime=mtime, arrived=arrived, problem=(
                 f"unsupported file type {other[0].suffix or '(no suffix)'!r}: a job is an image "
                 f"({', '.join(IMAGE_SUFFIXES)}) with an optional sidecar ({', '.join(SIDECAR_SUFFIXES)})"))
         elif len(images) > 1 or len(sidecars) > 1:
-            candidate = Candidate(key, extra=tuple(named), mtime=mtime, problem=(
+            candidate = Candidate(key, extra=tuple(named), mtime=mtime, arrived=arrived, problem=(
                 "several files share the job name " + repr(Path(key).name) + ": "
                 + ", ".join(p.name for p in named) + "; give each image its own name"))
         elif not images:
@@ -326,7 +322,7 @@ class Inbox:
                 self._timers[key] = due
                 self.waits.orphan(key, due, now)
                 return "orphan"
-            candidate = Candidate(key, sidecar=sidecars[0].path, mtime=mtime, problem=(
+            candidate = Candidate(key, sidecar=sidecars[0].path, mtime=mtime, arrived=arrived, problem=(
                 f"a sidecar without an image: no {Path(key).name}.png/.jpg/.jpeg/.webp arrived within "
                 f"{settings.orphan_sidecar_s:g} s"))
         else:
@@ -341,7 +337,7 @@ class Inbox:
             if priority is None:  # not readable now: offered as 0, read again a moment later
                 self._timers[key] = now + RETRY_S
             candidate = Candidate(key, image=image.path, sidecar=sidecar.path if sidecar else None,
-                                  mtime=mtime, priority=priority or 0)
+                                  mtime=mtime, arrived=arrived, priority=priority or 0)
         if self._left_here_before(candidate):
             self._left[key] = candidate
             self._timers[key] = now + settings.rescan_s  # its report may be removed from failed/

@@ -78,6 +78,7 @@ class Intake(Part):
         if self.paused:
             self._wait_for_inbox()
             return True
+        self.watcher.check()  # an observer that lost a thread is replaced at once, not at the next rescan
         now = time.monotonic()
         if self._scan_due(now):
             try:
