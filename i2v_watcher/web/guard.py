@@ -97,22 +97,34 @@ class Guard:
     def signed_in(self, request: Request) -> bool:
         return self.session_nonce(request) is not None
 
-    def check_write(self, request: Request, what: str, form: Any = None) -> None:
-        """Raise Forbidden unless this request may do `what` (submit, retry)."""
+    def admit_write(self, request: Request, what: str) -> None:
+        """Raise Forbidden unless this request may do `what` (submit, retry), judged on its headers alone:
+        called before the body is read, so a client without the token cannot hold a connection open by
+        sending a body slowly. `check_form` then checks the form's CSRF token."""
         if not self.writes.get(what):
             raise Forbidden(f"this dashboard is read-only for {what} (web_allow_{what} is off)")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            self._check_token(auth[7:].strip(), request.client.host if request.client else "?")
+        token = _bearer(request)
+        if token is not None:
+            self._check_token(token, request.client.host if request.client else "?")
             return
         check_same_origin(request)
-        nonce = self.session_nonce(request)
-        if nonce is None:
+        if self.session_nonce(request) is None:
             raise Forbidden("sign in with the token first", 401)
+
+    def check_form(self, request: Request, form: Any) -> None:
+        """The CSRF token of a cookie-borne write (admitted by `admit_write`); API clients have none."""
+        nonce = self.session_nonce(request)
+        if _bearer(request) is not None or nonce is None:
+            return
         offered = request.headers.get("x-csrf-token") or (form.get("csrf") if form is not None else None)
         if not isinstance(offered, str) or not hmac.compare_digest(offered, self.sessions.mac("csrf", nonce)):
             raise Forbidden("the form has expired or did not come from this dashboard (CSRF): reload the "
                             "page and try again")
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
 
 def check_same_origin(request: Request) -> None:

@@ -137,13 +137,17 @@ class Pages:
     async def submit(self, request: Request) -> Response:
         wants_json = "application/json" in request.headers.get("accept", "")
         try:
+            self.guard.admit_write(request, "submit")
+        except Forbidden as exc:
+            return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
+        try:
             form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
         except BodyTooLarge:
             raise
         except Exception as exc:  # a malformed multipart body: the client's mistake, said plainly
             return self._refuse(request, wants_json, 400, f"the form could not be read: {exc}")
         try:
-            self.guard.check_write(request, "submit", form)
+            self.guard.check_form(request, form)
         except Forbidden as exc:
             return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
         values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf"}
@@ -172,10 +176,11 @@ class Pages:
         return RedirectResponse(follow, status_code=303)
 
     async def retry(self, request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
         wants_json = "application/json" in request.headers.get("accept", "")
         try:
-            self.guard.check_write(request, "retry", form)
+            self.guard.admit_write(request, "retry")
+            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+            self.guard.check_form(request, form)
         except Forbidden as exc:
             return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
         name = form.get("name")

@@ -170,3 +170,19 @@ def test_healthz_answers_while_a_huge_upload_is_checked(folders: Folders, web: A
     sender.join()
     assert answer["reply"].startswith(b"HTTP/1.1 201"), answer["reply"][:300]
     assert slowest < 0.5, f"/healthz took {slowest:.2f} s while the upload was decoded"
+
+
+def test_a_write_without_the_token_is_refused_before_its_body_is_read(
+        folders: Folders, web: Callable[..., WebServer]) -> None:
+    """A client without the token cannot hold a connection by sending a large body slowly: the answer
+    comes from the headers alone, while the body is still to be sent."""
+    server = web(**writable())
+    for path in ("/submit", "/failed/retry"):
+        with connect(server) as sock:
+            sock.settimeout(5)
+            origin = f"127.0.0.1:{server.port}"
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {origin}\r\nOrigin: http://{origin}\r\n"
+                         "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 40000000\r\n\r\n"
+                         .encode())
+            answer = sock.recv(4096)  # times out (an error) where the server waits for the body first
+        assert answer.split()[1] == b"401", (path, answer[:200])
