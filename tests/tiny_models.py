@@ -94,6 +94,21 @@ def build_svd(target: Path) -> Path:
     return target
 
 
+def _t5_tokenizer():  # type: ignore[no-untyped-def]
+    """A T5-style tokenizer (one token a letter, `</s>` at the end), built in code: no hub."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in "abcdefghijklmnopqrstuvwxyz ":
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
 def build_wan_i2v(target: Path) -> Path:
     from diffusers import (
         AutoencoderKLWan,
@@ -101,18 +116,10 @@ def build_wan_i2v(target: Path) -> Path:
         WanImageToVideoPipeline,
         WanTransformer3DModel,
     )
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for ch in "abcdefghijklmnopqrstuvwxyz ":
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>")
+    tokenizer = _t5_tokenizer()
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
                                                num_heads=4, relative_attention_num_buckets=8))
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
@@ -126,5 +133,35 @@ def build_wan_i2v(target: Path) -> Path:
     pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                    transformer=transformer, scheduler=scheduler, image_encoder=image_encoder,
                                    image_processor=image_processor)
+    pipe.save_pretrained(target)
+    return target
+
+
+def build_cogvideox_i2v(target: Path, patch_size_t: int | None = None) -> Path:
+    """CogVideoX-I2V as diffusers' own tests build it, with rotary embeddings (learned ones allow one size
+    only) and T5's 226-token prompts; `patch_size_t=2` makes it a CogVideoX 1.5."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDPMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
+                                           num_heads=4, relative_attention_num_buckets=8))
+    blocks = 4  # 8x spatial, 4x temporal, as the real VAE
+    vae = AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * blocks, up_block_types=("CogVideoXUpBlock3D",) * blocks,
+        block_out_channels=(8,) * blocks, latent_channels=4, layers_per_block=1, norm_num_groups=2,
+        temporal_compression_ratio=4)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=2,
+        text_embed_dim=32, num_layers=1, sample_width=16, sample_height=16, sample_frames=9, patch_size=2,
+        patch_size_t=patch_size_t, temporal_compression_ratio=4, max_text_seq_length=226,
+        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False)
+    pipe = CogVideoXImageToVideoPipeline(tokenizer=_t5_tokenizer(), text_encoder=text_encoder, vae=vae,
+                                         transformer=transformer, scheduler=CogVideoXDPMScheduler())
     pipe.save_pretrained(target)
     return target
