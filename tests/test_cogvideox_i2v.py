@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_diffusion import Loaded, Start, job, loaded, rgb, use
+from test_diffusion import Loaded, Start, job, loaded, use
 
 from conftest import Folders, decode, make_image
+from i2v_watcher.backends.base import Planned
 from i2v_watcher.backends.cogvideox_i2v import CARD_1_0, CARD_1_5, CogVideoXImageToVideoBackend
 from i2v_watcher.config.settings import Settings
 from tiny_models import build_cogvideox_i2v
@@ -31,36 +32,31 @@ def test_a_daemon_serves_cogvideox_with_the_frame_rule_and_reproducible_seeds(
         folders: Folders, tiny: dict[str, Path], start: Start) -> None:
     use(folders, tiny, "cogvideox-i2v")
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        make_image(folders.inbox / f"{name}.png", (96, 72), seed=3)
+        make_image(folders.inbox / f"{name}.png", (40, 40), seed=3)  # 40x40 fails inside the pipeline
         (folders.inbox / f"{name}.yaml").write_text(
-            f"prompt: a red fox\nseed: {seed}\nnum_frames: 5\nresolution: 32p\n")
+            f"prompt: a red fox\nseed: {seed}\nnum_frames: 5\nresolution: 40p\n")
     daemon = start(folders.config, "--once")
     assert daemon.wait(timeout=300) == 0, daemon.log
     a, b, c = (decode(folders.outbox / f"{n}.mp4") for n in "abc")
     # asked 5, the pipeline itself would return 8 (two latents): planned as 8k+1, 9 is what was used
-    assert (a.frames, a.width, a.height) == (9, 48, 32)  # 96x72 at 32p, sides multiples of 16
+    assert (a.frames, a.width, a.height) == (9, 32, 32)  # rounded to multiples of 16 before the pipeline
     assert np.array_equal(a.pixels, b.pixels) and not np.array_equal(a.pixels, c.pixels)
     meta = folders.metadata("a")
     assert meta["backend"] == "cogvideox-i2v" and meta["model"] == str(tiny["cogvideox-i2v"])
-    assert meta["generation"]["asked"] == {"resolution": "32p", "num_frames": 5}
+    assert meta["generation"]["asked"] == {"resolution": "40p", "num_frames": 5}
     assert meta["generation"]["num_frames"] == 9 and meta["notes"] == []
     progress = [e for e in daemon.events() if e["event"] == "progress" and e.get("job") == "a"]
     assert [(e["done"], e["total"]) for e in progress][:2] == [(1, 2), (2, 2)]  # one point per step
 
 
-def test_frame_counts_are_planned_as_8k_plus_1_which_the_pipeline_returns_as_asked(
-        loaded: Loaded, tmp_path: Path) -> None:
+def test_frame_counts_are_planned_as_8k_plus_1_which_the_pipeline_returns_as_asked(loaded: Loaded) -> None:
     backend = loaded("cogvideox-i2v")
     assert isinstance(backend, CogVideoXImageToVideoBackend) and backend.card() == CARD_1_5
+    # The pipeline alone: 5 or 6 → 8 frames, 10 → 9, 13 → 16 (see the module); 8k+1 comes back as asked.
     assert [backend.fit_frames(n) for n in (1, 5, 6, 10, 13, 49, 81)] == [9, 9, 9, 9, 17, 49, 81]
-    # 40x40 fails inside the pipeline: rounded to 32x32 first. Asked 6, the pipeline itself returns 8.
-    image = rgb(make_image(tmp_path / "x.png", (40, 40), seed=3))
-    steps: list[tuple[int, int]] = []
-    frames = backend.generate(image, job(backend, num_frames=6, resolution="40p", steps=1),
-                              lambda done, total: steps.append((done, total)))
-    assert (frames.count, frames.width, frames.height) == (9, 32, 32) and steps[0] == (1, 1)
-    assert frames.details["asked"]["num_frames"] == 6 and frames.details["num_frames"] == 9
-
+    # The tiny model's rotary grid is 128x128: a 1080p plan shrinks to fit it, aspect kept.
+    planned = backend.planned(1920, 1080, job(backend, num_frames=13, resolution="1080p"))
+    assert planned == Planned(128, 64, 17)
 
 def planner(learned: bool, patch_size_t: int | None, sample: tuple[int, int]) -> CogVideoXImageToVideoBackend:
     """A backend whose pipeline is only the config its size rules read."""
