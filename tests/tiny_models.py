@@ -38,6 +38,21 @@ def _clip_vision(  # type: ignore[no-untyped-def]
     return model, CLIPImageProcessor(crop_size=32, size=32)
 
 
+def _t5_tokenizer():  # type: ignore[no-untyped-def]
+    """A T5-style tokenizer built in code: one token a letter, `</s>` at the end, `<pad>` to pad."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in "abcdefghijklmnopqrstuvwxyz ":
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
 def build_i2vgen_xl(target: Path) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLPipeline, I2VGenXLUNet
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -101,18 +116,10 @@ def build_wan_i2v(target: Path) -> Path:
         WanImageToVideoPipeline,
         WanTransformer3DModel,
     )
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for ch in "abcdefghijklmnopqrstuvwxyz ":
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>")
+    tokenizer = _t5_tokenizer()
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
                                                num_heads=4, relative_attention_num_buckets=8))
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
@@ -126,5 +133,35 @@ def build_wan_i2v(target: Path) -> Path:
     pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                    transformer=transformer, scheduler=scheduler, image_encoder=image_encoder,
                                    image_processor=image_processor)
+    pipe.save_pretrained(target)
+    return target
+
+
+def build_ltx_video(target: Path) -> Path:
+    """LTX-Video with diffusers' tiny test sizes, but a VAE with patch_size=4 and three time-scaling
+    blocks: the real 32x spatial and 8x temporal compression, so frame and size rules are the real ones."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXConditionPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
+                                           num_heads=4, relative_attention_num_buckets=8))
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False,
+        patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+    pipe = LTXConditionPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                text_encoder=text_encoder, tokenizer=_t5_tokenizer())
     pipe.save_pretrained(target)
     return target

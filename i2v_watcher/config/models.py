@@ -29,6 +29,7 @@ DEFAULT_MODELS = {
     "i2vgen-xl": ModelSettings(model="ali-vilab/i2vgen-xl", variant="fp16"),
     "svd": ModelSettings(model="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
     "wan-i2v": ModelSettings(model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
+    "ltx-video": ModelSettings(model="Lightricks/LTX-Video-0.9.5"),
 }
 
 
