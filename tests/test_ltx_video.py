@@ -43,6 +43,7 @@ def test_ltx_video_end_to_end_asked_and_used_frames_seeds_model_and_steps(
     daemon = start(folders.config, "--once")
     assert daemon.wait(timeout=300) == 0, daemon.log
     assert [e["backend"] for e in daemon.events() if e["event"] == "backend loaded"] == ["ltx-video"]
+    assert "passed without `sigmas`" not in daemon.log  # the pipeline's own timesteps: no warning a job
     a, b, c = (decode(folders.outbox / f"{n}.mp4") for n in "abc")
     assert (a.frames, a.width, a.height) == (9, 96, 64)  # 5 frames asked: 8k+1; 96x72 at 64p: sides of 32
     assert np.array_equal(a.pixels, b.pixels) and not np.array_equal(a.pixels, c.pixels)

@@ -14,6 +14,7 @@ multiples of 32 (the VAE's 32x times the transformer's patch).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,18 @@ from i2v_watcher.job.spec import JobParams
 # The distilled checkpoints' schedule for one pass without the latent upsampler, from diffusers'
 # LTX-Video documentation (0.9.7 distilled; 0.9.8 distilled "is similar"): guidance 1, these timesteps.
 DISTILLED_TIMESTEPS = (1000.0, 993.0, 987.0, 981.0, 975.0, 909.0, 725.0, 0.03)
+
+
+class _OwnTimestepsWarning(logging.Filter):
+    """LTXConditionPipeline always hands the scheduler timesteps (its own schedule when the job gives
+    none), and diffusers 0.42's flow-matching scheduler warns about that on every call: a warning in the
+    log of every job that no one can act on. Only that message is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("`timesteps` were passed without `sigmas`")
+
+
+OWN_TIMESTEPS_WARNING = _OwnTimestepsWarning()
 
 
 class LtxOptions(BaseModel):
@@ -63,6 +76,12 @@ class LtxVideoBackend(DiffusersBackend):
     default_fps: ClassVar[float] = 25.0
     default_steps: ClassVar[int] = 50
     default_guidance: ClassVar[float] = 5.0
+
+    def load(self) -> None:
+        super().load()
+        # A filter object added twice is kept once: loading again adds nothing.
+        logging.getLogger("diffusers.schedulers.scheduling_flow_match_euler_discrete").addFilter(
+            OWN_TIMESTEPS_WARNING)
 
     def size_multiple(self) -> int:
         pipe = self.pipe
