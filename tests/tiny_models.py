@@ -165,3 +165,33 @@ def build_cogvideox_i2v(target: Path, patch_size_t: int | None = None) -> Path:
                                          transformer=transformer, scheduler=CogVideoXDPMScheduler())
     pipe.save_pretrained(target)
     return target
+
+
+def build_ltx_video(target: Path) -> Path:
+    """LTX-Video with diffusers' tiny test sizes, but a VAE with patch_size=4 and three time-scaling
+    blocks: the real 32x spatial and 8x temporal compression, so frame and size rules are the real ones."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXConditionPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
+                                           num_heads=4, relative_attention_num_buckets=8))
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False,
+        patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+    pipe = LTXConditionPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                text_encoder=text_encoder, tokenizer=_t5_tokenizer())
+    pipe.save_pretrained(target)
+    return target

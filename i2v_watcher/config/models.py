@@ -30,6 +30,7 @@ DEFAULT_MODELS = {
     "svd": ModelSettings(model="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
     "wan-i2v": ModelSettings(model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
     "cogvideox-i2v": ModelSettings(model="THUDM/CogVideoX1.5-5B-I2V"),
+    "ltx-video": ModelSettings(model="Lightricks/LTX-Video-0.9.5"),
 }
 
 
