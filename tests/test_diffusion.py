@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Daemon, Folders, decode, make_image
+from conftest import Daemon, Folders, Video, decode, make_image
 from i2v_watcher.backends.attempt import Plan, Preloaded
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.i2vgen_xl import I2VGenXLBackend
@@ -40,17 +40,24 @@ def use(folders: Folders, tiny: dict[str, Path], backend: str, **extra: object) 
         models={name: {"model": str(path)} for name, path in tiny.items()}, **extra)
 
 
-def test_i2vgen_xl_end_to_end_loads_once_and_is_reproducible(folders: Folders, tiny: dict[str, Path],
-                                                             start: Start) -> None:
-    use(folders, tiny, "i2vgen-xl")
+def serve_seeded_jobs(folders: Folders, start: Start, backend: str,
+                      sidecar: str) -> tuple[Daemon, list[Video]]:
+    """Three jobs of one image and sidecar through a real daemon (a and b with seed 7, c with seed 8),
+    the config's backend loaded once for all three; their clips in that order."""
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         make_image(folders.inbox / f"{name}.png", (96, 72), seed=3)
-        (folders.inbox / f"{name}.yaml").write_text(f"prompt: a red fox\nseed: {seed}\nnum_frames: 5\n")
+        (folders.inbox / f"{name}.yaml").write_text(f"prompt: a red fox\nseed: {seed}\n{sidecar}")
     daemon = start(folders.config, "--once")
     assert daemon.wait(timeout=300) == 0, daemon.log
     loads = [e for e in daemon.events() if e["event"] == "backend loaded"]
-    assert [e["backend"] for e in loads] == ["i2vgen-xl"]  # loaded once for three jobs
-    a, b, c = (decode(folders.outbox / f"{n}.mp4") for n in "abc")
+    assert [e["backend"] for e in loads] == [backend]  # loaded once for three jobs
+    return daemon, [decode(folders.outbox / f"{n}.mp4") for n in "abc"]
+
+
+def test_i2vgen_xl_end_to_end_loads_once_and_is_reproducible(folders: Folders, tiny: dict[str, Path],
+                                                             start: Start) -> None:
+    use(folders, tiny, "i2vgen-xl")
+    daemon, (a, b, c) = serve_seeded_jobs(folders, start, "i2vgen-xl", "num_frames: 5\n")
     assert (a.frames, a.width, a.height) == (5, 88, 64)  # 96x72 at 64p, sides rounded to multiples of 8
     assert np.array_equal(a.pixels, b.pixels) and not np.array_equal(a.pixels, c.pixels)
     meta = folders.metadata("a")

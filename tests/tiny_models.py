@@ -195,3 +195,91 @@ def build_ltx_video(target: Path) -> Path:
                                 text_encoder=text_encoder, tokenizer=_t5_tokenizer())
     pipe.save_pretrained(target)
     return target
+
+
+# Llama 3's pre-tokenizer pattern (its tokenizer.json): with every piece of the prompt template merged
+# into one token, the template's system part is 103 tokens with `<image>` at index 5, as the pipeline's
+# DEFAULT_PROMPT_TEMPLATE expects (crop_start 103, image_emb_start 5) of the real tokenizer.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _llama3_tokenizer(template: str):  # type: ignore[no-untyped-def]
+    """A byte-level BPE trained on the template alone: its words are single tokens, a prompt's other
+    words fall back to bytes, so different prompts still give different tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>",
+                "<pad>"]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), "isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator([template.format("")], trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    core.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", core.token_to_id(specials[0]))])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=specials[0], eos_token="<|eot_id|>",
+                                   pad_token="<pad>")
+
+
+def _llava(tokenizer, image_tokens: int):  # type: ignore[no-untyped-def]
+    """A Llava whose vision tower gives `image_tokens` features (a square of patches of one pixel)."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    side = round(image_tokens ** 0.5)
+    pad, image = tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<image>")
+    text = LlamaConfig(hidden_size=16, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                       vocab_size=len(tokenizer), pad_token_id=pad, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, max_position_embeddings=2048)
+    vision = CLIPVisionConfig(hidden_size=8, intermediate_size=37, projection_dim=32, num_attention_heads=4,
+                              num_hidden_layers=2, image_size=side, patch_size=1)
+    config = LlavaConfig(vision_config=vision, text_config=text, pad_token_id=pad, image_token_index=image)
+    return LlavaForConditionalGeneration(config), CLIPImageProcessor(crop_size=side, size=side)
+
+
+def build_hunyuan_i2v(target: Path, image_condition: str = "latent_concat") -> Path:
+    """HunyuanVideo-I2V with its default prompt template working as on the real model: the 33-channel
+    checkpoint's `latent_concat` (no guidance embedding) or the 16-channel `token_replace` (with one)."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoImageToVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer = _llama3_tokenizer(DEFAULT_PROMPT_TEMPLATE["template"])
+    text_encoder, image_processor = _llava(tokenizer, DEFAULT_PROMPT_TEMPLATE["image_emb_len"])
+    tokenizer_2 = _clip_tokenizer(target.with_name(f"{target.name}-vocab"))
+    text_encoder_2 = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=2, hidden_size=8, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, pad_token_id=1, vocab_size=len(tokenizer_2), projection_dim=32))
+    concat = image_condition == "latent_concat"
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=2 * 4 + 1 if concat else 4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
+        num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1,
+        guidance_embeds=not concat, text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+        image_condition_type=image_condition)
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True)
+    pipe = HunyuanVideoImageToVideoPipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2, image_processor=image_processor)
+    pipe.save_pretrained(target)
+    return target

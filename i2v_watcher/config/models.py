@@ -31,6 +31,8 @@ DEFAULT_MODELS = {
     "wan-i2v": ModelSettings(model="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
     "cogvideox-i2v": ModelSettings(model="THUDM/CogVideoX1.5-5B-I2V"),
     "ltx-video": ModelSettings(model="Lightricks/LTX-Video-0.9.5"),
+    # The 16-channel, guidance-distilled HunyuanVideo-I2V in diffusers' layout (the docs' first checkpoint).
+    "hunyuan-i2v": ModelSettings(model="hunyuanvideo-community/HunyuanVideo-I2V"),
 }
 
 
