@@ -46,6 +46,10 @@ class HunyuanImageToVideoBackend(DiffusersBackend):
     native_fps: ClassVar[float] = 24.0
     native_steps: ClassVar[int] = 50
     native_guidance: ClassVar[float] = 6.0
+    # Parameters of the published architecture, counted on the meta device from diffusers' conversion
+    # configs (2026-12-07): transformer 12.82 B, Llava-Llama-3-8B text encoder 8.36 B, CLIP-L text
+    # encoder 0.12 B, VAE 0.25 B. The weights alone, in GB (10^9 bytes) by dtype:
+    weights_gb: ClassVar[dict[str, float]] = {"bfloat16": 43.1, "float16": 43.1, "float32": 86.2}
 
     def size_multiple(self) -> int:
         """The VAE's 8x times the transformer's patch (2 in the published model), and the pipeline's own
