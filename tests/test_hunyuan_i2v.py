@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_diffusion import CPU, SMALL_STEPS, Start, ignore, job, rgb, serve_seeded_jobs, use
 
-from conftest import Folders, make_image
+from conftest import Folders, decode, make_image
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from tiny_models import build_hunyuan_i2v
 
@@ -22,11 +22,17 @@ def tiny_hunyuan(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_hunyuan_i2v_end_to_end_gives_the_frames_asked_for_and_is_reproducible(
         folders: Folders, tiny_hunyuan: dict[str, Path], start: Start) -> None:
-    """The 33-channel layout drops 4 decoded frames: asked 4 frames (rounded to 5), the job gets 5."""
+    """The 33-channel layout drops 4 decoded frames: asked 4 frames (rounded to 5), the job gets 5. Its
+    guidance is classifier-free, against the negative prompt."""
     use(folders, tiny_hunyuan, "hunyuan-i2v")
-    daemon, (a, b, c) = serve_seeded_jobs(folders, start, "hunyuan-i2v", "num_frames: 4\nresolution: 32p\n")
+    sidecar = "num_frames: 4\nresolution: 32p\n"
+    make_image(folders.inbox / "negative.png", (96, 72), seed=3)  # as job a, with a negative prompt
+    negative = f"prompt: a red fox\nseed: 7\nnegative_prompt: blurry\n{sidecar}"
+    (folders.inbox / "negative.yaml").write_text(negative)
+    daemon, (a, b, c) = serve_seeded_jobs(folders, start, "hunyuan-i2v", sidecar)
     assert (a.frames, a.width, a.height) == (5, 48, 32)  # 96x72 at 32p, sides multiples of 16
     assert np.array_equal(a.pixels, b.pixels) and not np.array_equal(a.pixels, c.pixels)
+    assert not np.array_equal(a.pixels, decode(folders.outbox / "negative.mp4").pixels)
     meta = folders.metadata("a")
     assert meta["backend"] == "hunyuan-i2v" and meta["model"] == str(tiny_hunyuan["hunyuan-i2v"])
     generation = meta["generation"]
