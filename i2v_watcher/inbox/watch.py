@@ -239,7 +239,9 @@ class Inbox:
         for key, why in waiting:
             files = sorted(self._tree.groups.get(key, {}).values(), key=lambda i: (i.kind != "image", i.path))
             image = next((i.path for i in files if i.kind == "image"), None)
-            rows.append(Queued(key, why, self._timers.get(key), image, tuple(i.path for i in files)))
+            sidecar = next((i for i in files if i.kind == "sidecar"), None)  # what it will wait for next
+            rows.append(Queued(key, why, self._timers.get(key), image, tuple(i.path for i in files),
+                               None if sidecar is None else self._backend_of(sidecar)))
         return rows
 
     def _check_head(self, now: float, look: bool) -> None:
@@ -340,16 +342,21 @@ class Inbox:
             priority = 0 if sidecar is None else sidecar.read_priority(settings.max_sidecar_bytes)
             if priority is None:  # not readable now: offered as 0, read again a moment later
                 self._timers[key] = now + RETRY_S
-            backend = None if sidecar is None else sidecar.backend
             candidate = Candidate(key, image=image.path, sidecar=sidecar.path if sidecar else None,
                                   mtime=mtime, arrived=arrived, priority=priority or 0,
-                                  backend=settings.auto_backend if backend == "auto" else backend)
+                                  backend=None if sidecar is None else self._backend_of(sidecar))
         if self._left_here_before(candidate):
             self._left[key] = candidate
             self._timers[key] = now + settings.rescan_s  # its report may be removed from failed/
             return "left"
         self._ready[key] = candidate
         return "ready"
+
+    def _backend_of(self, sidecar: FileInfo) -> str | None:
+        """The backend a sidecar names, `auto` read as the share's `auto_backend` (read with its
+        priority, once per version of the file)."""
+        sidecar.read_priority(self.settings.max_sidecar_bytes)
+        return self.settings.auto_backend if sidecar.backend == "auto" else sidecar.backend
 
     def _left_here_before(self, candidate: Candidate) -> bool:
         """Links and special files that a failed job left in the inbox (failed/ is on another

@@ -44,12 +44,11 @@ def waiting_for(backend: str) -> str:
 
 
 def unroutable(queued: Iterable[Queued], workers: Iterable[WorkerRow]) -> list[Queued]:
-    """The queue as a person sees it, with each ready job whose backend no live worker loaded shown
-    as waiting for one."""
+    """The queue as a person sees it, with each job whose backend no live worker loaded shown as
+    waiting for one (one still settling too: a one-shot `status` sees every file settle)."""
     live = offered(workers)
     return [replace(row, why=waiting_for(row.backend))
-            if row.why == "ready" and row.backend is not None and row.backend not in live else row
-            for row in queued]
+            if row.backend is not None and row.backend not in live else row for row in queued]
 
 
 class Router:
