@@ -60,9 +60,10 @@ class Heartbeat:
         self.path = settings.worker_dir / HEARTBEAT_FILE
         self.counter = 0
         self.started_at = utc_now()
-        # `backends`: what a worker that runs jobs loaded, which routes jobs to it (work.routing).
-        self.about: dict[str, Any] = {"backend": backend, "model": model, "backends": backends,
-                                      "auto_backend": None if backends is None else settings.auto_backend}
+        # `backends`: every backend a worker that runs jobs loaded, which routes jobs to it (work.routing).
+        self.about: dict[str, Any] = {
+            "backend": backend, "model": model, "auto_backend": settings.auto_backend,
+            "backends": ([backend] if backend else []) if backends is None else backends}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 

@@ -1,14 +1,14 @@
 """Which worker takes which job, on a share whose workers loaded different backends (an H100 with Wan
 next to a smaller card with LTX): the one rule, asked by the folder daemon's intake before each claim.
 
-A worker takes a ready job when its sidecar names no backend (any worker serves it, as on a share of
-one worker), names a backend this worker loaded, or names one that no registry knows (a typo: failed at
-once with a did-you-mean by the sidecar check, whichever worker takes it), and every job that cannot
-become a job at all (a problem: reported by whoever takes it). A job for a backend that another live
-worker loaded stays in the inbox for that worker. A job for a backend that no live worker loaded (the
-heartbeats say what each loaded) waits `unroutable_timeout_s`, logged once, then any worker fails it
-with a report that names that backend: the claim's rename lets only one of them have it. A `--once` run
-waits for nobody: it takes such a job at once and fails it, as a worker alone always did.
+A worker takes a ready job when its sidecar names no backend (any worker serves it, as on a share
+of one worker) or a backend this worker loaded, and every job that cannot become a job at all (a
+problem: reported by whoever takes it). A job for a backend that another live worker loaded (the
+heartbeats say what each loaded) stays in the inbox for that worker. A name that no live worker loaded
+and no registry here knows is a typo: taken and failed at once with a did-you-mean (run.check). A job
+for a known backend that no live worker loaded waits `unroutable_timeout_s`, logged once, then any
+worker fails it with a report that names that backend: the claim's rename lets only one of them have
+it. A `--once` run waits for nobody: it takes such a job at once and fails it, as a worker alone did.
 """
 
 from __future__ import annotations
@@ -73,12 +73,12 @@ class Router:
         waiting: set[str] = set()
         for candidate in ready:
             backend = candidate.backend
-            if candidate.problem or backend is None or backend in self.loaded or backend not in self.known:
+            if candidate.problem or backend is None or backend in self.loaded:
                 taken.append(candidate)
             elif backend in self._offered(now):
-                continue  # another live worker's job
-            elif self.once:
-                taken.append(candidate)  # a batch run fails it now: "not loaded by this daemon"
+                continue  # another live worker's job (a plugin's backend this worker never imported too)
+            elif self.once or backend not in self.known:
+                taken.append(candidate)  # fails now: "not loaded by this daemon", or a typo's did-you-mean
             else:
                 waiting.add(candidate.key)
                 if self._waited_out(candidate, now):
