@@ -43,6 +43,7 @@ from i2v_watcher.work.lease import (
     read_heartbeat,
     worker_folders,
 )
+from i2v_watcher.work.routing import check_auto_backend
 from i2v_watcher.work.store import WorkStore
 
 TICK_S = 1.0  # the worker's idle tick: activity, signals, outcomes, lease history
@@ -81,6 +82,7 @@ class QueueWorker(Service):
         prepare_folders(settings)
         self.acquire_worker()
         pipeline, _, heartbeat = self.load_backends()
+        check_auto_backend(settings)  # a sidecar's `backend: auto` must mean one model on every worker
         self.store = WorkStore(settings)
         self.queue = WorkStore(as_queue(settings))
         self.reported = threading.Event()  # set by the stages whenever a job is done with (a slot is free)

@@ -94,7 +94,7 @@ class Intake(Part):
             scan.ready = [c for c in scan.ready if c.key not in in_flight]
             if self.router is not None:
                 scan.ready, ends = self.router.route(scan.ready)
-                if ends is not None:  # a job's wait for a worker with its backend ends: look again then
+                if ends is not None and ends > now:  # a job's wait for a worker ends: look again then
                     scan.recheck_at = min(ends, scan.recheck_at or ends)
             self.scan = scan
             self._last_scan = now
