@@ -21,8 +21,10 @@ from dataclasses import replace
 import structlog
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.inbox.watch import Candidate, Queued
+from i2v_watcher.inbox.watch import SIDECAR_SUFFIXES, Candidate, Queued
 from i2v_watcher.job.records import WorkerRow
+from i2v_watcher.job.spec import read_sidecar
+from i2v_watcher.work.lease import QUEUE
 from i2v_watcher.work.survey import survey
 
 SURVEY_EVERY_S = 2.0  # the heartbeats are read again at most this often (a scan can run every tick)
@@ -51,6 +53,22 @@ def unroutable(queued: Iterable[Queued], workers: Iterable[WorkerRow]) -> list[Q
             if row.backend is not None and row.backend not in live else row for row in queued]
 
 
+class LiveOffers:
+    """The backends the live workers loaded, read from their heartbeats at most every SURVEY_EVERY_S."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._live: set[str] = set()
+        self._surveyed = -SURVEY_EVERY_S
+
+    def __call__(self, now: float) -> set[str]:
+        if now - self._surveyed >= SURVEY_EVERY_S:
+            self._surveyed = now
+            with contextlib.suppress(OSError):  # work/ cannot be read now: the last reading holds
+                self._live = offered(survey(self.settings))
+        return self._live
+
+
 class Router:
     """This worker's side of the rule. `loaded`: the backends it loaded (`auto` resolved); `known`:
     every backend the registry has (built in and plugins); `once`: a batch run, which waits for nobody."""
@@ -62,8 +80,7 @@ class Router:
         self.known = frozenset(known)
         self.once = once
         self._waiting: dict[str, float] = {}  # job key → when this worker first saw nobody to take it
-        self._live: set[str] = set()
-        self._surveyed = -SURVEY_EVERY_S
+        self._offered = LiveOffers(settings)
 
     def route(self, ready: list[Candidate]) -> tuple[list[Candidate], float | None]:
         """The ready jobs this worker takes, in their order (one that waited out its time comes as a
@@ -88,13 +105,6 @@ class Router:
         timeout = self.settings.unroutable_timeout_s
         ends = [since + timeout for since in self._waiting.values()] if timeout else []
         return taken, min(ends, default=None)
-
-    def _offered(self, now: float) -> set[str]:
-        if now - self._surveyed >= SURVEY_EVERY_S:
-            self._surveyed = now
-            with contextlib.suppress(OSError):  # work/ cannot be read now: the last reading holds
-                self._live = offered(survey(self.settings))
-        return self._live
 
     def _waited_out(self, candidate: Candidate, now: float) -> bool:
         since = self._waiting.get(candidate.key)
@@ -127,3 +137,36 @@ def check_auto_backend(settings: Settings) -> None:
         log.warning("auto_backend differs from other live workers of this share: a sidecar's "
                     "`backend: auto` means another model on each; set the same auto_backend on every worker",
                     auto_backend=settings.auto_backend, others=others)
+
+
+def backend_queue(settings: Settings, backend: str) -> str:
+    """Celery mode: the queue of one backend's jobs, which only the workers that loaded it consume."""
+    return f"{settings.celery_queue}.{backend}"
+
+
+class QueueRoutes:
+    """Celery mode: the queue a job in work/queue/ is sent to. A job whose sidecar names a backend
+    that a live worker loaded goes to that backend's queue; any other (no backend, a typo, one that no
+    live worker loaded) goes to the shared queue, which every worker consumes: it runs there on the
+    worker's default backend or fails at once, as with one worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.offered = LiveOffers(settings)
+
+    def queue(self, job_id: str) -> str:
+        backend = self._backend(job_id)
+        if backend is not None and backend in self.offered(time.monotonic()):
+            return backend_queue(self.settings, backend)
+        return self.settings.celery_queue
+
+    def _backend(self, job_id: str) -> str | None:
+        inputs = self.settings.work / QUEUE / job_id / "input"
+        for suffix in SIDECAR_SUFFIXES:
+            for path in inputs.glob(f"*{suffix}"):
+                try:
+                    backend = read_sidecar(path, max_bytes=self.settings.max_sidecar_bytes).backend
+                except Exception:  # not readable or not valid: the job's own error, reported when run
+                    return None
+                return self.settings.auto_backend if backend == "auto" else backend
+        return None
