@@ -8,7 +8,9 @@ from pathlib import Path
 
 from test_liveness import settings_for, write_beat
 
+from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.inbox.watch import Candidate
+from i2v_watcher.run.check import check_sidecar
 from i2v_watcher.work.routing import Router
 
 KNOWN = ["preview", "slow", "svd", "wan-i2v"]
@@ -56,3 +58,10 @@ def test_zero_waits_forever_and_a_batch_run_waits_for_nobody(tmp_path: Path) -> 
     taken, _ = once.route(candidates(tmp_path))
     assert [c.key for c in taken] == ["plain", "mine", "nobody", "typo", "broken"]
     assert taken[2].problem is None  # the sidecar check fails it: "not loaded by this daemon"
+
+
+def test_backend_auto_in_a_sidecar_is_the_shares_auto_backend(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, auto_backend="preview")  # this worker's `backend` aside
+    checked = check_sidecar(settings, {"backend": "auto"}, backends={"preview": PreviewBackend},
+                            default_backend="preview")
+    assert checked.spec.backend == "preview"

@@ -29,10 +29,12 @@ def drop_for(folders: Folders, backend: str | None, count: int) -> list[str]:
 
 def test_two_workers_with_different_backends_each_take_only_their_jobs(folders: Folders,
                                                                         spawn: Spawn) -> None:
-    previewer = spawn(worker_config(folders, "w1", backend="preview", **SLOW))
+    fleet = {"unroutable_timeout_s": 3.0, **SLOW}
+    first = worker_config(folders, "w1", backend="preview", **fleet)
+    previewer = spawn(first)
     previewer.read_until("watching")
     assert wait_for(lambda: (folders.work / "w1" / "heartbeat.json").exists(), timeout=10)
-    slowpoke = spawn(worker_config(folders, "w2", backend="slow", auto_backend="slow", **SLOW))
+    slowpoke = spawn(worker_config(folders, "w2", backend="slow", auto_backend="slow", **fleet))
     slowpoke.read_until("watching")
     # Its auto_backend differs from the live w1's: said once, at start-up.
     (warning,) = slowpoke.find("auto_backend differs from other live workers of this share: a sidecar's "
@@ -42,45 +44,34 @@ def test_two_workers_with_different_backends_each_take_only_their_jobs(folders: 
     beat = json.loads((folders.work / "w2" / "heartbeat.json").read_text())
     assert beat["backends"] == ["slow"] and beat["auto_backend"] == "slow"
 
+    for name, sidecar in (("typo", "backend: slwo\n"), ("lonely", "backend: svd\n")):
+        make_image(folders.inbox / f"{name}.png", (64, 48))
+        (folders.inbox / f"{name}.yaml").write_text(sidecar)
     names = {"preview": drop_for(folders, "preview", 2), "slow": drop_for(folders, "slow", 2),
              None: drop_for(folders, None, 1)}
+    # Nobody loaded svd: `status` (and the dashboard, from the same rows) say what it waits for.
+    status = snapshot(load_settings(first))
+    assert status.unroutable["lonely.png"] == "svd" and "preview0.png" not in status.unroutable
+    assert "lonely.png  (waiting for a worker with svd)" in render(status)
     everything = [name for group in names.values() for name in group]
-    assert wait_for(lambda: len([n for n in visible(folders.outbox) if n.endswith(".json")]) == 5,
-                    timeout=90), (previewer.log, slowpoke.log)
+    assert wait_for(lambda: len([n for n in visible(folders.outbox) if n.endswith(".json")]) == 5
+                    and (folders.failed / "lonely.error.json").exists(), timeout=90), (previewer.log,
+                                                                                      slowpoke.log)
     for daemon in (previewer, slowpoke):
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.log
+    typo = folders.report("typo")
+    assert "there is no backend 'slwo', did you mean slow?" in typo["message"], typo
+    lonely = folders.report("lonely")
+    assert "no worker with the backend 'svd' came in 3 s (unroutable_timeout_s)" in lonely["message"]
+    waits = previewer.find("job waits: no live worker loaded its backend") + \
+        slowpoke.find("job waits: no live worker loaded its backend")
+    assert {w["job"] for w in waits} == {"lonely"} and len(waits) <= 2  # once per worker at most
+    for name in ("typo", "lonely"):
+        for suffix in (".png", ".yaml", ".error.json"):
+            (folders.failed / f"{name}{suffix}").unlink()
     assert_each_published_once(folders, everything)
     for backend, worker in (("preview", "w1"), ("slow", "w2")):
         for name in names[backend]:
             meta = folders.metadata(name)
             assert (meta["backend"], meta["worker_id"]) == (backend, worker), name
-    assert not previewer.find("job waits: no live worker loaded its backend")
-
-
-def test_a_job_no_worker_can_take_waits_then_fails_and_a_typo_fails_at_once(folders: Folders,
-                                                                            spawn: Spawn) -> None:
-    config = worker_config(folders, "w1", backend="preview", auto_backend="preview",
-                           unroutable_timeout_s=1.0, **SLOW)
-    for name, sidecar in (("typo", "backend: slwo\n"), ("lonely", "backend: slow\n"),
-                          ("auto", "backend: auto\nnum_frames: 3\nresolution: 32p\n")):
-        make_image(folders.inbox / f"{name}.png", (64, 48))
-        (folders.inbox / f"{name}.yaml").write_text(sidecar)
-    daemon = spawn(config)
-    assert wait_for(lambda: (folders.outbox / "auto.json").exists(), timeout=30), daemon.log
-    typo = folders.report("typo")
-    assert "there is no backend 'slwo', did you mean slow?" in typo["message"], typo
-    assert folders.metadata("auto")["backend"] == "preview"  # `auto` in a sidecar: auto_backend
-
-    # Still waiting: `status` (and the dashboard, from the same rows) say for what.
-    status = snapshot(load_settings(config))
-    assert status.unroutable == {"lonely.png": "slow"}
-    assert "lonely.png  (waiting for a worker with slow)" in render(status)
-    assert wait_for(lambda: (folders.failed / "lonely.error.json").exists(), timeout=30), daemon.log
-    report = folders.report("lonely")
-    assert "no worker with the backend 'slow' came in 1 s (unroutable_timeout_s)" in report["message"]
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait() == 0, daemon.log
-    assert len(daemon.find("job waits: no live worker loaded its backend")) == 1
-    assert visible(folders.inbox) == [] and sorted(visible(folders.failed)) == [
-        "lonely.error.json", "lonely.png", "lonely.yaml", "typo.error.json", "typo.png", "typo.yaml"]
