@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # Seconds a job may go without a progress point before the daemon counts as hung: its heartbeat
     # stops (its jobs can be taken over) and so do systemd's watchdog pings (systemd restarts it).
     max_silent_s: float = Field(default=600.0, ge=1, le=DAY)
+    # Seconds a job whose backend no live worker loaded waits in the inbox before a worker fails it
+    # with a report (work.routing); 0 waits forever.
+    unroutable_timeout_s: float = Field(default=DAY, ge=0, le=365 * DAY)
     # Jobs in flight at once past the claim: 2 lets one generate while the one before is encoded and
     # published; 0 or 1 runs one job at a time.
     pipeline_depth: int = Field(default=2, ge=0, le=8)

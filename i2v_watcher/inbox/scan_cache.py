@@ -66,6 +66,7 @@ class FileInfo:
     walk: int = 0  # the last walk that saw it: what a walk did not see is gone
     opened: bool = False  # this version could be opened once: it is never opened again
     priority: int | None = None  # a sidecar's `priority`, read once per version
+    backend: str | None = None  # and its `backend` (None: not given, or not a valid sidecar)
 
     def same(self, st: os.stat_result) -> bool:
         return self.ino == st.st_ino and self.size == st.st_size and self.mtime_ns == st.st_mtime_ns
@@ -89,16 +90,19 @@ class FileInfo:
         return None
 
     def read_priority(self, max_bytes: int) -> int | None:
-        """A sidecar's `priority`, read once per version. Read like the job will read it (no links,
-        size-capped, the strict parser); any problem counts as 0: the job then fails properly, with a
-        report, when it is run. None: it cannot be read now (offered as 0, read at the next scan)."""
+        """A sidecar's `priority` (and its `backend`, which says which workers may take the job), read
+        once per version. Read like the job will read it (no links, size-capped, the strict parser); any
+        problem counts as 0 and no backend: the job then fails properly, with a report, when it is run,
+        by whichever worker takes it. None: it cannot be read now (offered as 0, read at the next scan)."""
         if self.priority is None:
             try:
-                self.priority = read_sidecar(self.path, max_bytes=max_bytes).priority or 0
+                spec = read_sidecar(self.path, max_bytes=max_bytes)
             except OSError:
                 return None  # not remembered: a share's hiccup is read again at the next scan
             except Exception:  # whatever is wrong with the sidecar is the job's error, reported when run
                 self.priority = 0
+            else:
+                self.priority, self.backend = spec.priority or 0, spec.backend
         return self.priority
 
 

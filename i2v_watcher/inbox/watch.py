@@ -57,6 +57,9 @@ class Candidate:
     mtime: float = 0.0  # the earliest of its files' mtimes (recorded in job.json; not its place in line)
     priority: int = 0  # the sidecar's `priority`: higher is taken first
     arrived: int = 0  # the earliest ctime (ns) of its files: when it came into the inbox
+    # The sidecar's `backend` (`auto` read as `auto_backend`): only a worker that loaded it takes the
+    # job (work.routing). None: not given, or the sidecar is not valid: any worker takes it.
+    backend: str | None = None
 
     @property
     def order(self) -> tuple[int, int, float, str]:
@@ -93,6 +96,7 @@ class Queued:
     until: float | None  # monotonic time at which waiting ends by itself; None: only a change can end it
     image: Path | None
     files: tuple[Path, ...] = ()  # all of its files, its image first where it has one
+    backend: str | None = None  # the backend its sidecar names (Candidate.backend)
 
 
 @dataclass
@@ -229,13 +233,15 @@ class Inbox:
     def listing(self) -> list[Queued]:
         """What the last scan saw, for a person: ready jobs first, in the order they will be taken,
         then the ones that wait, each with why."""
-        rows = [Queued(c.key, "ready", None, c.image, tuple(c.files)) for c in self._ordered()]
+        rows = [Queued(c.key, "ready", None, c.image, tuple(c.files), c.backend) for c in self._ordered()]
         waiting = [*sorted(self._waiting.items()),
                    *((key, "a sidecar without an image (yet)") for key in sorted(self._orphans))]
         for key, why in waiting:
             files = sorted(self._tree.groups.get(key, {}).values(), key=lambda i: (i.kind != "image", i.path))
             image = next((i.path for i in files if i.kind == "image"), None)
-            rows.append(Queued(key, why, self._timers.get(key), image, tuple(i.path for i in files)))
+            sidecar = next((i for i in files if i.kind == "sidecar"), None)  # what it will wait for next
+            rows.append(Queued(key, why, self._timers.get(key), image, tuple(i.path for i in files),
+                               None if sidecar is None else self._backend_of(sidecar)))
         return rows
 
     def _check_head(self, now: float, look: bool) -> None:
@@ -337,13 +343,20 @@ class Inbox:
             if priority is None:  # not readable now: offered as 0, read again a moment later
                 self._timers[key] = now + RETRY_S
             candidate = Candidate(key, image=image.path, sidecar=sidecar.path if sidecar else None,
-                                  mtime=mtime, arrived=arrived, priority=priority or 0)
+                                  mtime=mtime, arrived=arrived, priority=priority or 0,
+                                  backend=None if sidecar is None else self._backend_of(sidecar))
         if self._left_here_before(candidate):
             self._left[key] = candidate
             self._timers[key] = now + settings.rescan_s  # its report may be removed from failed/
             return "left"
         self._ready[key] = candidate
         return "ready"
+
+    def _backend_of(self, sidecar: FileInfo) -> str | None:
+        """The backend a sidecar names, `auto` read as the share's `auto_backend` (read with its
+        priority, once per version of the file)."""
+        sidecar.read_priority(self.settings.max_sidecar_bytes)
+        return self.settings.auto_backend if sidecar.backend == "auto" else sidecar.backend
 
     def _left_here_before(self, candidate: Candidate) -> bool:
         """Links and special files that a failed job left in the inbox (failed/ is on another

@@ -308,6 +308,10 @@ class HeartbeatRecord(Record):
     version: str | None = None
     backend: str | None = None
     model: str | None = None
+    # Every backend it loaded (its jobs are routed by them: work.routing) and its `auto_backend`, which
+    # every worker of a share must agree on. Absent in the heartbeats of older versions.
+    backends: list[str] | None = None
+    auto_backend: str | None = None
     job_id: str | None = None  # the job furthest behind (the one generating), as the jobs below
     job: str | None = None
     stage: str | None = None
@@ -333,6 +337,8 @@ class WorkerRow(BaseModel):
     pid: int | None = None
     backend: str | None = None
     model: str | None = None
+    backends: list[str] | None = None
+    auto_backend: str | None = None
     version: str | None = None
     job: str | None = None
     job_id: str | None = None
@@ -368,6 +374,8 @@ class StatusSnapshot(BaseModel):
     counts: StatusCounts
     workers: list[WorkerRow] = []
     queued: list[str] = []  # one file of each queued job (its image where it has one), inbox-relative
+    # The queued files (as in `queued`) whose backend no live worker loaded, and that backend.
+    unroutable: dict[str, str] = {}
     in_progress: list[dict[str, Any]] = []
     done: list[str] = []
     failed: list[dict[str, Any]] = []

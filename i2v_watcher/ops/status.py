@@ -28,6 +28,7 @@ from i2v_watcher.ops.reading import (
     walk_folder,
 )
 from i2v_watcher.ops.reports import failed_jobs
+from i2v_watcher.work.routing import unroutable, waiting_for
 from i2v_watcher.work.survey import survey
 
 DONE_SHOWN = 10  # the text lists this many of the latest done jobs; --json lists them all
@@ -78,15 +79,20 @@ def jobs_in_progress(settings: Settings, warn: Warn) -> list[dict[str, Any]]:
 
 
 
-def queued_files(settings: Settings, warn: Warn) -> list[str]:
-    """One file of each queued job (inbox.queue says what is queued), in the order they are taken."""
+def queued_files(settings: Settings, warn: Warn, found: list[WorkerRow] | None = None
+                 ) -> tuple[list[str], dict[str, str]]:
+    """One file of each queued job (inbox.queue says what is queued), in the order they are taken;
+    and those whose backend none of the live workers in `found` loaded, with that backend."""
     if not folder_exists("inbox", settings.inbox, warn):
-        return []
+        return [], {}
     try:
-        return [shown_file(job, settings.inbox) for job in queued_jobs(Inbox(settings), warn)]
+        rows = unroutable(queued_jobs(Inbox(settings), warn), found or [])
     except InboxUnavailable as exc:
         warn(f"cannot read the inbox: {exc}")
-        return []
+        return [], {}
+    files = [shown_file(job, settings.inbox) for job in rows]
+    return files, {name: job.backend for name, job in zip(files, rows, strict=True)
+                   if job.backend is not None and job.why == waiting_for(job.backend)}
 
 
 def workers(settings: Settings, warn: Warn) -> list[WorkerRow]:
@@ -109,21 +115,21 @@ def snapshot(settings: Settings) -> StatusSnapshot:
     """Counts and lists of jobs from the folders, and `warnings` for what could not be read."""
     warnings: list[str] = []
     skip = Inbox(settings).is_ignored
-    queued = queued_files(settings, warnings.append)
+    found = workers(settings, warnings.append)
+    queued, waiting = queued_files(settings, warnings.append, found)
     in_progress = jobs_in_progress(settings, warnings.append)
     # Done: published jobs, whose `<name>.json` metadata is written last; oldest first (publishing order).
     outbox = walk_folder("outbox", settings.outbox, skip, warnings.append)
     markers = [(st.st_mtime, path) for path, st in outbox if path.suffix == ".json"]
     done = [str(path.with_suffix("")) for _, path in sorted(markers)]
     failed = failed_jobs(settings, warnings.append)
-    found = workers(settings, warnings.append)
     counts = StatusCounts(queued=len(queued), in_progress=len(in_progress), done=len(done),
                           failed=len(failed), workers_alive=sum(w.up for w in found))
     for key, folder in COUNTED.items():
         if not getattr(settings, folder).is_dir():
             setattr(counts, key, None)
-    return StatusSnapshot(counts=counts, workers=found, queued=queued, in_progress=in_progress, done=done,
-                          failed=failed, warnings=warnings)
+    return StatusSnapshot(counts=counts, workers=found, queued=queued, unroutable=waiting,
+                          in_progress=in_progress, done=done, failed=failed, warnings=warnings)
 
 
 def missing_folders(settings: Settings) -> dict[str, Path]:
@@ -165,7 +171,9 @@ def render(status: StatusSnapshot) -> str:
     if status.workers:
         lines += ["", "workers:"] + [_worker_line(w) for w in status.workers]
     if status.queued:
-        lines += ["", "queued:"] + [f"  {name}" for name in status.queued]
+        lines += ["", "queued:"] + [f"  {name}" + (f"  ({waiting_for(status.unroutable[name])})"
+                                                   if name in status.unroutable else "")
+                                    for name in status.queued]
     if status.in_progress:
         lines += ["", "in progress:"] + [_job_line(job) for job in status.in_progress]
     if status.done:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from i2v_watcher.backends import available
 from i2v_watcher.backends.base import Backend, options_problems
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
@@ -42,13 +43,13 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     spec, problems = validate_sidecar(raw, written, name=name)
     given = set(raw) if isinstance(raw, dict) else set()
     refused = given - spec.model_fields_set  # unknown keys, and the fields whose values were refused
+    if spec.backend == "auto":  # the share's auto_backend, whatever this worker's `backend` chose
+        spec = spec.model_copy(update={"backend": settings.auto_backend})
     chosen = spec.backend or (None if "backend" in refused else default_backend)
     params = resolve(spec, settings.defaults, backend=chosen or "", seed=0)
     backend: Backend | type[Backend] | None = None
     if chosen is not None and chosen not in backends:
-        problems.append(Problem(f"backend {chosen!r} is not loaded by this daemon"
-                                f"{did_you_mean(chosen, backends)}",
-                                hint=f"resident backends: {', '.join(backends)} (the `backends` setting)"))
+        problems.append(_not_loaded(chosen, backends))
     elif chosen is not None:
         backend = backends[chosen]
         problems += backend_problems(backend, params, written)
@@ -61,6 +62,18 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     if problems:
         raise problems_error(list(dict.fromkeys(problems)), f"sidecar {name}" if name else "sidecar")
     return CheckedSidecar(spec, chains.chains)
+
+
+def _not_loaded(chosen: str, backends: Backends) -> Problem:
+    """A backend this daemon did not load: a name no registry knows (a typo) is told apart, with the
+    registered name it is closest to."""
+    hint = f"resident backends: {', '.join(backends)} (the `backends` setting)"
+    registered = available()
+    if registered and chosen not in registered:
+        return Problem(f"there is no backend {chosen!r}{did_you_mean(chosen, registered)}",
+                       hint=f"{hint}; registered: {', '.join(registered)}")
+    return Problem(f"backend {chosen!r} is not loaded by this daemon{did_you_mean(chosen, backends)}",
+                   hint=hint)
 
 
 def backend_problems(backend: Backend | type[Backend], params: JobParams,

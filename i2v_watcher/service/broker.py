@@ -19,6 +19,7 @@ from kombu.utils.url import maybe_sanitize_url
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.service.parts import Part
 from i2v_watcher.work.lease import QUEUE
+from i2v_watcher.work.routing import QueueRoutes
 
 TASK = "i2v_watcher.process_job"
 BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
@@ -89,13 +90,17 @@ class Broker(Part):
         assert settings.broker_url is not None  # the settings' own check in celery mode
         self.settings = settings
         self.app = make_app(settings, process)
+        self.routes = QueueRoutes(settings)
         self.key = f"i2v-watcher:{settings.celery_queue}:enqueued"
         self.redis = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5, socket_timeout=30)
 
-    def enqueue(self, job_id: str, countdown: float | None = None) -> None:
-        self.app.send_task(TASK, args=[job_id], queue=self.settings.celery_queue, countdown=countdown,
+    def enqueue(self, job_id: str, countdown: float | None = None) -> str:
+        """Send the job's task, on the queue of its backend (work.routing.QueueRoutes); that queue."""
+        queue = self.routes.queue(job_id)
+        self.app.send_task(TASK, args=[job_id], queue=queue, countdown=countdown,
                            retry=True, retry_policy=SEND_RETRY)
         self.redis.hset(self.key, job_id, repr(time.time()))
+        return queue
 
     def sent(self) -> dict[str, float]:
         """Job id → when its task was last sent (this Redis's record, in `time.time()` seconds)."""

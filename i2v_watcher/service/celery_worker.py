@@ -43,6 +43,7 @@ from i2v_watcher.work.lease import (
     read_heartbeat,
     worker_folders,
 )
+from i2v_watcher.work.routing import backend_queue, check_auto_backend
 from i2v_watcher.work.store import WorkStore
 
 TICK_S = 1.0  # the worker's idle tick: activity, signals, outcomes, lease history
@@ -81,6 +82,7 @@ class QueueWorker(Service):
         prepare_folders(settings)
         self.acquire_worker()
         pipeline, _, heartbeat = self.load_backends()
+        check_auto_backend(settings)  # a sidecar's `backend: auto` must mean one model on every worker
         self.store = WorkStore(settings)
         self.queue = WorkStore(as_queue(settings))
         self.reported = threading.Event()  # set by the stages whenever a job is done with (a slot is free)
@@ -109,6 +111,11 @@ class QueueWorker(Service):
             log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
             self._submit(job)
 
+    @property
+    def queues(self) -> list[str]:
+        """The shared queue (jobs any worker may take) and the queue of each backend it loaded."""
+        return [self.settings.celery_queue, *(backend_queue(self.settings, name) for name in self.loaded)]
+
     def consume(self) -> None:
         settings = self.settings
         app = self.broker.app
@@ -117,10 +124,11 @@ class QueueWorker(Service):
         warnings.filterwarnings("ignore", category=CPendingDeprecationWarning)
         controller = app.WorkController(
             hostname=f"{settings.worker_id}@{socket.gethostname()}", pool_cls="solo", concurrency=1,
-            queues=[settings.celery_queue], loglevel="WARNING", without_mingle=True,
+            queues=self.queues, loglevel="WARNING", without_mingle=True,
             without_gossip=True, without_heartbeat=True)
         log.info("consuming", worker_id=settings.worker_id, broker=safe_url(settings.broker_url),
-                 queue=settings.celery_queue, visibility_timeout_s=settings.visibility_timeout_s,
+                 queue=settings.celery_queue, queues=self.queues,
+                 visibility_timeout_s=settings.visibility_timeout_s,
                  pipeline_depth=settings.pipeline_depth)
         controller.start()
         if controller.exitcode:  # Celery gave up (it has logged why)

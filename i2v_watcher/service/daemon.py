@@ -7,6 +7,7 @@ start-up, as ordinary work."""
 
 from __future__ import annotations
 
+from i2v_watcher import backends
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.state import Job
 from i2v_watcher.service.bootstrap import prepare_folders
@@ -17,6 +18,7 @@ from i2v_watcher.service.parts import Beating
 from i2v_watcher.service.recovery import Recovery
 from i2v_watcher.service.retention import Retention
 from i2v_watcher.service.runner import Runner
+from i2v_watcher.work.routing import Router, check_auto_backend
 from i2v_watcher.work.store import WorkStore
 
 
@@ -33,7 +35,9 @@ class Daemon(Service):
         pipeline, scratch, heartbeat = self.load_backends()
         store = WorkStore(settings)
         scratch.prune({job.id for job in store.leftovers()})
-        self.intake = Intake(settings, store, self.checkpoint.activity, self._submit,
+        check_auto_backend(settings)
+        router = Router(settings, self.loaded, backends.available(), once=self.once)
+        self.intake = Intake(settings, store, self.checkpoint.activity, self._submit, router=router,
                              wants_work=lambda: self.runner.wants_work(), in_flight=lambda: self.runner.keys)
         self.runner = Runner(settings, pipeline, self.checkpoint, store, wake=self.intake.watcher.changed)
         self.recovery = Recovery(settings, store, self.checkpoint, self._submit)

@@ -116,7 +116,7 @@ class Enqueuer(Part):
 
     def send(self, job_id: str) -> bool:
         try:
-            self.broker.enqueue(job_id)
+            queue = self.broker.enqueue(job_id)
         except BROKER_ERRORS as exc:
             self._unavailable(exc)
             return False
@@ -125,7 +125,7 @@ class Enqueuer(Part):
             self.down = None
             self.schedule.sooner()  # the rest of work/queue/ at the next tick
         self.enqueued += 1
-        log.info("enqueued", job_id=job_id, queue=self.settings.celery_queue)
+        log.info("enqueued", job_id=job_id, queue=queue)
         return True
 
     def _unavailable(self, exc: BaseException) -> None:

@@ -18,6 +18,7 @@ from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.state import Job
 from i2v_watcher.service.parts import Part
 from i2v_watcher.work.claim import ClaimRefused, claim
+from i2v_watcher.work.routing import Router
 from i2v_watcher.work.store import WorkStore
 
 TICK_S = 0.5  # the longest a loop that watches the inbox sleeps: a stop is noticed within it
@@ -27,8 +28,9 @@ log = structlog.get_logger("i2v_watcher.service.intake")
 class Intake(Part):
     def __init__(self, settings: Settings, store: WorkStore, activity: Activity, sink: Callable[[Job], None],
                  *, wants_work: Callable[[], bool] = lambda: True,
-                 in_flight: Callable[[], set[str]] = set) -> None:
+                 in_flight: Callable[[], set[str]] = set, router: Router | None = None) -> None:
         self.settings = settings
+        self.router = router  # which jobs are this worker's (None: all of them, as a dispatcher's)
         self.store = store
         self.activity = activity
         self.sink = sink
@@ -90,6 +92,10 @@ class Intake(Part):
             # could not move): never claim it a second time.
             in_flight = self.in_flight()
             scan.ready = [c for c in scan.ready if c.key not in in_flight]
+            if self.router is not None:
+                scan.ready, ends = self.router.route(scan.ready)
+                if ends is not None and ends > now:  # a job's wait for a worker ends: look again then
+                    scan.recheck_at = min(ends, scan.recheck_at or ends)
             self.scan = scan
             self._last_scan = now
         if self.scan is not None:  # what waits besides the job taken now

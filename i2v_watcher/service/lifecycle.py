@@ -72,6 +72,7 @@ class Service(ABC):
         self.up = False  # set by startup() when it is done: a signal before that ends the start-up
         self.worker_id: str | None = None  # once acquire_worker() has it
         self.lock: WorkerLock | None = None
+        self.loaded: list[str] = []  # the backends load_backends() loaded, `auto` resolved
         self.parts: list[Part] = []  # what the service is composed of, started by compose()
         self.metrics: DaemonMetrics | None = None
 
@@ -175,6 +176,7 @@ class Service(ABC):
         settings = self.settings
         prepare_scratch(settings)
         binary, default, resident = load_backends(settings, self.notifier.extend)
+        self.loaded = list(resident)  # what this worker serves (work.routing), `auto` resolved
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}
         scratch = Scratch(settings.scratch_dir)
@@ -182,7 +184,8 @@ class Service(ABC):
         def pipeline(part: Checkpoint) -> Pipeline:
             return Pipeline(settings, resident, binary, part, default, scratch)
 
-        return pipeline, scratch, Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id)
+        return pipeline, scratch, Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id,
+                                              list(resident))
 
     def acquire_worker(self) -> WorkerLock:
         """This process's worker folder; waiting for another host's lease may take lease_timeout_s."""

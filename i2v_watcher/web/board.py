@@ -27,6 +27,7 @@ from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.records import WorkerRow
 from i2v_watcher.ops.reports import ReportCache
 from i2v_watcher.ops.status import jobs_in_progress, workers
+from i2v_watcher.work.routing import unroutable
 
 REFRESH_S = 0.5
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,8 +79,8 @@ class Board:
     def _take(self, now: float) -> Snapshot:
         snap = Snapshot()
         warn = snap.warnings.append
-        snap.queue = self._queue(now, warn)
         snap.workers = workers(self.settings, warn)
+        snap.queue = self._queue(now, warn, snap.workers)
         progress = {job.job_id: job.model_dump() for w in snap.workers if w.up for job in w.jobs}
         snap.in_progress = [{**job, **_progress_of(progress.get(job["job_id"]))}
                             for job in jobs_in_progress(self.settings, warn)]
@@ -88,9 +89,9 @@ class Board:
         snap.failed_written_ns = {entry["name"]: written for entry, written in failed}
         return snap
 
-    def _queue(self, now: float, warn: Any) -> list[dict[str, Any]]:
-        try:
-            queued = queued_jobs(self.inbox, warn)
+    def _queue(self, now: float, warn: Any, found: list[WorkerRow]) -> list[dict[str, Any]]:
+        try:  # a job whose backend no live worker loaded waits for one (work.routing)
+            queued = unroutable(queued_jobs(self.inbox, warn), found)
         except InboxUnavailable as exc:
             warn(f"cannot read the inbox: {exc}")
             return []

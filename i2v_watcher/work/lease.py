@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -52,13 +53,17 @@ def read_heartbeat(folder: Path) -> dict[str, object] | None:
 
 
 class Heartbeat:
-    def __init__(self, settings: Settings, activity: Activity, backend: str = "", model: str = "") -> None:
+    def __init__(self, settings: Settings, activity: Activity, backend: str = "", model: str = "",
+                 backends: list[str] | None = None) -> None:
         self.settings = settings
         self.activity = activity
         self.path = settings.worker_dir / HEARTBEAT_FILE
         self.counter = 0
         self.started_at = utc_now()
-        self.about = {"backend": backend, "model": model}
+        # `backends`: every backend a worker that runs jobs loaded, which routes jobs to it (work.routing).
+        self.about: dict[str, Any] = {
+            "backend": backend, "model": model, "auto_backend": settings.auto_backend,
+            "backends": ([backend] if backend else []) if backends is None else backends}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 

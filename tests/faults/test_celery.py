@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_metrics import jobs, scrape, value
 
-from conftest import Folders, cli, decode, wait_for, write_toml
+from conftest import Folders, cli, decode, make_image, wait_for, write_toml
 
 from .celery_helpers import RedisServer, free_port
 from .conftest import LiveDaemon as Process
@@ -330,3 +330,25 @@ def test_a_task_waiting_for_the_stages_goes_back_to_the_queue_at_a_stop(
     stop_all(dispatcher, again)
     assert_each_vertical_clip_published_once(folders, names)
     assert not dispatcher.find("queued jobs sent again")  # the task itself came back, not a new one
+
+
+def test_each_backend_has_its_queue_and_only_workers_that_loaded_it_consume_it(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    plugins = {"plugins": ["slow_backend"]}
+    previewer = start("worker", config(folders, redis_server, "w1", backend="preview", **plugins))
+    slowpoke = start("worker", config(folders, redis_server, "w2", backend="slow", **plugins))
+    assert slowpoke.read_until("consuming")["queues"] == ["i2v-watcher", "i2v-watcher.slow"]
+    previewer.read_until("consuming")
+    names = ["preview", "slow"]  # each job named after the backend its sidecar names
+    for name in names:
+        make_image(folders.inbox / f"{name}.png", (64, 48))
+        (folders.inbox / f"{name}.yaml").write_text(f"backend: {name}\nnum_frames: 3\n")
+    dispatcher = start("run", config(folders, redis_server, "disp", **plugins))
+    wait_for(lambda: len(markers(folders)) == len(names), timeout=60, what="every job published")
+    stop_all(dispatcher, previewer, slowpoke)
+    assert_each_published_once(folders, names)
+    assert sorted(e["queue"] for e in dispatcher.find("enqueued")) == ["i2v-watcher.preview",
+                                                                       "i2v-watcher.slow"]
+    for name in names:
+        meta = folders.metadata(name)
+        assert meta["worker_id"] == ("w2" if meta["backend"] == "slow" else "w1"), name
