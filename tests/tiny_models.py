@@ -114,25 +114,57 @@ def build_wan_i2v(target: Path) -> Path:
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
         WanImageToVideoPipeline,
-        WanTransformer3DModel,
     )
-    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
-    tokenizer = _t5_tokenizer()
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
-                                               num_heads=4, relative_attention_num_buckets=8))
+    tokenizer, text_encoder = _wan_text()
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=4)
+    transformer = _wan_transformer(36, 16, image_dim=4)
     image_encoder, image_processor = _clip_vision(with_projection=False)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
     pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                    transformer=transformer, scheduler=scheduler, image_encoder=image_encoder,
                                    image_processor=image_processor)
+    pipe.save_pretrained(target)
+    return target
+
+
+def _wan_text():  # type: ignore[no-untyped-def]
+    """A UMT5 encoder and the T5-style tokenizer, built in code (diffusers' tests download a tiny T5)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _t5_tokenizer()
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
+                                               num_heads=4, relative_attention_num_buckets=8))
+    return tokenizer, text_encoder
+
+
+def _wan_transformer(channels: int, latents: int, image_dim: int | None = None):  # type: ignore[no-untyped-def]
+    """A Wan transformer, `channels` in, `latents` out; Wan 2.2's take no image embeddings (image_dim
+    None), Wan 2.1's CLIP image embeddings of `image_dim`."""
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=channels,
+        out_channels=latents, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim)
+
+
+def build_wan22_a14b(target: Path) -> Path:
+    """Wan 2.2 I2V-A14B's layout: two experts (`transformer` for high noise, `transformer_2` for low),
+    the boundary between them at 0.9 of the timesteps, no image encoder, the UniPC flow scheduler."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
+
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _wan_text()
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=3.0)
+    high, low = _wan_transformer(36, 16), _wan_transformer(36, 16)
+    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=high,
+                                   transformer_2=low, scheduler=scheduler, boundary_ratio=0.9)
     pipe.save_pretrained(target)
     return target
 
@@ -282,4 +314,26 @@ def build_hunyuan_i2v(target: Path, image_condition: str = "latent_concat") -> P
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2, image_processor=image_processor)
     pipe.save_pretrained(target)
+    return target
+
+
+def build_wan22_ti2v_5b(target: Path) -> Path:
+    """Wan 2.2 TI2V-5B's layout: one transformer, timesteps expanded per latent patch, the 16x VAE
+    (48 latent channels, residual, 2x2 patches). Indexed as `WanPipeline`, as the published folder is."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
+
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _wan_text()
+    vae = AutoencoderKLWan(base_dim=3, z_dim=48, in_channels=12, out_channels=12, dim_mult=[1, 1, 1, 1],
+                           num_res_blocks=1, temperal_downsample=[False, True, True], is_residual=True,
+                           patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                           latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=5.0)
+    pipe = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                   transformer=_wan_transformer(48, 48), scheduler=scheduler,
+                                   expand_timesteps=True)
+    pipe.save_pretrained(target)
+    index = target / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "_class_name": "WanPipeline"}, indent=2))
     return target

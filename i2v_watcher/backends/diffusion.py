@@ -187,15 +187,19 @@ class DiffusersBackend(Backend):
             vae.enable_tiling()
         if options.channels_last:
             vae.to(memory_format=torch.channels_last)  # its 2D convolutions are what benefits
-        denoiser = getattr(pipe, self.denoiser)
-        if options.attention_backend != "sdpa":
-            try:
-                denoiser.set_attention_backend(options.attention_backend)
-            except (AttributeError, ValueError, RuntimeError, ImportError) as exc:
-                raise StartupError(f"attention backend {options.attention_backend!r}: {exc}") from exc
-        if options.compile:
-            # Static shapes: each new size compiles once; a size seen before never recompiles.
-            denoiser.compile(fullgraph=False, dynamic=False)
+        for denoiser in self.denoisers(pipe):
+            if options.attention_backend != "sdpa":
+                try:
+                    denoiser.set_attention_backend(options.attention_backend)
+                except (AttributeError, ValueError, RuntimeError, ImportError) as exc:
+                    raise StartupError(f"attention backend {options.attention_backend!r}: {exc}") from exc
+            if options.compile:
+                # Static shapes: each new size compiles once; a size seen before never recompiles.
+                denoiser.compile(fullgraph=False, dynamic=False)
+
+    def denoisers(self, pipe: Any) -> list[Any]:
+        """What `compile` and `attention_backend` apply to: the denoiser (Wan 2.2 A14B has two experts)."""
+        return [getattr(pipe, self.denoiser)]
 
     def versions(self) -> dict[str, str]:
         found = {}

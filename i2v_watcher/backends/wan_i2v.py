@@ -1,14 +1,89 @@
-"""`wan-i2v`: Wan 2.1 image-to-video, a prompt-driven diffusion transformer. Frame counts are of the
-form 4k+1 and sides multiples of 16; both are rounded, and the metadata records asked and used."""
+"""`wan-i2v`: Wan 2.1 and Wan 2.2 image-to-video, prompt-driven diffusion transformers, all through
+diffusers' WanImageToVideoPipeline. Which Wan it is comes from what the model folder holds:
+
+- Wan 2.2 I2V-A14B: two experts, `transformer` for the high-noise steps and `transformer_2` for the
+  low-noise ones, switching at `boundary_ratio` of the training timesteps (the folder's config). Each
+  expert has its guidance: the job's `guidance_scale`, and `backend_options.guidance_scale_2`.
+- Wan 2.2 TI2V-5B: one transformer with per-patch timesteps (`expand_timesteps`) and a 16x VAE, so sides
+  are multiples of 32. Its published folder is indexed as `WanPipeline` (text-to-video); the backend
+  loads it as WanImageToVideoPipeline all the same (`pipeline_class`).
+- Wan 2.1 I2V-14B: neither of those.
+
+Frame counts are of the form 4k+1 and sides multiples of the patch times the VAE's scale; both are
+rounded, and the metadata records what was asked, what was used and which Wan it was."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobParams
+
+
+@dataclass(frozen=True)
+class WanVariant:
+    """One Wan checkpoint family and its model card's defaults (the reference code's configs,
+    wan/configs/*.py of Wan-Video/Wan2.1 and Wan-Video/Wan2.2). The job's own fields decide what runs;
+    these say what the model was made for, and the metadata records the variant."""
+
+    name: str  # recorded in the metadata
+    label: str
+    hub_id: str  # the diffusers-format weights
+    native_size: tuple[int, int]  # width, height
+    fps: float
+    frames: int  # the clip length of the model card
+    steps: int
+    guidance_scale: float
+    two_experts: bool = False
+
+
+WAN_21_I2V_14B = WanVariant("wan2.1-i2v-14b", "Wan 2.1 I2V-14B (480P)",
+                            "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", (832, 480), 16.0, 81, 40, 5.0)
+WAN_22_I2V_A14B = WanVariant("wan2.2-i2v-a14b", "Wan 2.2 I2V-A14B", "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+                             (1280, 720), 16.0, 81, 40, 3.5, two_experts=True)
+WAN_22_TI2V_5B = WanVariant("wan2.2-ti2v-5b", "Wan 2.2 TI2V-5B", "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+                            (1280, 704), 24.0, 121, 50, 5.0)
+WAN_VARIANTS = (WAN_21_I2V_14B, WAN_22_I2V_A14B, WAN_22_TI2V_5B)
+
+
+def _holds(config: Mapping[str, Any], component: str) -> bool:
+    """Whether a pipeline config (model_index.json, or a loaded pipeline's) names this component: an
+    absent optional one is `[null, null]` there."""
+    entry = config.get(component)
+    return isinstance(entry, (list, tuple)) and bool(entry) and entry[0] is not None
+
+
+def wan_variant(config: Mapping[str, Any]) -> WanVariant:
+    """Which Wan a model folder holds, from its model_index.json (or the loaded pipeline's config); a
+    StartupError for a folder that has one half of the two-expert layout."""
+    second, boundary = _holds(config, "transformer_2"), config.get("boundary_ratio")
+    if second != (boundary is not None):
+        has, lacks = ("transformer_2", "boundary_ratio") if second else ("boundary_ratio", "transformer_2")
+        raise StartupError(f"the Wan model folder has {has} but no {lacks}: Wan 2.2 I2V-A14B needs both "
+                           "(the high-noise expert hands over to transformer_2 at boundary_ratio); the "
+                           "folder is incomplete or was edited")
+    if second:
+        return WAN_22_I2V_A14B
+    return WAN_22_TI2V_5B if config.get("expand_timesteps") else WAN_21_I2V_14B
+
+
+class WanOptions(BaseModel):
+    """The sidecar's `backend_options` for Wan."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    guidance_scale_2: float | None = Field(default=None, ge=0, le=20, description=(
+        "Wan 2.2 I2V-A14B only: the guidance of the low-noise expert (the later steps); unset: the job's "
+        "guidance_scale. Another Wan model fails a job that sets it."))
 
 
 @register
@@ -18,14 +93,81 @@ class WanImageToVideoBackend(DiffusersBackend):
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (4, 1)
     honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed"})
+        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
+        "backend_options"})
+    options_model = WanOptions
+    variant: WanVariant | None = None  # known once loaded
+
+    def load(self) -> None:
+        held = self.folder_variant()  # before the weights: an incomplete folder fails fast
+        super().load()
+        self.variant = wan_variant(self.pipe.config)
+        if held is not None and held != self.variant:
+            raise StartupError(
+                f"the wan-i2v model folder holds {held.label}, but diffusers "
+                f"{self.versions().get('diffusers', '?')} loaded it as {self.variant.label}: Wan 2.2 needs "
+                "diffusers 0.35 or newer (pip install -U 'diffusers>=0.35')")
+
+    def folder_variant(self) -> WanVariant | None:
+        """The variant the folder's model_index.json names (None: no index found, as for a hub id
+        whose weights are fetched on load)."""
+        where = Path(self.locate())
+        index: str | Path | None = where / "model_index.json"
+        if not where.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(str(where), "model_index.json")
+            index = found if isinstance(found, str) else None
+        if index is None or not Path(index).is_file():
+            return None
+        return wan_variant(json.loads(Path(index).read_text(encoding="utf-8")))
+
+    def denoisers(self, pipe: Any) -> list[Any]:
+        experts = (pipe.transformer, getattr(pipe, "transformer_2", None))  # older diffusers: no second
+        return [expert for expert in experts if expert is not None]
 
     def size_multiple(self) -> int:
         pipe = self.pipe
         patch = pipe.transformer.config.patch_size[1]
         return int(pipe.vae_scale_factor_spatial) * int(patch)
 
+    def options(self, params: JobParams) -> WanOptions:
+        """The validated options; guidance_scale_2 on a model without a second expert fails the job
+        before it reaches the GPU (diffusers would refuse it there)."""
+        options: WanOptions = super().options(params)
+        variant = self.variant
+        if options.guidance_scale_2 is not None and variant is not None and not variant.two_experts:
+            raise JobError(f"backend_options.guidance_scale_2 needs Wan 2.2 I2V-A14B (two experts), and the "
+                           f"wan-i2v model here is {variant.label}", stage="sidecar",
+                           hint="leave guidance_scale_2 out; guidance_scale guides every step of this model")
+        return options
+
+    def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
+        plan = super().plan(image_size, params, notes)
+        variant = self.variant
+        if variant is not None:
+            notes["wan"] = self.recorded(variant, params)
+        return plan
+
+    def recorded(self, variant: WanVariant, params: JobParams) -> dict[str, Any]:
+        """What the metadata says of the Wan that ran: its variant, its model card's defaults, and for
+        two experts where they switch and the guidance of each."""
+        card = asdict(variant)
+        card = {"variant": card.pop("name"), **card}
+        del card["two_experts"]
+        if variant.two_experts:
+            card["boundary_ratio"] = float(self.pipe.config.boundary_ratio)
+            card["guidance_scale_2_used"] = self.second_guidance(params)
+        return card
+
+    def second_guidance(self, params: JobParams) -> float:
+        chosen = self.options(params).guidance_scale_2
+        return params.guidance_scale if chosen is None else chosen
+
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
-        return {"prompt": params.prompt, "negative_prompt": params.negative_prompt or None,
-                "height": plan.height, "width": plan.width, "num_frames": plan.num_frames,
-                "num_inference_steps": params.steps, "guidance_scale": params.guidance_scale}
+        arguments = {"prompt": params.prompt, "negative_prompt": params.negative_prompt or None,
+                     "height": plan.height, "width": plan.width, "num_frames": plan.num_frames,
+                     "num_inference_steps": params.steps, "guidance_scale": params.guidance_scale}
+        if self.variant is not None and self.variant.two_experts:
+            arguments["guidance_scale_2"] = self.second_guidance(params)
+        return arguments
