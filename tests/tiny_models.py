@@ -169,6 +169,14 @@ def build_wan22_a14b(target: Path) -> Path:
     return target
 
 
+def _t5_encoder():  # type: ignore[no-untyped-def]
+    """The tiny T5 text encoder of diffusers' CogVideoX and LTX tests (weights from the caller's seed)."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8))
+
+
 def build_cogvideox_i2v(target: Path, patch_size_t: int | None = None) -> Path:
     """CogVideoX-I2V as diffusers' own tests build it, with rotary embeddings (learned ones allow one size
     only) and T5's 226-token prompts; `patch_size_t=2` makes it a CogVideoX 1.5."""
@@ -178,11 +186,8 @@ def build_cogvideox_i2v(target: Path, patch_size_t: int | None = None) -> Path:
         CogVideoXImageToVideoPipeline,
         CogVideoXTransformer3DModel,
     )
-    from transformers import T5Config, T5EncoderModel
-
     torch.manual_seed(0)
-    text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
-                                           num_heads=4, relative_attention_num_buckets=8))
+    text_encoder = _t5_encoder()
     blocks = 4  # 8x spatial, 4x temporal, as the real VAE
     vae = AutoencoderKLCogVideoX(
         down_block_types=("CogVideoXDownBlock3D",) * blocks, up_block_types=("CogVideoXUpBlock3D",) * blocks,
@@ -208,11 +213,8 @@ def build_ltx_video(target: Path) -> Path:
         LTXConditionPipeline,
         LTXVideoTransformer3DModel,
     )
-    from transformers import T5Config, T5EncoderModel
-
     torch.manual_seed(0)
-    text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_ff=37, d_kv=8, num_layers=2,
-                                           num_heads=4, relative_attention_num_buckets=8))
+    text_encoder = _t5_encoder()
     transformer = LTXVideoTransformer3DModel(
         in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
         attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
