@@ -22,6 +22,7 @@ import structlog.testing
 from prometheus_client import CollectorRegistry, Counter
 
 from conftest import Folders, make_image, wait_for
+from faults.celery_helpers import free_port
 from faults.conftest import Spawn
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.service import loop
@@ -31,13 +32,6 @@ from i2v_watcher.service.parts import Part
 
 FD_LIMIT = 256  # the daemon's RLIMIT_NOFILE here: fewer than the idle connections
 IDLE = 400
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
