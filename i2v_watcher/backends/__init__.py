@@ -8,10 +8,10 @@ import pkgutil
 from collections.abc import Iterable
 from typing import TypeVar
 
-from i2v_watcher.backends.base import Backend, Frames, Progress
+from i2v_watcher.backends.base import Audio, Backend, Frames, Progress
 from i2v_watcher.errors import StartupError
 
-__all__ = ["Backend", "Frames", "Progress", "available", "get", "register", "with_models"]
+__all__ = ["Audio", "Backend", "Frames", "Progress", "available", "get", "register", "with_models"]
 
 _REGISTRY: dict[str, type[Backend]] = {}
 B = TypeVar("B", bound=type[Backend])

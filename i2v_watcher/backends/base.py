@@ -78,12 +78,31 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class Audio:
+    """A soundtrack generated with the clip (LTX-2): float32 samples in [-1, 1] of shape (channels,
+    samples) at `rate` samples a second."""
+
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return int(self.samples.shape[1]) / self.rate
+
+
+@dataclass(frozen=True)
 class Frames:
-    """Generated video: uint8 RGB frames of shape (count, height, width, 3) and their frame rate."""
+    """Generated video: uint8 RGB frames of shape (count, height, width, 3), their frame rate, and the
+    soundtrack where the model makes one."""
 
     pixels: np.ndarray
     fps: float
     details: dict[str, Any]  # what the backend used and recorded (size, model id, …) for the metadata
+    audio: Audio | None = None
 
     @property
     def count(self) -> int:

@@ -7,17 +7,11 @@ torch and diffusers are imported inside the methods: the core install (preview b
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import importlib
 import math
-import os
 import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import replace
-from importlib import metadata as importlib_metadata
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -27,12 +21,19 @@ from PIL import Image
 
 from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
 from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
-from i2v_watcher.backends.capacity import auto_short_side, missing_extra
+from i2v_watcher.backends.capacity import auto_short_side
+from i2v_watcher.backends.loading import (
+    apply_options,
+    library_versions,
+    load_pipeline,
+    locate,
+    torch_dtype,
+    unavailable,
+)
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.errors import JobError
 from i2v_watcher.job.spec import JobParams
-from i2v_watcher.logs import adopt_library_loggers
 
 if TYPE_CHECKING:
     import torch
@@ -82,16 +83,7 @@ class DiffusersBackend(Backend):
 
     # ---- loading -------------------------------------------------------------------------------
     def torch_dtype(self) -> torch.dtype:
-        import torch
-
-        wanted = self.settings.diffusion.dtype
-        device = self.settings.diffusion.device
-        if wanted == "auto":
-            if not device.startswith("cuda"):
-                return torch.float32
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        dtype: torch.dtype = getattr(torch, wanted)
-        return dtype
+        return torch_dtype(self.settings.diffusion)
 
     def dtype_name(self) -> str:
         """The model's dtype as the config spells it: "float16", "bfloat16", "float32"."""
@@ -99,114 +91,23 @@ class DiffusersBackend(Backend):
 
     def locate(self) -> str:
         """A local directory, or a hub id found in the Hugging Face cache; a StartupError otherwise."""
-        model = self.source.model
-        local = Path(os.path.expanduser(model))
-        if local.is_dir():
-            return str(local)
-        if not model or model.startswith(("/", ".", "~")) or model.count("/") != 1:
-            raise StartupError(f"the {self.name} model directory {model!r} does not exist "
-                               f"(set [models.{self.name}] model to a local directory or a hub id)")
-        return model
+        return locate(self.name, self.source)
 
     def unavailable(self) -> str | None:
-        missing = missing_extra()
-        if missing is not None:
-            return f"{missing} is not installed (pip install 'i2v-watcher[diffusion]')"
-        import torch
-
-        device = self.settings.diffusion.device
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            return f"no usable CUDA GPU for device {device!r}"
-        try:
-            where = self.locate()
-        except StartupError as exc:
-            return str(exc)
-        if Path(where).is_dir():
-            return None
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(where, "model_index.json"), str):
-            return None
-        return f"the weights of {where!r} are not in the Hugging Face cache"
+        return unavailable(self.name, self.source, self.settings.diffusion)
 
     def load(self) -> None:
-        try:
-            import diffusers
-            import torch
-        except ImportError as exc:  # a clear start-up error (exit 2), not a traceback
-            raise StartupError(
-                f"the {self.name} backend needs the diffusion extra, and {exc.name or exc} is not installed: "
-                "pip install 'i2v-watcher[diffusion]' (on a GPU server, install the CUDA build of torch "
-                "first), or set backend = \"preview\"") from exc
-
-        options = self.settings.diffusion
-        if options.device.startswith("cuda") and not torch.cuda.is_available():
-            raise StartupError(
-                f"the {self.name} backend is set to run on {options.device}, but this machine has no usable "
-                "CUDA GPU (set [diffusion] device = \"cpu\" to run slowly on the CPU, or backend = "
-                "\"preview\")")
-        where = self.locate()
-        with contextlib.suppress(ImportError):  # it sets up a logging handler of its own on import
-            importlib.import_module("transformers.utils.logging")
-        adopt_library_loggers()  # their warnings as our log lines, without their progress bars
-        cls = getattr(diffusers, self.pipeline_class)
-        try:
-            with warnings.catch_warnings():
-                # newer diffusers call it `dtype`; the oldest diffusers supported knows only this name
-                warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
-                pipe = cls.from_pretrained(where, torch_dtype=self.torch_dtype(), variant=self.source.variant,
-                                           local_files_only=options.local_files_only)
-        except (OSError, ValueError) as exc:
-            cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
-            raise StartupError(
-                f"cannot load the {self.name} model {self.source.model!r}: {exc}. For a hub id the weights "
-                f"must be in the Hugging Face cache ({cache}); fetch them once with `hf "
-                f"download {self.source.model}`, or point [models.{self.name}] model at a local "
-                "directory") from exc
-        pipe.set_progress_bar_config(disable=True)
-        adopt_library_loggers()  # torch's and accelerate's, imported meanwhile
-        self._apply_options(pipe)
+        pipe = load_pipeline(self.name, self.pipeline_class, self.source, self.settings.diffusion)
+        apply_options(pipe, self.settings.diffusion, self.denoisers(pipe))
         self.pipe = pipe
         self.loads += 1
-
-    def _apply_options(self, pipe: Any) -> None:
-        import torch
-
-        options = self.settings.diffusion
-        device = torch.device(options.device)
-        if options.offload == "model":
-            pipe.enable_model_cpu_offload(device=device)
-        elif options.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=device)
-        else:
-            pipe.to(device)
-        vae: Any = pipe.vae
-        if options.vae_slicing and hasattr(vae, "enable_slicing"):
-            vae.enable_slicing()
-        if options.vae_tiling and hasattr(vae, "enable_tiling"):
-            vae.enable_tiling()
-        if options.channels_last:
-            vae.to(memory_format=torch.channels_last)  # its 2D convolutions are what benefits
-        for denoiser in self.denoisers(pipe):
-            if options.attention_backend != "sdpa":
-                try:
-                    denoiser.set_attention_backend(options.attention_backend)
-                except (AttributeError, ValueError, RuntimeError, ImportError) as exc:
-                    raise StartupError(f"attention backend {options.attention_backend!r}: {exc}") from exc
-            if options.compile:
-                # Static shapes: each new size compiles once; a size seen before never recompiles.
-                denoiser.compile(fullgraph=False, dynamic=False)
 
     def denoisers(self, pipe: Any) -> list[Any]:
         """What `compile` and `attention_backend` apply to: the denoiser (Wan 2.2 A14B has two experts)."""
         return [getattr(pipe, self.denoiser)]
 
     def versions(self) -> dict[str, str]:
-        found = {}
-        for package in ("torch", "diffusers", "transformers", "accelerate"):
-            with contextlib.suppress(importlib_metadata.PackageNotFoundError):
-                found[package] = importlib_metadata.version(package)
-        return found
+        return library_versions()
 
     # ---- fitting the job to the model ----------------------------------------------------------
     def size_multiple(self) -> int:
