@@ -474,6 +474,20 @@ def backends_reference() -> str:
     return "\n".join(out)
 
 
+def model_cards_reference() -> str:
+    out = ["| backend | model | native size | frames | fps | steps | guidance | resolution | `auto` sizes |"
+           " weights (bf16) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, cls in _backends().items():
+        for card in cls.known_cards():
+            sizes = ", ".join(f"{side}p" + (f" above {needs:g} GiB" if needs else "") for side, needs in
+                              card.sizes) or f"{card.short_side}p"
+            weights = card.weights_gb("bfloat16")
+            out.append(f"| `{name}` | {card.label} (`{card.hub_id}`) | {card.width}x{card.height} | "
+                       f"{card.num_frames} | {number(card.fps)} | {card.steps} | {number(card.guidance_scale)} | "
+                       f"`{card.resolution}` | {sizes} | {f'{weights:g} GB' if weights else '—'} |")
+    return "\n".join(out)
+
+
 def backend_options_reference() -> str:
     out: list[str] = []
     without = []
@@ -716,6 +730,7 @@ def nest_lists(text: str) -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
+    "model-cards": model_cards_reference,
     "settings": settings_reference,
     "sidecar": sidecar_reference,
     "backends": backends_reference,

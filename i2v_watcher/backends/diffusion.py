@@ -22,6 +22,7 @@ from PIL import Image
 from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
 from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
 from i2v_watcher.backends.capacity import auto_short_side
+from i2v_watcher.backends.card import WEBUI_CARD
 from i2v_watcher.backends.loading import (
     apply_options,
     library_versions,
@@ -122,8 +123,11 @@ class DiffusersBackend(Backend):
         return max(b + a * round((count - b) / a), b + a if b else a)
 
     def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
+        card = self.model_card()
+        if card is not None:
+            notes["model_card"] = {**card.record(), "defaults_used": sorted(params.from_model)}
         if params.resolution == "auto":
-            short, reason = auto_short_side(self.settings.diffusion.device)
+            short, reason = auto_short_side(self.settings.diffusion.device, card or WEBUI_CARD)
             notes["resolution_auto"] = reason
         else:
             short = int(params.resolution.rstrip("p"))

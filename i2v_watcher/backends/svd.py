@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
@@ -35,6 +36,11 @@ class StableVideoDiffusionBackend(DiffusersBackend):
     ignores: ClassVar[frozenset[str]] = frozenset({"prompt", "negative_prompt"})
     default_decode_chunk: ClassVar[int | None] = 4
     options_model = SvdOptions
+    # The img2vid-xt model card: 25 frames at 1024x576; diffusers' pipeline defaults: fps 7, 25 steps,
+    # max_guidance_scale 3.0.
+    card = ModelCard(name="svd-xt", label="Stable Video Diffusion img2vid-xt",
+                     hub_id="stabilityai/stable-video-diffusion-img2vid-xt", width=1024, height=576,
+                     num_frames=25, fps=7.0, steps=25, guidance_scale=3.0)
 
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: SvdOptions = self.options(params)

@@ -41,7 +41,7 @@ def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Back
     return StagedMetadata(
         job_id=job.id, input=record, prompt=params.prompt, negative_prompt=params.negative_prompt,
         seed=params.seed, backend=backend.name, model=backend.model_id,
-        parameters=params.model_dump(mode="json", exclude={"explicit"}),
+        parameters=params.model_dump(mode="json", exclude={"explicit", "from_model"}),
         requested=spec.model_dump(mode="json", exclude_unset=True), notes=notes, generation=frames.details,
         timings_s={k: round(v, 3) for k, v in timings.items()},
         versions={**library_versions(), "ffmpeg": ffmpeg.version, **backend.versions()},

@@ -25,6 +25,7 @@ import numpy as np
 import structlog
 
 from i2v_watcher.backends import Backend
+from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -286,8 +287,9 @@ class Pipeline:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
         assert job.state.seed is not None
-        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed)
-        backend = self.backends.get(params.backend)
+        backend = self.backends.get(spec.backend or self.default_backend)
+        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
+                         model_defaults=card_defaults(backend))
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
