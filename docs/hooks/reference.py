@@ -483,8 +483,9 @@ def model_cards_reference() -> str:
                               card.sizes) or f"{card.short_side}p"
             weights = card.weights_gb("bfloat16")
             out.append(f"| `{name}` | {card.label} (`{card.hub_id}`) | {card.width}x{card.height} | "
-                       f"{card.num_frames} | {number(card.fps)} | {card.steps} | {number(card.guidance_scale)} | "
-                       f"`{card.resolution}` | {sizes} | {f'{weights:g} GB' if weights else '—'} |")
+                       f"{card.num_frames} | {number(card.fps)} | {card.steps} | "
+                       f"{number(card.guidance_scale)} | `{card.resolution}` | {sizes} | "
+                       f"{f'{weights:g} GB' if weights else '—'} |")
     return "\n".join(out)
 
 
