@@ -147,13 +147,16 @@ def check_gpu(ctx: Context) -> list[Finding]:
         fix = NO_GPU if level != "info" else NO_GPU_NEEDED
         return [Finding("gpu", level, f"torch {torch.__version__} sees no CUDA GPU (configured device: "
                         f"{device})", fix, {"gpus": []})]
+    from i2v_watcher.backends import get
     from i2v_watcher.backends.capacity import auto_short_side
+    from i2v_watcher.backends.card import WEBUI_CARD
 
     gpus: list[dict[str, Any]] = []
     runs = next(iter(ctx.diffusion), "a diffusion backend")
+    card = (get(runs).card if runs in ctx.diffusion else None) or WEBUI_CARD
     for index in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(index)
-        side, _ = auto_short_side(f"cuda:{index}")  # the daemon's own table (from the total memory)
+        side, _ = auto_short_side(f"cuda:{index}", card)  # the daemon's own rule for that model
         gpus.append({"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index),
                      "free_gib": round(free / 2**30, 1), "total_gib": round(total / 2**30, 1),
                      "auto_resolution": f"{side}p"})
