@@ -1,7 +1,9 @@
 """GPU benchmark: every diffusion backend's model at its real architecture size with random weights (timing
 does not depend on the weights), through its real diffusers pipeline, at its default size and at 480p
 where the model is made larger: a few denoising steps timed and the per-step time extrapolated to the
-model card's schedule, the VAE decode timed, peak VRAM.
+model card's schedule, the VAE decode timed, peak VRAM; within 8 minutes on one H100. Run it alone with
+`python bench/gpu_models.py` (a table on stdout, the figures in gpu_models.json) or in the suite with
+`python -m bench --only gpu_models`.
 
     python bench/gpu_models.py [--only NAME ...] [--steps 3] [--max-seconds 480] [--no-480p]
                                [--json PATH] [--tiny]
@@ -49,6 +51,8 @@ from bench.real_configs import CASES, PENDING, PROMPT_TOKENS, Case, Part  # noqa
 from bench.report import table  # noqa: E402
 
 TITLE = "Every diffusion backend at its real size on the GPU (random weights, bfloat16)"
+COLUMNS = ("backend", "model", "size", "frames", "params B", "weights GiB", "steps timed", "first step s",
+           "s/step", "default steps", "extrapolated s", "VAE decode s", "peak GiB", "note")
 
 
 class OutOfTime(Exception):
@@ -242,7 +246,7 @@ def measure(case: Case, target: Target) -> dict[str, Any]:
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
-    return row
+    return {column: row[column] for column in COLUMNS if column in row}
 
 
 def timings(case: Case, started: float, ends: list[float], decode: float | None) -> dict[str, Any]:
