@@ -5,7 +5,7 @@ model card's schedule, the VAE decode timed, peak VRAM; within 8 minutes on one 
 `python bench/gpu_models.py` (a table on stdout, the figures in gpu_models.json) or in the suite with
 `python -m bench --only gpu_models`.
 
-    python bench/gpu_models.py [--only NAME ...] [--steps 3] [--max-seconds 480] [--no-480p]
+    python bench/gpu_models.py [--only NAME ...] [--steps 2] [--max-seconds 480] [--no-480p]
                                [--json PATH] [--tiny]
 
 Each model is built from its published component configs (bench/real_configs.py says where each comes
@@ -276,7 +276,7 @@ def cases(only: list[str] | None, with_480p: bool) -> tuple[list[Case], list[str
 
 @dataclass(frozen=True)
 class Options:
-    steps: int = 3
+    steps: int = 2  # the second step is the per-step time; a third costs a 720p model 30 s or so
     max_seconds: float = 480.0
     only: list[str] | None = None
     with_480p: bool = True
@@ -327,7 +327,7 @@ def run_all(options: Options, say: Callable[[str], None] = print) -> dict[str, A
 
 def run(quick: bool = False) -> tuple[str, list[dict[str, object]]]:
     """For `python -m bench`: every model at its default size (and 480p unless quick)."""
-    report = run_all(Options(steps=2 if quick else 3, with_480p=not quick))
+    report = run_all(Options(with_480p=not quick))
     title = f"{TITLE} ({report['device']}, torch {report['torch']}, {report['steps']} steps timed)"
     return title, report["rows"]
 
@@ -335,7 +335,7 @@ def run(quick: bool = False) -> tuple[str, list[dict[str, object]]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", action="append", metavar="NAME", help="a backend or a model (repeatable)")
-    parser.add_argument("--steps", type=int, default=3, help="denoising steps timed per model (2 or more)")
+    parser.add_argument("--steps", type=int, default=2, help="denoising steps timed per model (2 or more)")
     parser.add_argument("--max-seconds", type=float, default=480.0, help="the whole run's budget")
     parser.add_argument("--no-480p", dest="with_480p", action="store_false", help="default sizes only")
     parser.add_argument("--json", type=Path, default=Path("gpu_models.json"), help="where the JSON goes")
