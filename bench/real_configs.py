@@ -73,8 +73,9 @@ def i2vgen_xl() -> dict[str, Any]:
 
 def svd() -> dict[str, Any]:
     """stabilityai/stable-video-diffusion-img2vid-xt: UNetSpatioTemporalConditionModel's defaults are its
-    unet/config.json (320/640/1280/1280, heads 5/10/20/20, 25 frames); its VAE is the SD encoder
-    (128/256/512/512, 2 layers per block, 4 latent channels) with the temporal decoder."""
+    unet/config.json (320/640/1280/1280, heads 5/10/20/20, 25 frames); its VAE is the SD encoder with the
+    temporal decoder: generative-models' configs/inference/svd.yaml gives ch 128, ch_mult 1/2/4/4,
+    2 res blocks, 4 latent channels, i.e. 128/256/512/512 and 2 layers per block here."""
     from diffusers import (
         AutoencoderKLTemporalDecoder,
         EulerDiscreteScheduler,
