@@ -118,3 +118,25 @@ def test_gpu_models_says_why_it_does_not_run(tmp_path: Path, capsys: pytest.Capt
     assert gpu_models.main(["--tiny", "--only", "svd", "--max-seconds", "0", "--json", str(out)]) == 0
     [row] = json.loads(out.read_text())["rows"]
     assert row["note"].startswith("skipped: the benchmark's time was spent")
+
+
+def test_gpu_models_real_configs_are_the_published_sizes() -> None:
+    """Every real-size pipeline builds on the meta device (no weights: nothing is allocated) from
+    bench/real_configs.py, and its denoisers have the published parameter counts."""
+    gpu_models = importlib.import_module("bench.gpu_models")
+    diffusers = importlib.import_module("diffusers")
+    published = {  # billions, as the model cards and papers give them
+        "i2vgen-xl": {"unet": 1.42}, "svd-xt": {"unet": 1.52}, "wan2.1-i2v-14b": {"transformer": 16.4},
+        "wan2.2-i2v-a14b": {"transformer": 14.3, "transformer_2": 14.3},
+        "wan2.2-ti2v-5b": {"transformer": 5.0}, "ltx-video-0.9.5": {"transformer": 1.9},
+        "cogvideox1.5-5b-i2v": {"transformer": 5.6}, "hunyuanvideo-i2v": {"transformer": 12.8}}
+    assert {case.name for case in gpu_models.CASES} == set(published)
+    for case in gpu_models.CASES:
+        spec = case.real()
+        models = {name: gpu_models.skeleton(part) for name, part in spec.items()
+                  if isinstance(part, gpu_models.Part)}
+        assert all(p.is_meta for model in models.values() for p in model.parameters()), case.name
+        pipe = getattr(diffusers, case.pipeline)(**{**spec, **models})
+        for name, billions in published[case.name].items():
+            counted = sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e9
+            assert abs(counted - billions) / billions < 0.02, (case.name, name, counted)
