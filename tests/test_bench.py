@@ -122,10 +122,12 @@ def test_gpu_models_says_why_it_does_not_run(tmp_path: Path, capsys: pytest.Capt
 
 def test_gpu_models_real_configs_are_the_published_sizes() -> None:
     """Every real-size pipeline builds on the meta device (no weights: nothing is allocated) from
-    bench/real_configs.py, and its denoisers have the published parameter counts."""
+    bench/real_configs.py, and its denoisers are the size each model is published as."""
     gpu_models = importlib.import_module("bench.gpu_models")
     diffusers = importlib.import_module("diffusers")
-    published = {  # billions, as the model cards and papers give them
+    # Billions: the name-plate sizes (Wan 14B, TI2V 5B, LTX 2B, CogVideoX 5B, HunyuanVideo 13B) to the
+    # second digit; Wan 2.1 I2V's 16.4 is the 14B with its image cross-attention (40 layers of 2 x 5120^2).
+    published = {
         "i2vgen-xl": {"unet": 1.42}, "svd-xt": {"unet": 1.52}, "wan2.1-i2v-14b": {"transformer": 16.4},
         "wan2.2-i2v-a14b": {"transformer": 14.3, "transformer_2": 14.3},
         "wan2.2-ti2v-5b": {"transformer": 5.0}, "ltx-video-0.9.5": {"transformer": 1.9},
