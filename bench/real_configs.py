@@ -17,6 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from i2v_watcher.backends.card import WEBUI_CARD, ModelCard
+from i2v_watcher.backends.cogvideox_i2v import CARD_1_5
+from i2v_watcher.backends.hunyuan_i2v import HUNYUAN_I2V
+from i2v_watcher.backends.ltx_video import LTX_VIDEO_09
+from i2v_watcher.backends.svd import SVD_XT
+from i2v_watcher.backends.wan_i2v import WAN_21_I2V_14B, WAN_22_I2V_A14B, WAN_22_TI2V_5B
+
 
 @dataclass(frozen=True)
 class Part:
@@ -242,32 +249,35 @@ class Case:
     text_parts: tuple[str, ...] = TEXT_PARTS  # components on the prompt's side, not built
 
 
+def from_card(backend: str, card: ModelCard, pipeline: str, real: Callable[[], dict[str, Any]], tiny: str,
+              source: str, **more: Any) -> Case:
+    """A model at its card's size, frames, schedule and guidance (the backend's own ModelCard)."""
+    return Case(backend, card.name, card.label, pipeline, real, tiny, card.width, card.height,
+                card.num_frames, card.steps, card.guidance_scale, source, **more)
+
+
 CASES = (
-    Case("i2vgen-xl", "i2vgen-xl", "I2VGen-XL", "I2VGenXLPipeline", i2vgen_xl, "build_i2vgen_xl",
-         1280, 704, 16, 50, 9.0, "the pipeline's defaults (its model card's)", call={"target_fps": 16}),
-    Case("svd", "svd-xt", "SVD-XT", "StableVideoDiffusionPipeline", svd, "build_svd",
-         1024, 576, 25, 25, 3.0, "stabilityai/stable-video-diffusion-img2vid-xt model card",
-         call={"fps": 7, "decode_chunk_size": 4}),
-    Case("wan-i2v", "wan2.1-i2v-14b", "Wan 2.1 I2V-14B 480P", "WanImageToVideoPipeline",
-         wan21_i2v_14b, "build_wan_i2v", 832, 480, 81, 40, 5.0, "Wan-Video/Wan2.1 configs"),
-    Case("wan-i2v", "wan2.2-i2v-a14b", "Wan 2.2 I2V-A14B", "WanImageToVideoPipeline",
-         wan22_i2v_a14b, "build_wan22_a14b", 1280, 720, 81, 40, 3.5, "Wan-Video/Wan2.2 configs",
-         more_sizes=(SIDE_480P,)),
-    Case("wan-i2v", "wan2.2-ti2v-5b", "Wan 2.2 TI2V-5B", "WanImageToVideoPipeline",
-         wan22_ti2v_5b, "build_wan22_ti2v_5b", 1280, 704, 121, 50, 5.0,
-         "Wan-Video/Wan2.2 configs", more_sizes=(SIDE_480P,)),
-    # 121 frames (about 5 s at 24 fps) is our choice: the card sets no default count.
-    Case("ltx-video", "ltx-video-0.9.5", "LTX-Video 0.9.5 (2B)", "LTXConditionPipeline",
-         ltx_video_095, "build_ltx_video", 768, 512, 121, 50, 5.0,
-         "diffusers' LTX-Video docs", call={"frame_rate": 25, "decode_timestep": 0.05,
-                                            "decode_noise_scale": 0.025}),
-    Case("cogvideox-i2v", "cogvideox1.5-5b-i2v", "CogVideoX1.5-5B-I2V", "CogVideoXImageToVideoPipeline",
-         cogvideox15_i2v, "build_cogvideox_i2v", 1360, 768, 81, 50, 6.0,
-         "THUDM/CogVideoX1.5-5B-I2V model card", vae_tiling=True, more_sizes=(SIDE_480P,)),
-    Case("hunyuan-i2v", "hunyuanvideo-i2v", "HunyuanVideo-I2V (16 ch)", "HunyuanVideoImageToVideoPipeline",
-         hunyuan_i2v, "build_hunyuan_i2v", 1280, 720, 129, 50, 6.0,
-         "Tencent's HunyuanVideo-I2V README", vae_tiling=True, more_sizes=(SIDE_480P,),
-         text_parts=(*TEXT_PARTS, "image_processor")),
+    from_card("i2vgen-xl", WEBUI_CARD, "I2VGenXLPipeline", i2vgen_xl, "build_i2vgen_xl",
+              "the pipeline's defaults (its model card's)", call={"target_fps": 16}),
+    from_card("svd", SVD_XT, "StableVideoDiffusionPipeline", svd, "build_svd",
+              "stabilityai/stable-video-diffusion-img2vid-xt model card",
+              call={"fps": 7, "decode_chunk_size": 4}),
+    from_card("wan-i2v", WAN_21_I2V_14B, "WanImageToVideoPipeline", wan21_i2v_14b, "build_wan_i2v",
+              "Wan-Video/Wan2.1 configs"),
+    from_card("wan-i2v", WAN_22_I2V_A14B, "WanImageToVideoPipeline", wan22_i2v_a14b, "build_wan22_a14b",
+              "Wan-Video/Wan2.2 configs", more_sizes=(SIDE_480P,)),
+    from_card("wan-i2v", WAN_22_TI2V_5B, "WanImageToVideoPipeline", wan22_ti2v_5b, "build_wan22_ti2v_5b",
+              "Wan-Video/Wan2.2 configs", more_sizes=(SIDE_480P,)),
+    # 121 frames (about 5 s at 24 fps): the published 512x768x121 memory figure's clip.
+    from_card("ltx-video", LTX_VIDEO_09, "LTXConditionPipeline", ltx_video_095, "build_ltx_video",
+              "diffusers' LTX-Video docs", call={"frame_rate": 25, "decode_timestep": 0.05,
+                                                 "decode_noise_scale": 0.025}),
+    from_card("cogvideox-i2v", CARD_1_5, "CogVideoXImageToVideoPipeline", cogvideox15_i2v,
+              "build_cogvideox_i2v", "THUDM/CogVideoX1.5-5B-I2V model card", vae_tiling=True,
+              more_sizes=(SIDE_480P,)),
+    from_card("hunyuan-i2v", HUNYUAN_I2V, "HunyuanVideoImageToVideoPipeline",
+              hunyuan_i2v, "build_hunyuan_i2v", "Tencent's HunyuanVideo-I2V README", vae_tiling=True,
+              more_sizes=(SIDE_480P,), text_parts=(*TEXT_PARTS, "image_processor")),
     # ltx2: LTX-2 image-to-video (LTX2ImageToVideoPipeline, with its audio VAE and vocoder) is being
     # written by another helper (issue 19). Its Case goes here, with a `ltx2()` built from
     # scripts/convert_ltx2_to_diffusers.py and a tiny builder in tests/tiny_models.py; until then

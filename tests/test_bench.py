@@ -130,7 +130,7 @@ def test_gpu_models_real_configs_are_the_published_sizes() -> None:
     published = {
         "i2vgen-xl": {"unet": 1.42}, "svd-xt": {"unet": 1.52}, "wan2.1-i2v-14b": {"transformer": 16.4},
         "wan2.2-i2v-a14b": {"transformer": 14.3, "transformer_2": 14.3},
-        "wan2.2-ti2v-5b": {"transformer": 5.0}, "ltx-video-0.9.5": {"transformer": 1.9},
+        "wan2.2-ti2v-5b": {"transformer": 5.0}, "ltx-video-0.9": {"transformer": 1.9},
         "cogvideox1.5-5b-i2v": {"transformer": 5.6}, "hunyuanvideo-i2v": {"transformer": 12.8}}
     assert {case.name for case in gpu_models.CASES} == set(published)
     for case in gpu_models.CASES:

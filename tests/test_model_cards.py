@@ -56,4 +56,6 @@ def test_auto_keeps_the_webui_rule_for_i2vgen_xl() -> None:
 
 def test_the_weights_memory_by_dtype_or_none_when_not_counted() -> None:
     assert (CARD.weights_gb("bfloat16"), CARD.weights_gb("float32")) == (21.0, 42.0)
-    assert WEBUI_CARD.weights_gb("bfloat16") is None  # never guessed
+    assert WEBUI_CARD.weights_gb("float16") == 5.0
+    assert ModelCard(name="x", label="X", hub_id="o/x", width=64, height=64, num_frames=1, fps=1.0, steps=1,
+                     guidance_scale=1.0).weights_gb("bfloat16") is None  # not counted: never guessed

@@ -71,7 +71,9 @@ class ModelCard:
 # I2VGen-XL as the original WebUI ran it (its defaults, the project's reference parameters): 16 frames at
 # 8 fps, 50 steps, guidance 9.0, 512p; its `auto` rule from the GPU's total memory: ≤12 GB 512p, ≤18 GB
 # 768p, else 1024p. The native size is diffusers' I2VGenXLPipeline default (1280x704). Also the rule of
-# `resolution: auto` for a backend without a card of its own (a plugin).
+# `resolution: auto` for a backend without a card of its own (a plugin). Parameters counted from the
+# published configs (bench/real_configs.py), both CLIP encoders included.
 WEBUI_CARD = ModelCard(
     name="i2vgen-xl", label="I2VGen-XL", hub_id="ali-vilab/i2vgen-xl", width=1280, height=704, num_frames=16,
-    fps=8.0, steps=50, guidance_scale=9.0, sizes=((1024, 18.0), (768, 12.0), (512, 0.0)), resolution="512p")
+    fps=8.0, steps=50, guidance_scale=9.0, params_b=2.5, sizes=((1024, 18.0), (768, 12.0), (512, 0.0)),
+    resolution="512p")

@@ -34,10 +34,11 @@ from i2v_watcher.job.spec import JobParams
 CARD_1_0 = ModelCard(name="cogvideox-5b-i2v", label="CogVideoX-5B-I2V", hub_id="THUDM/CogVideoX-5b-I2V",
                      width=720, height=480, num_frames=49, fps=8.0, steps=50, guidance_scale=6.0,
                      extra={"version": "1.0"})
-# THUDM/CogVideoX1.5-5B-I2V: 1360x768, 81 frames (5 s at 16 fps), 50 steps, guidance 6.
+# THUDM/CogVideoX1.5-5B-I2V: 1360x768, 81 frames (5 s at 16 fps), 50 steps, guidance 6; parameters
+# counted from the published configs (bench/real_configs.py), T5-XXL included.
 CARD_1_5 = ModelCard(name="cogvideox1.5-5b-i2v", label="CogVideoX1.5-5B-I2V",
                      hub_id="THUDM/CogVideoX1.5-5B-I2V", width=1360, height=768, num_frames=81, fps=16.0,
-                     steps=50, guidance_scale=6.0, extra={"version": "1.5"})
+                     steps=50, guidance_scale=6.0, params_b=10.6, extra={"version": "1.5"})
 
 
 @register

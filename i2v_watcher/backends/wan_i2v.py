@@ -33,16 +33,19 @@ from i2v_watcher.job.spec import JobParams
 # 480p only. A14B has no published peak: Wan 2.1 14B as shipped peaks at 81 GB at 720p (LightX2V, H200)
 # and A14B keeps a second 14 B expert resident (28 GB more in bf16), so 720p above 100 GiB. TI2V-5B's
 # weights are about 22 GB in bf16 (5 B transformer, 5.7 B umT5-XXL) and its README runs 720p on a 24 GB
-# card only with offload, so 704p above 32 GiB.
+# card only with offload, so 704p above 32 GiB. Parameters (every component, text encoders included)
+# counted from the published configs in bench/real_configs.py.
 WAN_21_I2V_14B = ModelCard(name="wan2.1-i2v-14b", label="Wan 2.1 I2V-14B (480P)",
                            hub_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", width=832, height=480,
-                           num_frames=81, fps=16.0, steps=40, guidance_scale=5.0)
+                           num_frames=81, fps=16.0, steps=40, guidance_scale=5.0, params_b=22.8)
 WAN_22_I2V_A14B = ModelCard(name="wan2.2-i2v-a14b", label="Wan 2.2 I2V-A14B",
                             hub_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers", width=1280, height=720, num_frames=81,
-                            fps=16.0, steps=40, guidance_scale=3.5, sizes=((720, 100.0), (480, 0.0)))
+                            fps=16.0, steps=40, guidance_scale=3.5, params_b=34.4,
+                            sizes=((720, 100.0), (480, 0.0)))
 WAN_22_TI2V_5B = ModelCard(name="wan2.2-ti2v-5b", label="Wan 2.2 TI2V-5B",
                            hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", width=1280, height=704, num_frames=121,
-                           fps=24.0, steps=50, guidance_scale=5.0, sizes=((704, 32.0), (480, 0.0)))
+                           fps=24.0, steps=50, guidance_scale=5.0, params_b=11.4,
+                           sizes=((704, 32.0), (480, 0.0)))
 WAN_VARIANTS = (WAN_21_I2V_14B, WAN_22_I2V_A14B, WAN_22_TI2V_5B)
 
 
