@@ -13,10 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from i2v_watcher.backends.base import Audio
 from i2v_watcher.config.settings import Preset, Settings
-from i2v_watcher.errors import OutputInvalid
+from i2v_watcher.errors import JobError, OutputInvalid
 from i2v_watcher.job.checkpoint import Checkpoint
+from i2v_watcher.job.records import JobState, StagedMetadata
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
+from i2v_watcher.job.state import Job
 from i2v_watcher.media.chains import Chain, build_chains
 from i2v_watcher.media.cost import chain_cost
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
@@ -24,6 +27,7 @@ from i2v_watcher.media.graph import postprocess
 from i2v_watcher.media.probes import chain_problems
 from i2v_watcher.media.soundtrack import Soundtrack, audio_problem, read_soundtrack, write_wav
 from i2v_watcher.media.verify import verify_video
+from i2v_watcher.run.soundtrack import check_audio, keep_soundtrack, kept_soundtrack, soundtrack_lost
 from i2v_watcher.steps import Clip, dump_step
 from i2v_watcher.steps.speed import tempo_chain
 
@@ -185,7 +189,27 @@ def test_the_sound_is_kept_as_a_whole_wav_and_a_backends_sound_is_checked(tmp_pa
     assert read_soundtrack(tmp_path / "cut.wav") is None and read_soundtrack(tmp_path / "none.wav") is None
     stereo = np.zeros((2, 10), dtype=np.float32)
     assert audio_problem(stereo, 24000) is None
-    assert "not (channels, samples) float32" in str(audio_problem(stereo.astype(np.float64), 24000))
+    assert audio_problem(stereo.astype(np.float64), np.int64(24000)) is None  # a pipeline's numbers
+    assert "not (channels, samples) float32" in str(audio_problem(stereo.astype(np.int16), 24000))
+    assert "not (channels, samples) float32" in str(audio_problem(stereo[0], 24000))
     assert "3 channels" in str(audio_problem(np.zeros((3, 10), dtype=np.float32), 24000))
     assert "samples a second" in str(audio_problem(stereo, 100))
     assert "not numbers" in str(audio_problem(np.full((1, 4), np.nan, dtype=np.float32), 24000))
+
+
+def test_a_job_keeps_its_sound_in_its_folder_and_one_whose_sound_is_gone_is_generated_again(
+        tmp_path: Path) -> None:
+    state = JobState(job_id="20261207T000000Z-00000000", worker_id="testhost", stage="claimed", key="a",
+                     inputs=[])
+    job = Job(tmp_path, state)
+    kept = keep_soundtrack(job, Audio(rising_tone(0.5), RATE))
+    assert kept is not None and kept.path == tmp_path / "soundtrack.wav" and kept.channels == 2
+    job.advance("generated", metadata=StagedMetadata(job_id=job.id, audio=kept.record()))
+    assert kept_soundtrack(job) == Soundtrack(kept.path, RATE, 2, 0.5) and not soundtrack_lost(job)
+    kept.path.unlink()
+    assert soundtrack_lost(job)  # pipeline: generated again, as when the frames' copy is gone
+    (tmp_path / "soundtrack.wav").write_bytes(b"RIFF")
+    assert soundtrack_lost(job)
+    assert keep_soundtrack(job, None) is None and not (tmp_path / "soundtrack.wav").exists()  # silent now
+    with pytest.raises(JobError, match="3 channels"):
+        check_audio(Audio(np.zeros((3, 10), dtype=np.float32), RATE))

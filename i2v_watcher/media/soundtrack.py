@@ -5,6 +5,7 @@ resume copy is in the scratch folder (work.store.Scratch)."""
 
 from __future__ import annotations
 
+import numbers
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,16 @@ class Soundtrack:
 
 
 def audio_problem(samples: object, rate: object) -> str | None:
-    """What is wrong with a backend's sound, in words; None when it can be encoded."""
-    if not isinstance(samples, np.ndarray) or samples.dtype != np.float32 or samples.ndim != 2:
+    """What is wrong with a backend's sound, in words; None when it can be encoded. Audio promises
+    float32 at an int rate; float64 samples and a NumPy integer rate (what a pipeline's tensors give)
+    are taken as well."""
+    if not isinstance(samples, np.ndarray) or samples.dtype.kind != "f" or samples.ndim != 2:
         shape = getattr(samples, "shape", None), getattr(samples, "dtype", type(samples).__name__)
         return f"the backend returned sound of shape and type {shape}, not (channels, samples) float32"
     if not 1 <= samples.shape[0] <= MAX_CHANNELS or samples.shape[1] < 1:
         return f"the backend returned sound of {samples.shape[0]} channels and {samples.shape[1]} samples, " \
                f"not 1 to {MAX_CHANNELS} channels of at least one sample"
-    if not isinstance(rate, int) or not RATES[0] <= rate <= RATES[1]:
+    if not isinstance(rate, numbers.Integral) or not RATES[0] <= int(rate) <= RATES[1]:
         return f"the backend returned sound at {rate!r} samples a second, not {RATES[0]} to {RATES[1]}"
     if not np.isfinite(samples).all():
         return "the backend returned sound with samples that are not numbers (NaN or infinite)"
@@ -57,11 +60,11 @@ def write_wav(target: Path, samples: np.ndarray, rate: int) -> Soundtrack:
         with wave.open(handle, "wb") as wav:
             wav.setnchannels(samples.shape[0])
             wav.setsampwidth(2)
-            wav.setframerate(rate)
+            wav.setframerate(int(rate))
             wav.writeframes(np.ascontiguousarray(pcm).tobytes())
 
     write_durably(target, fill)
-    return Soundtrack(target, rate, int(samples.shape[0]), samples.shape[1] / rate)
+    return Soundtrack(target, int(rate), int(samples.shape[0]), samples.shape[1] / rate)
 
 
 def read_soundtrack(path: Path) -> Soundtrack | None:
