@@ -20,7 +20,7 @@ from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.records import JobState, StagedMetadata
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 from i2v_watcher.job.state import Job
-from i2v_watcher.media.chains import Chain, build_chains
+from i2v_watcher.media.chains import Chain, build_chains, check_chains
 from i2v_watcher.media.cost import chain_cost
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.graph import postprocess
@@ -154,13 +154,17 @@ def test_a_silent_clip_gets_no_second_input(binary: FFmpeg, tmp_path: Path) -> N
 
 
 def test_a_sidecar_may_drop_the_sound_and_only_a_dropped_one_is_recorded(tmp_path: Path) -> None:
-    settings = Settings(**{n: str(tmp_path / n) for n in ("inbox", "outbox", "failed", "done", "work")})
+    settings = Settings(**{n: str(tmp_path / n) for n in ("inbox", "outbox", "failed", "done", "work")},
+                        postprocess_overridable={"encode": ["crf", "audio"]})
     spec = JobSpec(postprocess=["archive"], postprocess_overrides={"encode": {"audio": False}})
     ((_, steps),) = build_chains(settings, resolve(spec, JobDefaults(), backend="preview", seed=1))
     assert dump_step(steps[-1])["audio"] is False
     ((_, kept),) = build_chains(settings, resolve(JobSpec(postprocess=["archive"]), JobDefaults(),
                                                   backend="preview", seed=1))
     assert "audio" not in dump_step(kept[-1])  # the steps of a preset that keeps it, recorded as before
+    default = Settings(**{n: str(tmp_path / n) for n in ("inbox", "outbox", "failed", "done", "work")})
+    (refused,) = check_chains(default, resolve(spec, JobDefaults(), backend="preview", seed=1)).problems
+    assert "encode.audio cannot be overridden" in refused.text  # unless the operator allows it
 
 
 def test_the_tempo_chain_stays_where_atempo_blends_every_sample() -> None:

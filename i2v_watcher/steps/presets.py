@@ -63,5 +63,5 @@ SHIPPED_PRESETS = {
     "landscape-1920x1080-nvenc": Preset(steps=_fit(1920, 1080, _nvenc())),
 }
 # The step fields a sidecar may override (postprocess_overrides); everything else is the config's.
-DEFAULT_OVERRIDABLE = {"encode": ["crf", "audio"], "fade": ["in_s", "out_s", "color"], "scale_pad": ["color"],
+DEFAULT_OVERRIDABLE = {"encode": ["crf"], "fade": ["in_s", "out_s", "color"], "scale_pad": ["color"],
                        "poster": ["frame"], "loop": ["count", "boomerang"], "speed": ["factor"]}
