@@ -60,8 +60,9 @@ class Encode(OutputStep):
             raise ValueError(f"crf 0 is not a quality for {self.codec} (its cq 0 means none): use 1-51")
         return self
 
-    # The graph fits the soundtrack to the clip's length before it is encoded (steps.base.fit_audio).
-    audio_filters = ("apad", "atrim")
+    # The graph splits the soundtrack once per encode that keeps it, and fits it to the clip's length
+    # before it is encoded (steps.base.fit_audio).
+    audio_filters = ("asplit", "apad", "atrim")
 
     def encoders(self) -> set[str]:
         return {self.codec}
