@@ -633,7 +633,9 @@ def steps_reference() -> str:
             else "a filter step"
         out += [f"## `{name}` {{#{name}}}", "", prose(about), "",
                 f"It is {kind}. ffmpeg filters it uses: "
-                f"{', '.join(code(f) for f in cls.filters) or 'none'}.", ""]
+                f"{', '.join(code(f) for f in cls.filters) or 'none'}"
+                + (f"; on a soundtrack: {', '.join(code(f) for f in cls.audio_filters)}."
+                   if cls.audio_filters else "."), ""]
         overridable = DEFAULT_OVERRIDABLE.get(name, [])
         out += ["| field | type and limits | default | notes |", "|---|---|---|---|"]
         for field, info in cls.model_fields.items():

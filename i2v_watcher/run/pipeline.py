@@ -56,6 +56,7 @@ from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes
 from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
+from i2v_watcher.run.soundtrack import keep_soundtrack, kept_soundtrack, soundtrack_lost
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
@@ -188,9 +189,9 @@ class Pipeline:
                     job.state.problem, stage="watch" if not job.state.deaths else "crash", hint=hint))
             if job.state.stage == "generated" and job.frames is None:
                 job.frames = self.scratch.load(job.id)
-                if job.frames is None:  # lost with a host crash, or made on another host
+                if job.frames is None or soundtrack_lost(job):  # a host crash, or made on another host
                     log.warning("the generated frames are gone (a host crash, or a job taken over from "
-                                "another host): generating them again")
+                                "another host; or their sound): generating them again")
                     job.advance("claimed")
             if job.state.stage == "claimed":
                 self._enter("generate")
@@ -338,8 +339,9 @@ class Pipeline:
         job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
+        sound = keep_soundtrack(job, frames.audio)  # in the job's folder: the encode reads it there
         metadata = generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes, frames,
-                                      timings, self.ffmpeg)
+                                      timings, self.ffmpeg, sound)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
         self.scratch.keep(job.id, frames.pixels)
@@ -355,7 +357,7 @@ class Pipeline:
         before = job.state.metadata
         assert before is not None and before.frames_fps is not None  # recorded with the frames
         outputs, info = postprocess(pixels, before.frames_fps, job.out_dir, self.ffmpeg, chains,
-                                    self.settings, self.checkpoint)
+                                    self.settings, self.checkpoint, kept_soundtrack(job))
         metadata = encoded_metadata(before, info, outputs, time.monotonic() - started)
         log.info("encoded", presets=metadata.presets, seconds=metadata.timings_s["postprocess"])
         job.advance("encoded", metadata=metadata)
