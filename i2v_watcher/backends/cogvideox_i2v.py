@@ -19,8 +19,11 @@ its rotary embeddings from a grid of its sample size, so no side may exceed that
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image, ImageOps
@@ -52,6 +55,12 @@ CARD_1_5 = ModelCard(version="1.5", width=1360, height=768, num_frames=81, fps=1
                      guidance_scale=6.0)
 
 
+def card_of(transformer: Mapping[str, Any]) -> ModelCard:
+    """Which CogVideoX a transformer config (its config.json, or the loaded model's) belongs to: 1.5 is
+    the one with temporal patches."""
+    return CARD_1_5 if transformer.get("patch_size_t") is not None else CARD_1_0
+
+
 @register
 class CogVideoXImageToVideoBackend(DiffusersBackend):
     name = "cogvideox-i2v"
@@ -64,7 +73,14 @@ class CogVideoXImageToVideoBackend(DiffusersBackend):
 
     def card(self) -> ModelCard:
         """The loaded model's card: 1.5 is the transformer with temporal patches."""
-        return CARD_1_5 if self.pipe.transformer.config.patch_size_t is not None else CARD_1_0
+        return card_of(self.pipe.transformer.config)
+
+    def describe_folder(self, folder: Path, index: Mapping[str, Any]) -> str:
+        try:
+            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # the component check says what is wrong with the folder
+            return "CogVideoX (no readable transformer config)"
+        return f"CogVideoX {card_of(config).version}-5B-I2V"
 
     def sample_size(self) -> tuple[int, int]:
         """(width, height) in pixels of the transformer's positional embeddings."""
