@@ -220,3 +220,17 @@ def test_a_hub_snapshot_in_process(folders: Folders, wan22: Path, tmp_path: Path
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     [ok] = model_findings(folders, "tiny-org/wan22")
     assert ok.status == "ok" and f"in the Hugging Face cache snapshot {snapshot}" in ok.message
+
+
+@pytest.mark.parametrize(("patch_size_t", "said"), [(None, "CogVideoX 1.0-5B-I2V"),
+                                                    (2, "CogVideoX 1.5-5B-I2V")])
+def test_which_cogvideox_a_folder_holds(folders: Folders, tmp_path: Path, patch_size_t: int | None,
+                                        said: str) -> None:
+    from diffusers import CogVideoXTransformer3DModel
+
+    CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4,
+                                time_embed_dim=2, text_embed_dim=32, num_layers=1, patch_size_t=patch_size_t,
+                                ).save_config(tmp_path / "transformer")
+    discover()
+    backend = get("cogvideox-i2v")(load_settings(folders.config))
+    assert backend.describe_folder(tmp_path, {}) == said  # type: ignore[attr-defined]

@@ -55,10 +55,10 @@ CARD_1_5 = ModelCard(version="1.5", width=1360, height=768, num_frames=81, fps=1
                      guidance_scale=6.0)
 
 
-def card_of(transformer: Mapping[str, Any]) -> ModelCard:
-    """Which CogVideoX a transformer config (its config.json, or the loaded model's) belongs to: 1.5 is
-    the one with temporal patches."""
-    return CARD_1_5 if transformer.get("patch_size_t") is not None else CARD_1_0
+def card_of(patch_size_t: int | None) -> ModelCard:
+    """Which CogVideoX a transformer is, from its config's `patch_size_t` (config.json's, or the loaded
+    model's): 1.5 is the one with temporal patches."""
+    return CARD_1_5 if patch_size_t is not None else CARD_1_0
 
 
 @register
@@ -73,14 +73,14 @@ class CogVideoXImageToVideoBackend(DiffusersBackend):
 
     def card(self) -> ModelCard:
         """The loaded model's card: 1.5 is the transformer with temporal patches."""
-        return card_of(self.pipe.transformer.config)
+        return card_of(self.pipe.transformer.config.patch_size_t)
 
     def describe_folder(self, folder: Path, index: Mapping[str, Any]) -> str:
         try:
             config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):  # the component check says what is wrong with the folder
             return "CogVideoX (no readable transformer config)"
-        return f"CogVideoX {card_of(config).version}-5B-I2V"
+        return f"CogVideoX {card_of(config.get('patch_size_t')).version}-5B-I2V"
 
     def sample_size(self) -> tuple[int, int]:
         """(width, height) in pixels of the transformer's positional embeddings."""
