@@ -220,6 +220,13 @@ def test_a_hub_snapshot_in_process(folders: Folders, wan22: Path, tmp_path: Path
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     [ok] = model_findings(folders, "tiny-org/wan22")
     assert ok.status == "ok" and f"in the Hugging Face cache snapshot {snapshot}" in ok.message
+    # The cache links each file to its blob; a blob not (yet) fetched leaves the link dangling.
+    weights = snapshot / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.unlink()
+    weights.symlink_to(tmp_path / "hub" / "blobs" / "never-fetched")
+    error = only(model_findings(folders, "tiny-org/wan22"), "error")
+    assert f"{snapshot / 'vae'} has a config.json but no weights" in error.message
+    assert error.fix == "fetch what is missing, as the service's user: `hf download tiny-org/wan22`"
 
 
 @pytest.mark.parametrize(("patch_size_t", "said"), [(None, "CogVideoX 1.0-5B-I2V"),

@@ -131,9 +131,11 @@ def weight_sets(component: Path) -> list[WeightSet]:
     for name in sorted(names):
         if (index := INDEX.match(name)) is not None:
             shards = _shards(component / name)
+            # is_file, not the listing: in the Hugging Face cache a file not yet fetched is a dangling link
             found.append(WeightSet(index["variant"], index["format"], tuple(component / s for s in shards),
-                                   tuple(s for s in shards if s not in names)))
-        elif name.endswith(WEIGHT_SUFFIXES) and not SHARD.search(name.rsplit(".", 1)[0]):
+                                   tuple(s for s in shards if not (component / s).is_file())))
+        elif (name.endswith(WEIGHT_SUFFIXES) and not SHARD.search(name.rsplit(".", 1)[0])
+              and (component / name).is_file()):
             stem, _, suffix = name.rpartition(".")
             variant = stem.partition(".")[2] or None
             found.append(WeightSet(variant, suffix, (component / name,)))
