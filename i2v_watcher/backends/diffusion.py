@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("i2v_watcher.diffusion")
 STANDARD_SHORT_SIDES = (512, 768, 1024)
-
-
 class DiffusersBackend(Backend):
     """A diffusers image-to-video pipeline kept resident on one device for every job."""
 

@@ -161,13 +161,13 @@ def safetensors_dtype(path: Path) -> str | None:
             if length > 100 * 2**20:  # not a header a real checkpoint has
                 return None
             header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error):
-        return None
-    sizes: Counter[str] = Counter()
-    for name, tensor in header.items():
-        if name != "__metadata__" and isinstance(tensor, dict):
-            start, end = tensor.get("data_offsets", (0, 0))
-            sizes[DTYPES.get(str(tensor.get("dtype")), str(tensor.get("dtype")).lower())] += end - start
+        sizes: Counter[str] = Counter()
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                start, end = tensor["data_offsets"]
+                sizes[DTYPES.get(str(tensor["dtype"]), str(tensor["dtype"]).lower())] += int(end) - int(start)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, struct.error):
+        return None  # not a safetensors file (or a truncated one): its dtype is "unknown"
     return sizes.most_common(1)[0][0] if sizes else None
 
 
