@@ -19,7 +19,10 @@ its rotary embeddings from a grid of its sample size, so no side may exceed that
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image, ImageOps
@@ -41,6 +44,12 @@ CARD_1_5 = ModelCard(name="cogvideox1.5-5b-i2v", label="CogVideoX1.5-5B-I2V",
                      steps=50, guidance_scale=6.0, params_b=10.6, extra={"version": "1.5"})
 
 
+def card_of(patch_size_t: int | None) -> ModelCard:
+    """Which CogVideoX a transformer is, from its config's `patch_size_t` (config.json's, or the loaded
+    model's): 1.5 is the one with temporal patches."""
+    return CARD_1_5 if patch_size_t is not None else CARD_1_0
+
+
 @register
 class CogVideoXImageToVideoBackend(DiffusersBackend):
     name = "cogvideox-i2v"
@@ -59,7 +68,14 @@ class CogVideoXImageToVideoBackend(DiffusersBackend):
         """The loaded model's card: 1.5 is the transformer with temporal patches."""
         if self.pipe is None:
             return CARD_1_5
-        return CARD_1_5 if self.pipe.transformer.config.patch_size_t is not None else CARD_1_0
+        return card_of(self.pipe.transformer.config.patch_size_t)
+
+    def describe_folder(self, folder: Path, index: Mapping[str, Any]) -> str:
+        try:
+            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # the component check says what is wrong with the folder
+            return "CogVideoX (no readable transformer config)"
+        return card_of(config.get('patch_size_t')).label
 
     def sample_size(self) -> tuple[int, int]:
         """(width, height) in pixels of the transformer's positional embeddings."""

@@ -75,6 +75,9 @@ class LtxOptions(BaseModel):
 class LtxVideoBackend(DiffusersBackend):
     name = "ltx-video"
     pipeline_class = "LTXConditionPipeline"
+    # The published LTX-Video folders are indexed as LTXPipeline (text-to-video) or as the image-to-video
+    # pipelines: all three have the same five components, which LTXConditionPipeline loads.
+    index_classes: ClassVar[tuple[str, ...]] = ("LTXImageToVideoPipeline", "LTXPipeline")
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)
     honours: ClassVar[frozenset[str]] = frozenset({

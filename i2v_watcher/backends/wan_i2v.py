@@ -14,7 +14,7 @@ rounded, and the metadata records what was asked, what was used and which Wan it
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +25,7 @@ from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.folder import Problem, holds, model_folder, read_index
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobParams
 
@@ -49,17 +50,10 @@ WAN_22_TI2V_5B = ModelCard(name="wan2.2-ti2v-5b", label="Wan 2.2 TI2V-5B",
 WAN_VARIANTS = (WAN_21_I2V_14B, WAN_22_I2V_A14B, WAN_22_TI2V_5B)
 
 
-def _holds(config: Mapping[str, Any], component: str) -> bool:
-    """Whether a pipeline config (model_index.json, or a loaded pipeline's) names this component: an
-    absent optional one is `[null, null]` there."""
-    entry = config.get(component)
-    return isinstance(entry, (list, tuple)) and bool(entry) and entry[0] is not None
-
-
 def wan_variant(config: Mapping[str, Any]) -> ModelCard:
     """Which Wan a model folder holds, from its model_index.json (or the loaded pipeline's config); a
     StartupError for a folder that has one half of the two-expert layout."""
-    second, boundary = _holds(config, "transformer_2"), config.get("boundary_ratio")
+    second, boundary = holds(config, "transformer_2"), config.get("boundary_ratio")
     if second != (boundary is not None):
         has, lacks = ("transformer_2", "boundary_ratio") if second else ("boundary_ratio", "transformer_2")
         raise StartupError(f"the Wan model folder has {has} but no {lacks}: Wan 2.2 I2V-A14B needs both "
@@ -84,6 +78,8 @@ class WanOptions(BaseModel):
 class WanImageToVideoBackend(DiffusersBackend):
     name = "wan-i2v"
     pipeline_class = "WanImageToVideoPipeline"
+    # TI2V-5B's published folder is indexed as the text-to-video WanPipeline (see index_problems).
+    index_classes: ClassVar[tuple[str, ...]] = ("WanPipeline",)
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (4, 1)
     honours: ClassVar[frozenset[str]] = frozenset({
@@ -113,16 +109,39 @@ class WanImageToVideoBackend(DiffusersBackend):
     def folder_variant(self) -> ModelCard | None:
         """The variant the folder's model_index.json names (None: no index found, as for a hub id
         whose weights are fetched on load)."""
-        where = Path(self.locate())
-        index: str | Path | None = where / "model_index.json"
-        if not where.is_dir():
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(str(where), "model_index.json")
-            index = found if isinstance(found, str) else None
-        if index is None or not Path(index).is_file():
+        folder = model_folder(self.locate())
+        if folder is None or not (folder / "model_index.json").is_file():
             return None
-        return wan_variant(json.loads(Path(index).read_text(encoding="utf-8")))
+        return wan_variant(read_index(folder))
+
+    def describe_folder(self, folder: Path, index: Mapping[str, Any]) -> str:
+        try:
+            return wan_variant(index).label
+        except StartupError:
+            return "an incomplete Wan 2.2 I2V-A14B"
+
+    def needed_components(self, index: Mapping[str, Any]) -> set[str] | None:
+        """Wan 2.1 conditions on CLIP image embeddings too (the pipeline encodes the image when there is
+        neither a boundary nor expanded timesteps): its image encoder and processor are needed."""
+        needed = super().needed_components(index)
+        with contextlib.suppress(StartupError):  # index_problems reports a half two-expert layout
+            if needed is not None and wan_variant(index) is WAN_21_I2V_14B:
+                needed |= {"image_encoder", "image_processor"}
+        return needed
+
+    def index_problems(self, folder: Path, index: Mapping[str, Any]) -> list[Problem]:
+        problems = super().index_problems(folder, index)
+        try:
+            variant = wan_variant(index)
+        except StartupError as exc:
+            return [*problems, Problem(f"{folder}: {exc}", self.refetch(folder))]
+        if index.get("_class_name") == "WanPipeline" and variant is not WAN_22_TI2V_5B:
+            # Only TI2V-5B is published indexed as WanPipeline; another such folder is text-to-video.
+            problems.append(Problem(f"{folder} holds a text-to-video Wan (WanPipeline without expanded "
+                                    "timesteps), not an image-to-video one",
+                                    f"point [models.{self.name}] model at an image-to-video Wan, e.g. "
+                                    f"`hf download {WAN_22_I2V_A14B.hub_id}`"))
+        return problems
 
     def denoisers(self, pipe: Any) -> list[Any]:
         experts = (pipe.transformer, getattr(pipe, "transformer_2", None))  # older diffusers: no second
