@@ -109,6 +109,21 @@ def test_a_soundtrack_is_fitted_to_the_clip_and_one_that_misses_it_fails_the_job
         fitted_audio(torch.full((2, 16000), float("nan")), 16000, 1.0)
 
 
+def test_the_input_is_re_encoded_as_one_h264_frame_and_frame_counts_are_8k_plus_1(tmp_path: Path) -> None:
+    from i2v_watcher.media.ffmpeg import find_ffmpeg
+    from i2v_watcher.media.h264 import h264_roundtrip
+
+    picture = np.asarray(rgb(make_image(tmp_path / "x.png", (97, 64), seed=3)))
+    ffmpeg = find_ffmpeg(None)[0].path
+    coarse, fine = (h264_roundtrip(picture, crf, ffmpeg) for crf in (33, 18))
+    assert coarse.shape == fine.shape == (64, 96, 3)  # 4:2:0 needs even sides: the odd column goes
+    errors = [np.abs(out.astype(int) - picture[:, :96]).mean() for out in (coarse, fine)]
+    assert 0 < errors[1] < errors[0] < 8  # the same picture, coarser at the higher CRF
+    dirs = {name: tmp_path / name for name in ("inbox", "outbox", "failed", "done", "work")}
+    backend = Ltx2Backend(Settings(**dirs))  # type: ignore[arg-type]
+    assert [backend.fit_frames(n) for n in (1, 5, 8, 12, 13, 121)] == [9, 9, 9, 9, 17, 121]
+
+
 def test_a_daemon_serves_an_ltx2_job_and_records_its_soundtrack(
         folders: Folders, tiny_ltx2: Path, start: Start) -> None:
     use(folders, {"ltx2": tiny_ltx2}, "ltx2")
