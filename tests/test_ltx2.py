@@ -75,6 +75,16 @@ def test_frames_and_soundtrack_are_planned_reproducible_by_seed_and_recorded(
     assert backend.plan((96, 72), distilled, notes := {}) and notes["schedule"] == {
         "distilled": True, "sigmas": list(DISTILLED_SIGMAS), "steps": 8, "guidance_scale": 1.0}
     assert backend.arguments(distilled, Plan(96, 64, 9))["sigmas"] == list(DISTILLED_SIGMAS)
+    # LTX-2.0 gets its own STG block and the legacy cross-attention timestep; 2.3+ diffusers' defaults.
+    legacy = backend.arguments(job(backend), Plan(96, 64, 9))
+    assert (legacy["use_cross_timestep"], legacy["spatio_temporal_guidance_blocks"]) == (False, [29])
+    backend.pipe.transformer.prompt_modulation = True  # as LTX-2.3's config (cross_attn_mod) makes it
+    try:
+        assert backend.generation() == "2.3+"
+        assert not {"use_cross_timestep", "spatio_temporal_guidance_blocks"} & set(
+            backend.arguments(job(backend), Plan(96, 64, 9)))
+    finally:
+        backend.pipe.transformer.prompt_modulation = False
 
 
 class _OutOfMemoryAtNineFrames(Ltx2Backend):

@@ -13,9 +13,10 @@ spatial / 8x temporal video VAE, an audio VAE and a vocoder).
   H.264 frame (CRF 33 for LTX-2 and 2.3) before conditioning on it. diffusers does that with PyAV, a second
   copy of ffmpeg's libraries; the backend does it with the ffmpeg every job already uses and hands diffusers
   the result (`image_crf=0`), so the model sees what it was trained on without a new dependency.
-- LTX-2.3 checkpoints modulate cross-attention by the prompt (`cross_attn_mod` in the transformer's
-  config); diffusers' defaults are LTX-2.3's. For an LTX-2.0 checkpoint the backend passes what diffusers'
-  docstring names as LTX-2.0's: the legacy cross-attention timestep and spatio-temporal guidance at block 29.
+- LTX-2.3 and later checkpoints modulate cross-attention by the prompt (`cross_attn_mod` in the
+  transformer's config); diffusers' defaults are LTX-2.3's. For an LTX-2.0 checkpoint the backend passes
+  what diffusers' docstring names as LTX-2.0's: the legacy cross-attention timestep and spatio-temporal
+  guidance at block 29.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from i2v_watcher.media.h264 import h264_roundtrip
 # are diffusers.pipelines.ltx2.utils.DISTILLED_SIGMA_VALUES).
 DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
 # The CRF LTX-2 and 2.3 were trained with (diffusers' DEFAULT_IMAGE_CRF, ltx-pipelines' DEFAULT_IMAGE_CRF);
-# used where diffusers is too old to say it per checkpoint (resolve_default_image_crf).
+# used where diffusers is too old to say it per checkpoint (resolve_default_image_crf: 18 for LTX-2.5).
 TRAINED_IMAGE_CRF = 33
 MIN_SIDE = 64  # diffusers' LTX-2 fails below it
 # How far the soundtrack may miss the clip's length before it is a broken model rather than rounding: the
@@ -103,8 +104,9 @@ class Ltx2Backend(DiffusersBackend):
         return max(MIN_SIDE, fitted[0]), max(MIN_SIDE, fitted[1])
 
     def generation(self) -> str:
-        """"2.3" for a checkpoint whose transformer modulates cross-attention by the prompt, else "2.0"."""
-        return "2.3" if getattr(self.pipe.transformer, "prompt_modulation", False) else "2.0"
+        """"2.3+" for a checkpoint whose transformer modulates cross-attention by the prompt (LTX-2.3 and
+        later), else "2.0"."""
+        return "2.3+" if getattr(self.pipe.transformer, "prompt_modulation", False) else "2.0"
 
     def image_crf(self, params: JobParams) -> int:
         chosen: int | None = self.options(params).image_crf
