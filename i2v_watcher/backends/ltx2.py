@@ -44,7 +44,8 @@ DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421
 # The CRF LTX-2 and 2.3 were trained with (diffusers' DEFAULT_IMAGE_CRF, ltx-pipelines' DEFAULT_IMAGE_CRF);
 # used where diffusers is too old to say it per checkpoint (resolve_default_image_crf: 18 for LTX-2.5).
 TRAINED_IMAGE_CRF = 33
-MIN_SIDE = 64  # diffusers' LTX-2 fails below it
+# A side of 32 (one latent pixel) fails inside the VAE's reflect padding (seen with diffusers 0.42.1).
+MIN_SIDE = 64
 # How far the soundtrack may miss the clip's length before it is a broken model rather than rounding: the
 # audio latents run at 25 a second (16 kHz, hop 160, 4x), so a clip's length rounds by 20 ms, and the causal
 # audio VAE drops a few mel frames more.
