@@ -22,7 +22,7 @@ import structlog
 from PIL import Image
 
 from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
-from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
+from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress
 from i2v_watcher.backends.capacity import auto_short_side
 from i2v_watcher.backends.card import WEBUI_CARD
 from i2v_watcher.backends.folder import (
@@ -269,7 +269,7 @@ class DiffusersBackend(Backend):
             tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
                           "num_frames": plan.num_frames, "offload": plan.offload})
             try:
-                pixels = self._attempt(image, params, plan, progress, ready)
+                pixels, audio = self._attempt(image, params, plan, progress, ready)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -280,12 +280,15 @@ class DiffusersBackend(Backend):
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
                        "dtype": self.dtype_name(),
                        "device": self.settings.diffusion.device}
-            return Frames(pixels=pixels, fps=params.fps, details=details)
+            if audio is not None:
+                details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
+                                    "duration_s": round(audio.duration_s, 3)}
+            return Frames(pixels=pixels, fps=params.fps, details=details, audio=audio)
         raise JobError(f"out of GPU memory on every rung of the OOM ladder: {tried}", stage="generate",
                        hint="lower resolution or num_frames, or enable [diffusion] offload")
 
     def _attempt(self, image: Image.Image, params: JobParams, plan: Plan, progress: Progress,
-                 ready: Preloaded | None) -> np.ndarray:
+                 ready: Preloaded | None) -> tuple[np.ndarray, Audio | None]:
         import torch
 
         pipe = self.pipe
@@ -327,9 +330,7 @@ class DiffusersBackend(Backend):
                 else:
                     with self._modules:
                         extra.update(self.conditioning(params))
-                output = self.call(resized, params, plan, generator, extra)
-                video = output.frames[0]  # (frames, 3, height, width), floats in [0, 1]
-                return to_uint8(video, dtype=self.dtype_name())
+                return self.read_output(self.call(resized, params, plan, generator, extra), params, plan)
         finally:
             if self.step_progress == "progress_bar":
                 del pipe.progress_bar  # back to the class's own method
@@ -346,6 +347,12 @@ class DiffusersBackend(Backend):
         """Run the pipeline once: the model's own arguments, and `extra` from this class (output type,
         step callback, decode chunk, conditioning)."""
         return self.pipe(image=image, generator=generator, **self.arguments(params, plan), **extra)
+
+    def read_output(self, output: Any, params: JobParams, plan: Plan) -> tuple[np.ndarray, Audio | None]:
+        """The pipeline's output → the clip as uint8 on the host, and the soundtrack where the model makes
+        one (None here: a model of frames alone)."""
+        video = output.frames[0]  # (frames, 3, height, width), floats in [0, 1]
+        return to_uint8(video, dtype=self.dtype_name()), None
 
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         """The job mapped onto this pipeline's arguments (size, frames, steps, guidance, …)."""
