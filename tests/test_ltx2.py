@@ -148,3 +148,7 @@ def test_a_daemon_serves_an_ltx2_job_and_records_its_soundtrack(
     meta = folders.metadata("a")
     assert meta["backend"] == "ltx2" and meta["model"] == str(tiny_ltx2)
     assert meta["generation"]["audio"] == {"sample_rate": 16000, "channels": 2, "duration_s": 1.125}
+    # The soundtrack went through the chain into the published MP4: AAC at 128 kb/s, the clip's length.
+    (output,) = meta["postprocess"]["outputs"]
+    assert output["audio"]["codec"] == "aac" and output["audio"]["channels"] == 2, output
+    assert abs(output["audio"]["duration_s"] - 1.125) < 0.05, output

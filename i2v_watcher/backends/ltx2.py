@@ -86,9 +86,7 @@ class Ltx2Backend(DiffusersBackend):
     # weights' memory is a lower bound. No published VRAM per size: `resolution: auto` takes 512p.
     card: ClassVar[ModelCard] = ModelCard(
         name="ltx-2", label="LTX-2", hub_id="Lightricks/LTX-2", width=768, height=512, num_frames=121,
-        fps=24.0, steps=40, guidance_scale=4.0, params_b=31.0,
-        source="diffusers LTX-2 docs (size, frames, fps, steps, guidance); ltx-2-19b checkpoints and the "
-               "Gemma 3 12B text encoder (parameters)")
+        fps=24.0, steps=40, guidance_scale=4.0, params_b=31.0)
     ffmpeg: str = ""  # known once loaded
 
     def load(self) -> None:
