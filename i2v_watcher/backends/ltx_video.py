@@ -103,6 +103,9 @@ class LtxVideoBackend(DiffusersBackend):
                                  "steps": len(DISTILLED_TIMESTEPS), "guidance_scale": 1.0}
         return plan
 
+    def passes_per_step(self, params: JobParams) -> int:
+        return 1 if self.options(params).distilled else super().passes_per_step(params)
+
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: LtxOptions = self.options(params)
         schedule: dict[str, Any] = {"num_inference_steps": params.steps,

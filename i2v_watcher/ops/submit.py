@@ -15,6 +15,7 @@ import yaml
 
 from i2v_watcher import backends
 from i2v_watcher.backends.base import MAX_ASPECT, Backend, card_defaults, check_aspect
+from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.job import Written, problems_heading
@@ -112,7 +113,8 @@ def _image_problems(settings: Settings, image: Path, backend: Backend | type[Bac
         if backend is not None and checked is not None:
             instance = backend if isinstance(backend, Backend) else backend(settings)
             params = resolve(checked.spec, settings.defaults, backend=instance.name, seed=0,
-                             model_defaults=card_defaults(instance))
+                             model_defaults=card_defaults(instance),
+                             levels=levels_for(settings.quality, instance.name))
             if _can_plan(instance, size, params):
                 if settings.memory_budget_mb is not None:
                     plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))

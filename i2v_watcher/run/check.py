@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from i2v_watcher.backends import available
 from i2v_watcher.backends.base import Backend, card_defaults, options_problems
+from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.explain.core import Problem, did_you_mean, show
@@ -48,7 +49,7 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     chosen = spec.backend or (None if "backend" in refused else default_backend)
     backend = backends.get(chosen) if chosen is not None else None
     params = resolve(spec, settings.defaults, backend=chosen or "", seed=0,
-                     model_defaults=card_defaults(backend))
+                     model_defaults=card_defaults(backend), levels=levels_for(settings.quality, chosen))
     if chosen is not None and backend is None:
         problems.append(_not_loaded(chosen, backends))
     elif backend is not None:

@@ -26,6 +26,7 @@ import structlog
 
 from i2v_watcher.backends import Backend
 from i2v_watcher.backends.base import card_defaults
+from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -290,7 +291,8 @@ class Pipeline:
         assert job.state.seed is not None
         backend = self.backends.get(spec.backend or self.default_backend)
         params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
-                         model_defaults=card_defaults(backend))
+                         model_defaults=card_defaults(backend),
+                         levels=levels_for(self.settings.quality, spec.backend or self.default_backend))
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")

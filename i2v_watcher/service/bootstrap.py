@@ -12,6 +12,7 @@ import structlog
 
 from i2v_watcher import backends
 from i2v_watcher.config.models import check_model_tables
+from i2v_watcher.config.quality import check_quality_tables
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
@@ -84,6 +85,7 @@ def discover_backends(settings: Settings) -> None:
     """Import the backends and plugins, then check what the config says about them."""
     backends.discover(settings.plugins)
     check_model_tables(settings, backends.available(), backends.with_models())
+    check_quality_tables(settings, backends.available())
 
 
 def load_backends(settings: Settings, extend: Extend | None = None
