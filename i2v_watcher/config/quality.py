@@ -112,12 +112,15 @@ def check_quality_tables(settings: Settings, known_backends: Iterable[str]) -> N
     for name, level in settings.quality.items():
         if SHIPPED_LEVELS.get(name) == level.model_dump(exclude_none=True):
             continue  # the shipped levels are never the user's mistake
-        for backend in level.backends:
-            if backend not in known:
-                problems.append(f"[quality.{name}.{backend}] names no backend" + did_you_mean(
-                    backend, known, lead="; ", shown=lambda found, level=name: f"[quality.{level}.{found}]"))
+        problems += [_unknown_backend(name, backend, known) for backend in level.backends
+                     if backend not in known]
     if problems:
         raise StartupError(f"{'; '.join(problems)}; backends: {', '.join(known) or '(none)'}")
+
+
+def _unknown_backend(level: str, backend: str, known: list[str]) -> str:
+    return f"[quality.{level}.{backend}] names no backend" + did_you_mean(
+        backend, known, lead="; ", shown=lambda found: f"[quality.{level}.{found}]")
 
 
 # The shipped levels. Each backend's draft costs at most 1/5 of its final in denoiser work (tests/

@@ -256,19 +256,19 @@ def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int,
     values: dict[str, Any] = defaults.model_dump()
     values.update(backend=backend, seed=seed, output_name=None, priority=0)
     given = spec.model_dump(exclude_none=True)
+    # An empty table (backend_options: {}) asks for nothing, so no backend must refuse it.
+    explicit = frozenset(f for f in spec.model_fields_set if getattr(spec, f) not in (None, {}))
     quality = spec.quality or defaults.quality
     level = dict((levels or {}).get(quality, {}))
-    if "backend_options" in level and "backend_options" in given:
-        given["backend_options"] = {**level["backend_options"], **given["backend_options"]}
-    from_level = frozenset(level.keys() - given.keys())
+    if "backend_options" in level:
+        given["backend_options"] = {**level["backend_options"], **given.get("backend_options", {})}
+    from_level = frozenset(level.keys() - explicit)
     from_model = frozenset((model_defaults or {}).keys() - given.keys() - from_level
                            - defaults.model_fields_set)
     values.update({key: (model_defaults or {})[key] for key in from_model})
     values.update({key: level[key] for key in from_level})
     values.update(given, quality=quality)
     values["postprocess"] = presets_of(values["postprocess"])
-    # An empty table (backend_options: {}) asks for nothing, so no backend must refuse it.
-    explicit = frozenset(f for f in spec.model_fields_set if getattr(spec, f) not in (None, {}))
     return JobParams(**values, explicit=explicit, from_model=from_model, from_level=from_level)
 
 
