@@ -18,7 +18,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,13 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import table  # noqa: E402
 from i2v_watcher import backends  # noqa: E402
-from i2v_watcher.backends.base import card_defaults  # noqa: E402
 from i2v_watcher.backends.diffusion import DiffusersBackend  # noqa: E402
-from i2v_watcher.config.quality import levels_for  # noqa: E402
+from i2v_watcher.backends.levels import MAX_DRAFT_SHARE, level_params, planned_work, short_side  # noqa: E402
 from i2v_watcher.config.settings import Settings  # noqa: E402
-from i2v_watcher.job.spec import QUALITY_LEVELS, JobDefaults, JobParams, JobSpec, resolve  # noqa: E402
+from i2v_watcher.job.spec import QUALITY_LEVELS  # noqa: E402
 
 TITLE = "Quality levels: denoiser work planned at the real size, and counted and timed on tiny models (CPU)"
 TARGET = "every backend's draft costs at most 1/5 of its final in planned denoiser work"
-MAX_DRAFT_SHARE = 0.2
 FRAME_SCALE, SIDE_SCALE = 8, 16  # the tiny runs' frames and short side, against the level's
 IMAGE = (96, 64)  # the tiny runs' input (3:2)
 
@@ -51,41 +49,12 @@ def builders() -> dict[str, Callable[[Path], Path]]:
             "hunyuan-i2v": tiny.build_hunyuan_i2v}
 
 
-def level_params(backend: DiffusersBackend, level: str, settings: Settings,
-                 levels: Mapping[str, Mapping[str, Any]] | None = None) -> JobParams:
-    """A job of this level on this backend, as the daemon resolves it (no sidecar fields but the level)."""
-    chosen = levels if levels is not None else levels_for(settings.quality, backend.name)
-    return resolve(JobSpec(quality=level), JobDefaults(), backend=backend.name, seed=1,
-                   model_defaults=card_defaults(backend), levels=chosen)
-
-
-def short_side(backend: DiffusersBackend, params: JobParams) -> int:
-    """The level's short side; `auto`: the model card's native one (what a large GPU gets)."""
-    card = backend.model_card()
-    if params.resolution == "auto":
-        return card.short_side if card is not None else 512
-    return int(params.resolution.rstrip("p"))
-
-
-def planned_work(backend: DiffusersBackend, params: JobParams) -> dict[str, Any]:
-    """A level's denoiser work at the real model's size, from the plan alone (no model loaded): passes x
-    frames x pixels, the pixels at the model card's aspect ratio."""
-    card = backend.model_card()
-    short = short_side(backend, params)
-    aspect = card.width / card.height if card is not None else 16 / 9
-    width, height = round(short * max(aspect, 1 / aspect)), short
-    frames = backend.fit_frames(params.num_frames)
-    passes = params.steps * backend.passes_per_step(params)
-    return {"steps": params.steps, "guidance": params.guidance_scale, "passes": passes, "frames": frames,
-            "size": f"{width}x{height}", "work": passes * frames * width * height}
-
-
 def tiny_levels(backend: DiffusersBackend, settings: Settings, quick: bool) -> dict[str, dict[str, Any]]:
     """Each level scaled down for the tiny model: the same steps (quick: a fifth) and guidance, frames
     and short side divided alike."""
     out = {}
     for level in QUALITY_LEVELS:
-        params = level_params(backend, level, settings)
+        params = level_params(backend, level, settings.quality)
         out[level] = {"steps": max(1, round(params.steps / 5)) if quick else params.steps,
                       "guidance_scale": params.guidance_scale,
                       "num_frames": max(1, round(params.num_frames / FRAME_SCALE)),
@@ -102,15 +71,16 @@ def measure(name: str, folder: Path, quick: bool) -> list[dict[str, Any]]:
                         diffusion={"device": "cpu", "dtype": "float32"})
     backend = backends.get(name)(settings)
     assert isinstance(backend, DiffusersBackend)
-    real = {level: planned_work(backend, level_params(backend, level, settings)) for level in QUALITY_LEVELS}
+    real = {level: planned_work(backend, level_params(backend, level, settings.quality))
+            for level in QUALITY_LEVELS}
     backend.load()
     small = tiny_levels(backend, settings, quick)
     image = Image.new("RGB", IMAGE, (120, 80, 40))
-    warm_up = level_params(backend, "draft", settings, small)
+    warm_up = level_params(backend, "draft", settings.quality, small)
     backend.generate(image, warm_up, lambda done, total: None)
     rows = []
     for level in QUALITY_LEVELS:
-        params = level_params(backend, level, settings, small)
+        params = level_params(backend, level, settings.quality, small)
         seconds = float("inf")
         for _ in range(1 if quick else 2):  # the faster of two runs: the machine's noise is one-sided
             started = time.perf_counter()

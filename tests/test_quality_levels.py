@@ -5,7 +5,6 @@ jobs record their level and the denoiser passes they ran."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,14 @@ from typing import Any
 import pytest
 from test_diffusion import use
 
-from conftest import REPO, Daemon, Folders, make_image, write_toml
+from conftest import Daemon, Folders, make_image, write_toml
 from i2v_watcher import backends
+from i2v_watcher.backends.levels import MAX_DRAFT_SHARE, level_params, planned_work
 from i2v_watcher.config.quality import SHIPPED_LEVELS, check_quality_tables, levels_for
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobDefaults, JobSpec, parse_sidecar, resolve
 from tiny_models import build_wan_i2v
-
-sys.path.insert(0, str(REPO))
-from bench.levels import MAX_DRAFT_SHARE, level_params, planned_work
 
 Start = Callable[..., Daemon]
 CARD = {"num_frames": 81, "fps": 16.0, "steps": 40, "guidance_scale": 5.0, "resolution": "auto"}
@@ -101,7 +98,7 @@ def test_every_shipped_draft_costs_at_most_a_fifth_of_its_final(tmp_path: Path) 
     shares = {}
     for name in sorted(diffusion):
         backend = backends.get(name)(config)
-        draft, final = (planned_work(backend, level_params(backend, level, config))  # type: ignore[arg-type]
+        draft, final = (planned_work(backend, level_params(backend, level, config.quality))  # type: ignore[arg-type]
                         for level in ("draft", "final"))
         shares[name] = draft["work"] / final["work"]
     assert all(share <= MAX_DRAFT_SHARE for share in shares.values()), shares

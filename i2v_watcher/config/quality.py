@@ -99,6 +99,10 @@ def with_shipped_levels(value: Any) -> Any:
     return {**SHIPPED_LEVELS, **value}
 
 
+def shipped_levels() -> dict[str, QualityLevel]:
+    return {name: QualityLevel.model_validate(level) for name, level in SHIPPED_LEVELS.items()}
+
+
 def levels_for(quality: Mapping[str, QualityLevel], backend: str | None) -> dict[str, dict[str, Any]]:
     """Every level's fields for one backend (resolve's `levels`)."""
     return {name: level.for_backend(backend or "") for name, level in quality.items()}
