@@ -76,11 +76,19 @@ def test_level_tables_are_checked_at_start_up(tmp_path: Path) -> None:
     assert "quality.draft.resolution" in refused(tmp_path, quality={"draft": {"resolution": "huge"}})
     assert "defaults.quality" in refused(tmp_path, defaults={"quality": "fast"})
     backends.discover([])
+    options = {name: backends.get(name).options_model for name in backends.available()}
     typo = settings(tmp_path, quality={"draft": {"wan_i2v": {"steps": 4}}})
     with pytest.raises(StartupError, match=r"\[quality.draft.wan_i2v\] names no backend; did you mean "
                                            r"\[quality.draft.wan-i2v\]\?"):
-        check_quality_tables(typo, backends.available())
-    check_quality_tables(settings(tmp_path), backends.available())  # the shipped levels pass
+        check_quality_tables(typo, options)
+    wrong = settings(tmp_path, quality={"final": {"ltx-video": {"backend_options": {"distiled": True}},
+                                                  "cogvideox-i2v": {"backend_options": {"x": 1}}}})
+    with pytest.raises(StartupError) as caught:
+        check_quality_tables(wrong, options)
+    assert "[quality.final.ltx-video] invalid backend_options: distiled: unknown key" in str(caught.value)
+    assert "[quality.final.cogvideox-i2v] backend_options: the cogvideox-i2v backend takes none" \
+        in str(caught.value)
+    check_quality_tables(settings(tmp_path), options)  # the shipped levels pass
 
 
 def test_an_unknown_level_in_a_sidecar_says_which_it_meant() -> None:

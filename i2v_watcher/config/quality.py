@@ -15,13 +15,14 @@ steps; standard 512p/16/50; high 768p/24/80, guidance 9-11)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
+from i2v_watcher.explain.job import describe_validation_error
 from i2v_watcher.job.spec import (
     QUALITY_LEVELS,
     DecodeChunk,
@@ -108,18 +109,35 @@ def levels_for(quality: Mapping[str, QualityLevel], backend: str | None) -> dict
     return {name: level.for_backend(backend or "") for name, level in quality.items()}
 
 
-def check_quality_tables(settings: Settings, known_backends: Iterable[str]) -> None:
-    """Every [quality.<level>.<backend>] table the config wrote names a registered backend. After
-    discovery, since plugins register backends only at start-up; a typo would otherwise be ignored."""
-    known = sorted(set(known_backends))
+def check_quality_tables(settings: Settings, options: Mapping[str, type[BaseModel] | None]) -> None:
+    """Every [quality.<level>.<backend>] table the config wrote names a registered backend (`options`:
+    each one's backend_options model), and its backend_options are that backend's. After discovery,
+    since plugins register backends only at start-up; a typo would otherwise be ignored, and bad
+    options would fail every job of the level."""
+    known = sorted(options)
     problems = []
     for name, level in settings.quality.items():
         if SHIPPED_LEVELS.get(name) == level.model_dump(exclude_none=True):
             continue  # the shipped levels are never the user's mistake
-        problems += [_unknown_backend(name, backend, known) for backend in level.backends
-                     if backend not in known]
+        for backend, fields in level.backends.items():
+            if backend not in options:
+                problems.append(_unknown_backend(name, backend, known))
+            elif fields.backend_options:
+                problems += _options_problems(f"quality.{name}.{backend}", backend, fields.backend_options,
+                                              options[backend])
     if problems:
         raise StartupError(f"{'; '.join(problems)}; backends: {', '.join(known) or '(none)'}")
+
+
+def _options_problems(table: str, backend: str, values: dict[str, Any],
+                      model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return [f"[{table}] backend_options: the {backend} backend takes none"]
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        return [f"[{table}] " + describe_validation_error(exc, "backend_options", model=model)]
+    return []
 
 
 def _unknown_backend(level: str, backend: str, known: list[str]) -> str:

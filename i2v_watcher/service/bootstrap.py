@@ -85,7 +85,7 @@ def discover_backends(settings: Settings) -> None:
     """Import the backends and plugins, then check what the config says about them."""
     backends.discover(settings.plugins)
     check_model_tables(settings, backends.available(), backends.with_models())
-    check_quality_tables(settings, backends.available())
+    check_quality_tables(settings, {name: backends.get(name).options_model for name in backends.available()})
 
 
 def load_backends(settings: Settings, extend: Extend | None = None
