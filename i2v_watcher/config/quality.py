@@ -71,11 +71,12 @@ class QualityLevel(LevelFields):
     def _tables_or_fields(cls, data: Any) -> Any:
         # A key that is no field and holds no table is a misspelt field, not a backend's table.
         if isinstance(data, dict):
+            fields = list(LevelFields.model_fields)
             for key, value in data.items():
-                if key not in LevelFields.model_fields and not isinstance(value, dict):
-                    raise ValueError(f"unknown key {key!r}{did_you_mean(key, LevelFields.model_fields)}; "
-                                     f"a level sets {', '.join(LevelFields.model_fields)}, or holds a "
-                                     "[quality.<level>.<backend>] table")
+                if key not in fields and not isinstance(value, dict):
+                    raise ValueError(f"unknown key {key!r} (a level sets {', '.join(fields)}, or holds "
+                                     "[quality.<level>.<backend>] tables)"
+                                     + did_you_mean(key, fields, lead="; "))
         return data
 
     @property
@@ -95,8 +96,8 @@ def with_shipped_levels(value: Any) -> Any:
         return value
     for name in value:
         if name not in QUALITY_LEVELS:
-            raise ValueError(f"unknown quality level {name!r}{did_you_mean(name, QUALITY_LEVELS, lead='; ')}"
-                             f"; the levels are {', '.join(QUALITY_LEVELS)}")
+            raise ValueError(f"unknown quality level {name!r} (the levels are {', '.join(QUALITY_LEVELS)})"
+                             + did_you_mean(name, QUALITY_LEVELS, lead="; "))
     return {**SHIPPED_LEVELS, **value}
 
 
