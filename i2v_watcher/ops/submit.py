@@ -14,8 +14,7 @@ from typing import Any
 import yaml
 
 from i2v_watcher import backends
-from i2v_watcher.backends.base import MAX_ASPECT, Backend, card_defaults, check_aspect
-from i2v_watcher.config.quality import levels_for
+from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.job import Written, problems_heading
@@ -26,7 +25,7 @@ from i2v_watcher.job.sidecar_yaml import load_yaml_texts
 from i2v_watcher.job.spec import JobParams, check_output_name, resolve
 from i2v_watcher.media.cost import check_cost
 from i2v_watcher.media.images import load_image
-from i2v_watcher.run.check import CheckedSidecar, check_sidecar
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_sources
 from i2v_watcher.run.generate import memory_budget_bytes, plan_job
 from i2v_watcher.steps import Clip
 
@@ -113,8 +112,7 @@ def _image_problems(settings: Settings, image: Path, backend: Backend | type[Bac
         if backend is not None and checked is not None:
             instance = backend if isinstance(backend, Backend) else backend(settings)
             params = resolve(checked.spec, settings.defaults, backend=instance.name, seed=0,
-                             model_defaults=card_defaults(instance),
-                             levels=levels_for(settings.quality, instance.name))
+                             **job_sources(settings, instance, instance.name))
             if _can_plan(instance, size, params):
                 if settings.memory_budget_mb is not None:
                     plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from i2v_watcher.backends import available
 from i2v_watcher.backends.base import Backend, card_defaults, options_problems
@@ -49,7 +50,7 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     chosen = spec.backend or (None if "backend" in refused else default_backend)
     backend = backends.get(chosen) if chosen is not None else None
     params = resolve(spec, settings.defaults, backend=chosen or "", seed=0,
-                     model_defaults=card_defaults(backend), levels=levels_for(settings.quality, chosen))
+                     **job_sources(settings, backend, chosen))
     if chosen is not None and backend is None:
         problems.append(_not_loaded(chosen, backends))
     elif backend is not None:
@@ -63,6 +64,13 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     if problems:
         raise problems_error(list(dict.fromkeys(problems)), f"sidecar {name}" if name else "sidecar")
     return CheckedSidecar(spec, chains.chains)
+
+
+def job_sources(settings: Settings, backend: Backend | type[Backend] | None,
+                name: str | None) -> dict[str, Any]:
+    """What a job's fields come from besides its sidecar and [defaults], as resolve() takes them: the
+    model card of its backend (`name`, loaded or not) and the quality levels for that backend."""
+    return {"model_defaults": card_defaults(backend), "levels": levels_for(settings.quality, name)}
 
 
 def _not_loaded(chosen: str, backends: Backends) -> Problem:

@@ -25,8 +25,6 @@ import numpy as np
 import structlog
 
 from i2v_watcher.backends import Backend
-from i2v_watcher.backends.base import card_defaults
-from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -51,7 +49,7 @@ from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
 from i2v_watcher.media.images import Source, decode_input
 from i2v_watcher.media.probes import chain_problems
-from i2v_watcher.run.check import CheckedSidecar, check_sidecar
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_sources
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.run.lone import explain_lone_sidecar
@@ -291,8 +289,7 @@ class Pipeline:
         assert job.state.seed is not None
         backend = self.backends.get(spec.backend or self.default_backend)
         params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
-                         model_defaults=card_defaults(backend),
-                         levels=levels_for(self.settings.quality, spec.backend or self.default_backend))
+                         **job_sources(self.settings, backend, spec.backend or self.default_backend))
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
