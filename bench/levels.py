@@ -10,6 +10,9 @@ levels`.
 The tiny runs keep each level's steps and guidance (`--quick`: a fifth of the steps) and scale its frames
 (1/8) and short side (1/16) down alike, so the passes are the real level's; their pixels are the tiny
 model's sizes, rounded to its multiples, so the tiny work ratio is near, not equal to, the planned one.
+A tiny model's wall time also holds fixed costs that a real model's denoiser dwarfs (its text encoder,
+its VAE, the pipeline's own set-up), so the tiny wall ratio stays above the work ratio; on a busy
+machine it is noisy too: compare the levels on an idle one.
 """
 
 from __future__ import annotations
