@@ -19,7 +19,8 @@ from i2v_watcher.job.spec import JobParams, JobSpec, resolve, validate_sidecar
 from i2v_watcher.media.chains import Chain, check_chains
 from i2v_watcher.run.generate import check_fields
 
-# The backends a job may name, by name: the daemon's resident ones (`submit`: their classes).
+# The backends a job may name, by name: the daemon's resident ones (`submit` and the web form: the
+# classes of every registered backend with a model, as another worker of the share may have it loaded).
 Backends = Mapping[str, "Backend | type[Backend]"]
 # What this ffmpeg cannot run in the job's chains (the daemon's; `submit` cannot know the daemon's ffmpeg).
 ChainCheck = Callable[[list[Chain]], list[str]]
@@ -69,9 +70,9 @@ def _not_loaded(chosen: str, backends: Backends) -> Problem:
     registered name it is closest to."""
     hint = f"resident backends: {', '.join(backends)} (the `backends` setting)"
     registered = available()
-    if registered and chosen not in registered:
+    if registered and chosen not in registered:  # a typo: what any worker could load is what matters
         return Problem(f"there is no backend {chosen!r}{did_you_mean(chosen, registered)}",
-                       hint=f"{hint}; registered: {', '.join(registered)}")
+                       hint=f"registered backends: {', '.join(registered)}")
     return Problem(f"backend {chosen!r} is not loaded by this daemon{did_you_mean(chosen, backends)}",
                    hint=hint)
 
