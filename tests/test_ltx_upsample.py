@@ -74,7 +74,10 @@ def test_distilled_detected_and_the_upsampler_loaded_and_run_from_their_folders(
         tmp_path: Path, distilled_ltx: dict[str, Path]) -> None:
     """The real backend loads both folders with from_pretrained (as a daemon does at start-up) and
     makes clips in two passes: the size asked, both passes recorded, same seed → same frames."""
+    misnamed = backend(tmp_path, model=str(distilled_ltx["ltx-video"]), upsampler="up/sam/pler")
+    assert "upsampler 'up/sam/pler' is no directory and no hub id" in (misnamed.unavailable() or "")
     ltx = backend(tmp_path, model=str(distilled_ltx["ltx-video"]), upsampler=str(distilled_ltx["upsampler"]))
+    assert ltx.unavailable() is None
     ltx.load()
     image = Image.open(make_image(tmp_path / "in.png", (96, 72), seed=3)).convert("RGB")
     # Nothing asked: the folder's name says distilled; the metadata says so, and why.

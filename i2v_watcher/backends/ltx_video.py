@@ -42,7 +42,8 @@ from i2v_watcher.backends.ltx_upsample import (
     two_passes,
     upsampler_location,
 )
-from i2v_watcher.errors import JobError
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobParams
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class LtxVideoBackend(DiffusersBackend):
     options_model = LtxOptions
     card = LTX_VIDEO_09
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.upsampler: Any = None
 
@@ -128,7 +129,7 @@ class LtxVideoBackend(DiffusersBackend):
         if missing is None and self.source.upsampler is not None:
             try:
                 upsampler_location(self.source.upsampler)
-            except Exception as exc:  # a StartupError: say it as the reason
+            except StartupError as exc:
                 return str(exc)
         return missing
 
