@@ -47,15 +47,17 @@ def test_the_backend_class_checks_its_fields_and_a_typo_is_still_refused(tmp_pat
 
 def test_no_warning_where_a_live_worker_offers_the_backend(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
-    write_beat(settings.work / "h100", backends=["wan-i2v"])
+    write_beat(settings.work / "h100", backends=["wan-i2v", "their-plugin"])
     write_beat(settings.work / "gone", age_s=1e6, backends=["ltx-video"])  # stale: offers nothing
     warnings: list[str] = []
-    for name, backend in (("a", "wan-i2v"), ("b", "ltx-video"), ("c", None)):
+    for name, backend in (("a", "wan-i2v"), ("b", "ltx-video"), ("c", None), ("d", "their-plugin")):
         sidecar = {"prompt": "a fox", **({"backend": backend} if backend else {})}
         submit(settings, make_image(tmp_path / f"{name}.png"), sidecar, warn=warnings.append)
-    assert warnings == ["no live worker offers the backend 'ltx-video' (live workers offer: wan-i2v): the "
-                        "job waits in the inbox for one that loads it, and fails after unroutable_timeout_s "
-                        "(86400 s)"]  # only b: a's backend is live, c names none (any worker takes it)
+    assert warnings == ["no live worker offers the backend 'ltx-video' (live workers offer: their-plugin, "
+                        "wan-i2v): the job waits in the inbox for one that loads it, and fails after "
+                        "unroutable_timeout_s (86400 s)"]  # only b: c names none (any worker takes it)
+    # d: a plugin's backend that this machine has not imported, offered by a live worker: taken unchecked
+    assert "backend: their-plugin" in (settings.inbox / "d.yaml").read_text()
 
 
 def test_the_web_form_offers_and_takes_any_backend_with_a_model_and_passes_the_warning_on(

@@ -81,7 +81,8 @@ def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | 
     checked: CheckedSidecar | None = None
     try:
         checked = check_sidecar(settings, sidecar, backends=resident, default_backend=default,
-                                written=getattr(sidecar, "written", None))
+                                written=getattr(sidecar, "written", None),
+                                elsewhere=frozenset(live_offers(settings) or ()))
     except JobError as exc:
         problems, hint = exc.problems, exc.hint
     if image is not None:
@@ -104,6 +105,14 @@ def _backends(settings: Settings) -> dict[str, Backend | type[Backend]]:
     return {name: backends.get(name) for name in dict.fromkeys([*names, *backends.with_models()])}
 
 
+def live_offers(settings: Settings) -> set[str] | None:
+    """The backends the share's live workers offer now (their heartbeats); None: work/ cannot be read."""
+    try:
+        return offered(survey(settings)) if settings.work.is_dir() else set()  # none: no worker ever ran
+    except OSError:
+        return None
+
+
 def unserved(settings: Settings, sidecar: dict[str, Any]) -> str | None:
     """Why the job may wait (a warning, not a refusal): its sidecar names a backend that no live worker
     of the share offers now (their heartbeats, as the daemons' routing reads them). None: a live worker
@@ -111,13 +120,8 @@ def unserved(settings: Settings, sidecar: dict[str, Any]) -> str | None:
     chosen = sidecar.get("backend")
     if chosen == "auto":
         chosen = settings.auto_backend
-    if not isinstance(chosen, str) or not chosen:
-        return None
-    try:
-        live = offered(survey(settings)) if settings.work.is_dir() else set()  # none: no worker ever ran
-    except OSError:
-        return None
-    if chosen in live:
+    live = live_offers(settings)
+    if not isinstance(chosen, str) or not chosen or live is None or chosen in live:
         return None
     waits = (f"fails after unroutable_timeout_s ({settings.unroutable_timeout_s:g} s)"
              if settings.unroutable_timeout_s else "waits as long as it takes (unroutable_timeout_s = 0)")
