@@ -76,6 +76,10 @@ def test_distilled_detected_and_the_upsampler_loaded_and_run_from_their_folders(
     makes clips in two passes: the size asked, both passes recorded, same seed → same frames."""
     misnamed = backend(tmp_path, model=str(distilled_ltx["ltx-video"]), upsampler="up/sam/pler")
     assert "upsampler 'up/sam/pler' is no directory and no hub id" in (misnamed.unavailable() or "")
+    folder = str(distilled_ltx["ltx-video"])
+    uncached = backend(tmp_path, model=folder, upsampler="Lightricks/no-such-upscaler")
+    assert uncached.unavailable() == ("the ltx-video upsampler 'Lightricks/no-such-upscaler' is not in the "
+                                      "Hugging Face cache (`hf download Lightricks/no-such-upscaler`)")
     ltx = backend(tmp_path, model=str(distilled_ltx["ltx-video"]), upsampler=str(distilled_ltx["upsampler"]))
     assert ltx.unavailable() is None
     ltx.load()

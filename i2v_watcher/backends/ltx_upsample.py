@@ -94,6 +94,23 @@ def upsampler_location(upsampler: str) -> str:
     return upsampler
 
 
+def upsampler_missing(upsampler: str) -> str | None:
+    """Why the configured upsampler could not load here (no such folder, a hub id not in the Hugging
+    Face cache), or None."""
+    try:
+        where = upsampler_location(upsampler)
+    except StartupError as exc:
+        return str(exc)
+    if Path(where).is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(where, name), str)
+           for name in ("latent_upsampler/config.json", "config.json")):
+        return None
+    return f"the ltx-video upsampler {where!r} is not in the Hugging Face cache (`hf download {where}`)"
+
+
 def load_upsampler(upsampler: str, options: DiffusionSettings, vae: Any) -> Any:
     """An LTXLatentUpsamplePipeline of the configured upsampler and the model's own VAE (as diffusers'
     example passes `vae=pipeline.vae`: the upsampler folder's VAE is never loaded), on the device."""

@@ -40,10 +40,10 @@ from i2v_watcher.backends.ltx_upsample import (
     load_upsampler,
     run_two_passes,
     two_passes,
-    upsampler_location,
+    upsampler_missing,
 )
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.errors import JobError, StartupError
+from i2v_watcher.errors import JobError
 from i2v_watcher.job.spec import JobParams
 
 if TYPE_CHECKING:
@@ -127,10 +127,7 @@ class LtxVideoBackend(DiffusersBackend):
     def unavailable(self) -> str | None:
         missing = super().unavailable()
         if missing is None and self.source.upsampler is not None:
-            try:
-                upsampler_location(self.source.upsampler)
-            except StartupError as exc:
-                return str(exc)
+            return upsampler_missing(self.source.upsampler)
         return missing
 
     def load(self) -> None:
