@@ -297,6 +297,7 @@ class HeartbeatRecord(Record):
     work.liveness (status, the dashboard, its /metrics) and work.lease (takeover). The order of the
     fields is the order of the file's keys."""
 
+    OPTIONAL = frozenset({"swap_backends"})
     worker_id: str | None = None
     host: str | None = None
     pid: int | None = None
@@ -312,6 +313,8 @@ class HeartbeatRecord(Record):
     # every worker of a share must agree on. Absent in the heartbeats of older versions.
     backends: list[str] | None = None
     auto_backend: str | None = None
+    # The backends it may load on demand, one at a time (swap_backends); absent when it has none.
+    swap_backends: list[str] | None = None
     job_id: str | None = None  # the job furthest behind (the one generating), as the jobs below
     job: str | None = None
     stage: str | None = None
@@ -339,6 +342,7 @@ class WorkerRow(BaseModel):
     model: str | None = None
     backends: list[str] | None = None
     auto_backend: str | None = None
+    swap_backends: list[str] | None = None
     version: str | None = None
     job: str | None = None
     job_id: str | None = None

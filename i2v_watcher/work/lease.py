@@ -54,7 +54,7 @@ def read_heartbeat(folder: Path) -> dict[str, object] | None:
 
 class Heartbeat:
     def __init__(self, settings: Settings, activity: Activity, backend: str = "", model: str = "",
-                 backends: list[str] | None = None) -> None:
+                 backends: list[str] | None = None, swap_backends: list[str] | None = None) -> None:
         self.settings = settings
         self.activity = activity
         self.path = settings.worker_dir / HEARTBEAT_FILE
@@ -63,7 +63,8 @@ class Heartbeat:
         # `backends`: every backend a worker that runs jobs loaded, which routes jobs to it (work.routing).
         self.about: dict[str, Any] = {
             "backend": backend, "model": model, "auto_backend": settings.auto_backend,
-            "backends": ([backend] if backend else []) if backends is None else backends}
+            "backends": ([backend] if backend else []) if backends is None else backends,
+            "swap_backends": swap_backends or None}  # left out of the file when it has none
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
