@@ -63,19 +63,24 @@ def keys(taken: list[Candidate]) -> list[str]:
 def test_the_loaded_models_jobs_go_first_then_one_swap_backend_at_a_time(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, swap_backends=SWAP)
     swap = slot(settings)
-    router = Router(settings, ["preview"], KNOWN, swap=swap)
+    flying: set[str] = set()  # the jobs the stages have
+    router = Router(settings, ["preview"], KNOWN, swap=swap, in_flight=lambda: flying)
     mixed = jobs(tmp_path, "ltx-video", "preview", "cogvideox-i2v", None, "ltx-video")
     taken, _ = router.route(mixed)
     assert keys(taken) == ["preview1", "any3"]  # a job for a loaded model waits: no swap yet
     taken, _ = router.route([c for c in mixed if c.key not in ("preview1", "any3")])
     assert keys(taken) == ["ltx-video0", "ltx-video4"]  # the first job's swap backend, alone
     router.claimed(taken[0])
+    flying.add("ltx-video0")
     assert swap.wanted() == "ltx-video" and swap.loaded_name() is None  # planned before it loads
     later = jobs(tmp_path, "cogvideox-i2v", "ltx-video")
-    taken, _ = router.route(later)
-    assert keys(taken) == ["ltx-video1"]  # the planned model's jobs before another swap
-    taken, _ = router.route(later[:1])
-    assert keys(taken) == ["cogvideox-i2v0"]
+    assert router.route(later)[0] == []  # a swap is under way: no other, and its jobs wait for the load
+    swap.backend("ltx-video", "ltx-video0", swap=True)
+    assert keys(router.route(later)[0]) == ["ltx-video1"]  # the loaded model's jobs before another swap
+    assert keys(router.route(later[:1])[0]) == ["cogvideox-i2v0"]
+    router.claimed(later[0])  # it never reaches the swap (its sidecar fails the check, say)
+    flying.clear()
+    assert keys(router.route(later)[0]) == ["ltx-video1"]  # the plan is void: ltx-video is held
 
 
 def test_a_failed_loads_backend_waits_its_retry_time_and_is_not_reported_unroutable(tmp_path: Path) -> None:
@@ -85,7 +90,8 @@ def test_a_failed_loads_backend_waits_its_retry_time_and_is_not_reported_unrouta
     router = Router(settings, ["preview"], KNOWN, swap=swap)
     waiting = jobs(tmp_path, "ltx-video", "cogvideox-i2v")
     taken, ends = router.route(waiting)
-    assert keys(taken) == ["cogvideox-i2v1"] and ends is None  # no unroutable wait began
+    assert keys(taken) == ["cogvideox-i2v1"]
+    assert ends == swap.retry_at["ltx-video"]  # the intake looks again then; no unroutable wait began
     time.sleep(0.02)
     taken, _ = router.route(waiting[:1])
     assert taken == []  # neither taken nor failed as unroutable: its retry comes
@@ -125,7 +131,7 @@ def test_a_load_that_fails_fails_its_job_and_is_tried_again_only_after_swap_retr
     seen: list[Swapped] = []
     swap.listeners.append(seen.append)
     swap.backend("cogvideox-i2v", "job0", swap=True)
-    swap.plan("ltx-video")
+    swap.plan("ltx-video", "job1")
     Model.broken = {"ltx-video"}
     with pytest.raises(JobError) as failed:
         swap.backend("ltx-video", "job1", swap=True)

@@ -295,9 +295,10 @@ class HeartbeatRecord(Record):
     """work/<worker_id>/heartbeat.json: written by work.lease.Heartbeat alone, every `interval_s`
     while the worker is fresh, and once more with state "stopped" when it ends on purpose; read by
     work.liveness (status, the dashboard, its /metrics) and work.lease (takeover). The order of the
-    fields is the order of the file's keys."""
+    fields is the order of the file's keys. A worker with swap_backends (work.swap) adds them under that
+    key, after these: a key of its own, not a field, so that the file of every other worker stays as
+    it was."""
 
-    OPTIONAL = frozenset({"swap_backends"})
     worker_id: str | None = None
     host: str | None = None
     pid: int | None = None
@@ -313,8 +314,6 @@ class HeartbeatRecord(Record):
     # every worker of a share must agree on. Absent in the heartbeats of older versions.
     backends: list[str] | None = None
     auto_backend: str | None = None
-    # The backends it may load on demand, one at a time (swap_backends); absent when it has none.
-    swap_backends: list[str] | None = None
     job_id: str | None = None  # the job furthest behind (the one generating), as the jobs below
     job: str | None = None
     stage: str | None = None

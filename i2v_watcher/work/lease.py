@@ -63,8 +63,8 @@ class Heartbeat:
         # `backends`: every backend a worker that runs jobs loaded, which routes jobs to it (work.routing).
         self.about: dict[str, Any] = {
             "backend": backend, "model": model, "auto_backend": settings.auto_backend,
-            "backends": ([backend] if backend else []) if backends is None else backends,
-            "swap_backends": swap_backends or None}  # left out of the file when it has none
+            "backends": ([backend] if backend else []) if backends is None else backends}
+        self.extra = {"swap_backends": swap_backends} if swap_backends else {}  # HeartbeatRecord says why
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -89,7 +89,7 @@ class Heartbeat:
             job_id=live.job_id, job=live.job, stage=live.stage, done=live.done, total=live.total,
             published=self.activity.published, failed=self.activity.failed,
             jobs=[BeatJob(job_id=b.job_id, job=b.job, stage=b.stage, done=b.done, total=b.total)
-                  for b in busy])
+                  for b in busy], **self.extra)
         write_json_atomic(self.path, record.model_dump(mode="json"))
 
     def stop(self) -> None:

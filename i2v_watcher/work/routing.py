@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
 import structlog
@@ -80,12 +80,14 @@ class Router:
     `swap`: the backends it may swap in (work.swap), whose jobs it takes only when it has no other."""
 
     def __init__(self, settings: Settings, loaded: Iterable[str], known: Iterable[str], *,
-                 once: bool = False, swap: SwapSlot | None = None) -> None:
+                 once: bool = False, swap: SwapSlot | None = None,
+                 in_flight: Callable[[], Collection[str]] = frozenset) -> None:
         self.settings = settings
         self.loaded = frozenset(loaded)
         self.known = frozenset(known)
         self.once = once
         self.swap = swap
+        self.in_flight = in_flight  # the keys of the jobs this worker's stages have
         self._waiting: dict[str, float] = {}  # job key → when this worker first saw nobody to take it
         self._offered = LiveOffers(settings)
 
@@ -94,16 +96,15 @@ class Router:
         problem to report), and when the next one's wait ends (None: no wait ends by itself)."""
         now = time.monotonic()
         taken: list[Candidate] = []
-        swaps: list[Candidate] = []  # jobs for a swap backend that the slot does not hold
+        swaps: list[Candidate] = []  # jobs for a swap backend that the slot does not hold (work.swap)
         waiting: set[str] = set()
-        wanted = self.swap.wanted() if self.swap is not None else None
+        held = self.swap.settled(self.in_flight()) if self.swap is not None else None
         for candidate in ready:
             backend = candidate.backend
-            if candidate.problem or backend is None or backend in self.loaded or backend == wanted:
+            if candidate.problem or backend is None or backend in self.loaded or backend == held:
                 taken.append(candidate)
             elif self.swap is not None and backend in self.swap.names:
-                if self.once or self.swap.may_try(backend, now):  # else: its retry (swap_retry_s)
-                    swaps.append(candidate)
+                swaps.append(candidate)
             elif backend in self._offered(now):
                 continue  # another live worker's job (a plugin's backend this worker never imported too)
             elif self.once or backend not in self.known:
@@ -112,18 +113,20 @@ class Router:
                 waiting.add(candidate.key)
                 if self._waited_out(candidate, now):
                     taken.append(replace(candidate, problem=self._report(backend)))
-        if swaps and not taken:  # nothing left for the loaded models: one swap, for the first job's
-            taken = [c for c in swaps if c.backend == swaps[0].backend]
+        retry = None
+        if self.swap is not None and swaps:
+            swapping, retry = self.swap.choose(swaps, others=bool(taken), now=now, once=self.once)
+            taken += swapping
         for key in set(self._waiting) - waiting:  # taken by another, removed, or a worker came
             del self._waiting[key]
         timeout = self.settings.unroutable_timeout_s
         ends = [since + timeout for since in self._waiting.values()] if timeout else []
-        return taken, min(ends, default=None)
+        return taken, min([*ends, *([retry] if retry is not None else [])], default=None)
 
     def claimed(self, candidate: Candidate) -> None:
         """A job was claimed: one for a swap backend makes it the model this worker holds next."""
         if self.swap is not None:
-            self.swap.plan(candidate.backend)
+            self.swap.plan(candidate.backend, candidate.key)
 
     def _waited_out(self, candidate: Candidate, now: float) -> bool:
         since = self._waiting.get(candidate.key)

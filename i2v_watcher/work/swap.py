@@ -22,7 +22,7 @@ import gc
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -31,6 +31,7 @@ from i2v_watcher import backends
 from i2v_watcher.backends import Backend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError  # a backend's load says why in a StartupError
+from i2v_watcher.inbox.watch import Candidate
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import StagedMetadata
 
@@ -89,6 +90,7 @@ class SwapSlot:
         self.listeners: list[SwapListener] = []
         self.current: tuple[str, Backend] | None = None  # the backend loaded in the slot now
         self.planned: str | None = None  # the swap backend of the last job claimed for one
+        self.planned_key = ""  # that job's key (its inbox name), while the runner has it
         self.retry_at: dict[str, float] = {}  # backend → when a swap to it may be tried again
         self.errors: dict[str, str] = {}  # backend → why its last load failed
         self._records: dict[str, Swapped] = {}  # job id → the swap made for it, until its metadata
@@ -99,14 +101,37 @@ class SwapSlot:
         """The swap backend this worker holds, or will hold once the jobs claimed so far generated."""
         return self.planned if self.planned is not None else self.loaded_name()
 
-    def plan(self, backend: str | None) -> None:
+    def settled(self, in_flight: Collection[str]) -> str | None:
+        """The swap backend whose jobs the router takes as any loaded model's: the one loaded, while no
+        swap is under way (None during one). A plan whose job settled without a swap (it failed its
+        checks, say) is void."""
+        loaded = self.loaded_name()
+        if self.planned not in (None, loaded) and self.planned_key not in in_flight:
+            self.planned = None
+        return loaded if self.planned in (None, loaded) else None
+
+    def plan(self, backend: str | None, key: str) -> None:
         """A job was claimed: one for a swap backend makes it the slot's next model."""
         if backend in self.names:
-            self.planned = backend
+            self.planned, self.planned_key = backend, key
 
     def may_try(self, backend: str, now: float) -> bool:
         """False while a failed load's retry time has not come (swap_retry_s)."""
         return now >= self.retry_at.get(backend, 0.0)
+
+    def choose(self, jobs: list[Candidate], *, others: bool, now: float, once: bool = False
+               ) -> tuple[list[Candidate], float | None]:
+        """Of the ready jobs for swap backends other than the settled one (in their order): those to
+        take now, and when a failed load's retry time ends (None: none). They are taken only when this
+        worker has nothing else to take (`others`) and no swap is under way, all of one backend: the
+        first job's. A batch run (`once`) does not wait for a retry time: such a job fails at once."""
+        tryable = [c for c in jobs if once or self.may_try(str(c.backend), now)]
+        retries = [self.retry_at[str(c.backend)] for c in jobs if c not in tryable]
+        wake = min(retries, default=None)
+        if others or not tryable or self.planned not in (None, self.loaded_name()):
+            return [], wake
+        first = tryable[0].backend
+        return [c for c in tryable if c.backend == first], wake
 
     # ---- the generation stage's side ------------------------------------------------------------
     def classes(self) -> dict[str, type[Backend]]:
@@ -164,7 +189,7 @@ class SwapSlot:
             self.errors[name] = swapped.error
             if self.planned == name:
                 self.planned = None
-            log.error("model swap failed: its job fails; the next swap to it is tried after swap_retry_s",
+            log.error("model swap failed",
                       **{"from": before, "to": name}, unload_s=round(swapped.unload_s, 2),
                       load_s=round(swapped.load_s, 2), error=swapped.error,
                       retry_in_s=self.settings.swap_retry_s)
