@@ -64,7 +64,8 @@ class Heartbeat:
         self.about: dict[str, Any] = {
             "backend": backend, "model": model, "auto_backend": settings.auto_backend,
             "backends": ([backend] if backend else []) if backends is None else backends}
-        self.extra = {"swap_backends": swap_backends} if swap_backends else {}  # HeartbeatRecord says why
+        # A key of its own, only where it is set (see HeartbeatRecord).
+        self.extra: dict[str, Any] = {"swap_backends": swap_backends} if swap_backends else {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
