@@ -337,7 +337,9 @@ class Pipeline:
         preloaded = self._preloads.pop(job.id, None)
         ready = preloaded.result() if preloaded is not None else None
         if ready is None or (self.swap is not None and not self.swap.holds(ready.backend)):
-            ready = self._prepare(job)  # no preload, or one made before a swap (work.swap)
+            preloaded = ready = None  # one made before a swap holds the old model: let go of it first
+            ready = self._prepare(job)  # (work.swap)
+        swapped = self.swap.take_record(job.id) if self.swap is not None else None
         backend, params = ready.backend, ready.params
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
@@ -348,8 +350,7 @@ class Pipeline:
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
         metadata = with_swap(generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes,
-                                                frames, timings, self.ffmpeg),
-                             self.swap.take_record(job.id) if self.swap is not None else None)
+                                                frames, timings, self.ffmpeg), swapped)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
         self.scratch.keep(job.id, frames.pixels)

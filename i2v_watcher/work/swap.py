@@ -159,12 +159,12 @@ class SwapSlot:
             if not self.may_try(name, time.monotonic()):
                 raise self._not_retried(name)
             loaded, swapped = self._swap(name, activity)
-        self._records[job_id] = swapped
         for listener in self.listeners:
             listener(swapped)
         if loaded is None:
             raise JobError(f"could not load the model of backend {name!r} for this job (a model swap, "
                            f"swap_backends): {swapped.error}", stage="generate", hint=self._hint(name))
+        self._records[job_id] = swapped
         return loaded
 
     def take_record(self, job_id: str) -> Swapped | None:
