@@ -23,6 +23,8 @@ from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.inbox.watch import Candidate, Queued
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import StagedMetadata
+from i2v_watcher.ops.submit import check_submission
+from i2v_watcher.web.forms import backends_offered
 from i2v_watcher.work.lease import HEARTBEAT_FILE, Heartbeat
 from i2v_watcher.work.routing import Router, unroutable
 from i2v_watcher.work.survey import survey
@@ -198,3 +200,12 @@ def test_swap_backends_must_be_backends_that_load_a_model(tmp_path: Path) -> Non
         "swap_backends: there is no backend 'ltx-vidoe', did you mean ltx-video?; swap_backends: backend "
         "preview loads no model, so there is nothing to swap; backends with models: i2vgen-xl, ltx-video, "
         "svd")
+
+
+def test_submit_and_the_web_form_accept_the_swap_backends_of_their_config(tmp_path: Path) -> None:
+    plain = settings_for(tmp_path / "plain")
+    with pytest.raises(StartupError, match="backend 'ltx-video' is not loaded by this daemon"):
+        check_submission(plain, {"backend": "ltx-video"})
+    swapping = settings_for(tmp_path / "swapping", swap_backends=["ltx-video"])
+    check_submission(swapping, {"backend": "ltx-video", "num_frames": 9})
+    assert backends_offered(swapping) == ["ltx-video", "preview"]

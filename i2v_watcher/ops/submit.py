@@ -91,9 +91,10 @@ def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | 
 
 
 def _resident(settings: Settings) -> dict[str, Backend | type[Backend]]:
-    """The backends the daemon loads: the configured ones, and for `auto` both of its outcomes."""
+    """The backends the daemon loads: the configured ones (those it swaps in too), and for `auto` both of
+    its outcomes."""
     backends.discover(settings.plugins)
-    names = [name for name in settings.resident if name != "auto"]
+    names = [name for name in [*settings.resident, *settings.swap_backends] if name != "auto"]
     if "auto" in settings.resident:  # resolved when the daemon starts: the diffusion model or the preview
         names += [settings.auto_backend, "preview"]
     return {name: backends.get(name) for name in dict.fromkeys(names)}

@@ -94,7 +94,7 @@ def fields(settings: Settings) -> list[FormField]:
 
 def backends_offered(settings: Settings) -> list[str]:
     loaded = {settings.auto_backend, "preview"} if "auto" in settings.resident else set()
-    return sorted(loaded | {name for name in settings.resident if name != "auto"})
+    return sorted(loaded | {name for name in [*settings.resident, *settings.swap_backends] if name != "auto"})
 
 
 def sidecar_from(form: Any) -> dict[str, Any]:
