@@ -151,9 +151,8 @@ class SwapSlot:
         """The loaded backend `name` for a job, swapped in when `swap` (the job's turn to generate has
         come); SwapNeeded when it is not loaded and `swap` is False. JobError when it cannot be loaded."""
         with self._lock:
-            current = self.current
-            if current is not None and current[0] == name:
-                return current[1]
+            if self.loaded_name() == name:
+                return self._held()
             if not swap:
                 raise SwapNeeded(name)
             if not self.may_try(name, time.monotonic()):
@@ -166,6 +165,11 @@ class SwapSlot:
                            f"swap_backends): {swapped.error}", stage="generate", hint=self._hint(name))
         self._records[job_id] = swapped
         return loaded
+
+    def _held(self) -> Backend:
+        """The loaded swap backend (a reference kept in no local of a caller that may swap next)."""
+        assert self.current is not None
+        return self.current[1]
 
     def take_record(self, job_id: str) -> Swapped | None:
         """The swap made before this job generated (for its metadata), once."""
