@@ -3,10 +3,12 @@ holds one big model, so at most one of them is loaded at a time, beside the resi
 for another one unloads it and loads that one through its backend's own `load()`.
 
 Who decides what, and why here (work/, below both users):
-- The router (work.routing) claims a job for a swap backend other than the one the slot holds (or will
-  hold) only when the inbox holds no job for what this worker has loaded: the jobs of the loaded model
-  go first, so a mixed inbox costs one swap per model, not one per job. The claim plans the slot
-  (`plan`), so later claims already count the new model as the loaded one.
+- The router (work.routing) claims a job for a swap backend other than the one the slot holds only
+  when the inbox holds no job for what this worker has loaded, and no swap is under way: the jobs of
+  the loaded model go first, so a mixed inbox costs one swap per model, not one per job. The claim
+  plans the slot (`plan`); until that swap is done, no other starts, and the jobs of the new model wait
+  for its load (so a load that fails fails one job, not every one claimed meanwhile). A plan whose job
+  settles without reaching the swap (its sidecar failed the check, say) is dropped.
 - The generation stage (run.pipeline) swaps, when a job's turn to generate comes: the jobs claimed
   before it have left generation by then (one generator, jobs in claim order), so no job runs on the old
   model while it is unloaded. A preload, which runs beside the generating job, never swaps: the job is
@@ -101,14 +103,17 @@ class SwapSlot:
         """The swap backend this worker holds, or will hold once the jobs claimed so far generated."""
         return self.planned if self.planned is not None else self.loaded_name()
 
+    def under_way(self) -> bool:
+        """A swap is planned (its job claimed) and not done yet."""
+        return self.planned not in (None, self.loaded_name())
+
     def settled(self, in_flight: Collection[str]) -> str | None:
         """The swap backend whose jobs the router takes as any loaded model's: the one loaded, while no
         swap is under way (None during one). A plan whose job settled without a swap (it failed its
         checks, say) is void."""
-        loaded = self.loaded_name()
-        if self.planned not in (None, loaded) and self.planned_key not in in_flight:
+        if self.under_way() and self.planned_key not in in_flight:
             self.planned = None
-        return loaded if self.planned in (None, loaded) else None
+        return None if self.under_way() else self.loaded_name()
 
     def plan(self, backend: str | None, key: str) -> None:
         """A job was claimed: one for a swap backend makes it the slot's next model."""
@@ -125,10 +130,16 @@ class SwapSlot:
         take now, and when a failed load's retry time ends (None: none). They are taken only when this
         worker has nothing else to take (`others`) and no swap is under way, all of one backend: the
         first job's. A batch run (`once`) does not wait for a retry time: such a job fails at once."""
-        tryable = [c for c in jobs if once or self.may_try(str(c.backend), now)]
-        retries = [self.retry_at[str(c.backend)] for c in jobs if c not in tryable]
+        tryable: list[Candidate] = []
+        retries: list[float] = []  # when the waits for a retry end
+        for candidate in jobs:
+            backend = str(candidate.backend)
+            if once or self.may_try(backend, now):
+                tryable.append(candidate)
+            else:
+                retries.append(self.retry_at[backend])
         wake = min(retries, default=None)
-        if others or not tryable or self.planned not in (None, self.loaded_name()):
+        if others or not tryable or self.under_way():
             return [], wake
         first = tryable[0].backend
         return [c for c in tryable if c.backend == first], wake
