@@ -9,24 +9,32 @@ import gc
 import json
 import time
 import weakref
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from test_liveness import settings_for, write_beat
 
+from conftest import make_image
+from i2v_watcher.backends import Backend
 from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.config.errors import ConfigError
 from i2v_watcher.config.models import check_swap_models
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.inbox.watch import Candidate, Queued
-from i2v_watcher.job.checkpoint import Activity
+from i2v_watcher.job.checkpoint import Activity, Checkpoint
 from i2v_watcher.job.records import StagedMetadata
+from i2v_watcher.job.state import Job
+from i2v_watcher.media.ffmpeg import find_ffmpeg
 from i2v_watcher.ops.submit import check_submission
+from i2v_watcher.run.pipeline import Pipeline
 from i2v_watcher.web.forms import backends_offered
+from i2v_watcher.work.claim import claim
 from i2v_watcher.work.lease import HEARTBEAT_FILE, Heartbeat
 from i2v_watcher.work.routing import Router, unroutable
+from i2v_watcher.work.store import WorkStore
 from i2v_watcher.work.survey import survey
 from i2v_watcher.work.swap import SwapNeeded, Swapped, SwapSlot, with_swap
 
@@ -209,3 +217,50 @@ def test_submit_and_the_web_form_accept_the_swap_backends_of_their_config(tmp_pa
     swapping = settings_for(tmp_path / "swapping", swap_backends=["ltx-video"])
     check_submission(swapping, {"backend": "ltx-video", "num_frames": 9})
     assert backends_offered(swapping) == ["ltx-video", "preview"]
+
+
+def claimed(settings: Settings, name: str, backend: str) -> Job:
+    image = make_image(settings.inbox / f"{name}.png", (64, 48))
+    sidecar = settings.inbox / f"{name}.yaml"
+    sidecar.write_text(f"backend: {backend}\nnum_frames: 3\nresolution: 32p\n")
+    job = claim(settings, WorkStore(settings), Candidate(key=name, image=image, sidecar=sidecar,
+                                                        mtime=image.stat().st_mtime))
+    assert job is not None
+    return job
+
+
+def test_the_generation_stage_swaps_at_a_jobs_turn_and_never_runs_a_preload_made_before_a_swap(
+        tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, swap_backends=SWAP, defaults={"num_frames": 3, "resolution": "32p"})
+    Model.broken = set()
+    made: list[weakref.ref[Backend]] = []
+    alive_at_load: list[bool] = []
+
+    def make(name: str) -> Backend:
+        alive_at_load.append(any(model() is not None for model in made))
+        model = Model(settings, name)
+        made.append(weakref.ref(model))
+        return model
+
+    swap = SwapSlot(settings, SWAP, make=make)
+    stage = Pipeline(settings, {"preview": PreviewBackend(settings)}, find_ffmpeg(None)[0], Checkpoint(),
+                     "preview", swap=swap)
+    first, other, later = (claimed(settings, n, b) for n, b in (("first", "ltx-video"),
+                                                                  ("other", "cogvideox-i2v"),
+                                                                  ("later", "ltx-video")))
+    stage.start_preload(first)  # nothing loaded: the preload does not swap, the job's turn does
+    assert stage.run(first) == "published" and swap.loaded_name() == "ltx-video"
+    stage.start_preload(later)  # prepared with the ltx-video model loaded now...
+    futures_wait(list(stage._preloads.values()))  # (done: so the model's last holder is known)
+    assert stage.run(other) == "published" and swap.loaded_name() == "cogvideox-i2v"
+    assert stage.run(later) == "published"  # ...so prepared again at its turn, on a model swapped back in
+    stage.close()
+    assert alive_at_load == [False, False, False]  # each old model let go before the next loaded
+    for name, before in (("first", None), ("other", "ltx-video"), ("later", "cogvideox-i2v")):
+        meta = json.loads((settings.outbox / f"{name}.json").read_text())
+        assert meta["timings_s"]["swap_load"] >= 0 and meta["backend"] == name_of(meta), name
+        assert meta["notes"][-1].startswith(f"model swap before this job: {before or 'nothing'} unloaded")
+
+
+def name_of(meta: dict[str, Any]) -> str:
+    return {"first": "ltx-video", "other": "cogvideox-i2v", "later": "ltx-video"}[meta["input"]["image"][:-4]]

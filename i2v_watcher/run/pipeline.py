@@ -58,7 +58,7 @@ from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
-from i2v_watcher.work.swap import SwapNeeded, SwapSlot, with_swap
+from i2v_watcher.work.swap import SwapNeeded, SwapSlot, forget_preloads, with_swap
 
 # "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
 Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated"]
@@ -93,6 +93,8 @@ class Pipeline:
         self.scratch = scratch or Scratch(settings.scratch_dir)
         self.backends = backends  # the resident ones, loaded once at start-up
         self.swap = swap  # the backends loaded on demand, one at a time (swap_backends)
+        if swap is not None:
+            swap.unloading.append(lambda old: forget_preloads(self._preloads, old))
         self.choices: dict[str, Backend | type[Backend]] = {**(swap.classes() if swap else {}), **backends}
         self.default_backend = default_backend
         self.ffmpeg = ffmpeg

@@ -20,12 +20,16 @@ Who decides what, and why here (work/, below both users):
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -54,6 +58,23 @@ class Swapped:
 
 
 SwapListener = Callable[[Swapped], None]  # each swap, done or failed (the /metrics counter)
+Unloading = Callable[[Backend], None]  # told of a model about to be unloaded, before it is
+
+
+def forget_preloads(preloads: dict[str, Future[Any]], old: Backend) -> None:
+    """A swap unloads `old`: the preloads made with it are let go (each an object with a `backend`,
+    run.pipeline.Prepared), so its memory can be given back; their jobs are prepared at their turn. One
+    still running is let go when it ends (never waited for here: it may wait for the swap's lock)."""
+    gone = weakref.ref(old)
+    for job_id, future in list(preloads.items()):
+        future.add_done_callback(functools.partial(_forget_made_with, preloads, job_id, gone=gone))
+
+
+def _forget_made_with(preloads: dict[str, Future[Any]], key: str, done: Future[Any],
+                      gone: weakref.ref[Backend]) -> None:
+    made_with = None if done.exception() is not None else getattr(done.result(), "backend", None)
+    if made_with is not None and made_with is gone() and preloads.get(key) is done:
+        preloads.pop(key, None)
 
 
 class SwapNeeded(Exception):
@@ -90,6 +111,7 @@ class SwapSlot:
         self.names = frozenset(names)
         self._make = make or (lambda name: backends.get(name)(settings))
         self.listeners: list[SwapListener] = []
+        self.unloading: list[Unloading] = []
         self.current: tuple[str, Backend] | None = None  # the backend loaded in the slot now
         self.planned: str | None = None  # the swap backend of the last job claimed for one
         self.planned_key = ""  # that job's key (its inbox name), while the runner has it
@@ -189,6 +211,9 @@ class SwapSlot:
     def _swap(self, name: str, activity: Activity | None) -> tuple[Backend | None, Swapped]:
         before = self.loaded_name()
         started = time.monotonic()
+        if self.current is not None:  # what still holds the old model lets go (a preload made with it)
+            for listener in self.unloading:
+                listener(self.current[1])
         self.current = None  # the last reference this worker keeps: the old model can go
         free_memory()
         unloaded = time.monotonic()
