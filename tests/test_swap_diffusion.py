@@ -7,20 +7,27 @@ from __future__ import annotations
 import weakref
 from pathlib import Path
 
-from test_diffusion import CPU, SMALL_STEPS, tiny  # noqa: F401  (tiny: the session's tiny models)
+import pytest
 
 from i2v_watcher import backends
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.work.swap import SwapSlot
+from tiny_models import build_i2vgen_xl, build_wan_i2v
 
 
-def test_a_swapped_out_pipeline_is_freed_before_the_next_one_loads(
-        tiny: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("swapped")
+    return {"wan-i2v": build_wan_i2v(root / "wan-i2v"), "i2vgen-xl": build_i2vgen_xl(root / "i2vgen-xl")}
+
+
+def test_a_swapped_out_pipeline_is_freed_before_the_next_one_loads(tiny: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
     settings = Settings(inbox=tmp_path / "in", outbox=tmp_path / "out", failed=tmp_path / "failed",
-                        done=tmp_path / "done", work=tmp_path / "work", diffusion=CPU,  # type: ignore[arg-type]
-                        defaults=SMALL_STEPS, models={n: {"model": str(p)} for n, p in tiny.items()},
-                        swap_backends=["wan-i2v", "i2vgen-xl"])
+                        done=tmp_path / "done", work=tmp_path / "work", diffusion={"device": "cpu"},  # type: ignore[arg-type]
+                        models={n: {"model": str(p)} for n, p in tiny.items()},  # type: ignore[misc]
+                        swap_backends=list(tiny))
     backends.discover([])
     pipes: list[weakref.ref[object]] = []
     alive_at_load: list[bool] = []
