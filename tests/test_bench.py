@@ -5,6 +5,7 @@ the machine, the table and the verdict. Structure only: timings are never assert
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import REPO
 
-SUITE = ("postprocess", "verify", "overhead", "latency", "pipeline", "workers", "gpu_i2vgen_xl")
+SUITE = ("postprocess", "verify", "overhead", "latency", "pipeline", "workers", "gpu_i2vgen_xl", "gpu_models")
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,63 @@ def test_quick_pipeline_reports_run_and_celery_modes(bench: ModuleType,
         assert row["jobs"] == 2 and isinstance(row["target met"], bool), row
         assert float(str(row["efficiency"])) > 0 and str(row["stages s / wall"]).endswith("x"), row
     assert "Celery mode" in pipeline.TARGET
+
+
+def test_gpu_models_tiny_runs_each_pipeline_through_the_real_path(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`--tiny`: the GPU benchmark's own path (meta build, random weights, prompt embeddings, the step
+    clock, the decode) on the CPU with tiny configs, here Wan 2.2 A14B (two experts); the ltx2 slot and a
+    typo are reported, not run."""
+    gpu_models = importlib.import_module("bench.gpu_models")
+    out = tmp_path / "gpu_models.json"
+    argv = ["--tiny", "--steps", "2", "--json", str(out)]
+    for name in ("wan2.2-i2v-a14b", "ltx2", "no-such-model"):
+        argv += ["--only", name]
+    assert gpu_models.main(argv) == 0
+    report = json.loads(out.read_text())
+    [row] = report["rows"]
+    assert row["model"] == "Wan 2.2 I2V-A14B" and "note" not in row, row
+    assert row["steps timed"] == 2 and row["s/step"] > 0 and row["VAE decode s"] > 0, row
+    assert row["extrapolated s"] > row["first step s"] and row["params B"] > 0, row
+    assert any(note.startswith("ltx2: ") for note in report["notes"])
+    assert any(note.startswith("no-such-model: no such backend or model") for note in report["notes"])
+    printed = capsys.readouterr().out
+    assert "| backend | model | size | frames |" in printed and "| Wan 2.2 I2V-A14B |" in printed
+
+
+def test_gpu_models_says_why_it_does_not_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a GPU it exits 0 saying why; with the time spent, what is left is skipped with the reason."""
+    gpu_models = importlib.import_module("bench.gpu_models")
+    if gpu_models.unavailable() is None:
+        pytest.skip("a CUDA GPU is present: the no-GPU path cannot be seen here")
+    assert gpu_models.main(["--json", str(tmp_path / "none.json")]) == 0
+    assert "gpu_models: not run: it needs an NVIDIA GPU" in capsys.readouterr().out
+    assert not (tmp_path / "none.json").exists()
+    out = tmp_path / "spent.json"
+    assert gpu_models.main(["--tiny", "--only", "svd", "--max-seconds", "0", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["note"].startswith("skipped: the benchmark's time was spent")
+
+
+def test_gpu_models_real_configs_are_the_published_sizes() -> None:
+    """Every real-size pipeline builds on the meta device (no weights: nothing is allocated) from
+    bench/real_configs.py, and its denoisers are the size each model is published as."""
+    gpu_models = importlib.import_module("bench.gpu_models")
+    diffusers = importlib.import_module("diffusers")
+    # Billions: the name-plate sizes (Wan 14B, TI2V 5B, LTX 2B, CogVideoX 5B, HunyuanVideo 13B) to the
+    # second digit; Wan 2.1 I2V's 16.4 is the 14B with its image cross-attention (40 layers of 2 x 5120^2).
+    published = {
+        "i2vgen-xl": {"unet": 1.42}, "svd-xt": {"unet": 1.52}, "wan2.1-i2v-14b": {"transformer": 16.4},
+        "wan2.2-i2v-a14b": {"transformer": 14.3, "transformer_2": 14.3},
+        "wan2.2-ti2v-5b": {"transformer": 5.0}, "ltx-video-0.9": {"transformer": 1.9},
+        "cogvideox1.5-5b-i2v": {"transformer": 5.6}, "hunyuanvideo-i2v": {"transformer": 12.8}}
+    assert {case.name for case in gpu_models.CASES} == set(published)
+    for case in gpu_models.CASES:
+        spec = case.real()
+        models = {name: gpu_models.skeleton(part) for name, part in spec.items()
+                  if isinstance(part, gpu_models.Part)}
+        assert all(p.is_meta for model in models.values() for p in model.parameters()), case.name
+        pipe = getattr(diffusers, case.pipeline)(**{**spec, **models})
+        for name, billions in published[case.name].items():
+            counted = sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e9
+            assert abs(counted - billions) / billions < 0.02, (case.name, name, counted)

@@ -51,7 +51,7 @@ def test_a_daemon_serves_cogvideox_with_the_frame_rule_and_reproducible_seeds(
 
 def test_frame_counts_are_planned_as_8k_plus_1_which_the_pipeline_returns_as_asked(loaded: Loaded) -> None:
     backend = loaded("cogvideox-i2v")
-    assert isinstance(backend, CogVideoXImageToVideoBackend) and backend.card() == CARD_1_5
+    assert isinstance(backend, CogVideoXImageToVideoBackend) and backend.model_card() == CARD_1_5
     # The pipeline alone: 5 or 6 → 8 frames, 10 → 9, 13 → 16 (see the module); 8k+1 comes back as asked.
     assert [backend.fit_frames(n) for n in (1, 5, 6, 10, 13, 49, 81)] == [9, 9, 9, 9, 17, 49, 81]
     # The tiny model's rotary grid is 128x128: a 1080p plan shrinks to fit it, aspect kept.
@@ -70,10 +70,10 @@ def planner(learned: bool, patch_size_t: int | None, sample: tuple[int, int]) ->
 
 def test_cogvideox_1_0_makes_its_one_size_and_1_5_no_side_beyond_its_sample_grid() -> None:
     one = planner(learned=True, patch_size_t=None, sample=(90, 60))  # THUDM/CogVideoX-5b-I2V
-    assert one.card() == CARD_1_0 and (CARD_1_0.fps, CARD_1_5.fps) == (8, 16)
+    assert one.model_card() == CARD_1_0 and (CARD_1_0.fps, CARD_1_5.fps) == (8, 16)
     assert one.fit_size(1000, 1000, 512) == (720, 480) == (CARD_1_0.width, CARD_1_0.height)
     one_five = planner(learned=False, patch_size_t=2, sample=(170, 96))  # a grid of 1360x768
-    assert one_five.card() == CARD_1_5
+    assert one_five.model_card() == CARD_1_5
     assert one_five.fit_size(1920, 1080, 768) == (1360, 768)
     assert one_five.fit_size(1920, 1080, 1080) == (1344, 768)  # shrunk to fit, aspect kept
     assert one_five.fit_size(1080, 1920, 768) == (432, 768)  # portrait: the height is the limit

@@ -38,7 +38,11 @@ def test_hunyuan_i2v_end_to_end_gives_the_frames_asked_for_and_is_reproducible(
     generation = meta["generation"]
     assert generation["asked"] == {"resolution": "32p", "num_frames": 4} and generation["num_frames"] == 5
     assert generation["pipeline_dropped_frames"] == 4
-    assert generation["guidance"] == {"kind": "classifier-free", "scale": 9.0, "negative_prompt_used": True}
+    # No guidance_scale in the sidecar or [defaults]: the model card's (6), recorded as such.
+    assert generation["guidance"] == {"kind": "classifier-free", "scale": 6.0, "negative_prompt_used": True}
+    assert meta["parameters"]["guidance_scale"] == 6.0 and meta["parameters"]["steps"] == 2
+    assert "guidance_scale" in generation["model_card"]["defaults_used"]
+    assert generation["model_card"]["name"] == "hunyuanvideo-i2v"
     progress = [(e["done"], e["total"]) for e in daemon.events() if e["event"] == "progress"
                 and e.get("job") == "a"]
     assert progress[:2] == [(1, 2), (2, 2)], progress  # each denoising step

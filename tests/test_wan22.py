@@ -80,7 +80,9 @@ def test_ti2v_5b_loads_from_its_text_to_video_index_in_multiples_of_32(folders: 
     assert meta["generation"]["asked"] == {"num_frames": 4, "resolution": "40p"}
     assert meta["generation"]["num_frames"] == 5
     wan = meta["generation"]["wan"]
-    assert wan["variant"] == "wan2.2-ti2v-5b" and wan["fps"] == 24.0 and wan["native_size"] == [1280, 704]
+    card = meta["generation"]["model_card"]
+    assert wan["variant"] == card["name"] == "wan2.2-ti2v-5b"
+    assert card["fps"] == 24.0 and card["native_size"] == [1280, 704]
     assert "boundary_ratio" not in wan
     report = folders.report("two")
     assert "guidance_scale_2 needs Wan 2.2 I2V-A14B" in report["message"]

@@ -339,3 +339,85 @@ def build_wan22_ti2v_5b(target: Path) -> Path:
     index = target / "model_index.json"
     index.write_text(json.dumps({**json.loads(index.read_text()), "_class_name": "WanPipeline"}, indent=2))
     return target
+
+
+def _gemma3(tokenizer):  # type: ignore[no-untyped-def]
+    """A Gemma 3 text encoder as LTX-2 uses it (every layer's hidden states), with a one-layer vision tower
+    of four patches that only prompt enhancement would use; its `<image>` token is added to `tokenizer`."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    text = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                            sliding_window=64, max_position_embeddings=2048,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                            bos_token_id=tokenizer.eos_token_id)
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=8, patch_size=4)
+    return Gemma3ForConditionalGeneration(Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>")))
+
+
+def build_ltx2(target: Path) -> Path:
+    """LTX-2 image-to-video with diffusers' tiny test sizes, except a video VAE of the real 32x spatial / 8x
+    temporal compression (4x4 patches, three spatiotemporal blocks) and a vocoder that upsamples by the mel
+    hop (160), so frame, size and soundtrack-length rules are the real ones: 16 kHz stereo as long as the
+    clip."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2ImageToVideoPipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    torch.manual_seed(0)
+    tokenizer = _t5_tokenizer()
+    text_encoder = _gemma3(tokenizer)
+    text = text_encoder.config.text_config
+    width, layers = text.hidden_size, text.num_hidden_layers
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
+        attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+        audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2,
+        qk_norm="rms_norm_across_heads", caption_channels=width, rope_double_precision=False,
+        rope_type="split")
+    connectors = LTX2TextConnectors(
+        caption_channels=width, text_proj_in_factor=layers + 1, video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split")
+    blocks = 3
+    vae = AutoencoderKLLTX2Video(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,) * blocks,
+        down_block_types=("LTX2VideoDownBlock3D",) * blocks, decoder_block_out_channels=(8,) * blocks,
+        layers_per_block=(1,) * (blocks + 1), decoder_layers_per_block=(1,) * (blocks + 1),
+        spatio_temporal_scaling=(True,) * blocks, decoder_spatio_temporal_scaling=(True,) * blocks,
+        decoder_inject_noise=(False,) * (blocks + 1), downsample_type=("spatiotemporal",) * blocks,
+        upsample_type=("spatiotemporal",) * blocks, upsample_residual=(False,) * blocks,
+        upsample_factor=(1,) * blocks, timestep_conditioning=False, patch_size=4, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False)
+    audio_vae = AutoencoderKLLTX2Audio(
+        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None,
+        in_channels=2, resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height",
+        dropout=0.0, mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True,
+        mel_bins=8)
+    vocoder = LTX2Vocoder(
+        in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[16, 40],
+        upsample_factors=[8, 20], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+        leaky_relu_negative_slope=0.1, output_sampling_rate=16000)
+    pipe = LTX2ImageToVideoPipeline(
+        transformer=transformer, vae=vae, audio_vae=audio_vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=text_encoder, tokenizer=tokenizer, connectors=connectors, vocoder=vocoder)
+    pipe.save_pretrained(target)
+    return target

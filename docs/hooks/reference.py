@@ -474,6 +474,21 @@ def backends_reference() -> str:
     return "\n".join(out)
 
 
+def model_cards_reference() -> str:
+    out = ["| backend | model | native size | frames | fps | steps | guidance | resolution | `auto` sizes |"
+           " weights (bf16) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, cls in _backends().items():
+        for card in cls.known_cards():
+            sizes = ", ".join(f"{side}p" + (f" above {needs:g} GiB" if needs else "") for side, needs in
+                              card.sizes) or f"{card.short_side}p"
+            weights = card.weights_gb("bfloat16")
+            out.append(f"| `{name}` | {card.label} (`{card.hub_id}`) | {card.width}x{card.height} | "
+                       f"{card.num_frames} | {number(card.fps)} | {card.steps} | "
+                       f"{number(card.guidance_scale)} | `{card.resolution}` | {sizes} | "
+                       f"{f'{weights:g} GB' if weights else '—'} |")
+    return "\n".join(out)
+
+
 def backend_options_reference() -> str:
     out: list[str] = []
     without = []
@@ -618,7 +633,9 @@ def steps_reference() -> str:
             else "a filter step"
         out += [f"## `{name}` {{#{name}}}", "", prose(about), "",
                 f"It is {kind}. ffmpeg filters it uses: "
-                f"{', '.join(code(f) for f in cls.filters) or 'none'}.", ""]
+                f"{', '.join(code(f) for f in cls.filters) or 'none'}"
+                + (f"; on a soundtrack: {', '.join(code(f) for f in cls.audio_filters)}."
+                   if cls.audio_filters else "."), ""]
         overridable = DEFAULT_OVERRIDABLE.get(name, [])
         out += ["| field | type and limits | default | notes |", "|---|---|---|---|"]
         for field, info in cls.model_fields.items():
@@ -716,6 +733,7 @@ def nest_lists(text: str) -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
+    "model-cards": model_cards_reference,
     "settings": settings_reference,
     "sidecar": sidecar_reference,
     "backends": backends_reference,

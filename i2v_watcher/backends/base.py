@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
+from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.explain.core import Problem
@@ -44,6 +45,14 @@ def options_problems(model: type[BaseModel], options: dict[str, Any], written: W
 def _explained(model: type[BaseModel], exc: ValidationError, written: Written | None = None) -> list[Problem]:
     return explain_errors(exc, model=model, at=("backend_options",), written=written,
                           keys="backend_options keys")
+
+def card_defaults(backend: Backend | type[Backend] | None) -> dict[str, Any]:
+    """The job fields a backend's model card gives a job (a backend class: its default model's card)."""
+    if backend is None:
+        return {}
+    card = backend.card if isinstance(backend, type) else backend.model_card()
+    return {} if card is None else card.defaults()
+
 
 MAX_ASPECT = 4.0
 
@@ -134,6 +143,10 @@ class Backend(ABC):
     max_aspect: ClassVar[float] = MAX_ASPECT
     # Host memory per pixel of the clip (frames x height x width) while generating: for the budget.
     host_bytes_per_pixel: ClassVar[int] = 6
+    # What its default model was made for (its defaults for a job, `resolution: auto`); None: no model
+    # card, the config's [defaults] alone. model_card() is the loaded model's, where one backend serves
+    # several (Wan 2.1/2.2, CogVideoX 1.0/1.5).
+    card: ClassVar[ModelCard | None] = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -163,6 +176,15 @@ class Backend(ABC):
         """The size and frame count this backend will generate for an image of width x height."""
         out_width, out_height = output_size(width, height, params.resolution)
         return Planned(out_width, out_height, params.num_frames)
+
+    @classmethod
+    def known_cards(cls) -> tuple[ModelCard, ...]:
+        """Every model this backend tells apart and serves (the docs' table of model cards)."""
+        return () if cls.card is None else (cls.card,)
+
+    def model_card(self) -> ModelCard | None:
+        """The card of the model this backend has loaded (before load(): its default model's)."""
+        return self.card
 
     def unavailable(self) -> str | None:
         """Why this backend could not load here (no GPU, no weights), or None; used by `backend = auto`."""

@@ -1,10 +1,12 @@
 """What this machine offers a diffusion backend, asked before anything is loaded (by `backend = "auto"`,
 the resolution "auto", and `doctor`): whether the `diffusion` extra is installed, and which resolution
-its GPU's memory allows."""
+its GPU's memory allows for a model (its card)."""
 
 from __future__ import annotations
 
 import importlib.util
+
+from i2v_watcher.backends.card import WEBUI_CARD, ModelCard
 
 DIFFUSION_EXTRA = ("torch", "diffusers", "transformers", "huggingface_hub")
 
@@ -20,12 +22,15 @@ def missing_extra() -> str | None:
     return None
 
 
-def auto_short_side(device: str) -> tuple[int, str]:
-    """The original WebUI's rule from the GPU's total memory: ≤12 GB 512p, ≤18 GB 768p, else 1024p."""
+def gpu_memory_gib(device: str) -> float | None:
+    """The total memory of the CUDA device in GiB; None without one (a CPU device, no CUDA)."""
     import torch
 
     if not device.startswith("cuda") or not torch.cuda.is_available():
-        return 512, f"no CUDA device ({device}): 512p"
-    total = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
-    side = 512 if total <= 12 else 768 if total <= 18 else 1024
-    return side, f"GPU has {total:.1f} GiB: {side}p (≤12 GiB 512p, ≤18 GiB 768p, else 1024p)"
+        return None
+    return float(torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30)
+
+
+def auto_short_side(device: str, card: ModelCard = WEBUI_CARD) -> tuple[int, str]:
+    """The short side `resolution: auto` gives `card`'s model on this device, and why (card.auto_side)."""
+    return card.auto_side(gpu_memory_gib(device))

@@ -19,37 +19,35 @@ its rotary embeddings from a grid of its sample size, so no side may exceed that
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image, ImageOps
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
-
-@dataclass(frozen=True)
-class ModelCard:
-    """The defaults a CogVideoX model card documents for image-to-video."""
-
-    version: str
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    steps: int
-    guidance_scale: float
-
-
 # THUDM/CogVideoX-5b-I2V: 720x480, 49 frames (6 s at 8 fps), 50 steps, guidance 6.
-CARD_1_0 = ModelCard(version="1.0", width=720, height=480, num_frames=49, fps=8, steps=50,
-                     guidance_scale=6.0)
-# THUDM/CogVideoX1.5-5B-I2V: 1360x768, 81 frames (5 s at 16 fps), 50 steps, guidance 6.
-CARD_1_5 = ModelCard(version="1.5", width=1360, height=768, num_frames=81, fps=16, steps=50,
-                     guidance_scale=6.0)
+CARD_1_0 = ModelCard(name="cogvideox-5b-i2v", label="CogVideoX-5B-I2V", hub_id="THUDM/CogVideoX-5b-I2V",
+                     width=720, height=480, num_frames=49, fps=8.0, steps=50, guidance_scale=6.0,
+                     extra={"version": "1.0"})
+# THUDM/CogVideoX1.5-5B-I2V: 1360x768, 81 frames (5 s at 16 fps), 50 steps, guidance 6; parameters
+# counted from the published configs (bench/real_configs.py), T5-XXL included.
+CARD_1_5 = ModelCard(name="cogvideox1.5-5b-i2v", label="CogVideoX1.5-5B-I2V",
+                     hub_id="THUDM/CogVideoX1.5-5B-I2V", width=1360, height=768, num_frames=81, fps=16.0,
+                     steps=50, guidance_scale=6.0, params_b=10.6, extra={"version": "1.5"})
+
+
+def card_of(patch_size_t: int | None) -> ModelCard:
+    """Which CogVideoX a transformer is, from its config's `patch_size_t` (config.json's, or the loaded
+    model's): 1.5 is the one with temporal patches."""
+    return CARD_1_5 if patch_size_t is not None else CARD_1_0
 
 
 @register
@@ -60,11 +58,24 @@ class CogVideoXImageToVideoBackend(DiffusersBackend):
     frames_step: ClassVar[tuple[int, int]] = (8, 1)  # see the module's docstring
     honours: ClassVar[frozenset[str]] = frozenset({
         "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed"})
-    cards: ClassVar[tuple[ModelCard, ModelCard]] = (CARD_1_0, CARD_1_5)
+    card = CARD_1_5  # the default model's
 
-    def card(self) -> ModelCard:
+    @classmethod
+    def known_cards(cls) -> tuple[ModelCard, ...]:
+        return CARD_1_0, CARD_1_5
+
+    def model_card(self) -> ModelCard:
         """The loaded model's card: 1.5 is the transformer with temporal patches."""
-        return CARD_1_5 if self.pipe.transformer.config.patch_size_t is not None else CARD_1_0
+        if self.pipe is None:
+            return CARD_1_5
+        return card_of(self.pipe.transformer.config.patch_size_t)
+
+    def describe_folder(self, folder: Path, index: Mapping[str, Any]) -> str:
+        try:
+            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # the component check says what is wrong with the folder
+            return "CogVideoX (no readable transformer config)"
+        return card_of(config.get('patch_size_t')).label
 
     def sample_size(self) -> tuple[int, int]:
         """(width, height) in pixels of the transformer's positional embeddings."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -20,8 +22,18 @@ import structlog
 from PIL import Image
 
 from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
-from i2v_watcher.backends.base import Backend, Frames, Planned, Progress
+from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress
 from i2v_watcher.backends.capacity import auto_short_side
+from i2v_watcher.backends.card import WEBUI_CARD
+from i2v_watcher.backends.folder import (
+    FolderCheck,
+    Problem,
+    dtype_notes,
+    folder_problems,
+    pipeline_needs,
+    read_index,
+    run_dtype,
+)
 from i2v_watcher.backends.loading import (
     apply_options,
     library_versions,
@@ -32,7 +44,7 @@ from i2v_watcher.backends.loading import (
 )
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.errors import JobError
+from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobParams
 
 if TYPE_CHECKING:
@@ -44,6 +56,9 @@ class DiffusersBackend(Backend):
     """A diffusers image-to-video pipeline kept resident on one device for every job."""
 
     pipeline_class: ClassVar[str]  # the diffusers class name, e.g. "I2VGenXLPipeline"
+    # Other `_class_name`s a model folder may be indexed under that the loader takes all the same:
+    # `pipeline_class.from_pretrained` builds its own class from any folder holding its components.
+    index_classes: ClassVar[tuple[str, ...]] = ()
     denoiser: ClassVar[str] = "unet"  # the pipeline component that `compile` and attention apply to
     frames_step: ClassVar[tuple[int, int]] = (1, 0)  # frame counts of the form a·k + b
     # How many frames the VAE decodes at once when the job does not say (`decode_chunk_size`); None: the
@@ -102,6 +117,47 @@ class DiffusersBackend(Backend):
         self.pipe = pipe
         self.loads += 1
 
+    # ---- the model folder, checked before loading (doctor) ------------------------------------
+    def check_folder(self, folder: Path) -> FolderCheck:
+        """What from_pretrained would find in this folder, read from its files (no weights loaded)."""
+        refetch = self.refetch(folder)
+        try:
+            index = read_index(folder)
+        except StartupError as exc:
+            return FolderCheck("no pipeline", problems=[Problem(str(exc), refetch)])
+        dtypes, problems = folder_problems(folder, index, self.needed_components(index), self.source.variant,
+                                           refetch, f"[models.{self.name}]")
+        run = run_dtype(self.settings.diffusion.dtype, self.settings.diffusion.device)
+        problems = [*self.index_problems(folder, index), *problems, *dtype_notes(folder, dtypes, run)]
+        return FolderCheck(self.describe_folder(folder, index), dtypes, problems)
+
+    def describe_folder(self, folder: Path, index: Mapping[str, Any]) -> str:
+        """Which model the folder holds, as far as its files tell (a backend with variants says which)."""
+        return str(index.get("_class_name", "an unnamed pipeline"))
+
+    def needed_components(self, index: Mapping[str, Any]) -> set[str] | None:
+        """The components this backend cannot run without (None: unknown without diffusers)."""
+        needed = pipeline_needs(self.pipeline_class)
+        return None if needed is None else needed | {self.denoiser}
+
+    def index_problems(self, folder: Path, index: Mapping[str, Any]) -> list[Problem]:
+        """What model_index.json itself says against this backend loading the folder."""
+        indexed = index.get("_class_name")
+        accepted = (self.pipeline_class, *self.index_classes)
+        if indexed in accepted:
+            return []
+        return [Problem(f"{folder} holds a {indexed} (model_index.json), which the {self.name} backend does "
+                        f"not load (it loads {' or '.join(accepted)})",
+                        f"point [models.{self.name}] model at a {self.pipeline_class} model")]
+
+    def refetch(self, folder: Path) -> str:
+        """How to get the model's missing files back."""
+        model = self.source.model
+        if not Path(os.path.expanduser(model)).is_dir():
+            return f"fetch what is missing, as the service's user: `hf download {model}`"
+        return (f"copy the model into {folder} again (a published model: `hf download <its hub id> "
+                f"--local-dir {folder}`)")
+
     def denoisers(self, pipe: Any) -> list[Any]:
         """What `compile` and `attention_backend` apply to: the denoiser (Wan 2.2 A14B has two experts)."""
         return [getattr(pipe, self.denoiser)]
@@ -122,8 +178,11 @@ class DiffusersBackend(Backend):
         return max(b + a * round((count - b) / a), b + a if b else a)
 
     def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
+        card = self.model_card()
+        if card is not None:
+            notes["model_card"] = {**card.record(), "defaults_used": sorted(params.from_model)}
         if params.resolution == "auto":
-            short, reason = auto_short_side(self.settings.diffusion.device)
+            short, reason = auto_short_side(self.settings.diffusion.device, card or WEBUI_CARD)
             notes["resolution_auto"] = reason
         else:
             short = int(params.resolution.rstrip("p"))
@@ -210,7 +269,7 @@ class DiffusersBackend(Backend):
             tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
                           "num_frames": plan.num_frames, "offload": plan.offload})
             try:
-                pixels = self._attempt(image, params, plan, progress, ready)
+                pixels, audio = self._attempt(image, params, plan, progress, ready)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -221,12 +280,15 @@ class DiffusersBackend(Backend):
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
                        "dtype": self.dtype_name(),
                        "device": self.settings.diffusion.device}
-            return Frames(pixels=pixels, fps=params.fps, details=details)
+            if audio is not None:
+                details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
+                                    "duration_s": round(audio.duration_s, 3)}
+            return Frames(pixels=pixels, fps=params.fps, details=details, audio=audio)
         raise JobError(f"out of GPU memory on every rung of the OOM ladder: {tried}", stage="generate",
                        hint="lower resolution or num_frames, or enable [diffusion] offload")
 
     def _attempt(self, image: Image.Image, params: JobParams, plan: Plan, progress: Progress,
-                 ready: Preloaded | None) -> np.ndarray:
+                 ready: Preloaded | None) -> tuple[np.ndarray, Audio | None]:
         import torch
 
         pipe = self.pipe
@@ -268,9 +330,7 @@ class DiffusersBackend(Backend):
                 else:
                     with self._modules:
                         extra.update(self.conditioning(params))
-                output = self.call(resized, params, plan, generator, extra)
-                video = output.frames[0]  # (frames, 3, height, width), floats in [0, 1]
-                return to_uint8(video, dtype=self.dtype_name())
+                return self.read_output(self.call(resized, params, plan, generator, extra), params, plan)
         finally:
             if self.step_progress == "progress_bar":
                 del pipe.progress_bar  # back to the class's own method
@@ -287,6 +347,12 @@ class DiffusersBackend(Backend):
         """Run the pipeline once: the model's own arguments, and `extra` from this class (output type,
         step callback, decode chunk, conditioning)."""
         return self.pipe(image=image, generator=generator, **self.arguments(params, plan), **extra)
+
+    def read_output(self, output: Any, params: JobParams, plan: Plan) -> tuple[np.ndarray, Audio | None]:
+        """The pipeline's output → the clip as uint8 on the host, and the soundtrack where the model makes
+        one (None here: a model of frames alone)."""
+        video = output.frames[0]  # (frames, 3, height, width), floats in [0, 1]
+        return to_uint8(video, dtype=self.dtype_name()), None
 
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         """The job mapped onto this pipeline's arguments (size, frames, steps, guidance, …)."""

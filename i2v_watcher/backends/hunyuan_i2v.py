@@ -24,11 +24,22 @@ from typing import Any, ClassVar
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
 # HunyuanVideoImageToVideoPipeline drops this many decoded frames with `latent_concat` (`video[:, :, 4:]`).
 LATENT_CONCAT_DROPPED_FRAMES = 4
+
+# What the model card (Tencent's HunyuanVideo-I2V README) runs with: 720p (1280x720), 129 frames at
+# 24 fps, 50 steps, 60 GB of GPU memory at 720p; diffusers' example gives the default checkpoint an
+# embedded guidance of 6. Parameters counted on the meta device from diffusers' conversion configs
+# (2026-12-07): transformer 12.82 B, Llava-Llama-3-8B text encoder 8.36 B, CLIP-L text encoder
+# 0.12 B, VAE 0.25 B. 544p (its other published size, 960x544) below 60 GiB.
+HUNYUAN_I2V = ModelCard(name="hunyuanvideo-i2v", label="HunyuanVideo-I2V",
+                        hub_id="hunyuanvideo-community/HunyuanVideo-I2V", width=1280, height=720,
+                        num_frames=129, fps=24.0, steps=50, guidance_scale=6.0, params_b=21.55,
+                        sizes=((720, 60.0), (544, 0.0)))
 
 
 @register
@@ -39,17 +50,7 @@ class HunyuanImageToVideoBackend(DiffusersBackend):
     frames_step: ClassVar[tuple[int, int]] = (4, 1)
     honours: ClassVar[frozenset[str]] = frozenset({
         "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed"})
-    # What the model card (Tencent's HunyuanVideo-I2V README) runs with: 720p (1280x720), 129 frames at
-    # 24 fps, 50 steps; diffusers' example gives the default checkpoint an embedded guidance of 6.
-    native_size: ClassVar[tuple[int, int]] = (1280, 720)
-    native_frames: ClassVar[int] = 129
-    native_fps: ClassVar[float] = 24.0
-    native_steps: ClassVar[int] = 50
-    native_guidance: ClassVar[float] = 6.0
-    # Parameters of the published architecture, counted on the meta device from diffusers' conversion
-    # configs (2026-12-07): transformer 12.82 B, Llava-Llama-3-8B text encoder 8.36 B, CLIP-L text
-    # encoder 0.12 B, VAE 0.25 B. The weights alone, in GB (10^9 bytes) by dtype:
-    weights_gb: ClassVar[dict[str, float]] = {"bfloat16": 43.1, "float16": 43.1, "float32": 86.2}
+    card = HUNYUAN_I2V
 
     def size_multiple(self) -> int:
         """The VAE's 8x times the transformer's patch (2 in the published model), and the pipeline's own

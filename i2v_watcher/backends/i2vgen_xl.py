@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.card import WEBUI_CARD
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
@@ -46,6 +47,7 @@ class I2VGenXLBackend(DiffusersBackend):
         "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
         "decode_chunk_size"})
     default_decode_chunk: ClassVar[int | None] = 4
+    card = WEBUI_CARD
     step_progress = "progress_bar"  # the pipeline has no callback_on_step_end
     # The text encoder has weights of its own: encoding the next job's prompts beside this job's UNet
     # changes nothing of it (without offload hooks, which DiffusersBackend checks).

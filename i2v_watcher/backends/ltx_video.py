@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
@@ -39,6 +40,18 @@ class _OwnTimestepsWarning(logging.Filter):
 
 
 OWN_TIMESTEPS_WARNING = _OwnTimestepsWarning()
+
+
+# The published defaults: the model makes "24 FPS videos at a 768x512 resolution" (diffusers' LTX
+# docs); the pipeline's frame_rate defaults to 25; diffusers' examples run 50 steps, and its notes ask
+# a guidance "like 5.0" for the checkpoints that are not distilled (1 for the distilled ones, which
+# run DISTILLED_TIMESTEPS instead of steps); 121 frames is the published 512x768x121 (17.75 GB on an
+# A100, HF blog video_gen): 512p on a GPU of over 18 GiB, 384p below. Parameters counted from
+# the published configs (bench/real_configs.py), T5-XXL text encoder included.
+LTX_VIDEO_09 = ModelCard(name="ltx-video-0.9", label="LTX-Video 0.9 (2B)",
+                         hub_id="Lightricks/LTX-Video-0.9.5", width=768, height=512, num_frames=121,
+                         fps=25.0, steps=50, guidance_scale=5.0, params_b=7.9,
+                         sizes=((512, 18.0), (384, 0.0)))
 
 
 class LtxOptions(BaseModel):
@@ -62,20 +75,16 @@ class LtxOptions(BaseModel):
 class LtxVideoBackend(DiffusersBackend):
     name = "ltx-video"
     pipeline_class = "LTXConditionPipeline"
+    # The published LTX-Video folders are indexed as LTXPipeline (text-to-video) or as the image-to-video
+    # pipelines: all three have the same five components, which LTXConditionPipeline loads.
+    index_classes: ClassVar[tuple[str, ...]] = ("LTXImageToVideoPipeline", "LTXPipeline")
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)
     honours: ClassVar[frozenset[str]] = frozenset({
         "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
         "backend_options"})
     options_model = LtxOptions
-    # The published defaults, for whatever picks size and defaults per model: the model makes "24 FPS
-    # videos at a 768x512 resolution" (diffusers' LTX docs); the pipeline's frame_rate defaults to 25;
-    # diffusers' examples run 50 steps, and its notes ask a guidance "like 5.0" for the checkpoints that
-    # are not distilled (1 for the distilled ones, which run DISTILLED_TIMESTEPS instead of steps).
-    native_size: ClassVar[tuple[int, int]] = (768, 512)
-    default_fps: ClassVar[float] = 25.0
-    default_steps: ClassVar[int] = 50
-    default_guidance: ClassVar[float] = 5.0
+    card = LTX_VIDEO_09
 
     def load(self) -> None:
         super().load()

@@ -9,8 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.job.spec import JobParams
+
+# The img2vid-xt model card: 25 frames at 1024x576; diffusers' pipeline defaults: fps 7, 25 steps,
+# max_guidance_scale 3.0. Parameters counted from the published configs (bench/real_configs.py): UNet
+# 1.52 B, CLIP ViT-H image encoder 0.63 B, VAE 0.1 B.
+SVD_XT = ModelCard(name="svd-xt", label="Stable Video Diffusion img2vid-xt",
+                   hub_id="stabilityai/stable-video-diffusion-img2vid-xt", width=1024, height=576,
+                   num_frames=25, fps=7.0, steps=25, guidance_scale=3.0, params_b=2.3)
 
 
 class SvdOptions(BaseModel):
@@ -35,6 +43,7 @@ class StableVideoDiffusionBackend(DiffusersBackend):
     ignores: ClassVar[frozenset[str]] = frozenset({"prompt", "negative_prompt"})
     default_decode_chunk: ClassVar[int | None] = 4
     options_model = SvdOptions
+    card = SVD_XT
 
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: SvdOptions = self.options(params)

@@ -33,6 +33,8 @@ DEFAULT_MODELS = {
     "ltx-video": ModelSettings(model="Lightricks/LTX-Video-0.9.5"),
     # The 16-channel, guidance-distilled HunyuanVideo-I2V in diffusers' layout (the docs' first checkpoint).
     "hunyuan-i2v": ModelSettings(model="hunyuanvideo-community/HunyuanVideo-I2V"),
+    # LTX-2 in diffusers' layout (the repository also holds the original single-file checkpoints).
+    "ltx2": ModelSettings(model="Lightricks/LTX-2"),
 }
 
 

@@ -147,7 +147,7 @@ class JobMetadata(Record):
     there: the gallery and the metrics read older and partial files too."""
 
     WHAT = "metadata"
-    OPTIONAL = frozenset({"postprocess"})
+    OPTIONAL = frozenset({"postprocess", "audio"})
     job_id: str
     input: InputFile | None = None
     prompt: str = ""
@@ -164,6 +164,7 @@ class JobMetadata(Record):
     worker_id: str | None = None
     claimed_at: str | None = None
     postprocess: PostprocessInfo | None = None  # once encoded
+    audio: dict[str, Any] | None = None  # the sound made with the clip (rate, channels, duration_s)
 
     @property
     def presets(self) -> list[str]:
@@ -173,7 +174,7 @@ class JobMetadata(Record):
 class StagedMetadata(JobMetadata):
     """The job state's copy of its metadata, with what only the next stage needs (never published)."""
 
-    OPTIONAL = frozenset({"postprocess", "frames_fps", "outputs"})
+    OPTIONAL = frozenset({"postprocess", "audio", "frames_fps", "outputs"})
     frames_fps: float | None = None  # the generated frames' rate, until they are encoded
     outputs: list[StagedOutput] | None = None  # the encoded files, in publishing order
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -225,16 +226,23 @@ class JobParams(BaseModel):
     backend_options: dict[str, Any]
     postprocess_overrides: dict[str, Any]
     explicit: frozenset[str]  # the fields the sidecar set, which a backend must honour or refuse
+    from_model: frozenset[str] = frozenset()  # the fields the model's card gave (model_defaults)
 
 
-def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int) -> JobParams:
+def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int,
+            model_defaults: Mapping[str, Any] | None = None) -> JobParams:
+    """The job's parameters: each field from its sidecar, else from the config's [defaults] where that
+    table sets it, else from the model's card (`model_defaults`), else [defaults]' built-in value."""
     values: dict[str, Any] = defaults.model_dump()
     values.update(backend=backend, seed=seed, output_name=None, priority=0)
-    values.update(spec.model_dump(exclude_none=True))
+    given = spec.model_dump(exclude_none=True)
+    from_model = frozenset((model_defaults or {}).keys() - given.keys() - defaults.model_fields_set)
+    values.update({key: (model_defaults or {})[key] for key in from_model})
+    values.update(given)
     values["postprocess"] = presets_of(values["postprocess"])
     # An empty table (backend_options: {}) asks for nothing, so no backend must refuse it.
     explicit = frozenset(f for f in spec.model_fields_set if getattr(spec, f) not in (None, {}))
-    return JobParams(**values, explicit=explicit)
+    return JobParams(**values, explicit=explicit, from_model=from_model)
 
 
 def read_sidecar(path: Path, *, max_bytes: int, name: str | None = None) -> JobSpec:

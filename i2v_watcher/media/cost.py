@@ -7,6 +7,11 @@ makes of a clip (`Step.plan`), what it holds in memory (`Step.holds`) and the en
 (`Step.seconds_per_megapixel_frame`), in its own module under i2v_watcher/steps/; this module only adds
 them up along each chain and compares them with the settings. A job over any bound is refused before
 generation, with what would fit.
+
+A soundtrack (media.soundtrack) lasts what the picture lasts at every step (Step.apply_audio keeps it
+to `plan`'s duration), so the duration bound is its bound too; what its steps hold (a loop's copies,
+a boomerang's reversal) is at most an output's length of samples, 384 kB a second at 48 kHz stereo,
+small next to the frames, and not counted.
 """
 
 from __future__ import annotations

@@ -41,14 +41,15 @@ def presets_in_use(settings: Settings) -> list[str]:
 
 
 def chain_problems(chains: list[Chain], binary: FFmpeg, tried: dict[str, str | None] | None) -> list[str]:
-    """What in these chains this ffmpeg cannot run: missing filters and encoders, and hardware
-    encoders whose trial encode (remembered in `tried`; None: not tried) failed."""
+    """What in these chains this ffmpeg cannot run: missing filters (the picture's, and a soundtrack's:
+    any clip may come with one) and encoders, and hardware encoders whose trial encode (remembered in
+    `tried`; None: not tried) failed."""
     problems = []
     for name, steps in chains:
         for step in steps:
-            for missing in sorted(set(step.filters) - binary.filters):
+            for missing in sorted(set(step.filters + step.audio_filters) - binary.filters):
                 problems.append(f"preset {name!r}: ffmpeg has no {missing!r} filter (step {step.name})")
-            for encoder in sorted(step.encoders()):
+            for encoder in sorted(step.encoders() | step.audio_encoders()):
                 if encoder not in binary.encoders:
                     problems.append(f"preset {name!r}: ffmpeg has no {encoder!r} encoder")
                 elif encoder in HARDWARE and tried is not None:

@@ -11,23 +11,21 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from i2v_watcher import backends
 from i2v_watcher.backends.capacity import DIFFUSION_EXTRA
 from i2v_watcher.config.errors import config_warnings, doctor_findings
-from i2v_watcher.config.settings import Settings, load_settings
+from i2v_watcher.config.settings import load_settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.perms import write_problem
+from i2v_watcher.ops.findings import INSTALL_EXTRA, RANK, Context, Finding, Status
+from i2v_watcher.ops.model_check import check_model
 
-Status = Literal["ok", "info", "warning", "error", "skipped"]
 EXIT_OK, EXIT_BLOCKING, EXIT_UNREADABLE = 0, 1, 2
 LABELS = {"ok": "ok", "info": "info", "warning": "warn", "error": "ERROR", "skipped": "skip"}
-RANK: dict[Status, int] = {"skipped": 0, "ok": 0, "info": 1, "warning": 2, "error": 3}
 NEEDS_CONFIG = ("backend", "model", "presets", "folders", "filesystem", "scratch", "watch")
-INSTALL_EXTRA = "pip install 'i2v-watcher[diffusion]' (a GPU server keeps its own CUDA build of torch)"
 NO_GPU = ('install the NVIDIA driver and a CUDA build of torch, or set [diffusion] device = "cpu" '
           '(very slow) or backend = "preview"')
 NO_GPU_NEEDED = ("nothing to do for this config (a diffusion backend on a GPU needs the NVIDIA driver and "
@@ -41,33 +39,6 @@ OFFERED_FIX = ("nothing, unless jobs should use them: the config does not, so th
 WRITABLE = "let the service's user write there (chown, chmod; a read-only mount: remount it read-write)"
 SYSTEMD_FIX = ("pip install 'i2v-watcher[systemd]', after apt-get install -y libsystemd-dev pkg-config "
                "python3-dev")
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    status: Status
-    message: str
-    fix: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "status": self.status, "message": self.message, "fix": self.fix,
-                **self.data}
-
-
-@dataclass
-class Context:
-    settings: Settings | None  # None: the config is invalid, and what depends on it is skipped
-    # Each diffusion backend the config would load, and how blocking a problem with it is: "error" when
-    # named, "warning" for backend = auto's candidate (the daemon falls back to the preview).
-    diffusion: dict[str, Status] = field(default_factory=dict)
-
-    def level(self, cuda: bool = False) -> Status:
-        """How serious a missing diffusion library (or, with cuda, a missing GPU) is for this config."""
-        if cuda and self.settings is not None and self.settings.diffusion.device == "cpu":
-            return "info"
-        return max(self.diffusion.values(), key=RANK.__getitem__, default="info")
 
 
 def check_backends(ctx: Context) -> list[Finding]:
@@ -147,13 +118,16 @@ def check_gpu(ctx: Context) -> list[Finding]:
         fix = NO_GPU if level != "info" else NO_GPU_NEEDED
         return [Finding("gpu", level, f"torch {torch.__version__} sees no CUDA GPU (configured device: "
                         f"{device})", fix, {"gpus": []})]
+    from i2v_watcher.backends import get
     from i2v_watcher.backends.capacity import auto_short_side
+    from i2v_watcher.backends.card import WEBUI_CARD
 
     gpus: list[dict[str, Any]] = []
     runs = next(iter(ctx.diffusion), "a diffusion backend")
+    card = (get(runs).card if runs in ctx.diffusion else None) or WEBUI_CARD
     for index in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(index)
-        side, _ = auto_short_side(f"cuda:{index}")  # the daemon's own table (from the total memory)
+        side, _ = auto_short_side(f"cuda:{index}", card)  # the daemon's own rule for that model
         gpus.append({"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index),
                      "free_gib": round(free / 2**30, 1), "total_gib": round(total / 2**30, 1),
                      "auto_resolution": f"{side}p"})
@@ -169,63 +143,6 @@ def check_gpu(ctx: Context) -> list[Finding]:
         found.append(Finding("gpu", "warning", f"{used} GiB of {device} are in use by other processes",
                              "stop what holds that memory (`nvidia-smi` lists it), or expect jobs to go "
                              "down the OOM ladder", {"device": device}))
-    return found
-
-
-def check_model(ctx: Context) -> list[Finding]:
-    from i2v_watcher.backends.diffusion import DiffusersBackend
-
-    assert ctx.settings is not None
-    if not ctx.diffusion:
-        return [Finding("model", "ok", "no backend of this config loads a model")]
-    found = []
-    for name, level in ctx.diffusion.items():
-        backend = backends.get(name)(ctx.settings)
-        if not isinstance(backend, DiffusersBackend):  # a plugin's own kind of model: its own verdict
-            reason = backend.unavailable()
-            found.append(Finding("model", level if reason else "ok", reason or f"{name}: {backend.model_id}"))
-            continue
-        data = {"backend": name, "model": backend.model_id}
-        fix = (f"point [models.{name}] model at a folder holding a saved pipeline (with model_index.json), "
-               "or at a hub id whose weights are in the service's Hugging Face cache")
-        try:
-            where = backend.locate()
-        except StartupError as exc:
-            found.append(Finding("model", level, str(exc), fix, data))
-            continue
-        folder, variant = Path(where), backend.source.variant
-        if folder.is_dir():
-            if not (folder / "model_index.json").is_file():
-                found.append(Finding("model", level, f"{folder} is not a saved diffusers pipeline (no "
-                                     "model_index.json)", fix, data))
-            elif variant and not any(f".{variant}." in p.name for p in folder.rglob("*")):
-                found.append(Finding("model", level, f"{folder} has no weights of the variant {variant!r}",
-                                     f"remove `variant` from [models.{name}], or save that variant", data))
-            else:
-                found.append(Finding("model", "ok", f"{name}: the pipeline is in {folder}", data=data))
-            continue
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError as exc:  # part of the diffusion extra (check_extra lists what else is missing)
-            why = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"fails to import ({exc})"
-            found.append(Finding("model", level, f"{name}: {where} is a Hugging Face hub id, and its cache "
-                                 f"cannot be looked into: huggingface_hub (of the diffusion extra) {why}",
-                                 f"{INSTALL_EXTRA}; then, as the service's user, `hf download {where}`",
-                                 data))
-            continue
-        cached = try_to_load_from_cache(where, "model_index.json")
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        # Only a named backend downloads at start-up; `auto` falls back to the preview instead.
-        downloads = level == "error" and not (offline or ctx.settings.diffusion.local_files_only)
-        if isinstance(cached, str):
-            found.append(Finding("model", "ok", f"{name}: {where} is in the Hugging Face cache",
-                                 data={**data, "path": str(Path(cached).parent)}))
-        else:
-            fetch = (f"fetch it once, as the service's user: `hf download {where}`; or point "
-                     f"[models.{name}] model at a folder holding a saved pipeline")
-            note = "the first start downloads it (many GB)" if downloads else "start-up will not download it"
-            found.append(Finding("model", "warning" if downloads else level,
-                                 f"{where} is not in the Hugging Face cache: {note}", fetch, data))
     return found
 
 

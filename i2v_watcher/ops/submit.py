@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from i2v_watcher import backends
-from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
+from i2v_watcher.backends.base import MAX_ASPECT, Backend, card_defaults, check_aspect
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.job import Written, problems_heading
@@ -112,7 +112,8 @@ def _image_problems(settings: Settings, image: Path, backend: Backend | type[Bac
         check_aspect(*size, backend.max_aspect if backend is not None else MAX_ASPECT)
         if backend is not None and checked is not None:
             instance = backend if isinstance(backend, Backend) else backend(settings)
-            params = resolve(checked.spec, settings.defaults, backend=instance.name, seed=0)
+            params = resolve(checked.spec, settings.defaults, backend=instance.name, seed=0,
+                             model_defaults=card_defaults(instance))
             if _can_plan(instance, size, params):
                 if settings.memory_budget_mb is not None:
                     plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))

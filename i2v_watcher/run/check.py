@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from i2v_watcher.backends import available
-from i2v_watcher.backends.base import Backend, options_problems
+from i2v_watcher.backends.base import Backend, card_defaults, options_problems
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.explain.core import Problem, did_you_mean, show
@@ -46,12 +46,12 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     if spec.backend == "auto":  # the share's auto_backend, whatever this worker's `backend` chose
         spec = spec.model_copy(update={"backend": settings.auto_backend})
     chosen = spec.backend or (None if "backend" in refused else default_backend)
-    params = resolve(spec, settings.defaults, backend=chosen or "", seed=0)
-    backend: Backend | type[Backend] | None = None
-    if chosen is not None and chosen not in backends:
+    backend = backends.get(chosen) if chosen is not None else None
+    params = resolve(spec, settings.defaults, backend=chosen or "", seed=0,
+                     model_defaults=card_defaults(backend))
+    if chosen is not None and backend is None:
         problems.append(_not_loaded(chosen, backends))
-    elif chosen is not None:
-        backend = backends[chosen]
+    elif backend is not None:
         problems += backend_problems(backend, params, written)
     problems = _misplaced(settings, problems, refused - set(JobSpec.model_fields), raw, backend)
     chains = check_chains(settings, params, presets_given="postprocess" not in refused)

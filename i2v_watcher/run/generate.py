@@ -21,6 +21,7 @@ from i2v_watcher.faults import crashpoint
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.logs import ProgressLog
+from i2v_watcher.run.soundtrack import check_audio
 
 # Fields every backend accepts: they choose the backend, the outputs, the randomness and the job's
 # place in the queue.
@@ -139,4 +140,5 @@ def generate(backend: Backend, image: Image.Image, params: JobParams, checkpoint
     if pixels.shape[1] % 2 or pixels.shape[2] % 2:
         raise JobError(f"the backend returned odd frame sizes {pixels.shape[2]}x{pixels.shape[1]}",
                        stage="generate")
+    check_audio(frames.audio)
     return frames

@@ -17,6 +17,7 @@ from i2v_watcher.job.state import Job
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import Output
 from i2v_watcher.media.images import Source
+from i2v_watcher.media.soundtrack import Soundtrack
 
 
 def library_versions() -> dict[str, str]:
@@ -29,10 +30,10 @@ def library_versions() -> dict[str, str]:
 
 def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Backend, source: Source,
                        notes: list[str], frames: Frames, timings: dict[str, float],
-                       ffmpeg: FFmpeg) -> StagedMetadata:
+                       ffmpeg: FFmpeg, sound: Soundtrack | None = None) -> StagedMetadata:
     """The metadata of a job just generated; the frames' rate is kept for the encode. The input's
     digest and size are those of the bytes the image was decoded from, never the file read again: its
-    content could have changed meanwhile."""
+    content could have changed meanwhile. `sound`: the soundtrack kept with the frames, if any."""
     assert job.state.image is not None
     path = job.input(job.state.image)
     image = source.image
@@ -41,11 +42,12 @@ def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Back
     return StagedMetadata(
         job_id=job.id, input=record, prompt=params.prompt, negative_prompt=params.negative_prompt,
         seed=params.seed, backend=backend.name, model=backend.model_id,
-        parameters=params.model_dump(mode="json", exclude={"explicit"}),
+        parameters=params.model_dump(mode="json", exclude={"explicit", "from_model"}),
         requested=spec.model_dump(mode="json", exclude_unset=True), notes=notes, generation=frames.details,
         timings_s={k: round(v, 3) for k, v in timings.items()},
         versions={**library_versions(), "ffmpeg": ffmpeg.version, **backend.versions()},
-        worker_id=job.state.worker_id, claimed_at=job.state.claimed_at, frames_fps=frames.fps)
+        worker_id=job.state.worker_id, claimed_at=job.state.claimed_at, frames_fps=frames.fps,
+        audio=None if sound is None else sound.record())
 
 
 def encoded_metadata(metadata: StagedMetadata, info: dict[str, Any], outputs: list[Output],

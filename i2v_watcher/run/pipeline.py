@@ -25,6 +25,7 @@ import numpy as np
 import structlog
 
 from i2v_watcher.backends import Backend
+from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -55,10 +56,11 @@ from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes
 from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
+from i2v_watcher.run.soundtrack import keep_soundtrack, kept_soundtrack, soundtrack_lost
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
-from i2v_watcher.work.swap import SwapNeeded, SwapSlot, forget_preloads, with_swap
+from i2v_watcher.work.swap import SwapNeeded, SwapSlot, forget_preloads, noted
 
 # "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
 Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated"]
@@ -196,9 +198,9 @@ class Pipeline:
                     job.state.problem, stage="watch" if not job.state.deaths else "crash", hint=hint))
             if job.state.stage == "generated" and job.frames is None:
                 job.frames = self.scratch.load(job.id)
-                if job.frames is None:  # lost with a host crash, or made on another host
+                if job.frames is None or soundtrack_lost(job):  # a host crash, or made on another host
                     log.warning("the generated frames are gone (a host crash, or a job taken over from "
-                                "another host): generating them again")
+                                "another host; or their sound): generating them again")
                     job.advance("claimed")
             if job.state.stage == "claimed":
                 self._enter("generate")
@@ -295,10 +297,11 @@ class Pipeline:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
         assert job.state.seed is not None
-        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed)
-        backend = self.backends.get(params.backend)
-        if backend is None and self.swap is not None and params.backend in self.swap.names:
-            backend = self.swap.backend(params.backend, job.id, swap=swap, activity=self.checkpoint.activity)
+        backend = self.backends.get(name := spec.backend or self.default_backend)
+        if backend is None and self.swap is not None:  # still None: a name it does not swap either
+            backend = self.swap.backend(name, job.id, swap=swap, activity=self.checkpoint.activity)
+        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
+                         model_defaults=card_defaults(backend))
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
@@ -339,9 +342,8 @@ class Pipeline:
         preloaded = self._preloads.pop(job.id, None)
         ready = preloaded.result() if preloaded is not None else None
         if ready is None or (self.swap is not None and not self.swap.holds(ready.backend)):
-            preloaded = ready = None  # one made before a swap holds the old model: let go of it first
-            ready = self._prepare(job)  # (work.swap)
-        swapped = self.swap.take_record(job.id) if self.swap is not None else None
+            preloaded = ready = None  # one made before a swap holds the old model: let go (work.swap)
+            ready = self._prepare(job)
         backend, params = ready.backend, ready.params
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
@@ -351,8 +353,9 @@ class Pipeline:
         job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
-        metadata = with_swap(generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes,
-                                                frames, timings, self.ffmpeg), swapped)
+        sound = keep_soundtrack(job, frames.audio)  # in the job's folder: the encode reads it there
+        metadata = noted(generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes,
+                                            frames, timings, self.ffmpeg, sound), self.swap)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
         self.scratch.keep(job.id, frames.pixels)
@@ -368,7 +371,7 @@ class Pipeline:
         before = job.state.metadata
         assert before is not None and before.frames_fps is not None  # recorded with the frames
         outputs, info = postprocess(pixels, before.frames_fps, job.out_dir, self.ffmpeg, chains,
-                                    self.settings, self.checkpoint)
+                                    self.settings, self.checkpoint, kept_soundtrack(job))
         metadata = encoded_metadata(before, info, outputs, time.monotonic() - started)
         log.info("encoded", presets=metadata.presets, seconds=metadata.timings_s["postprocess"])
         job.advance("encoded", metadata=metadata)

@@ -93,11 +93,16 @@ class Step(BaseModel):
 
     name: ClassVar[str]
     filters: ClassVar[tuple[str, ...]] = ()  # the ffmpeg filters it uses, probed at start-up
+    audio_filters: ClassVar[tuple[str, ...]] = ()  # those it adds to a soundtrack, probed too
     # Seconds of encode time allowed per million pixels of each frame this step makes: the default
     # max_encode_s is a base plus these (measured on 2 cores, with a wide margin: see media/cost.py).
     seconds_per_megapixel_frame: ClassVar[float] = 0.05
 
     def encoders(self) -> set[str]:
+        return set()
+
+    def audio_encoders(self) -> set[str]:
+        """The encoders of the soundtrack it writes, probed at start-up as its `encoders` are."""
         return set()
 
     def plan(self, clip: Clip) -> Clip:
@@ -112,6 +117,19 @@ class Step(BaseModel):
     def apply(self, stream: Any, clip: Clip) -> tuple[Any, Clip]:
         raise NotImplementedError
 
+    def apply_audio(self, audio: Any, clip: Clip) -> Any:
+        """The soundtrack (an ffmpeg-python audio stream) through this step, given the clip `apply`
+        gets: it must last what `plan(clip)` lasts, so sound and picture stay together. Default: a step
+        that keeps the clip's duration (size, crop, frame rate, interpolation) leaves the sound alone."""
+        return audio
+
+
+def fit_audio(audio: Any, seconds: float) -> Any:
+    """The soundtrack cut or padded with silence to exactly `seconds`: a model's sound may be a little
+    longer or shorter than its frames, and a step's frame count is rounded; the output's audio lasts
+    what its video lasts."""
+    return audio.filter("apad", whole_dur=f"{seconds:.6f}").filter("atrim", end=f"{seconds:.6f}")
+
 
 class OutputStep(Step):
     """The last step of a preset: writes the stream to one file."""
@@ -119,7 +137,12 @@ class OutputStep(Step):
     def extension(self) -> str:
         raise NotImplementedError
 
-    def output(self, stream: Any, clip: Clip, target: Path) -> Any:
+    def carries_audio(self) -> bool:
+        """Whether its file takes the soundtrack of a clip that has one (GIF, WebP, a JPEG cannot)."""
+        return False
+
+    def output(self, stream: Any, clip: Clip, target: Path, audio: Any = None) -> Any:
+        """The output node writing `stream` (and `audio`, given only where carries_audio()) to target."""
         raise NotImplementedError
 
     def describe(self, clip: Clip) -> dict[str, Any]:

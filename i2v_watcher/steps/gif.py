@@ -1,4 +1,5 @@
-"""`gif`: an animated GIF preview with a palette computed for the clip (looping forever)."""
+"""`gif`: an animated GIF preview with a palette computed for the clip (looping forever). A GIF cannot
+carry sound: a clip's soundtrack is left out of it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Gif(AnimatedPreview):
         # other branch of the split keeps every frame until then (ffmpeg grew 250 MB/s at fps 0.005).
         return Held(self.plan(clip), "for its palette (every frame is kept until the palette is made)")
 
-    def output(self, stream: Any, clip: Clip, target: Path) -> Any:
+    def output(self, stream: Any, clip: Clip, target: Path, audio: Any = None) -> Any:
         parts = self.scaled(stream).split()
         palette = parts[0].filter("palettegen", stats_mode="diff")
         return ffmpeg.filter([parts[1], palette], "paletteuse", dither="sierra2_4a").output(

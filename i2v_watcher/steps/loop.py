@@ -1,9 +1,12 @@
-"""`loop`: play the clip `count` times; `boomerang` plays it forwards then backwards each time."""
+"""`loop`: play the clip `count` times; `boomerang` plays it forwards then backwards each time. The
+soundtrack goes with the picture: played `count` times, and backwards while the picture plays backwards
+(so a sound stays on the moment it belongs to)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import ffmpeg
 from pydantic import Field
 
 from i2v_watcher.steps import register
@@ -14,6 +17,7 @@ from i2v_watcher.steps.base import Clip, Held, Step
 class Loop(Step):
     name = "loop"
     filters = ("loop", "reverse", "concat", "split")
+    audio_filters = ("areverse", "asplit")
 
     count: int = Field(default=2, ge=1, le=20)
     boomerang: bool = False
@@ -35,3 +39,14 @@ class Loop(Step):
             size = clip.frames * (2 if self.boomerang else 1)
             stream = stream.filter("loop", loop=self.count - 1, size=size, start=0)
         return stream, self.plan(clip)
+
+    def apply_audio(self, audio: Any, clip: Clip) -> Any:
+        # Joined end to end with concat, which needs no sample count (aloop's `size` would); the
+        # sound's samples are few next to the frames (a second of 48 kHz stereo is 384 kB).
+        if self.boomerang:
+            parts = audio.asplit()
+            audio = ffmpeg.concat(parts[0], parts[1].filter("areverse"), v=0, a=1)
+        if self.count > 1:
+            parts = audio.asplit()
+            audio = ffmpeg.concat(*(parts[i] for i in range(self.count)), v=0, a=1)
+        return audio

@@ -1,4 +1,5 @@
-"""`poster`: one frame of the clip as a JPEG still (frame N; the last one when N is past the end)."""
+"""`poster`: one frame of the clip as a JPEG still (frame N; the last one when N is past the end); a
+still has no sound."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Poster(OutputStep):
     def plan(self, clip: Clip) -> Clip:
         return clip.but(frames=1)
 
-    def output(self, stream: Any, clip: Clip, target: Path) -> Any:
+    def output(self, stream: Any, clip: Clip, target: Path, audio: Any = None) -> Any:
         frame = min(self.frame, clip.frames - 1)
         return stream.filter("select", f"eq(n,{frame})").output(
             str(target), vframes=1, vcodec="mjpeg", pix_fmt="yuvj444p", **{"q:v": self.quality}, f="image2")

@@ -1,4 +1,5 @@
-"""`webp`: an animated WebP preview (smaller than a GIF, full colour; looping forever)."""
+"""`webp`: an animated WebP preview (smaller than a GIF, full colour; looping forever). WebP cannot carry
+sound: a clip's soundtrack is left out of it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,6 @@ class Webp(AnimatedPreview):
     def encoders(self) -> set[str]:
         return {"libwebp_anim"}
 
-    def output(self, stream: Any, clip: Clip, target: Path) -> Any:
+    def output(self, stream: Any, clip: Clip, target: Path, audio: Any = None) -> Any:
         return self.scaled(stream).output(str(target), vcodec="libwebp_anim", quality=self.quality, loop=0,
                                           f="webp")

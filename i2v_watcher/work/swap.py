@@ -102,6 +102,11 @@ def with_swap(metadata: StagedMetadata, swapped: Swapped | None) -> StagedMetada
     return metadata.model_copy(update={"notes": [*metadata.notes, note], "timings_s": timings})
 
 
+def noted(metadata: StagedMetadata, swap: SwapSlot | None) -> StagedMetadata:
+    """A job's metadata with the swap made for it, where this worker swaps (see with_swap)."""
+    return metadata if swap is None else with_swap(metadata, swap.take_record(metadata.job_id))
+
+
 class SwapSlot:
     """The one swapped model of this worker, shared by its router and its generation stage."""
 
@@ -117,7 +122,7 @@ class SwapSlot:
         self.planned_key = ""  # that job's key (its inbox name), while the runner has it
         self.retry_at: dict[str, float] = {}  # backend → when a swap to it may be tried again
         self.errors: dict[str, str] = {}  # backend → why its last load failed
-        self._records: dict[str, Swapped] = {}  # job id → the swap made for it, until its metadata
+        self._last: tuple[str, Swapped] | None = None  # the last swap done, and the job it was for
         self._lock = threading.Lock()
 
     # ---- the router's side --------------------------------------------------------------------
@@ -180,9 +185,13 @@ class SwapSlot:
         current = self.current
         return backend.name not in self.names or (current is not None and current[1] is backend)
 
-    def backend(self, name: str, job_id: str, *, swap: bool, activity: Activity | None = None) -> Backend:
+    def backend(self, name: str, job_id: str, *, swap: bool, activity: Activity | None = None
+                ) -> Backend | None:
         """The loaded backend `name` for a job, swapped in when `swap` (the job's turn to generate has
-        come); SwapNeeded when it is not loaded and `swap` is False. JobError when it cannot be loaded."""
+        come); SwapNeeded when it is not loaded and `swap` is False. JobError when it cannot be loaded.
+        None: not a swap backend."""
+        if name not in self.names:
+            return None
         with self._lock:
             if self.loaded_name() == name:
                 return self._held()
@@ -196,7 +205,7 @@ class SwapSlot:
         if loaded is None:
             raise JobError(f"could not load the model of backend {name!r} for this job (a model swap, "
                            f"swap_backends): {swapped.error}", stage="generate", hint=self._hint(name))
-        self._records[job_id] = swapped
+        self._last = (job_id, swapped)
         return loaded
 
     def _held(self) -> Backend:
@@ -205,8 +214,13 @@ class SwapSlot:
         return self.current[1]
 
     def take_record(self, job_id: str) -> Swapped | None:
-        """The swap made before this job generated (for its metadata), once."""
-        return self._records.pop(job_id, None)
+        """The swap made before this job generated (for its metadata), once. Only the last swap is
+        kept: a job whose generation failed after its swap leaves nothing behind."""
+        last = self._last
+        if last is None or last[0] != job_id:
+            return None
+        self._last = None
+        return last[1]
 
     def _swap(self, name: str, activity: Activity | None) -> tuple[Backend | None, Swapped]:
         before = self.loaded_name()
