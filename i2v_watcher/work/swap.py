@@ -224,7 +224,7 @@ class SwapSlot:
 
     def _swap(self, name: str, activity: Activity | None) -> tuple[Backend | None, Swapped]:
         before = self.loaded_name()
-        log.info("model swap starts: the jobs before it have left generation", **{"from": before, "to": name})
+        log.info("model swap starts", **{"from": before, "to": name})  # the jobs before it left generation
         started = time.monotonic()
         if self.current is not None:  # what still holds the old model lets go (a preload made with it)
             for listener in self.unloading:
