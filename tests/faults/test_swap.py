@@ -78,6 +78,7 @@ def test_a_mixed_inbox_costs_one_swap_per_model_and_a_broken_model_fails_only_it
     assert sorted(s["to"] for s in swaps) == list(MODELS), swaps
     assert all(s["load_s"] >= 0 and s["unload_s"] >= 0 and "from" in s for s in swaps)
     failures = daemon.find("model swap failed")
+    assert len(daemon.find("model swap starts")) == len(swaps) + len(failures)
     assert [f["to"] for f in failures] == [BROKEN] * 2 and "holds no model.txt" in first["error"]
     assert elapsed(failures[0], failures[1]) >= 1.0  # swap_retry_s: not every job in a loop
 
