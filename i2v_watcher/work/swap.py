@@ -72,7 +72,8 @@ def forget_preloads(preloads: dict[str, Future[Any]], old: Backend) -> None:
 
 def _forget_made_with(preloads: dict[str, Future[Any]], key: str, done: Future[Any],
                       gone: weakref.ref[Backend]) -> None:
-    made_with = None if done.exception() is not None else getattr(done.result(), "backend", None)
+    failed = done.cancelled() or done.exception() is not None
+    made_with = None if failed else getattr(done.result(), "backend", None)
     if made_with is not None and made_with is gone() and preloads.get(key) is done:
         preloads.pop(key, None)
 
