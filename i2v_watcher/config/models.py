@@ -117,6 +117,19 @@ def check_model_tables(settings: Settings, known_backends: Iterable[str],
         raise StartupError(f"{message}{' ' if message.endswith('?') else '; '}backends with models: {listed}")
 
 
+def check_swap_models(settings: Settings, known_backends: Iterable[str],
+                      diffusion_backends: Iterable[str]) -> None:
+    """Every name in swap_backends is a backend that loads a model (after discovery, as the tables):
+    swapping is for models, which a worker's GPU cannot all hold at once."""
+    known, with_models = set(known_backends), sorted(set(diffusion_backends))
+    problems = [f"swap_backends: there is no backend {name!r}{did_you_mean(name, sorted(known))}"
+                if name not in known else f"swap_backends: backend {name} loads no model, so there is "
+                "nothing to swap" for name in settings.swap_backends if name not in with_models]
+    if problems:
+        listed = ", ".join(with_models) or "(none)"
+        raise StartupError(f"{'; '.join(problems)}; backends with models: {listed}")
+
+
 def _unknown_model_table(name: str, with_models: list[str]) -> str:
     return f"[models.{name}] names no backend" + did_you_mean(name, with_models, lead="; ",
                                                               shown=lambda found: f"[models.{found}]")

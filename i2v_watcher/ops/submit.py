@@ -97,9 +97,9 @@ def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | 
 def _backends(settings: Settings) -> dict[str, Backend | type[Backend]]:
     """The backends a job may name: every registered backend with a model (with routing, another worker
     of the share may have loaded one that this machine's config does not list), and the ones this config
-    loads (for `auto` both of its outcomes)."""
+    loads or swaps in (for `auto` both of its outcomes)."""
     backends.discover(settings.plugins)
-    names = [name for name in settings.resident if name != "auto"]
+    names = [name for name in [*settings.resident, *settings.swap_backends] if name != "auto"]
     if "auto" in settings.resident:  # resolved when the daemon starts: the diffusion model or the preview
         names += [settings.auto_backend, "preview"]
     return {name: backends.get(name) for name in dict.fromkeys([*names, *backends.with_models()])}

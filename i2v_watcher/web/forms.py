@@ -99,7 +99,7 @@ def backends_offered(settings: Settings) -> list[str]:
     model (another worker of the share may have loaded it; submit warns when none has)."""
     backends.discover(settings.plugins)
     loaded = {settings.auto_backend, "preview"} if "auto" in settings.resident else set()
-    configured = {name for name in settings.resident if name != "auto"}
+    configured = {name for name in [*settings.resident, *settings.swap_backends] if name != "auto"}
     return sorted(loaded | configured | set(backends.with_models()))
 
 
