@@ -31,7 +31,7 @@ from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan, precision_hint, to_uint8
 from i2v_watcher.backends.base import Audio
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.errors import JobError
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.media.ffmpeg import find_ffmpeg
@@ -74,9 +74,7 @@ class Ltx2Backend(DiffusersBackend):
     pipeline_class = "LTX2ImageToVideoPipeline"
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
-        "backend_options"})
+    honours: ClassVar[frozenset[str]] = PROMPTED | {"backend_options"}
     options_model = Ltx2Options
     # Published figures: 768x512, 121 frames at 24 fps, 40 steps at guidance 4.0 are diffusers' LTX-2 docs
     # (docs/source/en/api/pipelines/ltx2.md, "Stage 1 default (non-distilled) inference" on Lightricks/LTX-2;

@@ -34,7 +34,7 @@ from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.base import Frames, Progress
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.backends.ltx_upsample import (
     Passes,
     load_upsampler,
@@ -114,9 +114,7 @@ class LtxVideoBackend(DiffusersBackend):
     index_classes: ClassVar[tuple[str, ...]] = ("LTXImageToVideoPipeline", "LTXPipeline")
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
-        "backend_options"})
+    honours: ClassVar[frozenset[str]] = PROMPTED | {"backend_options"}
     options_model = LtxOptions
     card = LTX_VIDEO_09
 
