@@ -28,6 +28,7 @@ it to prove the plumbing; its figures mean nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import itertools
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,20 @@ def quiet() -> None:
         library.set_verbosity_error()
 
 
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `count` for the run, then restored (None: left as they are). --tiny takes
+    one: its tensors gain nothing from more, and on a busy machine the threads wait on each other (one
+    thread ran the tiny LTX-2 call 15x faster than two on 2 shared cores)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_all(options: Options, say: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
     quiet()
@@ -314,7 +329,7 @@ def run_all(options: Options, say: Callable[[str], None] = print) -> dict[str, A
     chosen, notes = cases(options.only, options.with_480p and not options.tiny)
     for note in notes:
         say(f"skipped {note}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cpu_threads(1 if options.tiny else None):
         target = Target("cpu" if options.tiny else "cuda", torch.float32 if options.tiny else torch.bfloat16,
                         deadline, options.steps, Path(tmp) if options.tiny else None)
         rows = []
