@@ -16,7 +16,8 @@ timed nor in the peak VRAM; image encoders are built at their real size.
 
 Timing: the scheduler's `step` is wrapped to synchronise CUDA and stamp the end of each denoising step.
 The first step also holds the image's encoding and warm-up; the later steps' median is the per-step
-time; from the last step to the pipeline's return is the VAE decode (and the frames' copy to the host).
+time; from the last step to the pipeline's return is the VAE decode (and the frames' copy to the host; LTX-2's
+audio VAE and vocoder too).
 "extrapolated s" = first step + per-step x (the card's steps - 1) + decode. A model that does not fit in
 the time left (`--max-seconds`, 8 minutes by default, for one H100) is stopped after its current step
 and reported; one whose weights exceed the GPU's memory is skipped with the reason. `--only` takes a
