@@ -300,7 +300,7 @@ class Pipeline:
         if backend is None and self.swap is not None:  # still None: a name it does not swap either
             backend = self.swap.backend(name, job.id, swap=swap, activity=self.checkpoint.activity)
         params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
-                         **job_sources(self.settings, backend, spec.backend or self.default_backend))
+                         **job_sources(self.settings, backend, name))
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
