@@ -42,6 +42,7 @@ from i2v_watcher.backends.loading import (
     torch_dtype,
     unavailable,
 )
+from i2v_watcher.backends.speedups import Speedups, enable_offload, remove_offload
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
@@ -86,6 +87,7 @@ class DiffusersBackend(Backend):
         self.source: ModelSettings = settings.models.get(self.name) or DEFAULT_MODELS.get(
             self.name, ModelSettings(model=""))
         self.loads = 0
+        self.speedups = Speedups()  # what load() applied, in each job's metadata
         # Held while the pipeline's modules change place (an OOM rung's offload, and back) and while
         # conditioning() runs, so a preload on another thread never meets a module in motion (nor a
         # tokenizer in use: a fast tokenizer is not safe to share between threads).
@@ -112,8 +114,9 @@ class DiffusersBackend(Backend):
         return unavailable(self.name, self.source, self.settings.diffusion)
 
     def load(self) -> None:
-        pipe = load_pipeline(self.name, self.pipeline_class, self.source, self.settings.diffusion)
-        apply_options(pipe, self.settings.diffusion, self.denoisers(pipe))
+        options = self.settings.diffusion
+        pipe = load_pipeline(self.name, self.pipeline_class, self.source, options, self.denoiser)
+        self.speedups = apply_options(pipe, options, self.denoisers(pipe), self.name)
         self.pipe = pipe
         self.loads += 1
 
@@ -278,7 +281,7 @@ class DiffusersBackend(Backend):
                 continue
             details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
-                       "dtype": self.dtype_name(),
+                       "dtype": self.dtype_name(), "speedups": self.speedups.record(),
                        "device": self.settings.diffusion.device}
             if audio is not None:
                 details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
@@ -309,10 +312,8 @@ class DiffusersBackend(Backend):
         if plan.offload is not None:
             with self._modules:
                 self._offloaded = True
-                if plan.offload == "model":
-                    pipe.enable_model_cpu_offload(device=device)
-                else:
-                    pipe.enable_sequential_cpu_offload(device=device)
+                enable_offload(pipe, plan.offload, device, self.settings.diffusion.offload_group_blocks)
+        self.speedups.before_job(params.steps)
         try:
             generator = torch.Generator(device="cpu").manual_seed(params.seed)
             # A preload holds the first rung's size; a smaller rung resizes the input itself.
@@ -338,8 +339,7 @@ class DiffusersBackend(Backend):
                 hook.remove()
             if plan.offload is not None:  # this job only: the next one runs at full speed again
                 with self._modules:
-                    pipe.remove_all_hooks()
-                    pipe.to(device)
+                    remove_offload(pipe, device)
                     self._offloaded = False
 
     def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any,
