@@ -207,30 +207,42 @@ def _hooks(module: Any) -> set[tuple[int, str]]:
 def install_cache(backend: str, pipe: Any, denoisers: Iterable[Any], cache: CacheSettings) -> CacheCounter:
     """The cache hook on each denoiser, with a counter of what it skipped; a StartupError naming the
     setting and the backends that support it where the model's blocks are not ones the hook knows."""
-    supported = ", ".join(CACHE_MODELS[cache.kind])
-    refusal = (f'[diffusion] cache kind = "{cache.kind}" does not work with the {backend} model: ' + "{why}. "
-               f"Backends it works with: {supported}; remove the cache table or pick another kind")
-    if cache.kind in NEEDS_TIMESTEP and not hasattr(type(pipe), "current_timestep"):
-        why = f"its pipeline ({type(pipe).__name__}) tells no current timestep"
-        raise StartupError(refusal.format(why=why))
     counter = CacheCounter(cache)
     for denoiser in denoisers:
-        before = _hooks(denoiser)
-        if cache.kind == "faster" and FASTER_FORMATS.get(type(denoiser).__name__, "") is None:
-            why = f"FasterCache cannot read {type(denoiser).__name__}'s latents"
-            raise StartupError(refusal.format(why=why))
-        if not hasattr(denoiser, "enable_cache"):
-            raise StartupError(refusal.format(why=f"its denoiser ({type(denoiser).__name__}) takes no caching hook"))
-        try:
-            denoiser.enable_cache(cache_config(cache, pipe, denoiser))
-        except (AttributeError, IndexError, ValueError, TypeError) as exc:
-            raise StartupError(refusal.format(why=f"{type(denoiser).__name__}: {exc}")) from exc
-        added = _hooks(denoiser) - before
-        if not added:
+        model = type(denoiser).__name__
+        why = _cache_refused(cache, pipe, denoiser)
+        if why is None:
+            before = _hooks(denoiser)
+            try:
+                denoiser.enable_cache(cache_config(cache, pipe, denoiser))
+            except (AttributeError, IndexError, ValueError, TypeError) as exc:
+                raise _refusal(backend, cache, f"{model}: {exc}") from exc
+            added = _hooks(denoiser) - before
+            if added:
+                counter.watch(denoiser, added)
+                continue
             denoiser.disable_cache()
-            raise StartupError(refusal.format(why=f"no block of {type(denoiser).__name__} takes the hook"))
-        counter.watch(denoiser, added)
+            why = f"no block of {model} takes the hook"
+        raise _refusal(backend, cache, why)
     return counter
+
+
+def _cache_refused(cache: CacheSettings, pipe: Any, denoiser: Any) -> str | None:
+    """Why the cache cannot go on this denoiser, where that shows before trying; None: try it."""
+    model = type(denoiser).__name__
+    if not hasattr(denoiser, "enable_cache"):
+        return f"its denoiser ({model}) takes no caching hook"
+    if cache.kind in NEEDS_TIMESTEP and not hasattr(type(pipe), "current_timestep"):
+        return f"its pipeline ({type(pipe).__name__}) tells no current timestep"
+    if cache.kind == "faster" and FASTER_FORMATS.get(model, "") is None:
+        return f"FasterCache cannot read {model}'s latents"
+    return None
+
+
+def _refusal(backend: str, cache: CacheSettings, why: str) -> StartupError:
+    works = ", ".join(CACHE_MODELS[cache.kind])
+    return StartupError(f'[diffusion] cache kind = "{cache.kind}" does not work with the {backend} model: '
+                        f"{why}. Backends it works with: {works}; remove the cache or pick another kind")
 
 
 class CacheCounter:
