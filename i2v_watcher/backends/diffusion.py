@@ -22,7 +22,7 @@ import structlog
 from PIL import Image
 
 from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
-from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress
+from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress, card_defaults
 from i2v_watcher.backends.capacity import auto_short_side
 from i2v_watcher.backends.card import WEBUI_CARD
 from i2v_watcher.backends.folder import (
@@ -46,7 +46,7 @@ from i2v_watcher.backends.speedups import Speedups, enable_offload, remove_offlo
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
-from i2v_watcher.job.spec import JobParams
+from i2v_watcher.job.spec import JobParams, JobSpec, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,25 @@ class DiffusersBackend(Backend):
         self.speedups = apply_options(pipe, options, self.denoisers(pipe), self.name)
         self.pipe = pipe
         self.loads += 1
+
+    @property
+    def needs_warm_up(self) -> bool:
+        return self.settings.diffusion.compile is not False
+
+    def warm_up(self) -> None:
+        """With compile on: one short clip at the default plan (a 16:9 image at the [defaults] and model
+        card size and frames, at most 2 steps: the shapes decide what compiles, not the step count), so
+        the compile happens at start-up and no job of that size pays for it."""
+        if not self.needs_warm_up:
+            return
+        fields = {} if "prompt" in self.ignores else {"prompt": "warm-up"}
+        params = resolve(JobSpec.model_validate(fields), self.settings.defaults, backend=self.name, seed=0,
+                         model_defaults=card_defaults(self))
+        try:
+            self.generate(Image.new("RGB", (1280, 720), (128, 96, 64)), params.model_copy(
+                update={"steps": min(params.steps, 2)}), lambda done, total: None)
+        except JobError as exc:  # black or NaN frames from a 2-step clip: the compile happened all the same
+            log.warning("the warm-up clip failed after the compile", backend=self.name, error=str(exc))
 
     # ---- the model folder, checked before loading (doctor) ------------------------------------
     def check_folder(self, folder: Path) -> FolderCheck:

@@ -11,6 +11,7 @@ from typing import NoReturn
 import structlog
 
 from i2v_watcher import backends
+from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.config.models import check_model_tables
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
@@ -106,5 +107,12 @@ def load_backends(settings: Settings, extend: Extend | None = None
         backend.load()
         log.info("backend loaded", backend=name, model=backend.model_id,
                  seconds=round(time.monotonic() - started, 2))
+        if isinstance(backend, DiffusersBackend) and backend.needs_warm_up:
+            if extend is not None:
+                extend(settings.load_timeout_s, f"compiling the {name} denoiser on a warm-up clip")
+            started = time.monotonic()
+            backend.warm_up()
+            log.info("backend compiled on a warm-up clip", backend=name,
+                     seconds=round(time.monotonic() - started, 2))
         resident[name] = backend
     return binary, default, resident
