@@ -6,6 +6,7 @@ and group offload as an OOM rung (onload and offload both on the CPU here)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,15 @@ def test_float8_is_refused_on_the_cpu_before_the_weights_load(load: Load) -> Non
     with pytest.raises(StartupError, match=r'quantize = "float8" needs a CUDA GPU with float8 support '
                                            r"\(compute capability 8.9"):
         load(quantize="float8")
+
+
+def test_the_benchmark_counts_the_skipped_blocks_beside_the_wall_time() -> None:
+    bench = importlib.import_module("bench.speedups")
+    title, rows = bench.run(steps=2, repeat=1, thresholds=(1.0,), resolution="32p")
+    plain, cached = rows
+    assert "First Block Cache" in title and cached["cache"] == "first-block 1.0"
+    assert plain["denoiser passes"] == cached["denoiser passes"] == 2 * 2  # guidance: two passes a step
+    assert plain["block computations"] == 4 * bench.BLOCKS and plain["blocks skipped"] == 0
+    assert cached["blocks skipped"] > 0
+    assert cached["block computations"] + cached["blocks skipped"] == plain["block computations"]
+    assert plain["wall s"] > 0 and cached["wall s"] > 0 and "speed-up x" in cached
