@@ -183,3 +183,32 @@ def test_the_benchmark_counts_the_skipped_blocks_beside_the_wall_time() -> None:
     assert cached["blocks skipped"] > 0
     assert cached["block computations"] + cached["blocks skipped"] == plain["block computations"]
     assert plain["wall s"] > 0 and cached["wall s"] > 0 and "speed-up x" in cached
+
+
+def test_compile_happens_at_start_up_on_a_warm_up_clip_while_systemd_waits(
+        load: Load, folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from i2v_watcher.service.bootstrap import load_backends
+
+    backend = load()
+    clips: list[tuple[tuple[int, int], int, int]] = []
+
+    def generate(image: Image.Image, params: JobParams, progress: Any, preloaded: Any = None) -> None:
+        clips.append((image.size, params.steps, params.num_frames))
+    monkeypatch.setattr(backend, "generate", generate)
+    backend.warm_up()
+    assert clips == []  # compile off: nothing to warm up
+    backend.settings.diffusion.compile = "regional"
+    backend.warm_up()
+    assert clips == [((1280, 720), 2, TINY["num_frames"])]  # a 16:9 image at the default plan, 2 steps
+
+    told: list[str] = []
+    monkeypatch.setattr(type(backend), "load", lambda self: told.append("load"))
+    monkeypatch.setattr(type(backend), "warm_up", lambda self: told.append("warm-up"))
+    root = folders["root"]
+    settings = Settings(inbox=root / "in", outbox=root / "out", failed=root / "failed", done=root / "done",
+                        work=root / "work", backend="wan-i2v",
+                        diffusion={"device": "cpu", "compile": "regional"},  # type: ignore[arg-type]
+                        models={"wan-i2v": {"model": str(folders["wan-i2v"])}})  # type: ignore[dict-item]
+    load_backends(settings, lambda seconds, doing: told.append(doing))
+    assert told == [f"loading the wan-i2v backend ({folders['wan-i2v']})", "load",
+                    "compiling the wan-i2v denoiser on a warm-up clip", "warm-up"]
