@@ -53,47 +53,55 @@ def build(folder: Path) -> Path:
     return target
 
 
-def measure(model: Path, root: Path, cache: dict[str, Any] | None, steps: int, repeat: int,
-            resolution: str) -> tuple[dict[str, Any], Any]:
-    """One setting: the backend loaded once, the same clip `repeat` times; its row and its last frames."""
-    from PIL import Image
+class Contender:
+    """One setting: the wan-i2v backend loaded once with it, and a counter on its denoiser's forward."""
 
-    from i2v_watcher import backends
-    from i2v_watcher.config.settings import Settings
-    from i2v_watcher.job.spec import JobSpec, resolve
+    def __init__(self, model: Path, root: Path, cache: dict[str, Any] | None, steps: int,
+                 resolution: str) -> None:
+        from i2v_watcher import backends
+        from i2v_watcher.config.settings import Settings
+        from i2v_watcher.job.spec import JobSpec, resolve
 
-    diffusion: dict[str, Any] = {"device": "cpu", **({"cache": cache} if cache else {})}
-    settings = Settings(inbox=root / "in", outbox=root / "out", failed=root / "failed", done=root / "done",
-                        work=root / "work", diffusion=diffusion,  # type: ignore[arg-type]
-                        defaults={"num_frames": 4, "steps": steps, "resolution": resolution,  # type: ignore[arg-type]
-                                  "fps": 8.0},
-                        models={"wan-i2v": {"model": str(model)}})  # type: ignore[dict-item]
-    backends.discover([])
-    backend = backends.get("wan-i2v")(settings)
-    backend.load()
-    passes = [0]
-    backend.pipe.transformer.register_forward_pre_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
-    spec = JobSpec.model_validate({"prompt": "a red fox", "guidance_scale": 4.0})
-    params = resolve(spec, settings.defaults, backend="wan-i2v", seed=3)
-    image = Image.new("RGB", (128, 64), (150, 90, 40))
-    times, frames = [], None
-    for _ in range(repeat):
-        passes[0] = 0
+        self.cache, self.times, self.passes = cache, [], 0
+        diffusion: dict[str, Any] = {"device": "cpu", **({"cache": cache} if cache else {})}
+        defaults = {"num_frames": 4, "steps": steps, "resolution": resolution, "fps": 8.0}
+        settings = Settings(inbox=root / "in", outbox=root / "out", failed=root / "failed",
+                            done=root / "done", work=root / "work", diffusion=diffusion, defaults=defaults,  # type: ignore[arg-type]
+                            models={"wan-i2v": {"model": str(model)}})  # type: ignore[dict-item]
+        backends.discover([])
+        self.backend = backends.get("wan-i2v")(settings)
+        self.backend.load()
+        self.backend.pipe.transformer.register_forward_pre_hook(self._pass)
+        spec = JobSpec.model_validate({"prompt": "a red fox", "guidance_scale": 4.0})
+        self.params = resolve(spec, settings.defaults, backend="wan-i2v", seed=3)
+        self.frames: Any = None
+
+    def _pass(self, *_: object) -> None:
+        self.passes += 1
+
+    def clip(self) -> None:
+        from PIL import Image
+
+        self.passes = 0
         started = time.perf_counter()
-        frames = backend.generate(image, params, lambda done, total: None)
-        times.append(time.perf_counter() - started)
-    assert frames is not None
-    counted = frames.details["speedups"]["cache"]
-    counted = counted or {"computed": passes[0] * BLOCKS, "skipped": 0}  # no cache: every block runs
-    row = {"cache": "none" if cache is None else f"{cache['kind']} {cache['threshold']}",
-           "denoiser passes": passes[0], "block computations": counted["computed"],
-           "blocks skipped": counted["skipped"], "wall s": round(statistics.median(times), 3)}
-    return row, frames.pixels
+        self.frames = self.backend.generate(Image.new("RGB", (128, 64), (150, 90, 40)), self.params,
+                                            lambda done, total: None)
+        self.times.append(time.perf_counter() - started)
+
+    def row(self) -> dict[str, Any]:
+        counted = self.frames.details["speedups"]["cache"]
+        counted = counted or {"computed": self.passes * BLOCKS, "skipped": 0}  # no cache: every block runs
+        cache = self.cache
+        return {"cache": "none" if cache is None else f"{cache['kind']} {cache['threshold']}",
+                "denoiser passes": self.passes, "block computations": counted["computed"],
+                "blocks skipped": counted["skipped"], "wall s": round(statistics.median(self.times), 3)}
 
 
 def run(quick: bool = False, steps: int | None = None, repeat: int | None = None,
         thresholds: tuple[float, ...] = THRESHOLDS,
         resolution: str = "64p") -> tuple[str, list[dict[str, Any]]]:
+    """Every setting loaded first, then the clips in turn (run after run), so that a busy machine slows
+    them alike."""
     import numpy as np
 
     steps = steps or (6 if quick else 20)
@@ -101,17 +109,19 @@ def run(quick: bool = False, steps: int | None = None, repeat: int | None = None
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = build(root)
-        rows, base = [], None
-        for cache in (None, *({"kind": "first-block", "threshold": t} for t in thresholds)):
-            row, pixels = measure(model, root, cache, steps, repeat, resolution)
-            base = pixels if base is None else base
-            difference = np.abs(pixels.astype(int) - base.astype(int)).mean()
-            row["mean |Δ| from uncached"] = round(float(difference), 2)
-            rows.append(row)
-    plain = rows[0]["wall s"]
-    for row in rows:
-        row["speed-up x"] = round(plain / row["wall s"], 2)
-    return f"{TITLE}; {steps} steps, median of {repeat}", rows
+        caches = (None, *({"kind": "first-block", "threshold": t} for t in thresholds))
+        contenders = [Contender(model, root, cache, steps, resolution) for cache in caches]
+        for _ in range(repeat):
+            for contender in contenders:
+                contender.clip()
+    rows, base = [], contenders[0].frames.pixels
+    for contender in contenders:
+        row = contender.row()
+        row["mean |Δ| from uncached"] = round(float(np.abs(contender.frames.pixels.astype(int) -
+                                                           base.astype(int)).mean()), 2)
+        row["speed-up x"] = round(contenders[0].row()["wall s"] / row["wall s"], 2)
+        rows.append(row)
+    return f"{TITLE}; {steps} steps, median of {repeat}, the settings in turn", rows
 
 
 def meets_target(rows: list[dict[str, Any]]) -> bool:
