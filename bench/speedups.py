@@ -23,12 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
-
-from bench.report import table  # noqa: E402
-
 TITLE = "First Block Cache on the CPU: denoiser work and wall time per clip (tiny Wan 2.1, 8 blocks)"
 TARGET = "First Block Cache skips block computations, and the clip takes less wall time than without it"
 BLOCKS = 8
@@ -36,6 +30,13 @@ BLOCKS = 8
 # image encoders, the VAE, the scheduler), are most of a step, as in a real model.
 WIDER = {"num_attention_heads": 4, "attention_head_dim": 32, "ffn_dim": 512}
 THRESHOLDS = (0.1, 0.3)
+
+
+# Run alone (python bench/speedups.py): the repository and the tests' tiny builders on the path.
+for _path in (Path(__file__).resolve().parent.parent / "tests", Path(__file__).resolve().parent.parent):
+    sys.path.insert(0, str(_path))
+
+from bench.report import table  # noqa: E402
 
 
 def build(folder: Path) -> Path:
