@@ -151,7 +151,8 @@ def remove_offload(pipe: Any, device: Any) -> None:
 def compile_denoiser(denoiser: Any, how: bool | str) -> str | None:
     """torch.compile the denoiser: "regional" compiles its repeated blocks once each (quick, one graph
     reused by every block) where it declares them (`_repeated_blocks`), else falls back to the whole
-    model. Static shapes: each new size compiles once. Returns what was compiled."""
+    model. Static shapes: each new size compiles once. Never `fullgraph`: the caching hooks leave the
+    graph on purpose (their decisions are `torch.compiler.disable`d). Returns what was compiled."""
     if how is False:
         return None
     if how == "regional":
