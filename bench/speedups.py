@@ -118,8 +118,8 @@ def run(quick: bool = False, steps: int | None = None, repeat: int | None = None
     rows, base = [], contenders[0].frames.pixels
     for contender in contenders:
         row = contender.row()
-        row["mean |Δ| from uncached"] = round(float(np.abs(contender.frames.pixels.astype(int) -
-                                                           base.astype(int)).mean()), 2)
+        difference = np.abs(contender.frames.pixels.astype(int) - base.astype(int)).mean()
+        row["mean abs. difference from uncached (levels)"] = round(float(difference), 2)
         row["speed-up x"] = round(contenders[0].row()["wall s"] / row["wall s"], 2)
         rows.append(row)
     return f"{TITLE}; {steps} steps, median of {repeat}, the settings in turn", rows
