@@ -16,7 +16,8 @@ timed nor in the peak VRAM; image encoders are built at their real size.
 
 Timing: the scheduler's `step` is wrapped to synchronise CUDA and stamp the end of each denoising step.
 The first step also holds the image's encoding and warm-up; the later steps' median is the per-step
-time; from the last step to the pipeline's return is the VAE decode (and the frames' copy to the host).
+time; from the last step to the pipeline's return is the VAE decode (and the frames' copy to the host; LTX-2's
+audio VAE and vocoder too).
 "extrapolated s" = first step + per-step x (the card's steps - 1) + decode. A model that does not fit in
 the time left (`--max-seconds`, 8 minutes by default, for one H100) is stopped after its current step
 and reported; one whose weights exceed the GPU's memory is skipped with the reason. `--only` takes a
@@ -28,6 +29,7 @@ it to prove the plumbing; its figures mean nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import itertools
@@ -36,7 +38,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -157,17 +160,20 @@ def prompt_inputs(case: Case, pipe: Any, target: Target) -> dict[str, Any]:
     if case.backend == "svd":
         return {}  # no prompt
     config = pipe.unet.config if case.backend == "i2vgen-xl" else pipe.transformer.config
-    width = {"i2vgen-xl": "cross_attention_dim", "wan-i2v": "text_dim", "ltx-video": "caption_channels",
-             "cogvideox-i2v": "text_embed_dim", "hunyuan-i2v": "text_embed_dim"}[case.backend]
+    if case.backend == "ltx2":  # every Gemma layer's hidden states, stacked: what the connectors take
+        width = pipe.connectors.config["caption_channels"] * pipe.connectors.config["text_proj_in_factor"]
+    else:
+        width = config[{"i2vgen-xl": "cross_attention_dim", "wan-i2v": "text_dim",
+                        "ltx-video": "caption_channels", "cogvideox-i2v": "text_embed_dim",
+                        "hunyuan-i2v": "text_embed_dim"}[case.backend]]
     tokens = PROMPT_TOKENS[case.backend]
     noise = torch.Generator("cpu").manual_seed(0)
 
     def embeds(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=noise).to(target.device, target.dtype)
 
-    inputs = {"prompt_embeds": embeds(1, tokens, config[width]),
-              "negative_prompt_embeds": embeds(1, tokens, config[width])}
-    if case.backend in ("ltx-video", "hunyuan-i2v"):
+    inputs = {"prompt_embeds": embeds(1, tokens, width), "negative_prompt_embeds": embeds(1, tokens, width)}
+    if case.backend in ("ltx-video", "hunyuan-i2v", "ltx2"):
         mask = torch.ones(1, tokens, dtype=torch.long, device=target.device)
         inputs.update(prompt_attention_mask=mask, negative_prompt_attention_mask=mask)
     if case.backend == "hunyuan-i2v":
@@ -178,20 +184,25 @@ def prompt_inputs(case: Case, pipe: Any, target: Target) -> dict[str, Any]:
 
 def clock(pipe: Any, target: Target) -> list[float]:
     """Wrap the scheduler's step: each call's end, CUDA synchronised, is stamped in the returned list;
-    past the deadline the pipeline stops there. (wraps: pipelines read step's signature.)"""
+    past the deadline the pipeline stops there. The wrapper is a method bound to the scheduler, so a copy the
+    pipeline makes (LTX-2 steps its audio with a deepcopy) steps itself, unstamped. (wraps: pipelines read
+    step's signature.)"""
     ends: list[float] = []
-    original = pipe.scheduler.step
+    scheduler = pipe.scheduler
+    original = type(scheduler).step
 
     @functools.wraps(original)
-    def step(*args: Any, **kwargs: Any) -> Any:
-        out = original(*args, **kwargs)
+    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        if self is not scheduler:
+            return out
         target.sync()
         ends.append(time.perf_counter())
         if time.monotonic() > target.deadline:
             raise OutOfTime
         return out
 
-    pipe.scheduler.step = step
+    scheduler.step = types.MethodType(step, scheduler)
     return ends
 
 
@@ -297,6 +308,20 @@ def quiet() -> None:
         library.set_verbosity_error()
 
 
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `count` for the run, then restored (None: left as they are). --tiny takes
+    one: its tensors gain nothing from more, and on a busy machine the threads wait on each other (one
+    thread ran the tiny LTX-2 call 15x faster than two on 2 shared cores)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_all(options: Options, say: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
     quiet()
@@ -305,13 +330,13 @@ def run_all(options: Options, say: Callable[[str], None] = print) -> dict[str, A
     chosen, notes = cases(options.only, options.with_480p and not options.tiny)
     for note in notes:
         say(f"skipped {note}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cpu_threads(1 if options.tiny else None):
         target = Target("cpu" if options.tiny else "cuda", torch.float32 if options.tiny else torch.bfloat16,
                         deadline, options.steps, Path(tmp) if options.tiny else None)
         rows = []
         for case in chosen:
-            if options.tiny:  # the tiny builds' sizes: sides of 32, 9 frames
-                case = replace(case, width=32, height=32, frames=9)
+            if options.tiny:  # the tiny builds' sizes: their smallest side, 9 frames
+                case = replace(case, width=case.tiny_side, height=case.tiny_side, frames=9)
             if time.monotonic() > target.deadline:
                 rows.append({**head(case), "note": "skipped: the benchmark's time was spent (--max-seconds)"})
                 continue

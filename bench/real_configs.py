@@ -20,6 +20,7 @@ from typing import Any
 from i2v_watcher.backends.card import WEBUI_CARD, ModelCard
 from i2v_watcher.backends.cogvideox_i2v import CARD_1_5
 from i2v_watcher.backends.hunyuan_i2v import HUNYUAN_I2V
+from i2v_watcher.backends.ltx2 import MIN_SIDE, Ltx2Backend
 from i2v_watcher.backends.ltx_video import LTX_VIDEO_09
 from i2v_watcher.backends.svd import SVD_XT
 from i2v_watcher.backends.wan_i2v import WAN_21_I2V_14B, WAN_22_I2V_A14B, WAN_22_TI2V_5B
@@ -44,6 +45,9 @@ PROMPT_TOKENS = {
     # Llava-Llama-3-8B: 256 text tokens and the image's 576 features taken every 4th for the 16-channel
     # `token_replace` checkpoint (the pipeline's image_embed_interleave): 256 + 144.
     "hunyuan-i2v": 256 + 576 // 4,
+    # Gemma 3 12B: every layer's hidden states (48 and the embeddings') stacked, 1024 tokens (the pipeline's
+    # and the backend's max_sequence_length); the width is the connectors' caption_channels x 49.
+    "ltx2": 1024,
 }
 
 
@@ -223,6 +227,75 @@ def hunyuan_i2v() -> dict[str, Any]:
             "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0)}
 
 
+def ltx2() -> dict[str, Any]:
+    """Lightricks/LTX-2 (ltx-2-19b-dev): convert_ltx2_to_diffusers.py's "2.0" configs, the script's default
+    version: the 19B audio-video transformer (48 layers; video 32 heads of 128, audio 32 of 64), the text
+    connectors (the Gemma 3 12B's 49 hidden states in), the video VAE (32x spatial, 8x temporal; no
+    timestep conditioning, the script's default), the audio VAE and the 24 kHz vocoder; the scheduler it
+    writes for the non-distilled checkpoint."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    transformer = {"in_channels": 128, "out_channels": 128, "patch_size": 1, "patch_size_t": 1,
+                   "num_attention_heads": 32, "attention_head_dim": 128, "cross_attention_dim": 4096,
+                   "vae_scale_factors": (8, 32, 32), "pos_embed_max_pos": 20, "base_height": 2048,
+                   "base_width": 2048, "gated_attn": False, "cross_attn_mod": False,
+                   "audio_in_channels": 128, "audio_out_channels": 128, "audio_patch_size": 1,
+                   "audio_patch_size_t": 1, "audio_num_attention_heads": 32, "audio_attention_head_dim": 64,
+                   "audio_cross_attention_dim": 2048, "audio_scale_factor": 4, "audio_pos_embed_max_pos": 20,
+                   "audio_sampling_rate": 16000, "audio_hop_length": 160, "audio_gated_attn": False,
+                   "audio_cross_attn_mod": False, "num_layers": 48, "activation_fn": "gelu-approximate",
+                   "qk_norm": "rms_norm_across_heads", "norm_elementwise_affine": False, "norm_eps": 1e-6,
+                   "caption_channels": 3840, "attention_bias": True, "attention_out_bias": True,
+                   "rope_theta": 10000.0, "rope_double_precision": True, "causal_offset": 1,
+                   "timestep_scale_multiplier": 1000, "cross_attn_timestep_scale_multiplier": 1000,
+                   "rope_type": "split", "use_prompt_embeddings": True, "perturbed_attn": False}
+    connectors = {"caption_channels": 3840, "text_proj_in_factor": 49,
+                  "video_connector_num_attention_heads": 30, "video_connector_attention_head_dim": 128,
+                  "video_connector_num_layers": 2, "video_connector_num_learnable_registers": 128,
+                  "video_gated_attn": False, "audio_connector_num_attention_heads": 30,
+                  "audio_connector_attention_head_dim": 128, "audio_connector_num_layers": 2,
+                  "audio_connector_num_learnable_registers": 128, "audio_gated_attn": False,
+                  "connector_rope_base_seq_len": 4096, "rope_theta": 10000.0, "rope_double_precision": True,
+                  "causal_temporal_positioning": False, "rope_type": "split",
+                  "per_modality_projections": False, "proj_bias": False}
+    vae = {"in_channels": 3, "out_channels": 3, "latent_channels": 128,
+           "block_out_channels": (256, 512, 1024, 2048),
+           "down_block_types": ("LTX2VideoDownBlock3D",) * 4, "decoder_block_out_channels": (256, 512, 1024),
+           "layers_per_block": (4, 6, 6, 2, 2), "decoder_layers_per_block": (5, 5, 5, 5),
+           "spatio_temporal_scaling": (True, True, True, True),
+           "decoder_spatio_temporal_scaling": (True, True, True), "decoder_inject_noise": (False,) * 4,
+           "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+           "upsample_type": ("spatiotemporal",) * 3, "upsample_residual": (True, True, True),
+           "upsample_factor": (2, 2, 2), "timestep_conditioning": False, "patch_size": 4, "patch_size_t": 1,
+           "resnet_norm_eps": 1e-6, "encoder_causal": True, "decoder_causal": False,
+           "encoder_spatial_padding_mode": "zeros", "decoder_spatial_padding_mode": "reflect",
+           "spatial_compression_ratio": 32, "temporal_compression_ratio": 8}
+    audio_vae = {"base_channels": 128, "output_channels": 2, "ch_mult": (1, 2, 4), "num_res_blocks": 2,
+                 "attn_resolutions": None, "in_channels": 2, "resolution": 256, "latent_channels": 8,
+                 "norm_type": "pixel", "causality_axis": "height", "dropout": 0.0,
+                 "mid_block_add_attention": False, "sample_rate": 16000, "mel_hop_length": 160,
+                 "is_causal": True, "mel_bins": 64, "double_z": True}
+    vocoder = {"in_channels": 128, "hidden_channels": 1024, "out_channels": 2,
+               "upsample_kernel_sizes": [16, 15, 8, 4, 4], "upsample_factors": [6, 5, 2, 2, 2],
+               "resnet_kernel_sizes": [3, 7, 11], "resnet_dilations": [[1, 3, 5]] * 3,
+               "act_fn": "leaky_relu", "leaky_relu_negative_slope": 0.1, "antialias": False,
+               "final_act_fn": "tanh", "final_bias": True, "output_sampling_rate": 24000}
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+                                                base_image_seq_len=1024, max_image_seq_len=4096,
+                                                shift_terminal=0.1)
+    return {"transformer": Part(LTX2VideoTransformer3DModel, transformer),
+            "connectors": Part(LTX2TextConnectors, connectors), "vae": Part(AutoencoderKLLTX2Video, vae),
+            "audio_vae": Part(AutoencoderKLLTX2Audio, audio_vae), "vocoder": Part(LTX2Vocoder, vocoder),
+            "text_encoder": None, "tokenizer": None, "scheduler": scheduler}
+
+
 SIDE_480P = (832, 480)  # Wan's 480p; a multiple of 32, so every transformer model takes it
 TEXT_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
 
@@ -247,6 +320,7 @@ class Case:
     more_sizes: tuple[tuple[int, int], ...] = ()
     call: dict[str, Any] = field(default_factory=dict)  # more pipeline arguments, as the backend passes
     text_parts: tuple[str, ...] = TEXT_PARTS  # components on the prompt's side, not built
+    tiny_side: int = 32  # the side --tiny runs the tiny build at: its smallest that works
 
 
 def from_card(backend: str, card: ModelCard, pipeline: str, real: Callable[[], dict[str, Any]], tiny: str,
@@ -278,9 +352,12 @@ CASES = (
     from_card("hunyuan-i2v", HUNYUAN_I2V, "HunyuanVideoImageToVideoPipeline",
               hunyuan_i2v, "build_hunyuan_i2v", "Tencent's HunyuanVideo-I2V README", vae_tiling=True,
               more_sizes=(SIDE_480P,), text_parts=(*TEXT_PARTS, "image_processor")),
-    # ltx2: LTX-2 image-to-video (LTX2ImageToVideoPipeline, with its audio VAE and vocoder) is being
-    # written by another helper (issue 19). Its Case goes here, with a `ltx2()` built from
-    # scripts/convert_ltx2_to_diffusers.py and a tiny builder in tests/tiny_models.py; until then
-    # PENDING reports it.
+    # 768x512, 121 frames at 24 fps, 40 steps at guidance 4 (the card's); the arguments the backend passes
+    # for an LTX-2.0 checkpoint (its legacy cross-attention timestep, STG at block 29), and the input image
+    # as it is (image_crf 0: the backend re-encodes it with ffmpeg before the call, outside the steps).
+    from_card("ltx2", Ltx2Backend.card, "LTX2ImageToVideoPipeline", ltx2, "build_ltx2",
+              "diffusers' LTX-2 docs",
+              call={"frame_rate": Ltx2Backend.card.fps, "image_crf": 0, "use_cross_timestep": False,
+                    "spatio_temporal_guidance_blocks": [29]}, tiny_side=MIN_SIDE),
 )
-PENDING = {"ltx2": "the ltx2 backend is not on this branch yet: its slot in CASES is marked"}
+PENDING: dict[str, str] = {}  # a backend whose Case is not written yet: its reason

@@ -192,10 +192,11 @@ def _celery_module(name: str) -> types.ModuleType:
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.ops.reading import warn
     from i2v_watcher.ops.submit import build_sidecar, submit
 
     try:
-        path = submit(settings, args.image, build_sidecar(args.prompt, args.set), args.name)
+        path = submit(settings, args.image, build_sidecar(args.prompt, args.set), args.name, warn=warn)
     except OSError as exc:  # the inbox or the image, not a bug: a message, not a traceback
         raise StartupError(f"cannot submit {args.image}: {exc}") from exc
     print(path)

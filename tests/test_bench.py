@@ -87,8 +87,8 @@ def test_quick_pipeline_reports_run_and_celery_modes(bench: ModuleType,
 def test_gpu_models_tiny_runs_each_pipeline_through_the_real_path(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """`--tiny`: the GPU benchmark's own path (meta build, random weights, prompt embeddings, the step
-    clock, the decode) on the CPU with tiny configs, here Wan 2.2 A14B (two experts); the ltx2 slot and a
-    typo are reported, not run."""
+    clock, the decode) on the CPU with tiny configs, here Wan 2.2 A14B (two experts) and LTX-2 (its audio
+    stepped by a copy of the scheduler, the clock's on the video's alone); a typo is reported, not run."""
     gpu_models = importlib.import_module("bench.gpu_models")
     out = tmp_path / "gpu_models.json"
     argv = ["--tiny", "--steps", "2", "--json", str(out)]
@@ -96,14 +96,16 @@ def test_gpu_models_tiny_runs_each_pipeline_through_the_real_path(tmp_path: Path
         argv += ["--only", name]
     assert gpu_models.main(argv) == 0
     report = json.loads(out.read_text())
-    [row] = report["rows"]
-    assert row["model"] == "Wan 2.2 I2V-A14B" and "note" not in row, row
-    assert row["steps timed"] == 2 and row["s/step"] > 0 and row["VAE decode s"] > 0, row
-    assert row["extrapolated s"] > row["first step s"] and row["params B"] > 0, row
-    assert any(note.startswith("ltx2: ") for note in report["notes"])
-    assert any(note.startswith("no-such-model: no such backend or model") for note in report["notes"])
+    assert [row["model"] for row in report["rows"]] == ["Wan 2.2 I2V-A14B", "LTX-2"]
+    for row in report["rows"]:
+        assert "note" not in row, row
+        assert row["steps timed"] == 2 and row["s/step"] > 0 and row["VAE decode s"] > 0, row
+        assert row["extrapolated s"] > row["first step s"] and row["params B"] > 0, row
+    assert report["notes"] == ["no-such-model: no such backend or model (known: " + ", ".join(sorted(
+        {case.backend for case in gpu_models.CASES} | {case.name for case in gpu_models.CASES})) + ")"]
     printed = capsys.readouterr().out
     assert "| backend | model | size | frames |" in printed and "| Wan 2.2 I2V-A14B |" in printed
+    assert "| ltx2 | LTX-2 | 64x64 | 9 |" in printed
 
 
 def test_gpu_models_says_why_it_does_not_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,13 +127,15 @@ def test_gpu_models_real_configs_are_the_published_sizes() -> None:
     bench/real_configs.py, and its denoisers are the size each model is published as."""
     gpu_models = importlib.import_module("bench.gpu_models")
     diffusers = importlib.import_module("diffusers")
-    # Billions: the name-plate sizes (Wan 14B, TI2V 5B, LTX 2B, CogVideoX 5B, HunyuanVideo 13B) to the
-    # second digit; Wan 2.1 I2V's 16.4 is the 14B with its image cross-attention (40 layers of 2 x 5120^2).
+    # Billions: the name-plate sizes (Wan 14B, TI2V 5B, LTX 2B, CogVideoX 5B, HunyuanVideo 13B, LTX-2 19B)
+    # to the second digit; Wan 2.1 I2V's 16.4 is the 14B with its image cross-attention (40 layers of
+    # 2 x 5120^2).
     published = {
         "i2vgen-xl": {"unet": 1.42}, "svd-xt": {"unet": 1.52}, "wan2.1-i2v-14b": {"transformer": 16.4},
         "wan2.2-i2v-a14b": {"transformer": 14.3, "transformer_2": 14.3},
         "wan2.2-ti2v-5b": {"transformer": 5.0}, "ltx-video-0.9": {"transformer": 1.9},
-        "cogvideox1.5-5b-i2v": {"transformer": 5.6}, "hunyuanvideo-i2v": {"transformer": 12.8}}
+        "cogvideox1.5-5b-i2v": {"transformer": 5.6}, "hunyuanvideo-i2v": {"transformer": 12.8},
+        "ltx-2": {"transformer": 19.0}}
     assert {case.name for case in gpu_models.CASES} == set(published)
     for case in gpu_models.CASES:
         spec = case.real()

@@ -128,6 +128,7 @@ RANGES = [
     ("lease_timeout_s", 2, 86400, 1.9, 86401),
     ("max_silent_s", 1, 86400, 0.5, 86401),
     ("unroutable_timeout_s", 0, 31536000, -1, 31536001),
+    ("swap_retry_s", 1, 86400, 0.5, 86401),
     ("load_timeout_s", 10, 86400, 9, 86401),
     ("pipeline_depth", 0, 8, -1, 9),
     ("web_session_s", 60, 30 * 86400, 59, 30 * 86400 + 1),

@@ -231,6 +231,21 @@ def build_ltx_video(target: Path) -> Path:
     return target
 
 
+def build_ltx_upsampler(target: Path, ltx: Path) -> Path:
+    """An LTX-Video latent upsampler saved as Lightricks/ltxv-spatial-upscaler-0.9.7 is (a whole
+    LTXLatentUpsamplePipeline: `latent_upsampler/` and `vae/`), with diffusers' tiny test sizes, for the
+    tiny model built by build_ltx_video into `ltx` (its VAE, so the latent channels match)."""
+    from diffusers import AutoencoderKLLTXVideo, LTXLatentUpsamplePipeline
+    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+    torch.manual_seed(0)
+    upsampler = LTXLatentUpsamplerModel(in_channels=8, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                                        spatial_upsample=True, temporal_upsample=False)
+    vae = AutoencoderKLLTXVideo.from_pretrained(ltx / "vae")
+    LTXLatentUpsamplePipeline(vae=vae, latent_upsampler=upsampler).save_pretrained(target)
+    return target
+
+
 # Llama 3's pre-tokenizer pattern (its tokenizer.json): with every piece of the prompt template merged
 # into one token, the template's system part is 103 tokens with `<image>` at index 5, as the pipeline's
 # DEFAULT_PROMPT_TEMPLATE expects (crop_start 103, image_emb_start 5) of the real tokenizer.

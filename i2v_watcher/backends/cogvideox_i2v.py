@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
 # THUDM/CogVideoX-5b-I2V: 720x480, 49 frames (6 s at 8 fps), 50 steps, guidance 6.
@@ -56,8 +56,7 @@ class CogVideoXImageToVideoBackend(DiffusersBackend):
     pipeline_class = "CogVideoXImageToVideoPipeline"
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)  # see the module's docstring
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed"})
+    honours: ClassVar[frozenset[str]] = PROMPTED
     card = CARD_1_5  # the default model's
 
     @classmethod

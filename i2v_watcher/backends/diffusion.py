@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("i2v_watcher.diffusion")
 STANDARD_SHORT_SIDES = (512, 768, 1024)
+# The job fields a prompt-driven video model honours (each backend adds its own, e.g. backend_options).
+PROMPTED = frozenset({"prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale",
+                      "resolution", "seed"})
+
+
 class DiffusersBackend(Backend):
     """A diffusers image-to-video pipeline kept resident on one device for every job."""
 

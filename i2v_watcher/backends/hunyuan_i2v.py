@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
 # HunyuanVideoImageToVideoPipeline drops this many decoded frames with `latent_concat` (`video[:, :, 4:]`).
@@ -48,8 +48,7 @@ class HunyuanImageToVideoBackend(DiffusersBackend):
     pipeline_class = "HunyuanVideoImageToVideoPipeline"
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (4, 1)
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed"})
+    honours: ClassVar[frozenset[str]] = PROMPTED
     card = HUNYUAN_I2V
 
     def size_multiple(self) -> int:

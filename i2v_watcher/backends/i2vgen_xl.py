@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.card import WEBUI_CARD
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.job.spec import JobParams
 
 CLIP_SKIP = 1  # the pipeline's default
@@ -43,9 +43,7 @@ def encode_prompt(pipe: Any, text: str, device: Any, clip_skip: int | None = CLI
 class I2VGenXLBackend(DiffusersBackend):
     name = "i2vgen-xl"
     pipeline_class = "I2VGenXLPipeline"
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
-        "decode_chunk_size"})
+    honours: ClassVar[frozenset[str]] = PROMPTED | {"decode_chunk_size"}
     default_decode_chunk: ClassVar[int | None] = 4
     card = WEBUI_CARD
     step_progress = "progress_bar"  # the pipeline has no callback_on_step_end

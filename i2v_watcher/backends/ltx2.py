@@ -31,7 +31,7 @@ from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan, precision_hint, to_uint8
 from i2v_watcher.backends.base import Audio
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.errors import JobError
 from i2v_watcher.job.spec import JobParams
 from i2v_watcher.media.ffmpeg import find_ffmpeg
@@ -74,19 +74,17 @@ class Ltx2Backend(DiffusersBackend):
     pipeline_class = "LTX2ImageToVideoPipeline"
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
-        "backend_options"})
+    honours: ClassVar[frozenset[str]] = PROMPTED | {"backend_options"}
     options_model = Ltx2Options
     # Published figures: 768x512, 121 frames at 24 fps, 40 steps at guidance 4.0 are diffusers' LTX-2 docs
     # (docs/source/en/api/pipelines/ltx2.md, "Stage 1 default (non-distilled) inference" on Lightricks/LTX-2;
-    # 24 fps is also the pipeline's `frame_rate` default). Parameters: the 19B audio-video transformer (the
-    # checkpoints' own names, ltx-2-19b-*) and its Gemma 3 12B text encoder (the LTX-2.3 model card's
-    # google/gemma-3-12b-it); the VAEs, vocoder and connectors publish no count and are left out, so the
-    # weights' memory is a lower bound. No published VRAM per size: `resolution: auto` takes 512p.
+    # 24 fps is also the pipeline's `frame_rate` default). Parameters: 21.64 B counted on the meta device
+    # from the published configs (bench/real_configs.py: transformer 18.88 B, connectors, both VAEs,
+    # vocoder) plus the Gemma 3 12B text encoder's 12.19 B (keras-hub's presets). No published VRAM per
+    # size: `resolution: auto` takes 512p.
     card: ClassVar[ModelCard] = ModelCard(
         name="ltx-2", label="LTX-2", hub_id="Lightricks/LTX-2", width=768, height=512, num_frames=121,
-        fps=24.0, steps=40, guidance_scale=4.0, params_b=31.0)
+        fps=24.0, steps=40, guidance_scale=4.0, params_b=33.8)
     ffmpeg: str = ""  # known once loaded
 
     def load(self) -> None:

@@ -10,20 +10,44 @@ timestep-distilled 0.9.7/0.9.8 checkpoints among them, and it takes `image_cond_
 diffusers rounds a frame count silently ((n-1)//8*8+1: 5, 6 or 8 frames give one frame), so the backend
 plans the count itself (8k+1, nearest, at least 9) and the metadata records asked and used; sides are
 multiples of 32 (the VAE's 32x times the transformer's patch).
+
+Distilled or not: diffusers' conversion script (scripts/convert_ltx_to_diffusers.py) writes the same
+transformer config and the same scheduler config for LTX-Video 0.9.7 dev and distilled, so nothing in a
+folder's configs tells them apart: only its name does (Lightricks/LTX-Video-0.9.7-distilled,
+Lightricks/LTX-Video-0.9.8-13B-distilled). The backend reads the name; `[models.ltx-video] distilled`
+overrides it for a folder named otherwise, and a job's `backend_options.distilled` overrides both. The
+metadata records which it was and who decided (`generation.distilled`).
+
+`backend_options.upsample` runs the two-pass recipe of ltx_upsample.py with the latent upsampler named
+by `[models.ltx-video] upsampler`, loaded resident with the model.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
+from i2v_watcher.backends.base import Frames, Progress
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
+from i2v_watcher.backends.ltx_upsample import (
+    Passes,
+    load_upsampler,
+    run_two_passes,
+    two_passes,
+    upsampler_missing,
+)
+from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import JobError
 from i2v_watcher.job.spec import JobParams
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # The distilled checkpoints' schedule for one pass without the latent upsampler, from diffusers'
 # LTX-Video documentation (0.9.7 distilled; 0.9.8 distilled "is similar"): guidance 1, these timesteps.
@@ -59,9 +83,19 @@ class LtxOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    distilled: bool = Field(default=False, description=(
+    distilled: bool | None = Field(default=None, description=(
         "the model is a guidance- and timestep-distilled checkpoint (LTX-Video 0.9.7/0.9.8 distilled): "
-        "guidance 1 and its 8 timesteps, whatever steps and guidance_scale say"))
+        "guidance 1 and its 8 timesteps, whatever steps and guidance_scale say; unset: as "
+        "[models.ltx-video] distilled says, else told from the model's name"))
+    upsample: bool = Field(default=False, description=(
+        "make the clip in two passes with the latent upsampler ([models.ltx-video] upsampler): 2/3 of "
+        "the size, the latents upsampled 2x, a few steps at that size, resized to the size asked"))
+    adain_factor: float | None = Field(default=None, ge=0, le=1, description=(
+        "with upsample: how far the upsampled latents are matched to the first pass's statistics "
+        "(AdaIN); unset: 1 for a distilled checkpoint, 0 otherwise, as diffusers' examples"))
+    tone_map_compression_ratio: float = Field(default=0.0, ge=0, le=1, description=(
+        "with upsample: compress the upsampled latents' range (0.6 is recommended for LTX-Video "
+        "0.9.8)"))
     decode_timestep: float = Field(default=0.05, ge=0, le=1, description=(
         "the timestep the VAE decodes at (0.9.1 and later; a VAE without timestep conditioning ignores "
         "it)"))
@@ -80,14 +114,24 @@ class LtxVideoBackend(DiffusersBackend):
     index_classes: ClassVar[tuple[str, ...]] = ("LTXImageToVideoPipeline", "LTXPipeline")
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (8, 1)
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
-        "backend_options"})
+    honours: ClassVar[frozenset[str]] = PROMPTED | {"backend_options"}
     options_model = LtxOptions
     card = LTX_VIDEO_09
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.upsampler: Any = None
+
+    def unavailable(self) -> str | None:
+        missing = super().unavailable()
+        if missing is None and self.source.upsampler is not None:
+            return upsampler_missing(self.source.upsampler)
+        return missing
+
     def load(self) -> None:
         super().load()
+        if self.source.upsampler is not None:
+            self.upsampler = load_upsampler(self.source.upsampler, self.settings.diffusion, self.pipe.vae)
         # A filter object added twice is kept once: loading again adds nothing.
         logging.getLogger("diffusers.schedulers.scheduling_flow_match_euler_discrete").addFilter(
             OWN_TIMESTEPS_WARNING)
@@ -96,21 +140,88 @@ class LtxVideoBackend(DiffusersBackend):
         pipe = self.pipe
         return int(pipe.vae_spatial_compression_ratio) * int(pipe.transformer_spatial_patch_size)
 
+    def distilled(self, params: JobParams) -> tuple[bool, str, str]:
+        """Whether the job runs the distilled schedule, who decided ("job", "config", "model name") and
+        why, in words."""
+        asked = self.options(params).distilled
+        if asked is not None:
+            return asked, "job", f"backend_options.distilled: {str(asked).lower()}"
+        if self.source.distilled is not None:
+            return self.source.distilled, "config", f"[models.{self.name}] distilled"
+        name = model_name(self.source.model)
+        found = "distill" in name.lower()
+        says = "says" if found else "does not say"
+        return found, "model name", f"the model's name {name!r} {says} distilled"
+
     def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
+        self._check_upsampler(params)
         plan = super().plan(image_size, params, notes)
-        if self.options(params).distilled:  # what ran instead of the job's steps and guidance_scale
+        distilled, decided_by, why = self.distilled(params)
+        notes["distilled"] = {"distilled": distilled, "decided_by": decided_by, "why": why}
+        if distilled:  # what ran instead of the job's steps and guidance_scale
             notes["schedule"] = {"distilled": True, "timesteps": list(DISTILLED_TIMESTEPS),
                                  "steps": len(DISTILLED_TIMESTEPS), "guidance_scale": 1.0}
         return plan
+
+    def _check_upsampler(self, params: JobParams) -> None:
+        """Refuse `upsample` where this worker has no upsampler (before anything is planned)."""
+        if self.options(params).upsample and self.source.upsampler is None:
+            raise JobError(f"backend_options.upsample: true needs the latent upsampler, and this worker's "
+                           f"[models.{self.name}] upsampler is not set", stage="sidecar",
+                           hint=f"set [models.{self.name}] upsampler = "
+                                '"Lightricks/ltxv-spatial-upscaler-0.9.7" (or a local folder), or leave '
+                                "upsample out")
+
+    def passes(self, width: int, height: int, params: JobParams) -> Passes:
+        """The two passes that make a width x height clip for this job."""
+        distilled = self.distilled(params)[0]
+        return two_passes(width, height, self.size_multiple(),
+                          len(DISTILLED_TIMESTEPS) if distilled else params.steps, distilled)
+
+    def generate(self, image: Image.Image, params: JobParams, progress: Progress,
+                 preloaded: object | None = None) -> Frames:
+        frames = super().generate(image, params, progress, preloaded)
+        options: LtxOptions = self.options(params)
+        if options.upsample:  # the passes of the attempt that made the clip (an OOM rung's, maybe)
+            passes = self.passes(frames.details["width"], frames.details["height"], params)
+            frames.details["upsample"] = {"upsampler": self.source.upsampler, **passes.record(),
+                                          **self.upsampling(params)}
+        return frames
+
+    def upsampling(self, params: JobParams) -> dict[str, float]:
+        """The upsampler's arguments: the job's, or diffusers' examples' for its schedule."""
+        options: LtxOptions = self.options(params)
+        adain = options.adain_factor
+        if adain is None:
+            adain = 1.0 if self.distilled(params)[0] else 0.0
+        return {"adain_factor": adain, "tone_map_compression_ratio": options.tone_map_compression_ratio}
+
+    def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any,
+             extra: dict[str, Any]) -> Any:
+        options: LtxOptions = self.options(params)
+        if not options.upsample:
+            return super().call(image, params, plan, generator, extra)
+        return run_two_passes(self.pipe, self.upsampler, image, generator, self.arguments(params, plan),
+                              extra, self.passes(plan.width, plan.height, params), self.upsampling(params),
+                              (plan.width, plan.height))
 
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: LtxOptions = self.options(params)
         schedule: dict[str, Any] = {"num_inference_steps": params.steps,
                                     "guidance_scale": params.guidance_scale}
-        if options.distilled:
+        if self.distilled(params)[0]:
             schedule = {"timesteps": list(DISTILLED_TIMESTEPS), "guidance_scale": 1.0}
         return {"prompt": params.prompt, "negative_prompt": params.negative_prompt or None,
                 "height": plan.height, "width": plan.width, "num_frames": plan.num_frames,
                 "frame_rate": round(params.fps), "decode_timestep": options.decode_timestep,
                 "decode_noise_scale": options.decode_noise_scale,
                 "image_cond_noise_scale": options.image_cond_noise_scale, **schedule}
+
+
+def model_name(model: str) -> str:
+    """The name a model goes by: a hub id's repo name, a folder's name, or for a folder inside the Hugging
+    Face cache (…/models--Lightricks--LTX-Video-0.9.7-distilled/snapshots/<hash>) its repo's."""
+    path = PurePath(model)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.name

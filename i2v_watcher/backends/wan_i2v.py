@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from i2v_watcher.backends import register
 from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.card import ModelCard
-from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
 from i2v_watcher.backends.folder import Problem, holds, model_folder, read_index
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobParams
@@ -82,9 +82,7 @@ class WanImageToVideoBackend(DiffusersBackend):
     index_classes: ClassVar[tuple[str, ...]] = ("WanPipeline",)
     denoiser = "transformer"
     frames_step: ClassVar[tuple[int, int]] = (4, 1)
-    honours: ClassVar[frozenset[str]] = frozenset({
-        "prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale", "resolution", "seed",
-        "backend_options"})
+    honours: ClassVar[frozenset[str]] = PROMPTED | {"backend_options"}
     options_model = WanOptions
     card = WAN_21_I2V_14B  # the default model's
     variant: ModelCard | None = None  # known once loaded

@@ -125,3 +125,17 @@ def check_folders_apart(folders: dict[str, Path]) -> None:
             raise SettingsConflict(f"{one} must not lie inside {other}", first, second)
         if a in b.parents:
             raise SettingsConflict(f"{other} must not lie inside {one}", second, first)
+
+
+def check_swap_backends(resident: list[str], swap: list[str], coordination: str) -> None:
+    """`swap_backends`: none of them also resident (a model is either kept or swapped), and folder
+    coordination only (a Celery worker consumes the queues of the models it keeps)."""
+    both = [name for name in swap if name in resident]
+    if both:
+        raise SettingsConflict(f"{', '.join(both)} is both loaded resident (`backend`/`backends`) and in "
+                               "swap_backends: list each backend in one of them", "swap_backends", "backends")
+    if swap and coordination == "celery":
+        raise SettingsConflict('swap_backends works with coordination = "folders" only: a Celery worker '
+                               "consumes the queues of the backends it keeps loaded; list them in "
+                               "`backends` (each on a worker whose GPU holds them), or leave swap_backends "
+                               "empty", "swap_backends", "coordination")

@@ -24,6 +24,12 @@ class ModelSettings(BaseModel):
 
     model: str  # a local directory, or a Hugging Face hub id resolved from the local cache
     variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
+    upsampler: str | None = None  # ltx-video only: the latent upsampler (a folder or hub id) for upsample
+    distilled: bool | None = None  # ltx-video only: the checkpoint is distilled (unset: told by its name)
+
+
+# The [models.<name>] keys that only one backend reads: set on another's table, they are a start-up error.
+BACKEND_KEYS = {"upsampler": "ltx-video", "distilled": "ltx-video"}
 
 
 DEFAULT_MODELS = {
@@ -107,10 +113,26 @@ def check_model_tables(settings: Settings, known_backends: Iterable[str],
             problems.append(_unknown_model_table(name, with_models))
         elif name not in with_models:
             problems.append(f"[models.{name}]: backend {name} loads no model, so the table means nothing")
+        problems += [f"[models.{name}] {key}: only [models.{owner}] has it"
+                     for key, owner in BACKEND_KEYS.items()
+                     if key in source.model_fields_set and name != owner]
     if problems:
         message = "; ".join(problems)
         listed = ", ".join(with_models) or "(none)"
         raise StartupError(f"{message}{' ' if message.endswith('?') else '; '}backends with models: {listed}")
+
+
+def check_swap_models(settings: Settings, known_backends: Iterable[str],
+                      diffusion_backends: Iterable[str]) -> None:
+    """Every name in swap_backends is a backend that loads a model (after discovery, as the tables):
+    swapping is for models, which a worker's GPU cannot all hold at once."""
+    known, with_models = set(known_backends), sorted(set(diffusion_backends))
+    problems = [f"swap_backends: there is no backend {name!r}{did_you_mean(name, sorted(known))}"
+                if name not in known else f"swap_backends: backend {name} loads no model, so there is "
+                "nothing to swap" for name in settings.swap_backends if name not in with_models]
+    if problems:
+        listed = ", ".join(with_models) or "(none)"
+        raise StartupError(f"{'; '.join(problems)}; backends with models: {listed}")
 
 
 def _unknown_model_table(name: str, with_models: list[str]) -> str:

@@ -22,6 +22,7 @@ from i2v_watcher.config.checks import (
     check_folders_apart,
     check_output_template,
     check_presets_known,
+    check_swap_backends,
     host_name_and_port,
 )
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     # What runs
     backend: RegistryName = "preview"
     backends: list[RegistryName] = Field(default_factory=list)
+    # Backends loaded on demand, one at a time, in place of each other (work.swap); folder mode only.
+    swap_backends: list[RegistryName] = Field(default_factory=list)
+    swap_retry_s: float = Field(default=600.0, ge=1, le=DAY)
     auto_backend: RegistryName = "i2vgen-xl"
     plugins: list[str] = Field(default_factory=list)
     models: dict[str, ModelSettings] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
@@ -275,6 +279,11 @@ class Settings(BaseSettings):
             raise SettingsConflict(f"visibility_timeout_s ({self.visibility_timeout_s:g}) must exceed "
                                    f"lease_timeout_s ({self.lease_timeout_s:g}), and the longest job",
                                    "visibility_timeout_s", "lease_timeout_s")
+        return self
+
+    @model_validator(mode="after")
+    def _swap_apart(self) -> Settings:
+        check_swap_backends(self.resident, self.swap_backends, self.coordination)
         return self
 
     @model_validator(mode="after")

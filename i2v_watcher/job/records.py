@@ -296,7 +296,9 @@ class HeartbeatRecord(Record):
     """work/<worker_id>/heartbeat.json: written by work.lease.Heartbeat alone, every `interval_s`
     while the worker is fresh, and once more with state "stopped" when it ends on purpose; read by
     work.liveness (status, the dashboard, its /metrics) and work.lease (takeover). The order of the
-    fields is the order of the file's keys."""
+    fields is the order of the file's keys. A worker with swap_backends (work.swap) adds them under that
+    key, after these: a key of its own, not a field, so that the file of every other worker stays as
+    it was."""
 
     worker_id: str | None = None
     host: str | None = None
@@ -340,6 +342,7 @@ class WorkerRow(BaseModel):
     model: str | None = None
     backends: list[str] | None = None
     auto_backend: str | None = None
+    swap_backends: list[str] | None = None
     version: str | None = None
     job: str | None = None
     job_id: str | None = None

@@ -50,7 +50,7 @@ def check_backends(ctx: Context) -> list[Finding]:
         discover_backends(settings)
     except StartupError as exc:
         found.append(Finding("backend", "error", str(exc), "correct `plugins` or the [models.*] tables"))
-    for name in settings.resident:
+    for name in [*settings.resident, *settings.swap_backends]:  # a swapped model is checked as a kept one
         auto = name == "auto"
         try:
             cls = backends.get(settings.auto_backend if auto else name)

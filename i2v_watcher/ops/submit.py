@@ -8,6 +8,7 @@ import contextlib
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from i2v_watcher.media.images import load_image
 from i2v_watcher.run.check import CheckedSidecar, check_sidecar
 from i2v_watcher.run.generate import memory_budget_bytes, plan_job
 from i2v_watcher.steps import Clip
+from i2v_watcher.work.routing import offered
+from i2v_watcher.work.survey import survey
 
 
 class Sidecar(dict[str, Any]):
@@ -67,18 +70,19 @@ def build_sidecar(prompt: str | None, assignments: list[str]) -> dict[str, Any]:
 
 def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | None = None) -> None:
     """Refuse now, with every problem at once, what the daemon would refuse after claiming the job: the
-    same check of the sidecar it runs (run.check.check_sidecar) against the backends it loads (declared
-    on their classes: no model is loaded for this), and the image as the daemon reads it. What only the
-    daemon's host can tell (its ffmpeg's encoders; its memory, unless memory_budget_mb says) is checked
-    when it takes the job."""
-    resident = _resident(settings)
+    same check of the sidecar it runs (run.check.check_sidecar) against the backends a worker of the
+    share may have loaded (declared on their classes: no model is loaded for this), and the image as the
+    daemon reads it. What only the daemon's host can tell (its ffmpeg's encoders; its memory, unless
+    memory_budget_mb says; whether it loaded the backend at all) is checked when it takes the job."""
+    resident = _backends(settings)
     default = None if settings.backend == "auto" else settings.backend
     problems: list[str] = []
     hint = ""
     checked: CheckedSidecar | None = None
     try:
         checked = check_sidecar(settings, sidecar, backends=resident, default_backend=default,
-                                written=getattr(sidecar, "written", None))
+                                written=getattr(sidecar, "written", None),
+                                elsewhere=frozenset(live_offers(settings) or ()))
     except JobError as exc:
         problems, hint = exc.problems, exc.hint
     if image is not None:
@@ -90,13 +94,40 @@ def check_submission(settings: Settings, sidecar: dict[str, Any], image: Path | 
         raise StartupError("\n".join(lines + ([f"  hint: {hint}"] if hint else [])))
 
 
-def _resident(settings: Settings) -> dict[str, Backend | type[Backend]]:
-    """The backends the daemon loads: the configured ones, and for `auto` both of its outcomes."""
+def _backends(settings: Settings) -> dict[str, Backend | type[Backend]]:
+    """The backends a job may name: every registered backend with a model (with routing, another worker
+    of the share may have loaded one that this machine's config does not list), and the ones this config
+    loads or swaps in (for `auto` both of its outcomes)."""
     backends.discover(settings.plugins)
-    names = [name for name in settings.resident if name != "auto"]
+    names = [name for name in [*settings.resident, *settings.swap_backends] if name != "auto"]
     if "auto" in settings.resident:  # resolved when the daemon starts: the diffusion model or the preview
         names += [settings.auto_backend, "preview"]
-    return {name: backends.get(name) for name in dict.fromkeys(names)}
+    return {name: backends.get(name) for name in dict.fromkeys([*names, *backends.with_models()])}
+
+
+def live_offers(settings: Settings) -> set[str] | None:
+    """The backends the share's live workers offer now (their heartbeats); None: work/ cannot be read."""
+    try:
+        return offered(survey(settings)) if settings.work.is_dir() else set()  # none: no worker ever ran
+    except OSError:
+        return None
+
+
+def unserved(settings: Settings, sidecar: dict[str, Any]) -> str | None:
+    """Why the job may wait (a warning, not a refusal): its sidecar names a backend that no live worker
+    of the share offers now (their heartbeats, as the daemons' routing reads them). None: a live worker
+    has it, the sidecar names none (any worker takes it), or work/ is there but cannot be read."""
+    chosen = sidecar.get("backend")
+    if chosen == "auto":
+        chosen = settings.auto_backend
+    live = live_offers(settings)
+    if not isinstance(chosen, str) or not chosen or live is None or chosen in live:
+        return None
+    waits = (f"fails after unroutable_timeout_s ({settings.unroutable_timeout_s:g} s)"
+             if settings.unroutable_timeout_s else "waits as long as it takes (unroutable_timeout_s = 0)")
+    others = f" (live workers offer: {', '.join(sorted(live))})" if live else " (no worker is live now)"
+    return (f"no live worker offers the backend {chosen!r}{others}: the job waits in the inbox for one "
+            f"that loads it, and {waits}")
 
 
 def _image_problems(settings: Settings, image: Path, backend: Backend | type[Backend] | None,
@@ -146,13 +177,18 @@ def new_owner(kind: str) -> str:
     return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None) -> Path:
+def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None,
+           warn: Callable[[str], None] | None = None) -> Path:
     """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path.
     The image is the submitter's own file: a symbolic link to it is followed (the no-follow rule
-    guards the inbox, where others drop files), while the job keeps the name and suffix it was given."""
+    guards the inbox, where others drop files), while the job keeps the name and suffix it was given.
+    `warn` hears what does not stop the job (no live worker offers its backend yet)."""
     stem = _check_request(settings, image, name)
     source = image.resolve()
     check_submission(settings, sidecar, source)
+    waits = unserved(settings, sidecar)
+    if waits is not None and warn is not None:
+        warn(waits)
     owner = new_owner("submit")
     stem = reserve_name(settings.inbox, stem, clash_suffixes(image.suffix), owner)
     try:

@@ -19,7 +19,8 @@ from i2v_watcher.job.spec import JobParams, JobSpec, resolve, validate_sidecar
 from i2v_watcher.media.chains import Chain, check_chains
 from i2v_watcher.run.generate import check_fields
 
-# The backends a job may name, by name: the daemon's resident ones (`submit`: their classes).
+# The backends a job may name, by name: the daemon's resident ones (`submit` and the web form: the
+# classes of every registered backend with a model, as another worker of the share may have it loaded).
 Backends = Mapping[str, "Backend | type[Backend]"]
 # What this ffmpeg cannot run in the job's chains (the daemon's; `submit` cannot know the daemon's ffmpeg).
 ChainCheck = Callable[[list[Chain]], list[str]]
@@ -35,11 +36,13 @@ class CheckedSidecar:
 
 def check_sidecar(settings: Settings, raw: object, *, backends: Backends, default_backend: str | None,
                   written: Written | None = None, name: str | None = None,
-                  chain_check: ChainCheck | None = None) -> CheckedSidecar:
+                  chain_check: ChainCheck | None = None, elsewhere: frozenset[str] = frozenset()
+                  ) -> CheckedSidecar:
     """The job's sidecar (`raw`, as YAML read it; `written`: the text of each value) checked whole, or
     one JobError (stage sidecar) with every problem found. `default_backend` None: the backend is chosen
     only when the daemon starts (`auto`), so its fields and options cannot be checked yet. `name` is what
-    the messages call the sidecar (its path in the inbox)."""
+    the messages call the sidecar (its path in the inbox). `elsewhere`: backends that live workers of
+    the share offer and `backends` lacks (a plugin's, loaded elsewhere): named, they pass unchecked."""
     spec, problems = validate_sidecar(raw, written, name=name)
     given = set(raw) if isinstance(raw, dict) else set()
     refused = given - spec.model_fields_set  # unknown keys, and the fields whose values were refused
@@ -50,7 +53,8 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     params = resolve(spec, settings.defaults, backend=chosen or "", seed=0,
                      model_defaults=card_defaults(backend))
     if chosen is not None and backend is None:
-        problems.append(_not_loaded(chosen, backends))
+        if chosen not in elsewhere:
+            problems.append(_not_loaded(chosen, backends))
     elif backend is not None:
         problems += backend_problems(backend, params, written)
     problems = _misplaced(settings, problems, refused - set(JobSpec.model_fields), raw, backend)
@@ -69,9 +73,9 @@ def _not_loaded(chosen: str, backends: Backends) -> Problem:
     registered name it is closest to."""
     hint = f"resident backends: {', '.join(backends)} (the `backends` setting)"
     registered = available()
-    if registered and chosen not in registered:
+    if registered and chosen not in registered:  # a typo: what any worker could load is what matters
         return Problem(f"there is no backend {chosen!r}{did_you_mean(chosen, registered)}",
-                       hint=f"{hint}; registered: {', '.join(registered)}")
+                       hint=f"registered backends: {', '.join(registered)}")
     return Problem(f"backend {chosen!r} is not loaded by this daemon{did_you_mean(chosen, backends)}",
                    hint=hint)
 

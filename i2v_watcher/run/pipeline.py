@@ -60,6 +60,7 @@ from i2v_watcher.run.soundtrack import keep_soundtrack, kept_soundtrack, soundtr
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
+from i2v_watcher.work.swap import SwapNeeded, SwapSlot, forget_preloads, noted
 
 # "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
 Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated"]
@@ -88,10 +89,15 @@ def save_frames(target: Path, pixels: np.ndarray) -> None:
 
 class Pipeline:
     def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg,
-                 checkpoint: Checkpoint, default_backend: str, scratch: Scratch | None = None) -> None:
+                 checkpoint: Checkpoint, default_backend: str, scratch: Scratch | None = None,
+                 swap: SwapSlot | None = None) -> None:
         self.settings = settings
         self.scratch = scratch or Scratch(settings.scratch_dir)
         self.backends = backends  # the resident ones, loaded once at start-up
+        self.swap = swap  # the backends loaded on demand, one at a time (swap_backends)
+        if swap is not None:
+            swap.unloading.append(lambda old: forget_preloads(self._preloads, old))
+        self.choices: dict[str, Backend | type[Backend]] = {**(swap.classes() if swap else {}), **backends}
         self.default_backend = default_backend
         self.ffmpeg = ffmpeg
         self.checkpoint = checkpoint
@@ -99,7 +105,7 @@ class Pipeline:
         self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
         self.held_error = ""  # why the last job held back could not be finished
         self._preloader: ThreadPoolExecutor | None = None
-        self._preloads: dict[str, Future[Prepared]] = {}
+        self._preloads: dict[str, Future[Prepared | None]] = {}
         self._destinations = {"outbox": settings.outbox, "done": settings.done, "failed": settings.failed,
                               "inbox": settings.inbox}
 
@@ -159,9 +165,12 @@ class Pipeline:
             self._preloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preload")
         self._preloads[job.id] = self._preloader.submit(contextvars.copy_context().run, self._preload, job)
 
-    def _preload(self, job: Job) -> Prepared:
+    def _preload(self, job: Job) -> Prepared | None:
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):
-            ready = self._prepare(job)
+            try:
+                ready = self._prepare(job, swap=False)
+            except SwapNeeded:  # a preload never swaps: prepared at its turn to generate (work.swap)
+                return None
             return replace(ready, preloaded=ready.backend.preload(ready.source.image, ready.params))
 
     def wait_preload(self, job: Job) -> None:
@@ -279,7 +288,7 @@ class Pipeline:
             self.checkpoint.check()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _params(self, job: Job) -> tuple[CheckedSidecar, JobParams, Backend]:
+    def _params(self, job: Job, swap: bool = True) -> tuple[CheckedSidecar, JobParams, Backend]:
         """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
         its backend."""
         checked = self._check_sidecar(job)
@@ -288,7 +297,9 @@ class Pipeline:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
         assert job.state.seed is not None
-        backend = self.backends.get(spec.backend or self.default_backend)
+        backend = self.backends.get(name := spec.backend or self.default_backend)
+        if backend is None and self.swap is not None:  # still None: a name it does not swap either
+            backend = self.swap.backend(name, job.id, swap=swap, activity=self.checkpoint.activity)
         params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
                          model_defaults=card_defaults(backend))
         if backend is None:
@@ -296,10 +307,10 @@ class Pipeline:
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
         return checked, params, backend
 
-    def _prepare(self, job: Job) -> Prepared:
+    def _prepare(self, job: Job, swap: bool = True) -> Prepared:
         """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
         presets, the output name, the image, its shape and the memory its frames need."""
-        checked, params, backend = self._params(job)
+        checked, params, backend = self._params(job, swap)
         notes = check_fields(backend, params)
         backend.options(params)
         if job.state.image is None:
@@ -329,7 +340,10 @@ class Pipeline:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
         started = time.monotonic()
         preloaded = self._preloads.pop(job.id, None)
-        ready = preloaded.result() if preloaded is not None else self._prepare(job)
+        ready = preloaded.result() if preloaded is not None else None
+        if ready is None or (self.swap is not None and not self.swap.holds(ready.backend)):
+            preloaded = ready = None  # one made before a swap holds the old model: let go (work.swap)
+            ready = self._prepare(job)
         backend, params = ready.backend, ready.params
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
@@ -340,8 +354,8 @@ class Pipeline:
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
         sound = keep_soundtrack(job, frames.audio)  # in the job's folder: the encode reads it there
-        metadata = generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes, frames,
-                                      timings, self.ffmpeg, sound)
+        metadata = noted(generated_metadata(job, ready.spec, params, backend, ready.source, ready.notes,
+                                            frames, timings, self.ffmpeg, sound), self.swap)
         job.advance("generated", metadata=metadata)
         crashpoint("pipeline.after_generate")
         self.scratch.keep(job.id, frames.pixels)
@@ -380,6 +394,6 @@ class Pipeline:
             limit = self.settings.max_sidecar_bytes
             data = self._read_input(job, job.state.sidecar, limit, "sidecar").data
             raw, written = load_sidecar(data, max_bytes=limit, name=name)
-        return check_sidecar(self.settings, raw, backends=self.backends, default_backend=self.default_backend,
+        return check_sidecar(self.settings, raw, backends=self.choices, default_backend=self.default_backend,
                              written=written, name=name,
                              chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))

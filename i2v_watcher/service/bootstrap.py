@@ -12,7 +12,7 @@ import structlog
 
 from i2v_watcher import backends
 from i2v_watcher.backends.diffusion import DiffusersBackend
-from i2v_watcher.config.models import check_model_tables
+from i2v_watcher.config.models import check_model_tables, check_swap_models
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
@@ -85,6 +85,7 @@ def discover_backends(settings: Settings) -> None:
     """Import the backends and plugins, then check what the config says about them."""
     backends.discover(settings.plugins)
     check_model_tables(settings, backends.available(), backends.with_models())
+    check_swap_models(settings, backends.available(), backends.with_models())
 
 
 def load_backends(settings: Settings, extend: Extend | None = None
@@ -98,6 +99,9 @@ def load_backends(settings: Settings, extend: Extend | None = None
         log.info("ffmpeg hardware encoder", result=note)
     discover_backends(settings)
     default = choose_backend(settings)
+    if default in settings.swap_backends:
+        raise StartupError(f"backend = auto chose {default}, which is also in swap_backends: list each "
+                           "backend either as resident or as swapped")
     resident: dict[str, backends.Backend] = {}
     for name in dict.fromkeys(default if n == "auto" else n for n in settings.resident):
         backend = backends.get(name)(settings)

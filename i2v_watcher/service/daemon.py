@@ -36,7 +36,8 @@ class Daemon(Service):
         store = WorkStore(settings)
         scratch.prune({job.id for job in store.leftovers()})
         check_auto_backend(settings)
-        router = Router(settings, self.loaded, backends.available(), once=self.once)
+        router = Router(settings, self.loaded, backends.available(), once=self.once, swap=self.swap,
+                        in_flight=lambda: self.runner.keys)
         self.intake = Intake(settings, store, self.checkpoint.activity, self._submit, router=router,
                              wants_work=lambda: self.runner.wants_work(), in_flight=lambda: self.runner.keys)
         self.runner = Runner(settings, pipeline, self.checkpoint, store, wake=self.intake.watcher.changed)

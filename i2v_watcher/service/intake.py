@@ -122,6 +122,8 @@ class Intake(Part):
             self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")
             return
         if job is not None:
+            if self.router is not None:
+                self.router.claimed(candidate)
             self.sink(job)
 
     def _scan_due(self, now: float) -> bool:

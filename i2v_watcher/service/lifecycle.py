@@ -25,6 +25,7 @@ from i2v_watcher.service.signals import SignalReader
 from i2v_watcher.service.systemd import Notifier
 from i2v_watcher.work.lease import Heartbeat, WorkerLock, acquire_worker
 from i2v_watcher.work.store import Scratch
+from i2v_watcher.work.swap import SwapSlot
 
 if TYPE_CHECKING:  # prometheus_client is imported only where metrics_port is set
     from i2v_watcher.service.metrics import DaemonMetrics
@@ -73,6 +74,7 @@ class Service(ABC):
         self.worker_id: str | None = None  # once acquire_worker() has it
         self.lock: WorkerLock | None = None
         self.loaded: list[str] = []  # the backends load_backends() loaded, `auto` resolved
+        self.swap: SwapSlot | None = None  # the backends it may load on demand (swap_backends)
         self.parts: list[Part] = []  # what the service is composed of, started by compose()
         self.metrics: DaemonMetrics | None = None
 
@@ -180,12 +182,15 @@ class Service(ABC):
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}
         scratch = Scratch(settings.scratch_dir)
+        swap = self.swap = SwapSlot(settings, settings.swap_backends) if settings.swap_backends else None
+        if swap is not None and self.metrics is not None:
+            swap.listeners.append(self.metrics.swapped)
 
         def pipeline(part: Checkpoint) -> Pipeline:
-            return Pipeline(settings, resident, binary, part, default, scratch)
+            return Pipeline(settings, resident, binary, part, default, scratch, swap)
 
         return pipeline, scratch, Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id,
-                                              list(resident))
+                                              list(resident), settings.swap_backends)
 
     def acquire_worker(self) -> WorkerLock:
         """This process's worker folder; waiting for another host's lease may take lease_timeout_s."""

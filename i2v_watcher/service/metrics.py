@@ -31,6 +31,7 @@ from i2v_watcher.errors import StartupError
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import JobMetadata
 from i2v_watcher.service.metrics_http import BoundedWSGIServer, start_server
+from i2v_watcher.work.swap import Swapped
 
 OUTCOMES = ("published", "failed")  # the settled outcomes that are counted (a requeue is not one)
 STAGES = ("load", "generate", "postprocess", "publish")  # the keys of the metadata's timings_s
@@ -85,6 +86,11 @@ class DaemonMetrics:
                                  registry=registry)
         self.gpu_peak = Gauge("i2v_gpu_peak_memory_bytes", "Peak GPU memory PyTorch allocated while the "
                               "last job generated, per device", ["device"], registry=registry)
+        self.swaps = Counter("i2v_model_swaps_total", "Model swaps of this worker (swap_backends), by the "
+                             "backend swapped in and the result (loaded, failed)", ["backend", "result"],
+                             registry=registry)
+        self.swap_seconds = Histogram("i2v_model_swap_seconds", "Seconds per model swap, by part (unload, "
+                                      "load)", ["part"], buckets=BUCKETS, registry=registry)
         registry.register(LiveCollector(settings.worker_id, activity, about))
         self._server: BoundedWSGIServer | None = None
         self._thread: Thread | None = None
@@ -135,6 +141,12 @@ class DaemonMetrics:
         for device, peak in (peaks.items() if isinstance(peaks, dict) else ()):
             if isinstance(peak, int | float):
                 self.gpu_peak.labels(str(device)).set(peak)
+
+    def swapped(self, swap: Swapped) -> None:
+        """A model swap (work.swap), from the generation stage's thread: counted, its parts timed."""
+        self.swaps.labels(swap.after, "failed" if swap.error else "loaded").inc()
+        self.swap_seconds.labels("unload").observe(swap.unload_s)
+        self.swap_seconds.labels("load").observe(swap.load_s)
 
     def stop(self) -> None:
         if self._server is not None:

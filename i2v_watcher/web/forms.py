@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +19,7 @@ from typing import Any, BinaryIO
 from annotated_types import Ge, Gt, Le, MaxLen
 from PIL import Image, UnidentifiedImageError
 
+from i2v_watcher import backends
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.core import number
@@ -93,8 +95,12 @@ def fields(settings: Settings) -> list[FormField]:
 
 
 def backends_offered(settings: Settings) -> list[str]:
+    """What the form's backend list offers: this config's backends and every registered backend with a
+    model (another worker of the share may have loaded it; submit warns when none has)."""
+    backends.discover(settings.plugins)
     loaded = {settings.auto_backend, "preview"} if "auto" in settings.resident else set()
-    return sorted(loaded | {name for name in settings.resident if name != "auto"})
+    configured = {name for name in [*settings.resident, *settings.swap_backends] if name != "auto"}
+    return sorted(loaded | configured | set(backends.with_models()))
 
 
 def sidecar_from(form: Any) -> dict[str, Any]:
@@ -130,9 +136,10 @@ def sidecar_from(form: Any) -> dict[str, Any]:
 
 
 def submit_upload(settings: Settings, upload: BinaryIO, filename: str, name: str,
-                  sidecar: dict[str, Any]) -> Path:
+                  sidecar: dict[str, Any], warn: Callable[[str], None] | None = None) -> Path:
     """Check the uploaded image by content and drop it with its sidecar into the inbox; its path there.
-    StartupError with a message for the person when anything is refused."""
+    StartupError with a message for the person when anything is refused; `warn` hears what does not
+    stop the job (no live worker offers its backend yet)."""
     limit = min(settings.web_upload_max_mb * 1024 * 1024, settings.max_image_bytes)
     job_name = name.strip() or safe_stem(Path(filename or "upload").stem)
     with tempfile.TemporaryDirectory(prefix="i2v-web-") as folder:
@@ -145,7 +152,7 @@ def submit_upload(settings: Settings, upload: BinaryIO, filename: str, name: str
             raise StartupError(f"the image is larger than {limit // (1024 * 1024)} MiB")
         suffix = _check_image(settings, held)
         image = held.rename(held.with_name(f"upload{suffix}"))  # submit names the job job_name
-        return submit(settings, image, sidecar, job_name)
+        return submit(settings, image, sidecar, job_name, warn=warn)
 
 
 def _copy_capped(source: BinaryIO, target: BinaryIO, limit: int) -> int:

@@ -96,7 +96,8 @@ class Pages:
 
     def follow_page(self, request: Request) -> Response:
         return self.render(request, "follow.html", job=request.query_params.get("job", ""),
-                           since=request.query_params.get("since", ""))
+                           since=request.query_params.get("since", ""),
+                           warning=request.query_params.get("warning", ""))
 
     def login_page(self, request: Request) -> Response:
         return self.render(request, "login.html", next=_local(request.query_params.get("next")), error=None)
@@ -157,10 +158,11 @@ class Pages:
                 raise StartupError("no image: choose a PNG, JPEG or WebP file")
             sidecar = forms.sidecar_from(form)
             name = form.get("name")
+            warnings: list[str] = []
             # Copied, decoded and checked in a thread, in one of the decode slots: never on the event loop.
             path = await anyio.to_thread.run_sync(
                 forms.submit_upload, self.settings, upload.file, upload.filename or "",
-                name if isinstance(name, str) else "", sidecar, limiter=self.thumbs.slots)
+                name if isinstance(name, str) else "", sidecar, warnings.append, limiter=self.thumbs.slots)
         except (StartupError, OSError) as exc:
             if wants_json:
                 return JSONResponse({"error": str(exc)}, status_code=400)
@@ -170,9 +172,11 @@ class Pages:
         self.board.changed()
         job = str(path.relative_to(self.settings.inbox).with_suffix(""))
         log.info("web submit", job=job, client=request.client.host if request.client else None)
-        follow = "/follow?" + urlencode({"job": job, "since": share_time(path)})
+        query = {"job": job, "since": share_time(path), **({"warning": warnings[0]} if warnings else {})}
+        follow = "/follow?" + urlencode(query)
         if wants_json:
-            return JSONResponse({"job": job, "inbox_path": str(path), "follow": follow}, status_code=201)
+            answer = {"job": job, "inbox_path": str(path), "follow": follow}
+            return JSONResponse({**answer, "warnings": warnings} if warnings else answer, status_code=201)
         return RedirectResponse(follow, status_code=303)
 
     async def retry(self, request: Request) -> Response:

@@ -54,7 +54,7 @@ def read_heartbeat(folder: Path) -> dict[str, object] | None:
 
 class Heartbeat:
     def __init__(self, settings: Settings, activity: Activity, backend: str = "", model: str = "",
-                 backends: list[str] | None = None) -> None:
+                 backends: list[str] | None = None, swap_backends: list[str] | None = None) -> None:
         self.settings = settings
         self.activity = activity
         self.path = settings.worker_dir / HEARTBEAT_FILE
@@ -64,6 +64,8 @@ class Heartbeat:
         self.about: dict[str, Any] = {
             "backend": backend, "model": model, "auto_backend": settings.auto_backend,
             "backends": ([backend] if backend else []) if backends is None else backends}
+        # A key of its own, only where it is set (see HeartbeatRecord).
+        self.extra: dict[str, Any] = {"swap_backends": swap_backends} if swap_backends else {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -88,7 +90,7 @@ class Heartbeat:
             job_id=live.job_id, job=live.job, stage=live.stage, done=live.done, total=live.total,
             published=self.activity.published, failed=self.activity.failed,
             jobs=[BeatJob(job_id=b.job_id, job=b.job, stage=b.stage, done=b.done, total=b.total)
-                  for b in busy])
+                  for b in busy], **self.extra)
         write_json_atomic(self.path, record.model_dump(mode="json"))
 
     def stop(self) -> None:

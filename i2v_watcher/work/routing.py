@@ -9,13 +9,15 @@ and no registry here knows is a typo: taken and failed at once with a did-you-me
 for a known backend that no live worker loaded waits `unroutable_timeout_s`, logged once, then any
 worker fails it with a report that names that backend: the claim's rename lets only one of them have
 it. A `--once` run waits for nobody: it takes such a job at once and fails it, as a worker alone did.
+A worker with `swap_backends` also takes the jobs of those, but only when it has no other job to take
+(work.swap says why), and those of one of them at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
 import structlog
@@ -26,17 +28,20 @@ from i2v_watcher.job.records import WorkerRow
 from i2v_watcher.job.spec import read_sidecar
 from i2v_watcher.work.lease import QUEUE
 from i2v_watcher.work.survey import survey
+from i2v_watcher.work.swap import SwapSlot
 
 SURVEY_EVERY_S = 2.0  # the heartbeats are read again at most this often (a scan can run every tick)
 log = structlog.get_logger("i2v_watcher.work.routing")
 
 
 def offered(workers: Iterable[WorkerRow]) -> set[str]:
-    """The backends the live workers loaded (a heartbeat of an older version names only its default)."""
+    """The backends the live workers loaded or may swap in (a heartbeat of an older version names only
+    its default)."""
     names: set[str] = set()
     for worker in workers:
         if worker.up:
             names.update(worker.backends if worker.backends is not None else [worker.backend or ""])
+            names.update(worker.swap_backends or [])
     return names - {""}
 
 
@@ -71,14 +76,18 @@ class LiveOffers:
 
 class Router:
     """This worker's side of the rule. `loaded`: the backends it loaded (`auto` resolved); `known`:
-    every backend the registry has (built in and plugins); `once`: a batch run, which waits for nobody."""
+    every backend the registry has (built in and plugins); `once`: a batch run, which waits for nobody;
+    `swap`: the backends it may swap in (work.swap), whose jobs it takes only when it has no other."""
 
     def __init__(self, settings: Settings, loaded: Iterable[str], known: Iterable[str], *,
-                 once: bool = False) -> None:
+                 once: bool = False, swap: SwapSlot | None = None,
+                 in_flight: Callable[[], Collection[str]] = frozenset) -> None:
         self.settings = settings
         self.loaded = frozenset(loaded)
         self.known = frozenset(known)
         self.once = once
+        self.swap = swap
+        self.in_flight = in_flight  # the keys of the jobs this worker's stages have
         self._waiting: dict[str, float] = {}  # job key → when this worker first saw nobody to take it
         self._offered = LiveOffers(settings)
 
@@ -87,11 +96,15 @@ class Router:
         problem to report), and when the next one's wait ends (None: no wait ends by itself)."""
         now = time.monotonic()
         taken: list[Candidate] = []
+        swaps: list[Candidate] = []  # jobs for a swap backend that the slot does not hold (work.swap)
         waiting: set[str] = set()
+        held = self.swap.settled(self.in_flight()) if self.swap is not None else None
         for candidate in ready:
             backend = candidate.backend
-            if candidate.problem or backend is None or backend in self.loaded:
+            if candidate.problem or backend is None or backend in self.loaded or backend == held:
                 taken.append(candidate)
+            elif self.swap is not None and backend in self.swap.names:
+                swaps.append(candidate)
             elif backend in self._offered(now):
                 continue  # another live worker's job (a plugin's backend this worker never imported too)
             elif self.once or backend not in self.known:
@@ -100,11 +113,20 @@ class Router:
                 waiting.add(candidate.key)
                 if self._waited_out(candidate, now):
                     taken.append(replace(candidate, problem=self._report(backend)))
+        retry = None
+        if self.swap is not None and swaps:
+            swapping, retry = self.swap.choose(swaps, others=bool(taken), now=now, once=self.once)
+            taken += swapping
         for key in set(self._waiting) - waiting:  # taken by another, removed, or a worker came
             del self._waiting[key]
         timeout = self.settings.unroutable_timeout_s
         ends = [since + timeout for since in self._waiting.values()] if timeout else []
-        return taken, min(ends, default=None)
+        return taken, min([*ends, *([retry] if retry is not None else [])], default=None)
+
+    def claimed(self, candidate: Candidate) -> None:
+        """A job was claimed: one for a swap backend makes it the model this worker holds next."""
+        if self.swap is not None:
+            self.swap.plan(candidate.backend, candidate.key)
 
     def _waited_out(self, candidate: Candidate, now: float) -> bool:
         since = self._waiting.get(candidate.key)
