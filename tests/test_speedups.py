@@ -23,6 +23,7 @@ from i2v_watcher.backends.speedups import (
     GROUP_HOOKS,
     attention_backends,
     check_attention_backend,
+    check_swapped_caches,
     compile_denoiser,
     install_cache,
 )
@@ -215,3 +216,12 @@ def test_compile_happens_at_start_up_on_a_warm_up_clip_while_systemd_waits(
     load_backends(settings, lambda seconds, doing: told.append(doing))
     assert told == [f"loading the wan-i2v backend ({folders['wan-i2v']})", "load",
                     "compiling the wan-i2v denoiser on a warm-up clip", "warm-up"]
+
+
+def test_a_swap_backend_that_cannot_take_the_cache_is_refused_at_start_up() -> None:
+    """Swapped models load only when a job needs them: the cache is checked against the table first."""
+    first_block = DiffusionSettings.model_validate({"cache": {"kind": "first-block"}}).cache
+    check_swapped_caches(first_block, ["wan-i2v", "hunyuan-i2v", "a-plugin-model"])
+    check_swapped_caches(None, ["svd"])
+    with pytest.raises(StartupError, match='cache kind = "first-block" does not work with the ltx2 model'):
+        check_swapped_caches(first_block, ["wan-i2v", "ltx2"])

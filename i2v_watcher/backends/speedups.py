@@ -228,6 +228,15 @@ def install_cache(backend: str, pipe: Any, denoisers: Iterable[Any], cache: Cach
     return counter
 
 
+def check_swapped_caches(cache: CacheSettings | None, swapped: Iterable[str]) -> None:
+    """At start-up, before any load: a cache on a swap backend (loaded only when a job needs it) that
+    CACHE_MODELS says cannot take it. A plugin's backend, not in the table, is checked when it loads."""
+    known = {name for names in CACHE_MODELS.values() for name in names} | {"i2vgen-xl", "svd"}
+    for name in swapped:
+        if cache is not None and name in known and name not in CACHE_MODELS[cache.kind]:
+            raise _refusal(name, cache, "its blocks do not take this hook (it is in swap_backends)")
+
+
 def _cache_refused(cache: CacheSettings, pipe: Any, denoiser: Any) -> str | None:
     """Why the cache cannot go on this denoiser, where that shows before trying; None: try it."""
     model = type(denoiser).__name__

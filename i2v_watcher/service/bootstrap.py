@@ -12,6 +12,7 @@ import structlog
 
 from i2v_watcher import backends
 from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.speedups import check_swapped_caches
 from i2v_watcher.config.models import check_model_tables, check_swap_models
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
@@ -86,6 +87,7 @@ def discover_backends(settings: Settings) -> None:
     backends.discover(settings.plugins)
     check_model_tables(settings, backends.available(), backends.with_models())
     check_swap_models(settings, backends.available(), backends.with_models())
+    check_swapped_caches(settings.diffusion.cache, settings.swap_backends)
 
 
 def load_backends(settings: Settings, extend: Extend | None = None
