@@ -30,7 +30,7 @@ from i2v_watcher.backends.attempt import (
     is_oom,
     to_uint8,
 )
-from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress
+from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress, card_defaults
 from i2v_watcher.backends.capacity import auto_short_side
 from i2v_watcher.backends.card import WEBUI_CARD
 from i2v_watcher.backends.folder import (
@@ -50,10 +50,11 @@ from i2v_watcher.backends.loading import (
     torch_dtype,
     unavailable,
 )
+from i2v_watcher.backends.speedups import Speedups, enable_offload, remove_offload
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
-from i2v_watcher.job.spec import JobParams
+from i2v_watcher.job.spec import JobParams, JobSpec, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -99,6 +100,7 @@ class DiffusersBackend(Backend):
         self.source: ModelSettings = settings.models.get(self.name) or DEFAULT_MODELS.get(
             self.name, ModelSettings(model=""))
         self.loads = 0
+        self.speedups = Speedups()  # what load() applied, in each job's metadata
         # Held while the pipeline's modules change place (an OOM rung's offload, and back) and while
         # conditioning() runs, so a preload on another thread never meets a module in motion (nor a
         # tokenizer in use: a fast tokenizer is not safe to share between threads).
@@ -125,10 +127,30 @@ class DiffusersBackend(Backend):
         return unavailable(self.name, self.source, self.settings.diffusion)
 
     def load(self) -> None:
-        pipe = load_pipeline(self.name, self.pipeline_class, self.source, self.settings.diffusion)
-        apply_options(pipe, self.settings.diffusion, self.denoisers(pipe))
+        options = self.settings.diffusion
+        pipe = load_pipeline(self.name, self.pipeline_class, self.source, options, self.denoiser)
+        self.speedups = apply_options(pipe, options, self.denoisers(pipe), self.name)
         self.pipe = pipe
         self.loads += 1
+
+    @property
+    def needs_warm_up(self) -> bool:
+        return self.settings.diffusion.compile is not False
+
+    def warm_up(self) -> None:
+        """With compile on: one short clip at the default plan (a 16:9 image at the [defaults] and model
+        card size and frames, at most 2 steps: the shapes decide what compiles, not the step count), so
+        the compile happens at start-up and no job of that size pays for it."""
+        if not self.needs_warm_up:
+            return
+        fields = {} if "prompt" in self.ignores else {"prompt": "warm-up"}
+        params = resolve(JobSpec.model_validate(fields), self.settings.defaults, backend=self.name, seed=0,
+                         model_defaults=card_defaults(self))
+        try:
+            self.generate(Image.new("RGB", (1280, 720), (128, 96, 64)), params.model_copy(
+                update={"steps": min(params.steps, 2)}), lambda done, total: None)
+        except JobError as exc:  # black or NaN frames from a 2-step clip: the compile happened all the same
+            log.warning("the warm-up clip failed after the compile", backend=self.name, error=str(exc))
 
     # ---- the model folder, checked before loading (doctor) ------------------------------------
     def check_folder(self, folder: Path) -> FolderCheck:
@@ -299,6 +321,7 @@ class DiffusersBackend(Backend):
             details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
                        "dtype": self.dtype_name(), "denoiser_passes": passes.passes,
+                       "speedups": self.speedups.record(),
                        "device": self.settings.diffusion.device}
             if audio is not None:
                 details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
@@ -330,10 +353,8 @@ class DiffusersBackend(Backend):
         if plan.offload is not None:
             with self._modules:
                 self._offloaded = True
-                if plan.offload == "model":
-                    pipe.enable_model_cpu_offload(device=device)
-                else:
-                    pipe.enable_sequential_cpu_offload(device=device)
+                enable_offload(pipe, plan.offload, device, self.settings.diffusion.offload_group_blocks)
+        self.speedups.before_job(params.steps)
         try:
             generator = torch.Generator(device="cpu").manual_seed(params.seed)
             # A preload holds the first rung's size; a smaller rung resizes the input itself.
@@ -359,8 +380,7 @@ class DiffusersBackend(Backend):
                 hook.remove()
             if plan.offload is not None:  # this job only: the next one runs at full speed again
                 with self._modules:
-                    pipe.remove_all_hooks()
-                    pipe.to(device)
+                    remove_offload(pipe, device)
                     self._offloaded = False
 
     def call(self, image: Image.Image, params: JobParams, plan: Plan, generator: Any,

@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from i2v_watcher.backends.capacity import missing_extra
+from i2v_watcher.backends.speedups import (
+    Speedups,
+    check_attention_backend,
+    compile_denoiser,
+    enable_offload,
+    install_cache,
+    quantization,
+)
 from i2v_watcher.config.models import DiffusionSettings, ModelSettings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.logs import adopt_library_loggers
@@ -72,9 +80,11 @@ def unavailable(name: str, source: ModelSettings, options: DiffusionSettings) ->
     return f"the weights of {where!r} are not in the Hugging Face cache"
 
 
-def load_pipeline(name: str, pipeline_class: str, source: ModelSettings, options: DiffusionSettings) -> Any:
-    """The pipeline, loaded with `from_pretrained` from its folder or the cache; a StartupError with a
-    hint for every way that fails (no extra, no GPU, no weights)."""
+def load_pipeline(name: str, pipeline_class: str, source: ModelSettings, options: DiffusionSettings,
+                  denoiser: str = "unet") -> Any:
+    """The pipeline, loaded with `from_pretrained` from its folder or the cache (the `denoiser`
+    component's weights quantized where `quantize` says); a StartupError with a hint for every way that
+    fails (no extra, no GPU, no weights, no float8)."""
     try:
         import diffusers
         import torch
@@ -92,12 +102,14 @@ def load_pipeline(name: str, pipeline_class: str, source: ModelSettings, options
         importlib.import_module("transformers.utils.logging")
     adopt_library_loggers()  # their warnings as our log lines, without their progress bars
     cls = getattr(diffusers, pipeline_class)
+    quantized = quantization(options, denoiser)
+    extra = {} if quantized is None else {"quantization_config": quantized}
     try:
         with warnings.catch_warnings():
             # newer diffusers call it `dtype`; the oldest diffusers supported knows only this name
             warnings.filterwarnings("ignore", "`torch_dtype` is deprecated", FutureWarning)
             pipe = cls.from_pretrained(where, torch_dtype=torch_dtype(options), variant=source.variant,
-                                       local_files_only=options.local_files_only)
+                                       local_files_only=options.local_files_only, **extra)
     except (OSError, ValueError) as exc:
         cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
         raise StartupError(
@@ -109,16 +121,18 @@ def load_pipeline(name: str, pipeline_class: str, source: ModelSettings, options
     return pipe
 
 
-def apply_options(pipe: Any, options: DiffusionSettings, denoisers: Iterable[Any]) -> None:
+def apply_options(pipe: Any, options: DiffusionSettings, denoisers: Iterable[Any],
+                  name: str = "") -> Speedups:
     """Where the pipeline runs (a device, or offloaded), and the `[diffusion]` options that apply once:
-    VAE slicing and tiling, channels-last, the attention backend and compile of each denoiser."""
+    VAE slicing and tiling, channels-last, the attention backend, cache and compile of each denoiser.
+    A setting this model or machine cannot honour is a StartupError here, before any job."""
     import torch
 
+    if options.attention_backend != "sdpa":
+        check_attention_backend(options.attention_backend)
     device = torch.device(options.device)
-    if options.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif options.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
+    if options.offload != "none":
+        enable_offload(pipe, options.offload, device, options.offload_group_blocks)
     else:
         pipe.to(device)
     vae: Any = pipe.vae
@@ -128,15 +142,19 @@ def apply_options(pipe: Any, options: DiffusionSettings, denoisers: Iterable[Any
         vae.enable_tiling()
     if options.channels_last:
         vae.to(memory_format=torch.channels_last)  # its 2D convolutions are what benefits
+    denoisers = list(denoisers)
+    applied = Speedups(attention_backend=options.attention_backend, quantize=options.quantize,
+                       offload=options.offload)
+    if options.cache is not None:
+        applied.cache = install_cache(name or type(pipe).__name__, pipe, denoisers, options.cache)
     for denoiser in denoisers:
         if options.attention_backend != "sdpa":
             try:
                 denoiser.set_attention_backend(options.attention_backend)
             except (AttributeError, ValueError, RuntimeError, ImportError) as exc:
                 raise StartupError(f"attention backend {options.attention_backend!r}: {exc}") from exc
-        if options.compile:
-            # Static shapes: each new size compiles once; a size seen before never recompiles.
-            denoiser.compile(fullgraph=False, dynamic=False)
+        applied.compile = compile_denoiser(denoiser, options.compile)
+    return applied
 
 
 def library_versions() -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from i2v_watcher.config.speed import CacheSettings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
 from i2v_watcher.job.spec import normalise_resolution
@@ -51,7 +52,7 @@ class OomRung(BaseModel):
 
     resolution: str | None = None  # cap the short side at this size (e.g. "512p")
     num_frames: float | None = Field(default=None, gt=0, lt=1)  # keep this fraction of the frames
-    offload: Literal["model", "sequential"] | None = None  # CPU offload, for this one job only
+    offload: Literal["model", "sequential", "group"] | None = None  # CPU offload, for this one job only
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -83,12 +84,16 @@ class DiffusionSettings(BaseModel):
     device: str = Field(default="cuda", pattern=r"^(cuda(:\d+)?|cpu)$")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     local_files_only: bool = False
-    offload: Literal["none", "model", "sequential"] = "none"
+    offload: Literal["none", "model", "sequential", "group"] = "none"
+    # Group offload ("group"): how many of the denoiser's blocks come onto the GPU together.
+    offload_group_blocks: int = Field(default=1, ge=1, le=64)
     vae_slicing: bool = False
     vae_tiling: bool = False
-    attention_backend: str = "sdpa"
-    compile: bool = False
+    attention_backend: str = "sdpa"  # checked at load against what torch and diffusers offer here
+    compile: bool | Literal["regional"] = False  # true: the whole denoiser; "regional": its repeated blocks
     channels_last: bool = False
+    quantize: Literal["none", "float8"] = "none"  # the denoiser's weights, through torchao
+    cache: CacheSettings | None = None  # one of diffusers' caching hooks on the denoiser
     oom_ladder: list[OomRung] = Field(default_factory=lambda: list(DEFAULT_OOM_LADDER))
 
 

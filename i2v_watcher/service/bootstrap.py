@@ -11,6 +11,8 @@ from typing import NoReturn
 import structlog
 
 from i2v_watcher import backends
+from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.backends.speedups import check_swapped_caches
 from i2v_watcher.config.models import check_model_tables, check_swap_models
 from i2v_watcher.config.quality import check_quality_tables
 from i2v_watcher.config.settings import Settings
@@ -87,6 +89,7 @@ def discover_backends(settings: Settings) -> None:
     check_model_tables(settings, backends.available(), backends.with_models())
     check_swap_models(settings, backends.available(), backends.with_models())
     check_quality_tables(settings, {name: backends.get(name).options_model for name in backends.available()})
+    check_swapped_caches(settings.diffusion.cache, settings.swap_backends)
 
 
 def load_backends(settings: Settings, extend: Extend | None = None
@@ -112,5 +115,12 @@ def load_backends(settings: Settings, extend: Extend | None = None
         backend.load()
         log.info("backend loaded", backend=name, model=backend.model_id,
                  seconds=round(time.monotonic() - started, 2))
+        if isinstance(backend, DiffusersBackend) and backend.needs_warm_up:
+            if extend is not None:
+                extend(settings.load_timeout_s, f"compiling the {name} denoiser on a warm-up clip")
+            started = time.monotonic()
+            backend.warm_up()
+            log.info("backend compiled on a warm-up clip", backend=name,
+                     seconds=round(time.monotonic() - started, 2))
         resident[name] = backend
     return binary, default, resident
