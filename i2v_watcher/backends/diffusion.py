@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
@@ -36,10 +35,12 @@ from i2v_watcher.backends.card import WEBUI_CARD
 from i2v_watcher.backends.folder import (
     FolderCheck,
     Problem,
+    class_problems,
     dtype_notes,
     folder_problems,
     pipeline_needs,
     read_index,
+    refetch_hint,
     run_dtype,
 )
 from i2v_watcher.backends.loading import (
@@ -177,21 +178,11 @@ class DiffusersBackend(Backend):
 
     def index_problems(self, folder: Path, index: Mapping[str, Any]) -> list[Problem]:
         """What model_index.json itself says against this backend loading the folder."""
-        indexed = index.get("_class_name")
-        accepted = (self.pipeline_class, *self.index_classes)
-        if indexed in accepted:
-            return []
-        return [Problem(f"{folder} holds a {indexed} (model_index.json), which the {self.name} backend does "
-                        f"not load (it loads {' or '.join(accepted)})",
-                        f"point [models.{self.name}] model at a {self.pipeline_class} model")]
+        return class_problems(folder, index, self.name, (self.pipeline_class, *self.index_classes))
 
     def refetch(self, folder: Path) -> str:
         """How to get the model's missing files back."""
-        model = self.source.model
-        if not Path(os.path.expanduser(model)).is_dir():
-            return f"fetch what is missing, as the service's user: `hf download {model}`"
-        return (f"copy the model into {folder} again (a published model: `hf download <its hub id> "
-                f"--local-dir {folder}`)")
+        return refetch_hint(self.source.model, folder)
 
     def denoisers(self, pipe: Any) -> list[Any]:
         """What `compile` and `attention_backend` apply to: the denoiser (Wan 2.2 A14B has two experts)."""

@@ -270,3 +270,23 @@ def folder_problems(folder: Path, index: Mapping[str, Any], needed: set[str] | N
                                 "download that variant"))
     return stored, problems
 
+
+
+def class_problems(folder: Path, index: Mapping[str, Any], backend: str, accepted: tuple[str, ...]
+                   ) -> list[Problem]:
+    """model_index.json names a pipeline class that `backend` does not load (the first of `accepted`
+    is its own)."""
+    indexed = index.get("_class_name")
+    if indexed in accepted:
+        return []
+    return [Problem(f"{folder} holds a {indexed} (model_index.json), which the {backend} backend does "
+                    f"not load (it loads {' or '.join(accepted)})",
+                    f"point [models.{backend}] model at a {accepted[0]} model")]
+
+
+def refetch_hint(model: str, folder: Path) -> str:
+    """How to get a model's missing files back: from the hub for a hub id, copied again for a folder."""
+    if not Path(os.path.expanduser(model)).is_dir():
+        return f"fetch what is missing, as the service's user: `hf download {model}`"
+    return (f"copy the model into {folder} again (a published model: `hf download <its hub id> "
+            f"--local-dir {folder}`)")
