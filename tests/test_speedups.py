@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from i2v_watcher import backends
+from i2v_watcher.backends.attempt import PassCounter
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.speedups import (
     CACHE_MODELS,
@@ -87,7 +88,7 @@ def test_first_block_cache_skips_blocks_and_the_job_records_how_many(load: Load)
     first = backend.plan(IMAGE.size, job(backend), {})
     [rung] = backend.ladder(IMAGE, first)
     assert rung.offload == "group"
-    pixels, _ = backend._attempt(IMAGE, job(backend), rung, lambda done, total: None, None)
+    pixels, _ = backend._attempt(IMAGE, job(backend), rung, lambda done, total: None, None, PassCounter())
     assert np.array_equal(pixels, frames.pixels) and backend.speedups.record()["cache"] == cache
     modules = list(backend.pipe.transformer.modules()) + list(backend.pipe.vae.modules())
     assert not [m for m in modules if any(getattr(m, "_diffusers_hook", None) and
