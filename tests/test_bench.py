@@ -146,3 +146,18 @@ def test_gpu_models_real_configs_are_the_published_sizes() -> None:
         for name, billions in published[case.name].items():
             counted = sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e9
             assert abs(counted - billions) / billions < 0.02, (case.name, name, counted)
+
+
+def test_levels_counts_each_level_of_one_backend_on_its_tiny_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LTX-Video batches the prompt and the negative prompt into one call of 2: the hooks count 2 passes a
+    step, as planned from the guidance; one frame a level keeps it quick."""
+    levels = importlib.import_module("bench.levels")
+    monkeypatch.setattr(levels, "FRAME_SCALE", 1000)
+    title, rows = levels.run(quick=True, only=["ltx-video"])
+    assert title == levels.TITLE and [row["level"] for row in rows] == ["draft", "standard", "final"]
+    for row in rows:
+        assert row["tiny passes counted"] == row["tiny passes planned"] == 2 * row["tiny steps"], row
+        assert row["tiny wall s"] > 0 and row["target met"] is True, row
+    draft, _, final = rows
+    assert draft["passes"] == 20 and final["passes"] == 100 and draft["work / final"] <= 0.2
+    assert final["tiny work / final"] == final["tiny wall / final"] == 1.0

@@ -12,7 +12,9 @@ A page asks for a generated part with a marker on a line of its own:
   command that no `cli:NAME` marker of the page names, so a new command is never left out);
 - `<!-- reference:steps -->` and `<!-- reference:presets -->`: the post-processing step registry and the
   shipped presets;
-- `<!-- reference:example-config -->`: config/i2v-watcher.toml itself.
+- `<!-- reference:example-config -->`: config/i2v-watcher.toml itself;
+- `<!-- reference:quality-levels -->`: what each shipped quality level sets for each diffusion backend, its
+  denoiser passes and its work against final (i2v_watcher/backends/levels.py).
 
 `on_files` adds one page that is not in docs/: operations/deploy.md, which is deploy/README.md (the
 install procedure, kept beside the unit files) with its links made to work inside the site. The pages
@@ -489,6 +491,30 @@ def model_cards_reference() -> str:
     return "\n".join(out)
 
 
+def quality_levels_reference() -> str:
+    from i2v_watcher.backends.levels import level_params, planned_work
+    from i2v_watcher.config.quality import shipped_levels
+    from i2v_watcher.config.settings import Settings
+    from i2v_watcher.job.spec import QUALITY_LEVELS
+
+    settings = Settings(**{folder: f"/srv/i2v/{folder}" for folder in ("inbox", "outbox", "failed", "done",
+                                                                         "work")})
+    out = ["| backend | level | steps | guidance | frames | resolution | denoiser passes | work / final |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, cls in _backends().items():
+        if not cls.uses_model:
+            continue
+        backend = cls(settings)
+        params = {level: level_params(backend, level, shipped_levels()) for level in QUALITY_LEVELS}
+        work = {level: planned_work(backend, job) for level, job in params.items()}
+        for level, job in params.items():
+            share = work[level]["work"] / work["final"]["work"]
+            out.append(f"| `{name}` | {level} | {job.steps} | {number(job.guidance_scale)} | "
+                       f"{work[level]['frames']} | `{job.resolution}` ({work[level]['size']}) | "
+                       f"{work[level]['passes']} | {share:.2f} |")
+    return "\n".join(out)
+
+
 def backend_options_reference() -> str:
     out: list[str] = []
     without = []
@@ -734,6 +760,7 @@ def nest_lists(text: str) -> str:
 
 RENDERERS: dict[str, Callable[[], str]] = {
     "model-cards": model_cards_reference,
+    "quality-levels": quality_levels_reference,
     "settings": settings_reference,
     "sidecar": sidecar_reference,
     "backends": backends_reference,

@@ -91,6 +91,32 @@ class StepProgress:
         return _Bar(self, total if total is not None else len(iterable))
 
 
+class PassCounter:
+    """The denoiser's forward passes in one attempt, from a forward pre-hook on each denoiser. A call on a
+    batch of n latents counts n (a classifier-free-guidance pair batched into one call: 2), the job's own
+    batch being 1; a pipeline that runs each branch as a call of its own (Wan) counts 1 a call."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def attach(self, denoisers: list[Any]) -> list[Any]:
+        """The hooks' handles, to remove when the attempt ends."""
+        return [module.register_forward_pre_hook(self.count, with_kwargs=True) for module in denoisers]
+
+    def count(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.passes += batch_size(args, kwargs)
+
+
+def batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The batch of a denoiser call: its latents' first dimension (`hidden_states`, a UNet's `sample`, else
+    the first tensor it was given); 1 where no tensor tells."""
+    import torch
+
+    named = [kwargs[key] for key in ("hidden_states", "sample") if key in kwargs]
+    tensors = [value for value in (*named, *args, *kwargs.values()) if isinstance(value, torch.Tensor)]
+    return int(tensors[0].shape[0]) if tensors and tensors[0].ndim else 1
+
+
 class _Bar:
     """What a pipeline's denoising loop uses of tqdm: a context manager that counts `update()`s."""
 

@@ -21,7 +21,15 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from i2v_watcher.backends.attempt import Plan, Preloaded, StepProgress, fingerprint, is_oom, to_uint8
+from i2v_watcher.backends.attempt import (
+    PassCounter,
+    Plan,
+    Preloaded,
+    StepProgress,
+    fingerprint,
+    is_oom,
+    to_uint8,
+)
 from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress
 from i2v_watcher.backends.capacity import auto_short_side
 from i2v_watcher.backends.card import WEBUI_CARD
@@ -170,6 +178,12 @@ class DiffusersBackend(Backend):
     def versions(self) -> dict[str, str]:
         return library_versions()
 
+    def passes_per_step(self, params: JobParams) -> int:
+        """Denoiser passes one step of this job costs, as planned (a batched guidance pair counts 2): what
+        bench/levels.py and the docs plan with; the metadata's `denoiser_passes` is what was counted.
+        Classifier-free guidance runs above guidance 1 (svd: the guidance at the last frame)."""
+        return 2 if params.guidance_scale > 1 else 1
+
     # ---- fitting the job to the model ----------------------------------------------------------
     def size_multiple(self) -> int:
         """Sides must be multiples of this: the VAE's downscale times the denoiser's (and of 8, which
@@ -273,8 +287,9 @@ class DiffusersBackend(Backend):
         for plan in attempts:
             tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
                           "num_frames": plan.num_frames, "offload": plan.offload})
+            passes = PassCounter()
             try:
-                pixels, audio = self._attempt(image, params, plan, progress, ready)
+                pixels, audio = self._attempt(image, params, plan, progress, ready, passes)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -283,7 +298,7 @@ class DiffusersBackend(Backend):
                 continue
             details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
-                       "dtype": self.dtype_name(),
+                       "dtype": self.dtype_name(), "denoiser_passes": passes.passes,
                        "device": self.settings.diffusion.device}
             if audio is not None:
                 details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
@@ -293,7 +308,7 @@ class DiffusersBackend(Backend):
                        hint="lower resolution or num_frames, or enable [diffusion] offload")
 
     def _attempt(self, image: Image.Image, params: JobParams, plan: Plan, progress: Progress,
-                 ready: Preloaded | None) -> tuple[np.ndarray, Audio | None]:
+                 ready: Preloaded | None, passes: PassCounter) -> tuple[np.ndarray, Audio | None]:
         import torch
 
         pipe = self.pipe
@@ -311,6 +326,7 @@ class DiffusersBackend(Backend):
         decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
         blocks = [decoder, *getattr(decoder, "up_blocks", [])] if isinstance(decoder, torch.nn.Module) else []
         hooks = [block.register_forward_pre_hook(lambda *_: steps.again()) for block in blocks]
+        hooks += passes.attach(self.denoisers(pipe))
         if plan.offload is not None:
             with self._modules:
                 self._offloaded = True

@@ -66,6 +66,11 @@ class HunyuanImageToVideoBackend(DiffusersBackend):
         """Whether the transformer has a guidance embedding (a guidance-distilled checkpoint)."""
         return bool(self.pipe.transformer.config.guidance_embeds)
 
+    def passes_per_step(self, params: JobParams) -> int:
+        # Unloaded: the default checkpoint, guidance-distilled (one pass whatever the guidance).
+        embedded = self.pipe is None or self.embedded_guidance()
+        return 1 if embedded else super().passes_per_step(params)
+
     def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
         plan = super().plan(image_size, params, notes)
         embedded = self.embedded_guidance()

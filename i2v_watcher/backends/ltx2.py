@@ -130,6 +130,11 @@ class Ltx2Backend(DiffusersBackend):
             image = Image.fromarray(h264_roundtrip(np.asarray(image.convert("RGB")), crf, self.ffmpeg))
         return super().call(image, params, plan, generator, extra)
 
+    def passes_per_step(self, params: JobParams) -> int:
+        """Distilled: one pass. Else the pipeline's defaults: a batched guidance pair (its audio guidance,
+        7, keeps it on whatever the job's guidance), a spatio-temporal guidance pass and a modality pass."""
+        return 1 if self.options(params).distilled else 4
+
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: Ltx2Options = self.options(params)
         schedule: dict[str, Any] = {"num_inference_steps": params.steps,

@@ -205,6 +205,9 @@ class LtxVideoBackend(DiffusersBackend):
                               extra, self.passes(plan.width, plan.height, params), self.upsampling(params),
                               (plan.width, plan.height))
 
+    def passes_per_step(self, params: JobParams) -> int:
+        return 1 if self.distilled(params)[0] else super().passes_per_step(params)
+
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         options: LtxOptions = self.options(params)
         schedule: dict[str, Any] = {"num_inference_steps": params.steps,

@@ -28,6 +28,7 @@ from i2v_watcher.config.checks import (
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
 from i2v_watcher.config.errors import explain, explain_environment
 from i2v_watcher.config.models import DEFAULT_MODELS, DiffusionSettings, ModelSettings
+from i2v_watcher.config.quality import QualityLevel, with_shipped_levels
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import NotRegularFile, open_regular
 from i2v_watcher.fs.perms import parse_mode, resolve_group
@@ -80,6 +81,8 @@ class Settings(BaseSettings):
     models: dict[str, ModelSettings] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
+    # What `quality: draft | standard | final` sets, per level and backend (config/quality.py).
+    quality: dict[str, QualityLevel] = Field(default_factory=lambda: with_shipped_levels({}))
     presets: dict[str, Preset] = Field(default_factory=lambda: dict(SHIPPED_PRESETS))
     postprocess_overridable: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_OVERRIDABLE.items()})
@@ -212,6 +215,11 @@ class Settings(BaseSettings):
     def _with_shipped_presets(cls, value: Any) -> Any:
         # The config adds presets (or redefines one by name); the shipped ones stay available.
         return {**SHIPPED_PRESETS, **value} if isinstance(value, dict) else value
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _with_shipped_levels(cls, value: Any) -> Any:
+        return with_shipped_levels(value)
 
     @field_validator("models", mode="before")
     @classmethod

@@ -147,7 +147,7 @@ class JobMetadata(Record):
     there: the gallery and the metrics read older and partial files too."""
 
     WHAT = "metadata"
-    OPTIONAL = frozenset({"postprocess", "audio"})
+    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set"})
     job_id: str
     input: InputFile | None = None
     prompt: str = ""
@@ -165,6 +165,8 @@ class JobMetadata(Record):
     claimed_at: str | None = None
     postprocess: PostprocessInfo | None = None  # once encoded
     audio: dict[str, Any] | None = None  # the sound made with the clip (rate, channels, duration_s)
+    quality_level: str | None = None  # draft, standard or final
+    quality_set: dict[str, Any] | None = None  # the fields the level gave the job (not its sidecar)
 
     @property
     def presets(self) -> list[str]:
@@ -174,7 +176,7 @@ class JobMetadata(Record):
 class StagedMetadata(JobMetadata):
     """The job state's copy of its metadata, with what only the next stage needs (never published)."""
 
-    OPTIONAL = frozenset({"postprocess", "audio", "frames_fps", "outputs"})
+    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "frames_fps", "outputs"})
     frames_fps: float | None = None  # the generated frames' rate, until they are encoded
     outputs: list[StagedOutput] | None = None  # the encoded files, in publishing order
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from i2v_watcher.errors import JobError
-from i2v_watcher.explain.core import Problem
+from i2v_watcher.explain.core import Problem, did_you_mean
 from i2v_watcher.explain.job import Written, explain_errors, problems_error
 from i2v_watcher.explain.job import describe_validation_error as describe_validation_error  # config, steps
 from i2v_watcher.fs.atomic import open_nofollow
@@ -35,6 +35,17 @@ Priority = Annotated[int, Field(ge=-100, le=100)]
 RegistryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a folder name under work/, on any filesystem
 Presets = Annotated[list[RegistryName], Field(min_length=1, max_length=8)]
+# The quality levels a job may ask for ([quality.<level>] in the config says what each one sets).
+QUALITY_LEVELS = ("draft", "standard", "final")
+
+
+def check_quality(value: str) -> str:
+    if value not in QUALITY_LEVELS:
+        raise ValueError(f"must be draft, standard or final{did_you_mean(value, QUALITY_LEVELS, lead='; ')}")
+    return value
+
+
+Quality = Annotated[str, AfterValidator(check_quality)]
 
 
 def presets_of(value: str | list[str]) -> list[str]:
@@ -141,6 +152,7 @@ class JobDefaults(BaseModel):
     resolution: str = "512p"
     decode_chunk_size: DecodeChunk | None = None  # None: the backend's own default
     postprocess: RegistryName | list[RegistryName] = "archive"
+    quality: Quality = "standard"
 
     _resolution = field_validator("resolution", mode="before")(normalise_resolution)
 
@@ -187,6 +199,9 @@ class JobSpec(BaseModel):
         "or leading dot). A name already taken gets -1, -2, ..."))
     priority: Priority | None = Field(default=None, description=(  # None: 0, normal
         "The job's place in the queue: higher goes first; equal priorities go oldest first."))
+    quality: Quality | None = Field(default=None, description=(
+        "draft, standard or final: the config's [quality.<level>] table sets steps, frames, resolution "
+        "... for the job's backend; the fields this sidecar sets itself win over the level's."))
     # Reserved for later stages: options a backend validates itself, post-processing overrides.
     backend_options: dict[str, Any] = Field(default_factory=dict, description=(
         "A mapping that the chosen backend validates: see each backend's options."))
@@ -227,22 +242,34 @@ class JobParams(BaseModel):
     postprocess_overrides: dict[str, Any]
     explicit: frozenset[str]  # the fields the sidecar set, which a backend must honour or refuse
     from_model: frozenset[str] = frozenset()  # the fields the model's card gave (model_defaults)
+    quality: str = "standard"
+    from_level: frozenset[str] = frozenset()  # the fields the quality level gave (levels)
 
 
 def resolve(spec: JobSpec, defaults: JobDefaults, *, backend: str, seed: int,
-            model_defaults: Mapping[str, Any] | None = None) -> JobParams:
-    """The job's parameters: each field from its sidecar, else from the config's [defaults] where that
-    table sets it, else from the model's card (`model_defaults`), else [defaults]' built-in value."""
+            model_defaults: Mapping[str, Any] | None = None,
+            levels: Mapping[str, Mapping[str, Any]] | None = None) -> JobParams:
+    """The job's parameters: each field from its sidecar, else from its quality level (`levels`: what
+    each level sets for this backend), else from the config's [defaults] where that table sets it, else
+    from the model's card (`model_defaults`), else [defaults]' built-in value. The level's backend_options
+    lie under the sidecar's."""
     values: dict[str, Any] = defaults.model_dump()
     values.update(backend=backend, seed=seed, output_name=None, priority=0)
     given = spec.model_dump(exclude_none=True)
-    from_model = frozenset((model_defaults or {}).keys() - given.keys() - defaults.model_fields_set)
-    values.update({key: (model_defaults or {})[key] for key in from_model})
-    values.update(given)
-    values["postprocess"] = presets_of(values["postprocess"])
     # An empty table (backend_options: {}) asks for nothing, so no backend must refuse it.
     explicit = frozenset(f for f in spec.model_fields_set if getattr(spec, f) not in (None, {}))
-    return JobParams(**values, explicit=explicit, from_model=from_model)
+    quality = spec.quality or defaults.quality
+    level = dict((levels or {}).get(quality, {}))
+    if "backend_options" in level:
+        given["backend_options"] = {**level["backend_options"], **given.get("backend_options", {})}
+    from_level = frozenset(level.keys() - explicit)
+    from_model = frozenset((model_defaults or {}).keys() - given.keys() - from_level
+                           - defaults.model_fields_set)
+    values.update({key: (model_defaults or {})[key] for key in from_model})
+    values.update({key: level[key] for key in from_level})
+    values.update(given, quality=quality)
+    values["postprocess"] = presets_of(values["postprocess"])
+    return JobParams(**values, explicit=explicit, from_model=from_model, from_level=from_level)
 
 
 def read_sidecar(path: Path, *, max_bytes: int, name: str | None = None) -> JobSpec:

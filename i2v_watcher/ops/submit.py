@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from i2v_watcher import backends
-from i2v_watcher.backends.base import MAX_ASPECT, Backend, card_defaults, check_aspect
+from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.job import Written, problems_heading
@@ -23,10 +23,10 @@ from i2v_watcher.fs.atomic import copy_atomic, write_bytes_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from i2v_watcher.job.sidecar_yaml import load_yaml_texts
-from i2v_watcher.job.spec import JobParams, check_output_name, resolve
+from i2v_watcher.job.spec import JobParams, check_output_name
 from i2v_watcher.media.cost import check_cost
 from i2v_watcher.media.images import load_image
-from i2v_watcher.run.check import CheckedSidecar, check_sidecar
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_params
 from i2v_watcher.run.generate import memory_budget_bytes, plan_job
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.routing import offered
@@ -142,8 +142,7 @@ def _image_problems(settings: Settings, image: Path, backend: Backend | type[Bac
         check_aspect(*size, backend.max_aspect if backend is not None else MAX_ASPECT)
         if backend is not None and checked is not None:
             instance = backend if isinstance(backend, Backend) else backend(settings)
-            params = resolve(checked.spec, settings.defaults, backend=instance.name, seed=0,
-                             model_defaults=card_defaults(instance))
+            params = job_params(settings, checked.spec, instance.name, instance, seed=0)
             if _can_plan(instance, size, params):
                 if settings.memory_budget_mb is not None:
                     plan_job(instance, size, params, memory_budget_bytes(settings.memory_budget_mb))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from i2v_watcher.backends import available
 from i2v_watcher.backends.base import Backend, card_defaults, options_problems
+from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.explain.core import Problem, did_you_mean, show
@@ -50,8 +51,7 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
         spec = spec.model_copy(update={"backend": settings.auto_backend})
     chosen = spec.backend or (None if "backend" in refused else default_backend)
     backend = backends.get(chosen) if chosen is not None else None
-    params = resolve(spec, settings.defaults, backend=chosen or "", seed=0,
-                     model_defaults=card_defaults(backend))
+    params = job_params(settings, spec, chosen or "", backend, seed=0)
     if chosen is not None and backend is None:
         if chosen not in elsewhere:
             problems.append(_not_loaded(chosen, backends))
@@ -66,6 +66,15 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
     if problems:
         raise problems_error(list(dict.fromkeys(problems)), f"sidecar {name}" if name else "sidecar")
     return CheckedSidecar(spec, chains.chains)
+
+
+def job_params(settings: Settings, spec: JobSpec, backend_name: str, backend: Backend | type[Backend] | None,
+               seed: int) -> JobParams:
+    """A job's parameters, as the daemon and every check resolve them: its sidecar, then its quality
+    level for its backend, then [defaults] where the config sets it, then the model's card."""
+    return resolve(spec, settings.defaults, backend=backend_name, seed=seed,
+                   model_defaults=card_defaults(backend),
+                   levels=levels_for(settings.quality, spec.backend or backend_name))
 
 
 def _not_loaded(chosen: str, backends: Backends) -> Problem:

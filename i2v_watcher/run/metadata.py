@@ -37,12 +37,14 @@ def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Back
     assert job.state.image is not None
     path = job.input(job.state.image)
     image = source.image
+    parameters = params.model_dump(mode="json", exclude={"explicit", "from_model", "from_level"})
     record = InputFile(path=f"{job.state.key}{path.suffix}", image=job.state.image, sidecar=job.state.sidecar,
                        sha256=source.sha256, bytes=source.size, width=image.width, height=image.height)
     return StagedMetadata(
         job_id=job.id, input=record, prompt=params.prompt, negative_prompt=params.negative_prompt,
         seed=params.seed, backend=backend.name, model=backend.model_id,
-        parameters=params.model_dump(mode="json", exclude={"explicit", "from_model"}),
+        parameters=parameters, quality_level=params.quality,
+        quality_set={key: parameters[key] for key in sorted(params.from_level)},
         requested=spec.model_dump(mode="json", exclude_unset=True), notes=notes, generation=frames.details,
         timings_s={k: round(v, 3) for k, v in timings.items()},
         versions={**library_versions(), "ffmpeg": ffmpeg.version, **backend.versions()},

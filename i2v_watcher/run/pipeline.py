@@ -25,7 +25,6 @@ import numpy as np
 import structlog
 
 from i2v_watcher.backends import Backend
-from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -42,7 +41,7 @@ from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.fs.inputs import InputRead, read_input
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.records import JobFailure
-from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, resolve
+from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.chains import Chain
 from i2v_watcher.media.cost import check_cost
@@ -50,7 +49,7 @@ from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
 from i2v_watcher.media.images import Source, decode_input
 from i2v_watcher.media.probes import chain_problems
-from i2v_watcher.run.check import CheckedSidecar, check_sidecar
+from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_params
 from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.run.lone import explain_lone_sidecar
@@ -300,8 +299,7 @@ class Pipeline:
         backend = self.backends.get(name := spec.backend or self.default_backend)
         if backend is None and self.swap is not None:  # still None: a name it does not swap either
             backend = self.swap.backend(name, job.id, swap=swap, activity=self.checkpoint.activity)
-        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
-                         model_defaults=card_defaults(backend))
+        params = job_params(self.settings, spec, self.default_backend, backend, seed=job.state.seed)
         if backend is None:
             raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
                            hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")

@@ -12,6 +12,7 @@ import structlog
 
 from i2v_watcher import backends
 from i2v_watcher.config.models import check_model_tables, check_swap_models
+from i2v_watcher.config.quality import check_quality_tables
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import same_filesystem
@@ -85,6 +86,7 @@ def discover_backends(settings: Settings) -> None:
     backends.discover(settings.plugins)
     check_model_tables(settings, backends.available(), backends.with_models())
     check_swap_models(settings, backends.available(), backends.with_models())
+    check_quality_tables(settings, backends.available())
 
 
 def load_backends(settings: Settings, extend: Extend | None = None

@@ -40,6 +40,7 @@ HELP = {
     "postprocess": "one output per preset, from one generation",
     "output_name": "the clip's name in the outbox; empty: the image's name",
     "priority": "higher is taken first; 0 is normal",
+    "quality": "draft (quick look), standard or final: the steps, frames and size the config gives each",
     "decode_chunk_size": "frames decoded at once; empty: the backend's default",
     "backend_options": "a YAML mapping the backend checks, e.g. {motion: zoom-in}",
     "postprocess_overrides": "a YAML mapping of step overrides, e.g. {encode: {crf: 20}, fade: {in_s: 0.5}}",
