@@ -4,6 +4,7 @@ final exactly once, across a daemon restart between draft and approve."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
 from conftest import Daemon, Folders, cli, make_image, write_toml
 from i2v_watcher.config.settings import Settings, load_settings
@@ -29,6 +31,7 @@ from i2v_watcher.run.drafts import (
     final_sidecar,
 )
 from i2v_watcher.run.publish import wanted_name
+from i2v_watcher.web.app import create_app
 
 Start = Callable[..., Daemon]
 DRAFT_ID = "20261207T120000Z-0000a001"
@@ -146,3 +149,25 @@ def test_a_draft_approved_through_the_cli_and_a_marker_after_a_restart_makes_one
     assert not list((folders.inbox / "team").iterdir())  # markers acted on once and removed
     with pytest.raises(ApproveRefused, match="no draft named 'team/fox'"):  # its final is published
         approve(load_settings(folders.config), "team/fox")
+
+
+def test_the_dashboards_approve_button_is_gated_like_retry_and_approves_once(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, web_allow_retry=True, web_token="t" * 24)
+    kept_draft(chosen, {"prompt": "a fox", "quality": "draft"})
+    (chosen.outbox / "team").mkdir()
+    (chosen.outbox / "team" / "fox.draft.json").write_text(json.dumps({
+        "job_id": DRAFT_ID, "name": "fox.draft", "files": ["team/fox.draft.json"], "quality_level": "draft",
+        "input": {"path": "team/fox.png"}}))
+    web = TestClient(create_app(chosen), base_url="http://127.0.0.1:8080")
+    assert "Sign in to approve" in web.get("/gallery").text  # the draft's card offers it
+    signed = {"Authorization": "Bearer " + "t" * 24, "Accept": "application/json"}
+    assert web.post("/gallery/approve", data={"name": "team/fox"},
+                    headers={"Accept": "application/json"}).status_code in (401, 403)
+    assert not (chosen.inbox / "team").exists()
+    first = web.post("/gallery/approve", data={"name": "team/fox"}, headers=signed)
+    assert first.status_code == 200 and first.json()["outcome"] == "queued"
+    again = web.post("/gallery/approve", data={"name": "team/fox"}, headers=signed)
+    assert again.json()["outcome"] == "already" and "approved already" in again.json()["message"]
+    assert sorted(p.name for p in (chosen.inbox / "team").iterdir()) == ["fox.png", "fox.yaml"]
+    missing = web.post("/gallery/approve", data={"name": "team/hare"}, headers=signed)
+    assert missing.status_code == 404 and "no draft named 'team/hare'" in missing.json()["error"]
