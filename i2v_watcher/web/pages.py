@@ -182,12 +182,9 @@ class Pages:
         return RedirectResponse(follow, status_code=303)
 
     async def retry(self, request: Request) -> Response:
-        wants_json = "application/json" in request.headers.get("accept", "")
-        try:
-            form = await self._write_form(request, "retry")
-        except Forbidden as exc:
-            return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
-        name = form.get("name")
+        wants_json, name = await self._named_write(request, "retry")
+        if isinstance(name, Response):
+            return name
         warnings: list[str] = []
         reports = find_reports(self.settings, name, warnings.append) if isinstance(name, str) and name else []
         exact = [r for r in reports if report_name(self.settings, r) == name]
@@ -206,12 +203,9 @@ class Pages:
     async def approve(self, request: Request) -> Response:
         """A draft's Approve button (gated like retry: it puts a job into the inbox): its final queued
         once (run.drafts.approve); approved already is an answer, not an error."""
-        wants_json = "application/json" in request.headers.get("accept", "")
-        try:
-            form = await self._write_form(request, "retry")
-        except Forbidden as exc:
-            return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
-        name = form.get("name")
+        wants_json, name = await self._named_write(request, "retry")
+        if isinstance(name, Response):
+            return name
         try:
             result = approve(self.settings, name if isinstance(name, str) else "")
         except ApproveRefused as exc:
@@ -224,13 +218,17 @@ class Pages:
             return JSONResponse({"approved": name, "outcome": result.outcome, "message": result.message})
         return RedirectResponse("/gallery?" + urlencode({"notice": result.message}), status_code=303)
 
-    async def _write_form(self, request: Request, what: str) -> Any:
-        """The form of a guarded write (`what`: submit, retry), once the guard admits it; Forbidden
-        otherwise."""
-        self.guard.admit_write(request, what)
-        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-        self.guard.check_form(request, form)
-        return form
+    async def _named_write(self, request: Request, what: str) -> tuple[bool, Any]:
+        """A guarded write (`what`: retry) on one job: whether the answer is JSON, and the form's
+        `name` once the guard admits the write, else the refusal (a Response)."""
+        wants_json = "application/json" in request.headers.get("accept", "")
+        try:
+            self.guard.admit_write(request, what)
+            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+            self.guard.check_form(request, form)
+        except Forbidden as exc:
+            return wants_json, self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
+        return wants_json, form.get("name")
 
     def _refuse(self, request: Request, wants_json: bool, status: int, message: str,
                 headers: dict[str, str] | None = None) -> Response:
