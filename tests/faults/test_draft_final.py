@@ -5,7 +5,9 @@ final exactly once, across a daemon restart between draft and approve."""
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from i2v_watcher.run.drafts import (
     DraftRecord,
     approve,
     drafts_root,
+    expire_drafts,
     final_sidecar,
 )
 from i2v_watcher.run.publish import wanted_name
@@ -111,6 +114,17 @@ def test_two_doors_approving_at_once_queue_one_final(tmp_path: Path) -> None:
     assert (drafts_root(chosen) / DRAFT_ID / APPROVED).is_file()
     with pytest.raises(ApproveRefused, match="no draft named 'team/hare'"):
         approve(chosen, "team/hare")
+
+
+def test_an_unapproved_draft_expires_after_draft_expiry_days(tmp_path: Path) -> None:
+    chosen = settings(tmp_path, draft_expiry_days=1)
+    kept_draft(chosen, {"prompt": "a fox"})
+    assert expire_drafts(chosen) == 0 and approve(chosen, "team/fox").outcome == "queued"
+    record = drafts_root(chosen) / DRAFT_ID / RECORD
+    os.utime(record, (time.time() - 2 * 86400,) * 2)  # published two days ago
+    assert expire_drafts(chosen) == 1 and not (drafts_root(chosen) / DRAFT_ID).exists()
+    with pytest.raises(ApproveRefused, match="expired"):
+        approve(chosen, "team/fox")
 
 
 def test_a_draft_approved_through_the_cli_and_a_marker_after_a_restart_makes_one_final_each(
