@@ -58,6 +58,11 @@ class DraftRecord(Record):
     seed: int
     image: str  # the kept image's file name in its folder
 
+    @property
+    def published_as(self) -> str:
+        """Its name among `status`'s done jobs (`team/fox.draft`): also accepted by `approve`."""
+        return self.files[-1].removesuffix(".json") if self.files else self.key
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -112,11 +117,12 @@ def kept_drafts(settings: Settings) -> list[tuple[Path, DraftRecord]]:
 
 
 def approve(settings: Settings, name: str) -> Approval:
-    """Queue the final of the latest draft named `name` (as `status` lists it), once: ApproveRefused
-    when there is no such draft, an `already` Approval when it was approved before."""
+    """Queue the final of the latest draft named `name` (its job name, `team/fox`, or its name among
+    `status`'s done jobs, `team/fox.draft`), once: ApproveRefused when there is no such draft, an
+    `already` Approval when it was approved before."""
     key = name.strip().strip("/")
     kept = kept_drafts(settings)
-    matching = [(folder, draft) for folder, draft in kept if draft.key == key]
+    matching = [(folder, draft) for folder, draft in kept if key in (draft.key, draft.published_as)]
     if not matching:
         names = ", ".join(sorted({draft.key for _, draft in kept})) or "none"
         raise ApproveRefused(f"no draft named {key!r} is waiting for approval (kept drafts: {names}); a "

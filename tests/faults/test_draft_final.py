@@ -110,6 +110,7 @@ def test_two_doors_approving_at_once_queue_one_final(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(r.outcome for r in results) == ["already", "already", "already", "queued"]
+    assert approve(chosen, "team/fox.draft").outcome == "already"  # as `status` lists it among done
     assert sorted(p.name for p in (chosen.inbox / "team").iterdir()) == ["fox.png", "fox.yaml"]
     assert (drafts_root(chosen) / DRAFT_ID / APPROVED).is_file()
     with pytest.raises(ApproveRefused, match="no draft named 'team/hare'"):
