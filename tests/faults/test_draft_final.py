@@ -186,3 +186,5 @@ def test_the_dashboards_approve_button_is_gated_like_retry_and_approves_once(tmp
     assert sorted(p.name for p in (chosen.inbox / "team").iterdir()) == ["fox.png", "fox.yaml"]
     missing = web.post("/gallery/approve", data={"name": "team/hare"}, headers=signed)
     assert missing.status_code == 404 and "no draft named 'team/hare'" in missing.json()["error"]
+    assert web.post("/login", data={"token": "t" * 24}, follow_redirects=False).status_code == 303
+    assert '<input type="hidden" name="name" value="team/fox">' in web.get("/gallery").text  # signed in
