@@ -30,8 +30,9 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import copy_atomic, read_json, safe_subdir, write_json_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.drop import clash_suffixes, new_owner, write_job
-from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, Record
-from i2v_watcher.job.state import Job
+from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES
+from i2v_watcher.job.records import MAX_RECORD_BYTES, MAX_STATE_BYTES, JobState, PublishedMetadata, Record
+from i2v_watcher.job.state import STATE_FILE, Job
 from i2v_watcher.work.liveness import probe_share_time
 
 DRAFTS = ".drafts"  # under work/: hidden, so no worker takes it for a worker's folder
@@ -39,6 +40,7 @@ RECORD = "draft.json"
 APPROVED = "approved"
 MARKER_SUFFIX = ".approve"  # `NAME.approve` in the inbox: approve the draft NAME
 DAY_S = 86400.0
+MAX_STATES_READ = 1000  # jobs in progress looked at for a marker's draft (a share has a few)
 log = structlog.get_logger("i2v_watcher.run.drafts")
 
 
@@ -168,18 +170,33 @@ def _queue_final(settings: Settings, folder: Path, draft: DraftRecord) -> Path:
         release_name(target, stem, owner)
 
 
-def approve_marker(settings: Settings, marker: Path) -> None:
+def approve_marker(settings: Settings, marker: Path) -> bool:
     """A `NAME.approve` file in the inbox, acted on once: the draft NAME approved (or a plain warning
-    why not), then the marker removed."""
+    why not), then the marker removed. False, with the marker left in place, while the draft it names
+    is still queued or being made: it is looked at again later."""
     key = str(PurePosixPath(marker.relative_to(settings.inbox)))[: -len(MARKER_SUFFIX)]
     try:
         result = approve(settings, key)
         log.info(result.message, marker=str(marker))
     except ApproveRefused as exc:
+        if _draft_on_its_way(settings, key):
+            log.info("approve marker waits for its draft to be published", marker=str(marker))
+            return False
         log.warning(f"approve marker ignored: {exc}", marker=str(marker))
-    finally:
-        with contextlib.suppress(FileNotFoundError):  # another worker removed it first
-            os.unlink(marker)
+    with contextlib.suppress(FileNotFoundError):  # another worker removed it first
+        os.unlink(marker)
+    return True
+
+
+def _draft_on_its_way(settings: Settings, key: str) -> bool:
+    """An image of that name waits in the inbox, or a job of that name is in progress in work/."""
+    if any(os.path.lexists(settings.inbox / f"{key}{suffix}") for suffix in IMAGE_SUFFIXES):
+        return True
+    for path in list(settings.work.glob(f"*/*/{STATE_FILE}"))[:MAX_STATES_READ]:
+        with contextlib.suppress(OSError, ValueError):
+            if JobState.read(path, MAX_STATE_BYTES).key == key:
+                return True
+    return False
 
 
 def finish_draft(settings: Settings, job: Job) -> None:

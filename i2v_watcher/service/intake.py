@@ -111,7 +111,8 @@ class Intake(Part):
     def _take(self, candidate: Candidate) -> None:
         if candidate.marker is not None:  # an approval, not a job: acted on once, then gone
             try:
-                approve_marker(self.settings, candidate.marker)
+                if not approve_marker(self.settings, candidate.marker):
+                    self.inbox.taken(candidate)  # its draft is on its way: looked at again after rescan_s
             except Exception as exc:  # the share's trouble: the marker stays, tried again later
                 log.warning("approve marker not acted on", marker=str(candidate.marker), error=str(exc))
                 self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")

@@ -29,6 +29,7 @@ from i2v_watcher.run.drafts import (
     ApproveRefused,
     DraftRecord,
     approve,
+    approve_marker,
     drafts_root,
     expire_drafts,
     final_sidecar,
@@ -115,6 +116,17 @@ def test_two_doors_approving_at_once_queue_one_final(tmp_path: Path) -> None:
     assert (drafts_root(chosen) / DRAFT_ID / APPROVED).is_file()
     with pytest.raises(ApproveRefused, match="no draft named 'team/hare'"):
         approve(chosen, "team/hare")
+
+
+def test_a_marker_waits_for_a_draft_still_on_its_way_and_is_dropped_for_none(tmp_path: Path) -> None:
+    chosen = settings(tmp_path)
+    (chosen.inbox / "team").mkdir()
+    marker = chosen.inbox / "team" / "fox.approve"
+    marker.touch()
+    make_image(chosen.inbox / "team" / "fox.png")  # the draft itself, not taken yet
+    assert approve_marker(chosen, marker) is False and marker.exists()
+    (chosen.inbox / "team" / "fox.png").unlink()
+    assert approve_marker(chosen, marker) is True and not marker.exists()  # no draft coming: dropped
 
 
 def test_an_unapproved_draft_expires_after_draft_expiry_days(tmp_path: Path) -> None:
