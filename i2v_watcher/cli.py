@@ -1,4 +1,4 @@
-"""The `i2v-watcher` command: run, worker, submit, status, retry, web, check-config, doctor."""
+"""The `i2v-watcher` command: run, worker, submit, status, retry, approve, web, check-config, doctor."""
 
 from __future__ import annotations
 
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("name", nargs="?", help="a failed job's name (as `status` lists it)")
     target.add_argument("--all", action="store_true", help="every failed job")
+    approve = with_config(sub.add_parser(
+        "approve", help="queue the final of a draft (a job published with quality: draft)",
+        description="Puts the draft's image back into the inbox with its request, its seed and quality: "
+                    "final, once: a second approve, from any door, only says so. Prints the final's image "
+                    "on stdout. Exit codes: 0, also when it was approved already (said on stderr); 2 when "
+                    "no draft of that name is kept."))
+    approve.add_argument("name", help="the draft's job name, as `status` lists it (e.g. team/fox)")
     with_config(sub.add_parser(
         "web", help="serve the dashboard: queue, workers, gallery, failed jobs, submit form, /metrics",
         description="A separate process that reads the shared folders and the workers' heartbeats; it "
@@ -253,6 +260,23 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_CANNOT_RUN if refused else 0
 
 
+def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.ops.reading import printable
+    from i2v_watcher.run.drafts import ApproveRefused, approve
+
+    try:
+        result = approve(settings, args.name)
+    except ApproveRefused as exc:
+        raise StartupError(printable(str(exc))) from exc
+    except OSError as exc:
+        raise StartupError(f"cannot queue the final of {args.name!r}: {exc}") from exc
+    if result.image is None:
+        print(f"i2v-watcher: {printable(result.message)}", file=sys.stderr)
+    else:
+        print(printable(str(result.image)))
+    return 0
+
+
 def _no_failed_jobs(settings: Settings) -> str:
     if settings.failed.is_dir():
         return f"there are no failed jobs in {settings.failed}"
@@ -329,4 +353,4 @@ def _masked(url: str) -> str:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "submit": cmd_submit, "status": cmd_status,
-            "retry": cmd_retry, "web": cmd_web, "check-config": cmd_check_config}
+            "retry": cmd_retry, "approve": cmd_approve, "web": cmd_web, "check-config": cmd_check_config}

@@ -16,9 +16,9 @@ import pytest
 from conftest import REPO, Folders, cli, daemon_env, make_image
 from i2v_watcher.config.settings import Settings, load_settings
 from i2v_watcher.fs.atomic import move
+from i2v_watcher.inbox import drop as drop_module
 from i2v_watcher.ops import reports as reports_module
 from i2v_watcher.ops import retry as retry_module
-from i2v_watcher.ops import submit as submit_module
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.ops.status import collect
 from i2v_watcher.ops.submit import submit
@@ -287,7 +287,7 @@ def test_submit_leaves_nothing_when_the_image_cannot_be_written(folders: Folders
     def full_disk(source: Path, final: Path, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(final))
 
-    monkeypatch.setattr(submit_module, "copy_atomic", full_disk)
+    monkeypatch.setattr(drop_module, "copy_atomic", full_disk)
     with pytest.raises(OSError):
         submit(settings_of(folders), image, {"num_frames": 4})
     assert everything(folders.inbox) == []

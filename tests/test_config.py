@@ -117,6 +117,7 @@ RANGES = [
     ("retry_backoff_s", 0, 3600, -1, 3601),
     ("retry_backoff_max_s", 3600, 86400, -1, 86401),  # lowest: must also be >= retry_backoff_s
     ("retention_days", 0.001, 36500, 0, 36501),
+    ("draft_expiry_days", 0.001, 36500, 0, 36501),
     ("transient_retries", 0, 100, -1, 101),
     ("max_image_pixels", 4096, 1_000_000_000, 4095, 1_000_000_001),
     ("max_image_bytes", 1024, 10 * 1024**3, 1023, 10 * 1024**3 + 1),

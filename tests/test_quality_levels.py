@@ -125,7 +125,7 @@ def test_a_draft_and_a_final_record_their_level_and_the_passes_they_ran(
         (folders.inbox / f"{name}.yaml").write_text(f"prompt: a fox\n{sidecar}")
     daemon = start(folders.config, "--once")
     assert daemon.wait(timeout=300) == 0, daemon.log
-    rough, fine = folders.metadata("rough"), folders.metadata("fine")
+    rough, fine = folders.metadata("rough.draft"), folders.metadata("fine")
     assert rough["quality_level"] == "draft" and rough["parameters"]["quality"] == "draft"
     assert rough["quality_set"] == {"guidance_scale": 1.0, "steps": 4}
     assert rough["generation"]["denoiser_passes"] == 4

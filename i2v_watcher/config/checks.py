@@ -81,6 +81,24 @@ def check_presets_known(wanted: list[str], presets: list[str], overridable: dict
                                    f"{', '.join(unknown)}", f"postprocess_overridable.{step}")
 
 
+def check_draft_template(template: str) -> str:
+    """`draft_name_template`: `{name}` (the name the clip would have as a final) once, plain, and
+    something besides it, so that a draft never takes its final's name."""
+    fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+              if name is not None]
+    if fields != [("name", "", None)]:
+        raise ValueError("must hold the plain field {name} once, and no other field")
+    if template == "{name}":
+        raise ValueError("must add something to {name} (e.g. {name}.draft): a draft must not take the "
+                         "name of its final")
+    sample = template.format(name="fox")
+    try:
+        check_output_name(sample)
+    except ValueError as exc:
+        raise ValueError(f"gives the output name {sample!r}, which is not usable: {exc}") from exc
+    return template
+
+
 def check_output_template(template: str) -> str:
     """Only plain `{field}`s: a conversion, format spec, attribute or index could reach into the
     values' objects or pad a name past any limit. The result must be a plain file name."""

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from i2v_watcher.config.checks import (
     SettingsConflict,
+    check_draft_template,
     check_folders_apart,
     check_output_template,
     check_presets_known,
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
     # Publishing and clean-up
     output_template: str = "{stem}"
     keep_inputs: Literal["done", "outbox", "delete"] = "done"
+    # Drafts (`quality: draft`): their outputs' name, and how long an unapproved draft's image is kept.
+    draft_name_template: str = "{name}.draft"
+    keep_drafts: bool = True
+    draft_expiry_days: float = Field(default=14.0, gt=0, le=36500)
     retention_days: float | None = Field(default=None, gt=0, le=36500)
     transient_retries: int = Field(default=5, ge=0, le=100)
     retry_backoff_s: float = Field(default=2.0, ge=0, le=HOUR)
@@ -238,6 +243,11 @@ class Settings(BaseSettings):
         for entry in value:
             host_name_and_port(entry)
         return value
+
+    @field_validator("draft_name_template")
+    @classmethod
+    def _draft_name_template(cls, value: str) -> str:
+        return check_draft_template(value)
 
     @field_validator("output_template")
     @classmethod

@@ -21,6 +21,7 @@ from i2v_watcher.job.spec import read_sidecar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
+APPROVE_SUFFIX = ".approve"  # `NAME.approve`: approve the draft NAME (run.drafts), a group of its own
 
 
 def classify(rel: str, regular: bool) -> tuple[str, str]:
@@ -33,6 +34,8 @@ def classify(rel: str, regular: bool) -> tuple[str, str]:
         kind = "image"
     elif suffix in SIDECAR_SUFFIXES:
         kind = "sidecar"
+    elif suffix == APPROVE_SUFFIX:
+        kind = "approve"
     else:
         kind = "other"
     paired = suffix in IMAGE_SUFFIXES + SIDECAR_SUFFIXES
@@ -56,7 +59,7 @@ def identity(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
 class FileInfo:
     path: Path
     key: str  # the group it belongs to: an image and its sidecar share one
-    kind: str  # "image", "sidecar", "other" (no job's file), "bad" (a link or special file)
+    kind: str  # "image", "sidecar", "approve" (a marker), "other" (no job's file), "bad" (a link, a FIFO)
     ino: int
     size: int
     mtime_ns: int

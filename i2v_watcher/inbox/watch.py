@@ -60,6 +60,7 @@ class Candidate:
     # The sidecar's `backend` (`auto` read as `auto_backend`): only a worker that loaded it takes the
     # job (work.routing). None: not given, or the sidecar is not valid: any worker takes it.
     backend: str | None = None
+    marker: Path | None = None  # an approve marker (`NAME.approve`): not a job, an approval to act on
 
     @property
     def order(self) -> tuple[int, int, float, str]:
@@ -72,7 +73,7 @@ class Candidate:
 
     @property
     def files(self) -> list[Path]:
-        return [p for p in (self.image, self.sidecar, *self.extra) if p is not None]
+        return [p for p in (self.image, self.sidecar, self.marker, *self.extra) if p is not None]
 
 
 @dataclass
@@ -309,7 +310,10 @@ class Inbox:
         sidecars = sorted((i for i in files if i.kind == "sidecar"), key=lambda i: i.path)
         other = sorted(i.path for i in files if i.kind == "other")
         named = [i.path for i in images + sidecars]
-        if bad:
+        markers = [i.path for i in files if i.kind == "approve"]
+        if markers and not bad:  # its own group (scan_cache.classify): the marker alone
+            candidate = Candidate(key, marker=markers[0], mtime=mtime, arrived=arrived)
+        elif bad:
             candidate = Candidate(key, extra=tuple(sorted(bad + named)), mtime=mtime, arrived=arrived,
                                   problem="symbolic links and special files are not accepted in the "
                                   "inbox: " + ", ".join(p.name for p in bad))

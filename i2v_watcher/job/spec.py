@@ -161,6 +161,15 @@ class JobDefaults(BaseModel):
         return presets_of(self.postprocess)
 
 
+class DraftRef(BaseModel):
+    """The draft a final was approved from, as `approve` writes it into the final's sidecar."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    job_id: str = Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")  # records.JOB_ID_PATTERN
+    name: str = Field(min_length=1, max_length=1024)  # its output name in the outbox
+
+
 class JobSpec(BaseModel):
     """A sidecar as the user wrote it: every field optional, unknown keys and bad values are errors."""
 
@@ -202,6 +211,10 @@ class JobSpec(BaseModel):
     quality: Quality | None = Field(default=None, description=(
         "draft, standard or final: the config's [quality.<level>] table sets steps, frames, resolution "
         "... for the job's backend; the fields this sidecar sets itself win over the level's."))
+    draft: DraftRef | None = Field(default=None, description=(
+        "Written by `i2v-watcher approve`: the draft ({job_id, name}) this job is the final of. The "
+        "metadata records it, and the draft's kept image and (without keep_drafts) outputs go once the "
+        "final is published."))
     # Reserved for later stages: options a backend validates itself, post-processing overrides.
     backend_options: dict[str, Any] = Field(default_factory=dict, description=(
         "A mapping that the chosen backend validates: see each backend's options."))

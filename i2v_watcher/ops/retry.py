@@ -15,11 +15,11 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import NAME_MAX, kind_of, move, safe_subdir
 from i2v_watcher.fs.detours import is_detour
 from i2v_watcher.fs.reservations import release_name, reserve_name
+from i2v_watcher.inbox.drop import clash_suffixes, new_owner
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.job.records import FailureReport
 from i2v_watcher.ops.reading import UNREADABLE, reason
 from i2v_watcher.ops.reports import MAX_REPORT_BYTES
-from i2v_watcher.ops.submit import clash_suffixes, new_owner
 from i2v_watcher.run.fail import REPORT_SUFFIX
 
 

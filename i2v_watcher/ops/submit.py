@@ -4,24 +4,18 @@ appears complete under a hidden temporary name and one rename, sidecar first."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from i2v_watcher import backends
 from i2v_watcher.backends.base import MAX_ASPECT, Backend, check_aspect
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.explain.job import Written, problems_heading
-from i2v_watcher.fs.atomic import copy_atomic, write_bytes_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
-from i2v_watcher.inbox.watch import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from i2v_watcher.inbox.drop import clash_suffixes, new_owner, write_job
+from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.job.sidecar_yaml import load_yaml_texts
 from i2v_watcher.job.spec import JobParams, check_output_name, resolve
 from i2v_watcher.media.cost import check_cost
@@ -164,19 +158,6 @@ def _can_plan(backend: Backend, size: tuple[int, int], params: JobParams) -> boo
     return True
 
 
-def clash_suffixes(*own: str) -> list[str]:
-    """Every suffix a job's file can have in the inbox, so that a new job never pairs with another
-    job's image or sidecar; both cases, as the watcher compares suffixes case-blind."""
-    suffixes = [*own, *IMAGE_SUFFIXES, *SIDECAR_SUFFIXES]
-    return list(dict.fromkeys(s for suffix in suffixes for s in (suffix, suffix.lower(), suffix.upper())))
-
-
-def new_owner(kind: str) -> str:
-    """A reservation owner unique across processes and hosts sharing the inbox, readable in a stale
-    marker (which host and process left it)."""
-    return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
 def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str | None = None,
            warn: Callable[[str], None] | None = None) -> Path:
     """Put one job into the inbox under a free name (name-1, name-2… when taken); its image's path.
@@ -192,7 +173,7 @@ def submit(settings: Settings, image: Path, sidecar: dict[str, Any], name: str |
     owner = new_owner("submit")
     stem = reserve_name(settings.inbox, stem, clash_suffixes(image.suffix), owner)
     try:
-        return _write_job(settings.inbox, stem, source, image.suffix, sidecar)
+        return write_job(settings.inbox, stem, source, image.suffix, sidecar)
     finally:
         release_name(settings.inbox, stem, owner)
 
@@ -208,22 +189,3 @@ def _check_request(settings: Settings, image: Path, name: str | None) -> str:
         return check_output_name(name or image.stem)
     except ValueError as exc:
         raise StartupError(f"job name {name or image.stem!r}: {exc}") from exc
-
-
-def _write_job(inbox: Path, stem: str, image: Path, suffix: str, sidecar: dict[str, Any]) -> Path:
-    """The sidecar first, the image last: the image is what makes the job visible as complete. A job
-    that cannot be written whole leaves nothing behind."""
-    written: list[Path] = []
-    try:
-        if sidecar:
-            text = yaml.safe_dump(dict(sidecar), allow_unicode=True, sort_keys=False)
-            write_bytes_atomic(inbox / f"{stem}.yaml", text.encode(), replace=False)
-            written.append(inbox / f"{stem}.yaml")
-        target = inbox / f"{stem}{suffix}"
-        copy_atomic(image, target, replace=False)
-    except BaseException:
-        for path in written:
-            with contextlib.suppress(FileNotFoundError):  # the daemon may have taken it meanwhile
-                path.unlink()
-        raise
-    return target

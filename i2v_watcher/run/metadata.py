@@ -49,7 +49,8 @@ def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Back
         timings_s={k: round(v, 3) for k, v in timings.items()},
         versions={**library_versions(), "ffmpeg": ffmpeg.version, **backend.versions()},
         worker_id=job.state.worker_id, claimed_at=job.state.claimed_at, frames_fps=frames.fps,
-        audio=None if sound is None else sound.record())
+        audio=None if sound is None else sound.record(),
+        draft=None if spec.draft is None else spec.draft.model_dump())
 
 
 def encoded_metadata(metadata: StagedMetadata, info: dict[str, Any], outputs: list[Output],

@@ -54,7 +54,7 @@ from i2v_watcher.run.fail import fail
 from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
 from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
-from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, render_name
+from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, wanted_name
 from i2v_watcher.run.soundtrack import keep_soundtrack, kept_soundtrack, soundtrack_lost
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
@@ -314,9 +314,9 @@ class Pipeline:
         backend.options(params)
         if job.state.image is None:
             raise JobError("the job has no image", stage="claim")
-        wanted = params.output_name or render_name(
-            self.settings.output_template, job,
-            {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name})
+        fields = {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name}
+        wanted = wanted_name(self.settings, job, quality=params.quality, output_name=params.output_name,
+                             fields=fields)
         job.advance(job.state.stage, wanted_name=wanted)
         check_outbox_folder(self.settings, job)
         read = self._read_input(job, job.state.image, self.settings.max_image_bytes, "load")

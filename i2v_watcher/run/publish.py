@@ -29,6 +29,7 @@ from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, StagedMetadata
 from i2v_watcher.job.spec import check_output_name, safe_stem
 from i2v_watcher.job.state import Job
+from i2v_watcher.run.drafts import finish_draft, keep_draft
 from i2v_watcher.run.fail import detour_note
 
 log = structlog.get_logger("i2v_watcher.run.publish")
@@ -51,6 +52,21 @@ def render_name(template: str, job: Job, fields: dict[str, Any]) -> str:
         raise JobError(f"the output name {name!r} from output_template is not usable: {exc}",
                        stage="sidecar", hint="change output_template, or set output_name in the sidecar") \
             from exc
+
+
+def wanted_name(settings: Settings, job: Job, *, quality: str | None, output_name: str | None,
+                fields: dict[str, Any]) -> str:
+    """The one rule for a job's output name: its sidecar's `output_name`, else `output_template`; a
+    draft's under `draft_name_template` (fox → fox.draft), so that its final can take the plain name."""
+    name = output_name or render_name(settings.output_template, job, fields)
+    if quality != "draft":
+        return name
+    drafted = settings.draft_name_template.format(name=name)
+    try:
+        return check_output_name(drafted)
+    except ValueError as exc:
+        raise JobError(f"the draft's output name {drafted!r} is not usable: {exc}", stage="sidecar",
+                       hint="shorten output_name or draft_name_template") from exc
 
 
 def _encoded(job: Job) -> StagedMetadata:
@@ -99,9 +115,9 @@ def publish(settings: Settings, job: Job) -> None:
 
 def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
     meta = _encoded(job)
-    wanted = job.state.wanted_name or render_name(  # none in a job claimed by an older version
-        settings.output_template, job,
-        {"seed": job.state.seed, "preset": meta.presets[0], "backend": meta.backend})
+    wanted = job.state.wanted_name or wanted_name(  # none in a job claimed by an older version
+        settings, job, quality=meta.quality_level, output_name=None,
+        fields={"seed": job.state.seed, "preset": meta.presets[0], "backend": meta.backend})
     suffixes = [public[len(wanted):] for _, public in _public_names(settings, job, wanted)] + [".json"]
     name = reserve_name(folder, wanted, suffixes, job.id)
     files = [name + suffix for suffix in suffixes]
@@ -185,7 +201,9 @@ def _give_up_name(settings: Settings, job: Job, folder: Path) -> None:
 
 
 def dispose_inputs(settings: Settings, job: Job) -> None:
-    """After publishing: keep the user's originals in done/ (default), or drop them (outbox, delete)."""
+    """After publishing: keep the user's originals in done/ (default), or drop them (outbox, delete);
+    a draft's image is kept for its final first, and a final's draft let go (run.drafts)."""
+    keep_draft(settings, job)
     if settings.keep_inputs == "done":
         job.move_inputs(settings.done, settings.inbox)
         job.release_moved_name(settings.done)
@@ -193,4 +211,5 @@ def dispose_inputs(settings: Settings, job: Job) -> None:
             log.warning("the originals are not in the job's folder in done/",
                         reason=detour_note(settings.done, "done", job))
         crashpoint("dispose.after_move")
+    finish_draft(settings, job)
     job.remove()

@@ -16,6 +16,7 @@ from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.watch import Candidate, Inbox, Scan, Watcher
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.state import Job
+from i2v_watcher.run.drafts import approve_marker
 from i2v_watcher.service.parts import Part
 from i2v_watcher.work.claim import ClaimRefused, claim
 from i2v_watcher.work.routing import Router
@@ -108,6 +109,17 @@ class Intake(Part):
         return False
 
     def _take(self, candidate: Candidate) -> None:
+        if candidate.marker is not None:  # an approval, not a job: acted on once, then gone
+            try:
+                if not approve_marker(self.settings, candidate.marker):
+                    self.inbox.taken(candidate)  # its draft is on its way: looked at again after rescan_s
+            except Exception as exc:  # the share's trouble: the marker stays, tried again later
+                log.warning("approve marker not acted on", marker=str(candidate.marker), error=str(exc))
+                self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")
+            # The final just written into the inbox: the next scan walks the whole inbox, so that it
+            # is waited for even before the watcher's news of it (`run --once` would end without it).
+            self.watcher.lost()
+            return
         try:
             job = claim(self.settings, self.store, candidate, leave_specials=self.leave_specials)
             self.inbox.taken(candidate)  # not offered again while its files are as they were

@@ -1,4 +1,5 @@
-"""Prune `done` and `failed` after `retention_days` (off by default).
+"""Prune `done` and `failed` after `retention_days` (off by default), and drafts never approved after
+`draft_expiry_days` (run.drafts).
 
 Whose clock. A file's age counts from the moment it arrived there (its ctime, which the rename into
 done/ or failed/ sets; its mtime when that is later), and both ends of that age are read on one clock:
@@ -22,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.run.drafts import expire_drafts
 from i2v_watcher.service.parts import Part
 from i2v_watcher.work.liveness import probe_share_time
 
@@ -80,9 +82,13 @@ class Retention(Part):
         self.at = time.monotonic() + FIRST_PRUNE_S
 
     def tick(self) -> None:
-        if self.settings.retention_days is not None and time.monotonic() >= self.at:
+        if time.monotonic() >= self.at:
             self.at = time.monotonic() + RETENTION_EVERY_S
             prune(self.settings)
+            try:  # drafts never approved: their kept images go after draft_expiry_days (run.drafts)
+                expire_drafts(self.settings)
+            except OSError as exc:
+                log.warning("cannot read the share's clock: no draft expired", error=exc.strerror or str(exc))
 
     def next_at(self) -> float:
-        return self.at if self.settings.retention_days is not None else super().next_at()
+        return self.at

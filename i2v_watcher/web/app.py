@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/gallery", pages.gallery_page),
         Route("/failed", pages.failed_page),
         Route("/failed/retry", pages.retry, methods=["POST"]),
+        Route("/gallery/approve", pages.approve, methods=["POST"]),
         Route("/submit", pages.submit_page, methods=["GET"]),
         Route("/submit", pages.submit, methods=["POST"]),
         Route("/follow", pages.follow_page),

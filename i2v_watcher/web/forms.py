@@ -77,6 +77,8 @@ def fields(settings: Settings) -> list[FormField]:
     defaults = settings.defaults.model_dump()
     out = []
     for name, info in JobSpec.model_fields.items():
+        if name == "draft":  # written by `approve` alone
+            continue
         found = _constraints(info.annotation)
         low = next((_number(c.ge) for c in found if isinstance(c, Ge)), None)
         low = next((_number(c.gt) for c in found if isinstance(c, Gt)), low)

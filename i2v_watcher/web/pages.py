@@ -22,6 +22,7 @@ from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.ops.reading import printable
 from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
+from i2v_watcher.run.drafts import ApproveRefused, approve
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board, page, share_time, since_ns
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
@@ -75,6 +76,7 @@ class Pages:
         clips, total = self.gallery.page(query, number, size)
         pages = max(1, math.ceil(total / size))
         return self.render(request, "gallery.html", clips=clips, total=total, query=query, number=number,
+                           notice=request.query_params.get("notice", "")[:500],
                            pages=pages, link=lambda n: "/gallery?" + urlencode({"q": query, "page": n}))
 
     def failed_page(self, request: Request) -> Response:
@@ -180,14 +182,9 @@ class Pages:
         return RedirectResponse(follow, status_code=303)
 
     async def retry(self, request: Request) -> Response:
-        wants_json = "application/json" in request.headers.get("accept", "")
-        try:
-            self.guard.admit_write(request, "retry")
-            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-            self.guard.check_form(request, form)
-        except Forbidden as exc:
-            return self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
-        name = form.get("name")
+        wants_json, name = await self._named_write(request, "retry")
+        if isinstance(name, Response):
+            return name
         warnings: list[str] = []
         reports = find_reports(self.settings, name, warnings.append) if isinstance(name, str) and name else []
         exact = [r for r in reports if report_name(self.settings, r) == name]
@@ -202,6 +199,36 @@ class Pages:
         if wants_json:
             return JSONResponse({"retried": name, "moved": [str(p) for p in moved]})
         return RedirectResponse("/failed?" + urlencode({"retried": name}), status_code=303)
+
+    async def approve(self, request: Request) -> Response:
+        """A draft's Approve button (gated like retry: it puts a job into the inbox): its final queued
+        once (run.drafts.approve); approved already is an answer, not an error."""
+        wants_json, name = await self._named_write(request, "retry")
+        if isinstance(name, Response):
+            return name
+        try:
+            result = approve(self.settings, name if isinstance(name, str) else "")
+        except ApproveRefused as exc:
+            return self._refuse(request, wants_json, 404, str(exc))
+        except OSError as exc:
+            return self._refuse(request, wants_json, 409, f"approve refused: {exc}")
+        self.board.changed()
+        log.info("web approve", job=name, outcome=result.outcome)
+        if wants_json:
+            return JSONResponse({"approved": name, "outcome": result.outcome, "message": result.message})
+        return RedirectResponse("/gallery?" + urlencode({"notice": result.message}), status_code=303)
+
+    async def _named_write(self, request: Request, what: str) -> tuple[bool, Any]:
+        """A guarded write (`what`: retry) on one job: whether the answer is JSON, and the form's
+        `name` once the guard admits the write, else the refusal (a Response)."""
+        wants_json = "application/json" in request.headers.get("accept", "")
+        try:
+            self.guard.admit_write(request, what)
+            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+            self.guard.check_form(request, form)
+        except Forbidden as exc:
+            return wants_json, self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
+        return wants_json, form.get("name")
 
     def _refuse(self, request: Request, wants_json: bool, status: int, message: str,
                 headers: dict[str, str] | None = None) -> Response:
