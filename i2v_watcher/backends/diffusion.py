@@ -50,6 +50,7 @@ from i2v_watcher.backends.loading import (
     torch_dtype,
     unavailable,
 )
+from i2v_watcher.backends.loras import DraftLora, Loras, load_loras, read_loras
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError
@@ -92,6 +93,8 @@ class DiffusersBackend(Backend):
     # float clip, the chunks' temporaries and the VAE's activations are host memory too: a setting for
     # trials, which this budget does not cover.
     host_bytes_per_pixel: ClassVar[int] = 3
+    # A distilled LoRA that would make the draft level fast: warned about at start-up while none is set.
+    draft_lora: ClassVar[DraftLora | None] = None
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -99,6 +102,7 @@ class DiffusersBackend(Backend):
         self.source: ModelSettings = settings.models.get(self.name) or DEFAULT_MODELS.get(
             self.name, ModelSettings(model=""))
         self.loads = 0
+        self.loras = Loras()  # what load() loaded of [models.<name>] loras, switched per job
         # Held while the pipeline's modules change place (an OOM rung's offload, and back) and while
         # conditioning() runs, so a preload on another thread never meets a module in motion (nor a
         # tokenizer in use: a fast tokenizer is not safe to share between threads).
@@ -125,8 +129,10 @@ class DiffusersBackend(Backend):
         return unavailable(self.name, self.source, self.settings.diffusion)
 
     def load(self) -> None:
+        loras = read_loras(self)  # before the weights: a wrong LoRA path fails fast
         pipe = load_pipeline(self.name, self.pipeline_class, self.source, self.settings.diffusion)
         apply_options(pipe, self.settings.diffusion, self.denoisers(pipe))
+        self.loras = load_loras(self.name, pipe, loras)
         self.pipe = pipe
         self.loads += 1
 
@@ -283,6 +289,7 @@ class DiffusersBackend(Backend):
         notes: dict[str, Any] = dict(ready.notes) if ready is not None else {}
         first = ready.plan if ready is not None else self.plan(image.size, params, notes)
         attempts = [first, *self.ladder(image, first)]
+        loras = self.loras.use(self.pipe, params.quality)
         tried: list[dict[str, Any]] = []
         for plan in attempts:
             tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
@@ -299,7 +306,7 @@ class DiffusersBackend(Backend):
             details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
                        "dtype": self.dtype_name(), "denoiser_passes": passes.passes,
-                       "device": self.settings.diffusion.device}
+                       "device": self.settings.diffusion.device, **loras}
             if audio is not None:
                 details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
                                     "duration_s": round(audio.duration_s, 3)}

@@ -21,7 +21,7 @@ def level_params(backend: DiffusersBackend, level: str, quality: Mapping[str, Qu
                  levels: Mapping[str, Mapping[str, Any]] | None = None) -> JobParams:
     """A job of this level on this backend as the daemon resolves it, with no other sidecar field and no
     [defaults]; `levels` in place of `quality`'s, where given."""
-    chosen = levels if levels is not None else levels_for(quality, backend.name)
+    chosen = levels if levels is not None else levels_for(quality, backend.name, backend.source.loras)
     return resolve(JobSpec(quality=level), JobDefaults(), backend=backend.name, seed=1,
                    model_defaults=card_defaults(backend), levels=chosen)
 

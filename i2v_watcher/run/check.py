@@ -71,10 +71,13 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
 def job_params(settings: Settings, spec: JobSpec, backend_name: str, backend: Backend | type[Backend] | None,
                seed: int) -> JobParams:
     """A job's parameters, as the daemon and every check resolve them: its sidecar, then its quality
-    level for its backend, then [defaults] where the config sets it, then the model's card."""
+    level for its backend (with what that model's LoRAs for the level set), then [defaults] where the
+    config sets it, then the model's card."""
+    name = spec.backend or backend_name
+    source = settings.models.get(name)
     return resolve(spec, settings.defaults, backend=backend_name, seed=seed,
                    model_defaults=card_defaults(backend),
-                   levels=levels_for(settings.quality, spec.backend or backend_name))
+                   levels=levels_for(settings.quality, name, source.loras if source else ()))
 
 
 def _not_loaded(chosen: str, backends: Backends) -> Problem:
