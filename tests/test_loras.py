@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import structlog
-from test_diffusion import CPU, ignore, rgb
+from test_diffusion import CPU, Start, ignore, rgb, use
 
-from conftest import make_image
+from conftest import Folders, decode, make_image
 from i2v_watcher import backends
 from i2v_watcher.backends.diffusion import DiffusersBackend
-from i2v_watcher.backends.loras import draft_fallback, read_loras
+from i2v_watcher.backends.loras import draft_fallback, load_loras, read_loras
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.spec import JobParams, JobSpec
@@ -135,7 +135,8 @@ def test_a_lora_of_every_level_is_fused_at_load_and_said_so(
 
 
 def test_into_transformer_2_loads_into_wan22_a14b_s_second_expert(
-        tmp_path: Path, wan: Path, lora: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        tmp_path: Path, wan: Path, lora: Path, plain: tuple[DiffusersBackend, list[Any]],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     a14b = build_wan22_a14b(tmp_path_factory.mktemp("models") / "a14b")
     backend = loaded(tmp_path, a14b, [{"path": str(lora), "into": "transformer_2", "levels": ["draft"]}])
     assert backend.pipe.get_list_adapters() == {"transformer_2": ["lora0_pytorch_lora_weights"]}
@@ -143,9 +144,10 @@ def test_into_transformer_2_loads_into_wan22_a14b_s_second_expert(
     draft, details = clip(backend, "draft", tmp_path, steps=2)
     final, _ = clip(backend, "final", tmp_path, steps=2)
     assert not np.array_equal(draft, final) and details["loras"][0]["into"] == "transformer_2"
+    wan21 = backend_with(tmp_path, wan, [{"path": str(lora), "into": "transformer_2", "levels": ["draft"]}])
     with pytest.raises(StartupError, match=r"\[models.wan-i2v\] loras\[0\] into = 'transformer_2': the "
                                            r"wan-i2v model has no transformer_2"):
-        loaded(tmp_path, wan, [{"path": str(lora), "into": "transformer_2", "levels": ["draft"]}])
+        load_loras("wan-i2v", plain[0].pipe, read_loras(wan21))  # as load() would, with Wan 2.1 loaded
 
 
 def test_a_missing_unreadable_or_foreign_lora_is_a_start_up_error_naming_the_setting(
@@ -196,3 +198,29 @@ def test_the_shipped_draft_without_a_lora_warns_once_naming_the_setting(
     assert draft_fallback(backend_with(tmp_path, wan, [{"path": "x", "levels": ["draft", "final"]}])) is None
     own_draft = backend_with(tmp_path, wan, quality={"draft": {"steps": 6}})
     assert draft_fallback(own_draft) is None  # the user's own draft level is what they chose
+
+
+def test_a_daemon_runs_a_draft_with_its_lora_and_the_final_without_on_one_model(
+        folders: Folders, wan: Path, lora: Path, start: Start) -> None:
+    """A real daemon: the draft level's LoRA carries its steps and guidance (2, without guidance: 2
+    denoiser passes); the final is the model as published (guidance 5: 4 passes for its 2 steps)."""
+    entry = {"path": str(lora), "levels": ["draft"], "steps": 2, "guidance_scale": 1.0}
+    use(folders, {"wan-i2v": wan}, "wan-i2v")
+    folders.write_config(models={"wan-i2v": {"model": str(wan), "loras": [entry]}})
+    small = "prompt: a boat\nnum_frames: 4\nresolution: 32p\nseed: 7\n"
+    for name, sidecar in (("draft", "quality: draft\n"), ("final", "quality: final\nsteps: 2\n")):
+        make_image(folders.inbox / f"{name}.png", (32, 32), seed=3)
+        (folders.inbox / f"{name}.yaml").write_text(small + sidecar)
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=300) == 0, daemon.log
+    draft, final = folders.metadata("draft"), folders.metadata("final")
+    assert draft["generation"]["loras"] == [{"path": str(lora), "adapter": "lora0_pytorch_lora_weights",
+                                             "scale": 1.0, "into": "transformer", "mode": "switched"}]
+    assert draft["quality_set"]["steps"] == 2 and draft["quality_set"]["guidance_scale"] == 1.0
+    assert draft["generation"]["denoiser_passes"] == 2
+    assert final["generation"]["loras"] == [] and final["generation"]["denoiser_passes"] == 4
+    events = daemon.events()
+    assert [e["event"] for e in events if e["event"].startswith("LoRA")] == [
+        "LoRA loaded, switched on for the jobs of its quality levels"]
+    assert not [e for e in events if e["event"].startswith("the draft level runs")]  # a draft LoRA is set
+    assert decode(folders.outbox / "draft.mp4").frames == decode(folders.outbox / "final.mp4").frames == 5
