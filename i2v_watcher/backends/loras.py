@@ -95,7 +95,7 @@ class LoraFile:
     state: dict[str, Any]  # the file's tensors
 
     def where(self, backend: str) -> str:
-        return f"[models.{backend}] loras[{self.index}]"
+        return entry_name(backend, self.index)
 
     @property
     def adapter(self) -> str:  # unique per entry, and a valid peft adapter name (no dots)
@@ -118,8 +118,13 @@ def read_loras(backend: DiffusersBackend) -> list[LoraFile]:
         if not hasattr(getattr(diffusers, backend.pipeline_class, None), "load_lora_weights"):
             raise StartupError(f"[models.{backend.name}] loras: the {backend.name} backend's pipeline "
                                f"({backend.pipeline_class}) takes no LoRAs; remove the setting")
-    return [_read(f"[models.{backend.name}] loras[{index}]", index, lora)
+    return [_read(entry_name(backend.name, index), index, lora)
             for index, lora in enumerate(backend.source.loras)]
+
+
+def entry_name(backend: str, index: int) -> str:
+    """How messages name one `loras` entry."""
+    return f"[models.{backend}] loras[{index}]"
 
 
 def _read(where: str, index: int, lora: LoraSettings) -> LoraFile:
