@@ -15,12 +15,14 @@ from test_diffusion import CPU, Start, ignore, rgb, use
 
 from conftest import Folders, decode, make_image
 from i2v_watcher import backends
+from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.loras import draft_fallback, load_loras, read_loras
+from i2v_watcher.config.loras import model_loras
+from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
-from i2v_watcher.job.spec import JobParams, JobSpec
-from i2v_watcher.run.check import job_params
+from i2v_watcher.job.spec import JobParams, JobSpec, resolve
 from tiny_models import build_wan22_a14b, build_wan_i2v
 
 # Explicit fields win over every level, so each level's job has the same size, frames and steps here:
@@ -83,10 +85,17 @@ def loaded(tmp_path: Path, model: Path, loras: list[dict[str, Any]] | None = Non
     return backend
 
 
+def resolved(backend: DiffusersBackend, spec: JobSpec) -> JobParams:
+    """A job as the daemon resolves it: its sidecar, its level's fields (the LoRAs' among them), the
+    model card."""
+    settings, name = backend.settings, backend.name
+    levels = levels_for(settings.quality, name, model_loras(settings, name))
+    return resolve(spec, settings.defaults, backend=name, seed=5, model_defaults=card_defaults(backend),
+                   levels=levels)
+
+
 def params(backend: DiffusersBackend, quality: str, **fields: Any) -> JobParams:
-    """A job of this level as the daemon resolves it (its level's fields, the LoRAs' among them)."""
-    spec = JobSpec.model_validate({**TINY, "quality": quality, **fields})
-    return job_params(backend.settings, spec, backend.name, backend, seed=5)
+    return resolved(backend, JobSpec.model_validate({**TINY, "quality": quality, **fields}))
 
 
 def clip(backend: DiffusersBackend, quality: str, tmp_path: Path,
@@ -174,12 +183,12 @@ def test_a_missing_unreadable_or_foreign_lora_is_a_start_up_error_naming_the_set
 def test_a_lora_s_job_fields_join_its_levels_and_the_sidecar_still_wins(tmp_path: Path, wan: Path) -> None:
     backend = backend_with(tmp_path, wan, [{"path": "fast.safetensors", "levels": ["draft"], "steps": 4,
                                             "guidance_scale": 1.0}])
-    draft = job_params(backend.settings, JobSpec(quality="draft"), "wan-i2v", backend, seed=1)
+    draft = resolved(backend, JobSpec(quality="draft"))
     assert (draft.steps, draft.guidance_scale, draft.resolution) == (4, 1.0, "480p")  # the level's size
     assert {"steps", "guidance_scale"} <= draft.from_level
-    final = job_params(backend.settings, JobSpec(quality="final"), "wan-i2v", backend, seed=1)
+    final = resolved(backend, JobSpec(quality="final"))
     assert (final.steps, final.guidance_scale) == (40, 5.0)  # the shipped final's, untouched
-    own = job_params(backend.settings, JobSpec(quality="draft", steps=6), "wan-i2v", backend, seed=1)
+    own = resolved(backend, JobSpec(quality="draft", steps=6))
     assert own.steps == 6 and own.guidance_scale == 1.0
 
 

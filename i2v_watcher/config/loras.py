@@ -11,11 +11,14 @@ of the base model until then."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from i2v_watcher.job.spec import QUALITY_LEVELS, Guidance, Quality, Steps
+
+if TYPE_CHECKING:
+    from i2v_watcher.config.settings import Settings
 
 
 class LoraSettings(BaseModel):
@@ -52,3 +55,9 @@ def lora_fields(loras: Iterable[LoraSettings], level: str) -> dict[str, Any]:
         if level in lora.levels:
             fields.update(lora.job_fields())
     return fields
+
+
+def model_loras(settings: Settings, backend: str | None) -> list[LoraSettings]:
+    """The LoRAs the config gives a backend's model (none without its [models.<name>] table)."""
+    source = settings.models.get(backend or "")
+    return source.loras if source is not None else []
