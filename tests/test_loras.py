@@ -18,7 +18,7 @@ from i2v_watcher import backends
 from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.loras import draft_fallback, load_loras, read_loras
-from i2v_watcher.config.loras import model_loras
+from i2v_watcher.config.loras import model_loras, with_loras
 from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
@@ -89,7 +89,7 @@ def resolved(backend: DiffusersBackend, spec: JobSpec) -> JobParams:
     """A job as the daemon resolves it: its sidecar, its level's fields (the LoRAs' among them), the
     model card."""
     settings, name = backend.settings, backend.name
-    levels = levels_for(settings.quality, name, model_loras(settings, name))
+    levels = with_loras(levels_for(settings.quality, name), model_loras(settings, name))
     return resolve(spec, settings.defaults, backend=name, seed=5, model_defaults=card_defaults(backend),
                    levels=levels)
 

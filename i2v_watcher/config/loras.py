@@ -10,7 +10,7 @@ of the base model until then."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -46,6 +46,14 @@ class LoraSettings(BaseModel):
 
     def job_fields(self) -> dict[str, Any]:
         return self.model_dump(include={"steps", "guidance_scale"}, exclude_none=True)
+
+
+def with_loras(levels: Mapping[str, Mapping[str, Any]],
+               loras: Iterable[LoraSettings]) -> dict[str, dict[str, Any]]:
+    """Each level's fields for a backend (config.quality.levels_for) with the job fields of the
+    backend's LoRAs that the level uses over them."""
+    loras = list(loras)
+    return {name: {**fields, **lora_fields(loras, name)} for name, fields in levels.items()}
 
 
 def lora_fields(loras: Iterable[LoraSettings], level: str) -> dict[str, Any]:

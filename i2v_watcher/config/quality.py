@@ -15,12 +15,11 @@ steps; standard 512p/16/50; high 768p/24/80, guidance 9-11)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from i2v_watcher.config.loras import LoraSettings, lora_fields
 from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
 from i2v_watcher.job.spec import (
@@ -104,12 +103,9 @@ def shipped_levels() -> dict[str, QualityLevel]:
     return {name: QualityLevel.model_validate(level) for name, level in SHIPPED_LEVELS.items()}
 
 
-def levels_for(quality: Mapping[str, QualityLevel], backend: str | None,
-               loras: Sequence[LoraSettings] = ()) -> dict[str, dict[str, Any]]:
-    """Every level's fields for one backend (resolve's `levels`), with the job fields of the backend's
-    LoRAs that the level uses over them (config/loras.py)."""
-    return {name: {**level.for_backend(backend or ""), **lora_fields(loras, name)}
-            for name, level in quality.items()}
+def levels_for(quality: Mapping[str, QualityLevel], backend: str | None) -> dict[str, dict[str, Any]]:
+    """Every level's fields for one backend (resolve's `levels`)."""
+    return {name: level.for_backend(backend or "") for name, level in quality.items()}
 
 
 def check_quality_tables(settings: Settings, known_backends: Iterable[str]) -> None:
@@ -118,17 +114,12 @@ def check_quality_tables(settings: Settings, known_backends: Iterable[str]) -> N
     known = sorted(set(known_backends))
     problems = []
     for name, level in settings.quality.items():
-        if is_shipped(name, level):
+        if SHIPPED_LEVELS.get(name) == level.model_dump(exclude_none=True):
             continue  # the shipped levels are never the user's mistake
         problems += [_unknown_backend(name, backend, known) for backend in level.backends
                      if backend not in known]
     if problems:
         raise StartupError(f"{'; '.join(problems)}; backends: {', '.join(known) or '(none)'}")
-
-
-def is_shipped(name: str, level: QualityLevel) -> bool:
-    """The level is the shipped one (the config did not define its own)."""
-    return SHIPPED_LEVELS.get(name) == level.model_dump(exclude_none=True)
 
 
 def _unknown_backend(level: str, backend: str, known: list[str]) -> str:
@@ -161,3 +152,8 @@ SHIPPED_LEVELS: dict[str, dict[str, Any]] = {
         "hunyuan-i2v": {"resolution": "720p", "num_frames": 129, "steps": 50, "guidance_scale": 6.0},
     },
 }
+
+
+def is_shipped(name: str, level: QualityLevel) -> bool:
+    """The level is the shipped one (the config did not define its own)."""
+    return SHIPPED_LEVELS.get(name) == level.model_dump(exclude_none=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from i2v_watcher.backends import available
 from i2v_watcher.backends.base import Backend, card_defaults, options_problems
-from i2v_watcher.config.loras import model_loras
+from i2v_watcher.config.loras import model_loras, with_loras
 from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
@@ -77,7 +77,7 @@ def job_params(settings: Settings, spec: JobSpec, backend_name: str, backend: Ba
     name = spec.backend or backend_name
     return resolve(spec, settings.defaults, backend=backend_name, seed=seed,
                    model_defaults=card_defaults(backend),
-                   levels=levels_for(settings.quality, name, model_loras(settings, name)))
+                   levels=with_loras(levels_for(settings.quality, name), model_loras(settings, name)))
 
 
 def _not_loaded(chosen: str, backends: Backends) -> Problem:
