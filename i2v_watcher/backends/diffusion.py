@@ -1,9 +1,7 @@
 """What every diffusers backend shares: loading once with the memory options, fitting the job's size
 and frame count to what the model accepts, preloading a job's CPU-side inputs, the OOM ladder, and
-running the pipeline (what one attempt runs with and reads back is in attempt.py).
-
-torch and diffusers are imported inside the methods: the core install (preview backend) has neither.
-"""
+running the pipeline (what one attempt runs with and reads back is in attempt.py). torch and diffusers
+are imported inside the methods: the core install (preview backend) has neither."""
 
 from __future__ import annotations
 
@@ -51,6 +49,7 @@ from i2v_watcher.backends.loading import (
     torch_dtype,
     unavailable,
 )
+from i2v_watcher.backends.loras import DraftLora, Loras, load_loras, read_loras
 from i2v_watcher.backends.speedups import Speedups, enable_offload, remove_offload
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
     import torch
 
 log = structlog.get_logger("i2v_watcher.diffusion")
-STANDARD_SHORT_SIDES = (512, 768, 1024)
 # The job fields a prompt-driven video model honours (each backend adds its own, e.g. backend_options).
 PROMPTED = frozenset({"prompt", "negative_prompt", "num_frames", "fps", "steps", "guidance_scale",
                       "resolution", "seed"})
@@ -87,13 +85,12 @@ class DiffusersBackend(Backend):
     uses_model: ClassVar[bool] = True
     # These models are trained near 16:9; far beyond it they make nothing useful, at a high cost.
     max_aspect: ClassVar[float] = 2.5
-    # The pipeline returns float32 frames where it decoded them (the GPU); to_uint8 converts them there a
-    # few frames at a time and copies each chunk into one uint8 array on the host: 3 bytes a pixel and no
-    # other host copy of the clip. (output_type="np" copied it to the host as float32 and np.stack()ed
-    # it: a peak of 24 bytes a pixel, measured on a 48-frame 1280x720 clip.) With device = "cpu" the
-    # float clip, the chunks' temporaries and the VAE's activations are host memory too: a setting for
-    # trials, which this budget does not cover.
+    # Frames leave the device as uint8 a few at a time (to_uint8): 3 bytes a pixel on the host, where
+    # output_type="np" peaked at 24 (measured, 48 frames of 1280x720). On device = "cpu" the float clip
+    # and the VAE's activations are host memory too: a setting for trials, outside this budget.
     host_bytes_per_pixel: ClassVar[int] = 3
+    # A distilled LoRA that would make the draft level fast: warned about at start-up while none is set.
+    draft_lora: ClassVar[DraftLora | None] = None
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -102,6 +99,7 @@ class DiffusersBackend(Backend):
             self.name, ModelSettings(model=""))
         self.loads = 0
         self.speedups = Speedups()  # what load() applied, in each job's metadata
+        self.loras = Loras()  # what load() loaded of [models.<name>] loras, switched per job
         # Held while the pipeline's modules change place (an OOM rung's offload, and back) and while
         # conditioning() runs, so a preload on another thread never meets a module in motion (nor a
         # tokenizer in use: a fast tokenizer is not safe to share between threads).
@@ -129,8 +127,10 @@ class DiffusersBackend(Backend):
 
     def load(self) -> None:
         options = self.settings.diffusion
+        loras = read_loras(self)  # before the weights: a wrong LoRA path fails fast
         pipe = load_pipeline(self.name, self.pipeline_class, self.source, options, self.denoiser)
         self.speedups = apply_options(pipe, options, self.denoisers(pipe), self.name)
+        self.loras = load_loras(self.name, pipe, loras)
         self.pipe = pipe
         self.loads += 1
 
@@ -296,6 +296,7 @@ class DiffusersBackend(Backend):
         notes: dict[str, Any] = dict(ready.notes) if ready is not None else {}
         first = ready.plan if ready is not None else self.plan(image.size, params, notes)
         attempts = [first, *self.ladder(image, first)]
+        loras = self.loras.use(self.pipe, params.quality)
         tried: list[dict[str, Any]] = []
         for plan in attempts:
             tried.append({"rung": plan.rung, "width": plan.width, "height": plan.height,
@@ -313,7 +314,7 @@ class DiffusersBackend(Backend):
                        "oom_rung": plan.rung, "oom_ladder_tried": tried, "model": self.model_id,
                        "dtype": self.dtype_name(), "denoiser_passes": passes.passes,
                        "speedups": self.speedups.record(),
-                       "device": self.settings.diffusion.device}
+                       "device": self.settings.diffusion.device, **loras}
             if audio is not None:
                 details["audio"] = {"sample_rate": audio.rate, "channels": audio.channels,
                                     "duration_s": round(audio.duration_s, 3)}

@@ -11,6 +11,7 @@ from typing import Any
 
 from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.backends.diffusion import DiffusersBackend
+from i2v_watcher.config.loras import with_loras
 from i2v_watcher.config.quality import QualityLevel, levels_for
 from i2v_watcher.job.spec import JobDefaults, JobParams, JobSpec, resolve
 
@@ -21,9 +22,10 @@ def level_params(backend: DiffusersBackend, level: str, quality: Mapping[str, Qu
                  levels: Mapping[str, Mapping[str, Any]] | None = None) -> JobParams:
     """A job of this level on this backend as the daemon resolves it, with no other sidecar field and no
     [defaults]; `levels` in place of `quality`'s, where given."""
-    chosen = levels if levels is not None else levels_for(quality, backend.name)
+    if levels is None:  # the backend's LoRAs set fields of the levels that use them
+        levels = with_loras(levels_for(quality, backend.name), backend.source.loras)
     return resolve(JobSpec(quality=level), JobDefaults(), backend=backend.name, seed=1,
-                   model_defaults=card_defaults(backend), levels=chosen)
+                   model_defaults=card_defaults(backend), levels=levels)
 
 
 def short_side(backend: DiffusersBackend, params: JobParams) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from i2v_watcher.config.loras import LoraSettings
 from i2v_watcher.config.speed import CacheSettings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
@@ -26,6 +27,7 @@ class ModelSettings(BaseModel):
     variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
     upsampler: str | None = None  # ltx-video only: the latent upsampler (a folder or hub id) for upsample
     distilled: bool | None = None  # ltx-video only: the checkpoint is distilled (unset: told by its name)
+    loras: list[LoraSettings] = Field(default_factory=list)  # LoRA files, switched per job by level
 
 
 # The [models.<name>] keys that only one backend reads: set on another's table, they are a start-up error.

@@ -171,3 +171,8 @@ SHIPPED_LEVELS: dict[str, dict[str, Any]] = {
         "hunyuan-i2v": {"resolution": "720p", "num_frames": 129, "steps": 50, "guidance_scale": 6.0},
     },
 }
+
+
+def is_shipped(name: str, level: QualityLevel) -> bool:
+    """The level is the shipped one (the config did not define its own)."""
+    return SHIPPED_LEVELS.get(name) == level.model_dump(exclude_none=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from i2v_watcher.backends import available
 from i2v_watcher.backends.base import Backend, card_defaults, options_problems
+from i2v_watcher.config.loras import model_loras, with_loras
 from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
@@ -73,8 +74,10 @@ def check_sidecar(settings: Settings, raw: object, *, backends: Backends, defaul
 def job_sources(settings: Settings, backend: Backend | type[Backend] | None,
                 name: str | None) -> dict[str, Any]:
     """What a job's fields come from besides its sidecar and [defaults], as resolve() takes them: the
-    model card of its backend (`name`, loaded or not) and the quality levels for that backend."""
-    return {"model_defaults": card_defaults(backend), "levels": levels_for(settings.quality, name)}
+    model card of its backend (`name`, loaded or not) and the quality levels for that backend, with what
+    that model's LoRAs set on the levels that use them."""
+    levels = with_loras(levels_for(settings.quality, name), model_loras(settings, name or ""))
+    return {"model_defaults": card_defaults(backend), "levels": levels}
 
 
 def _not_loaded(chosen: str, backends: Backends) -> Problem:
