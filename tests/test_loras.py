@@ -222,7 +222,8 @@ def test_a_daemon_runs_a_draft_with_its_lora_and_the_final_without_on_one_model(
         (folders.inbox / f"{name}.yaml").write_text(small + sidecar)
     daemon = start(folders.config, "--once")
     assert daemon.wait(timeout=300) == 0, daemon.log
-    draft, final = folders.metadata("draft"), folders.metadata("final")
+    # A draft is published as <name>.draft (draft_name_template).
+    draft, final = folders.metadata("draft.draft"), folders.metadata("final")
     assert draft["generation"]["loras"] == [{"path": str(lora), "adapter": "lora0_pytorch_lora_weights",
                                              "scale": 1.0, "into": "transformer", "mode": "switched"}]
     assert draft["quality_set"]["steps"] == 2 and draft["quality_set"]["guidance_scale"] == 1.0
@@ -232,4 +233,5 @@ def test_a_daemon_runs_a_draft_with_its_lora_and_the_final_without_on_one_model(
     assert [e["event"] for e in events if e["event"].startswith("LoRA")] == [
         "LoRA loaded, switched on for the jobs of its quality levels"]
     assert not [e for e in events if e["event"].startswith("the draft level runs")]  # a draft LoRA is set
-    assert decode(folders.outbox / "draft.mp4").frames == decode(folders.outbox / "final.mp4").frames == 5
+    drafted, finished = decode(folders.outbox / "draft.draft.mp4"), decode(folders.outbox / "final.mp4")
+    assert drafted.frames == finished.frames == 5
