@@ -157,9 +157,14 @@ def apply_options(pipe: Any, options: DiffusionSettings, denoisers: Iterable[Any
     return applied
 
 
-def library_versions() -> dict[str, str]:
+def package_versions(packages: Iterable[str]) -> dict[str, str]:
+    """The installed version of each package (one not installed is left out)."""
     found = {}
-    for package in LIBRARIES:
+    for package in packages:
         with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             found[package] = importlib_metadata.version(package)
     return found
+
+
+def library_versions() -> dict[str, str]:
+    return package_versions(LIBRARIES)

@@ -4,13 +4,12 @@ publish.py turns it into the outbox's `<name>.json`."""
 
 from __future__ import annotations
 
-import contextlib
 import platform
-from importlib import metadata as importlib_metadata
 from typing import Any
 
 from i2v_watcher import __version__
 from i2v_watcher.backends import Backend, Frames
+from i2v_watcher.backends.loading import package_versions
 from i2v_watcher.job.records import InputFile, PostprocessInfo, StagedMetadata, StagedOutput
 from i2v_watcher.job.spec import JobParams, JobSpec
 from i2v_watcher.job.state import Job
@@ -21,11 +20,8 @@ from i2v_watcher.media.soundtrack import Soundtrack
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"i2v_watcher": __version__, "python": platform.python_version()}
-    for package in ("numpy", "pillow", "pydantic", "ffmpeg-python"):
-        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
-            versions[package] = importlib_metadata.version(package)
-    return versions
+    return {"i2v_watcher": __version__, "python": platform.python_version(),
+            **package_versions(("numpy", "pillow", "pydantic", "ffmpeg-python"))}
 
 
 def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Backend, source: Source,
