@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -38,25 +38,18 @@ from i2v_watcher.errors import (
 )
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
-from i2v_watcher.fs.inputs import InputRead, read_input
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.records import JobFailure
-from i2v_watcher.job.spec import JobParams, JobSpec, load_sidecar, resolve
 from i2v_watcher.job.state import Job
-from i2v_watcher.media.chains import Chain
-from i2v_watcher.media.cost import check_cost
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
-from i2v_watcher.media.images import Source, decode_input
-from i2v_watcher.media.probes import chain_problems
-from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_sources
 from i2v_watcher.run.fail import fail
-from i2v_watcher.run.generate import check_fields, generate, memory_budget_bytes, plan_job
+from i2v_watcher.run.generate import generate
 from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
-from i2v_watcher.run.publish import check_outbox_folder, dispose_inputs, publish, wanted_name
+from i2v_watcher.run.prepare import Preparation, Prepared
+from i2v_watcher.run.publish import dispose_inputs, publish
 from i2v_watcher.run.soundtrack import keep_soundtrack, kept_soundtrack, soundtrack_lost
-from i2v_watcher.steps import Clip
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
 from i2v_watcher.work.swap import SwapNeeded, SwapSlot, forget_preloads, noted
@@ -69,19 +62,6 @@ RISKY_STAGES = ("claimed", "generated")  # where a job itself can kill the proce
 log = structlog.get_logger("i2v_watcher.run.pipeline")
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A job checked and ready for the GPU: nothing found later can be the job's own fault."""
-
-    spec: JobSpec
-    params: JobParams
-    backend: Backend
-    chains: list[Chain]
-    source: Source  # the image, and the digest of the bytes it was decoded from (read once)
-    notes: list[str]
-    preloaded: object | None = None  # what the backend could do ahead (Backend.preload)
-
-
 def save_frames(target: Path, pixels: np.ndarray) -> None:
     write_durably(target, lambda handle: np.save(handle, pixels))
 
@@ -92,16 +72,12 @@ class Pipeline:
                  swap: SwapSlot | None = None) -> None:
         self.settings = settings
         self.scratch = scratch or Scratch(settings.scratch_dir)
-        self.backends = backends  # the resident ones, loaded once at start-up
         self.swap = swap  # the backends loaded on demand, one at a time (swap_backends)
         if swap is not None:
             swap.unloading.append(lambda old: forget_preloads(self._preloads, old))
-        self.choices: dict[str, Backend | type[Backend]] = {**(swap.classes() if swap else {}), **backends}
-        self.default_backend = default_backend
         self.ffmpeg = ffmpeg
         self.checkpoint = checkpoint
-        self.budget = memory_budget_bytes(settings.memory_budget_mb)
-        self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
+        self.prep = Preparation(settings, backends, ffmpeg, default_backend, swap, checkpoint.activity)
         self.held_error = ""  # why the last job held back could not be finished
         self._preloader: ThreadPoolExecutor | None = None
         self._preloads: dict[str, Future[Prepared | None]] = {}
@@ -167,7 +143,7 @@ class Pipeline:
     def _preload(self, job: Job) -> Prepared | None:
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key, stage="preload"):
             try:
-                ready = self._prepare(job, swap=False)
+                ready = self.prep.prepare(job, swap=False)
             except SwapNeeded:  # a preload never swaps: prepared at its turn to generate (work.swap)
                 return None
             return replace(ready, preloaded=ready.backend.preload(ready.source.image, ready.params))
@@ -287,54 +263,6 @@ class Pipeline:
             self.checkpoint.check()
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _params(self, job: Job, swap: bool = True) -> tuple[CheckedSidecar, JobParams, Backend]:
-        """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
-        its backend."""
-        checked = self._check_sidecar(job)
-        spec = checked.spec
-        if job.state.seed is None:
-            seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
-            job.advance(job.state.stage, seed=seed)
-        assert job.state.seed is not None
-        backend = self.backends.get(name := spec.backend or self.default_backend)
-        if backend is None and self.swap is not None:  # still None: a name it does not swap either
-            backend = self.swap.backend(name, job.id, swap=swap, activity=self.checkpoint.activity)
-        params = resolve(spec, self.settings.defaults, backend=self.default_backend, seed=job.state.seed,
-                         **job_sources(self.settings, backend, name))
-        if backend is None:
-            raise JobError(f"backend {params.backend!r} is not loaded by this daemon", stage="sidecar",
-                           hint=f"resident backends: {', '.join(self.backends)} (the `backends` setting)")
-        return checked, params, backend
-
-    def _prepare(self, job: Job, swap: bool = True) -> Prepared:
-        """Every check that does not need the GPU: the sidecar, the backend's fields and options, the
-        presets, the output name, the image, its shape and the memory its frames need."""
-        checked, params, backend = self._params(job, swap)
-        notes = check_fields(backend, params)
-        backend.options(params)
-        if job.state.image is None:
-            raise JobError("the job has no image", stage="claim")
-        fields = {"seed": params.seed, "preset": params.postprocess[0], "backend": backend.name}
-        wanted = wanted_name(self.settings, job, quality=params.quality, output_name=params.output_name,
-                             fields=fields)
-        job.advance(job.state.stage, wanted_name=wanted)
-        check_outbox_folder(self.settings, job)
-        read = self._read_input(job, job.state.image, self.settings.max_image_bytes, "load")
-        source = decode_input(read, max_pixels=self.settings.max_image_pixels,
-                              max_bytes=self.settings.max_image_bytes)
-        planned = plan_job(backend, source.image.size, params, self.budget)
-        clip = Clip(planned.width, planned.height, planned.frames, params.fps)
-        check_cost(self.settings, checked.chains, clip)  # what the presets make of the frames
-        return Prepared(checked.spec, params, backend, checked.chains, source, notes)
-
-    def _read_input(self, job: Job, name: str, max_bytes: int, stage: str) -> InputRead:
-        """One of the job's inputs, read once through the descriptor whose link count was checked."""
-        read = read_input(job.input(name), max_bytes=max_bytes, hardlinked=self.settings.hardlinked_inputs,
-                          name=job.rel_dir / name, stage=stage, token=job.id)
-        if read.copied:
-            log.info("input with several names (a hard link): working from a private copy", file=name)
-        return read
-
     def _generate(self, job: Job) -> None:
         """Sidecar → parameters → image → frames, kept in the work dir; ends in stage `generated`."""
         started = time.monotonic()
@@ -342,7 +270,7 @@ class Pipeline:
         ready = preloaded.result() if preloaded is not None else None
         if ready is None or (self.swap is not None and not self.swap.holds(ready.backend)):
             preloaded = ready = None  # one made before a swap holds the old model: let go (work.swap)
-            ready = self._prepare(job)
+            ready = self.prep.prepare(job)
         backend, params = ready.backend, ready.params
         timings = {"load": time.monotonic() - started}
         started = time.monotonic()
@@ -363,7 +291,7 @@ class Pipeline:
         """Kept frames → every requested preset in one ffmpeg run; ends in stage `encoded`. Runs again
         after a crash or an ffmpeg failure without generating again, each time into a new folder."""
         started = time.monotonic()
-        chains = job.chains if job.chains is not None else self._check_sidecar(job).chains  # a resume
+        chains = job.chains if job.chains is not None else self.prep.check_sidecar(job).chains  # a resume
         pixels = job.frames
         assert pixels is not None  # _run loads them, or generates again
         self._fresh_encode_dir(job)
@@ -381,18 +309,3 @@ class Pipeline:
             shutil.rmtree(old, ignore_errors=True)
         job.advance(job.state.stage, encode_dir=f"out-{secrets.token_hex(4)}")
         crashpoint("postprocess.before_encode")
-
-    def _check_sidecar(self, job: Job) -> CheckedSidecar:
-        """The sidecar checked whole, as `submit` checks it (run.check.check_sidecar): keys and values,
-        the backend's fields and options, presets, overrides and what this ffmpeg can run, every
-        problem in one report that names the sidecar by its path in the inbox; and its chains."""
-        raw: object = {}
-        written, name = None, None
-        if job.state.sidecar is not None:
-            name = str(job.rel_dir / job.state.sidecar)
-            limit = self.settings.max_sidecar_bytes
-            data = self._read_input(job, job.state.sidecar, limit, "sidecar").data
-            raw, written = load_sidecar(data, max_bytes=limit, name=name)
-        return check_sidecar(self.settings, raw, backends=self.choices, default_backend=self.default_backend,
-                             written=written, name=name,
-                             chain_check=lambda chains: chain_problems(chains, self.ffmpeg, self._trials))
