@@ -318,7 +318,7 @@ class CacheCounter:
     def record(self) -> dict[str, Any]:
         """The cache's settings (the threshold: the one the job ran with, its level's or the table's),
         and what it skipped in the job since the last before_job()."""
-        settings = self.cache.model_dump(exclude={"levels"})
+        settings = {"kind": self.cache.kind, **self.cache.model_dump(exclude={"levels"})}
         if self.threshold is not None:
             settings["threshold"] = self.threshold
         return {**settings, "hooked_modules": self.modules, "calls": self.calls,
