@@ -30,7 +30,7 @@ from i2v_watcher.backends.speedups import (
 )
 from i2v_watcher.config.models import DiffusionSettings, OomRung
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.config.speed import CACHE_KINDS
+from i2v_watcher.config.speed import CACHE_KINDS, FirstBlockCache
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.spec import JobParams, JobSpec, resolve
 from tiny_models import _wan_transformer, build_svd, build_wan_i2v
@@ -61,8 +61,8 @@ def load(folders: dict[str, Path]) -> Load:
     return _load
 
 
-def job(backend: DiffusersBackend, seed: int = 5) -> JobParams:
-    return resolve(JobSpec.model_validate({"prompt": "a red fox", "guidance_scale": 4.0}),
+def job(backend: DiffusersBackend, seed: int = 5, quality: str = "standard") -> JobParams:
+    return resolve(JobSpec.model_validate({"prompt": "a red fox", "guidance_scale": 4.0, "quality": quality}),
                    backend.settings.defaults, backend=backend.name, seed=seed)
 
 
@@ -112,6 +112,35 @@ def test_first_block_cache_skips_blocks_and_the_job_records_how_many(load: Load)
                 install_cache("wan-i2v", backend.pipe, [transformer], cache_settings)
 
 
+def test_each_quality_level_runs_with_its_own_threshold_on_the_same_resident_hooks(load: Load) -> None:
+    backend = load(cache={"kind": "first-block", "threshold": 0.001, "levels": {"draft": 1.0}})
+    hooks = backend.pipe.transformer
+
+    def cache(quality: str) -> dict[str, Any]:
+        frames = backend.generate(IMAGE, job(backend, quality=quality), lambda done, total: None)
+        assert backend.pipe.transformer is hooks  # nothing was reinstalled or reloaded
+        counted: dict[str, Any] = frames.details["speedups"]["cache"]
+        return counted
+
+    # Same 2 steps with guidance (8 block calls, see above): the draft at 1.0 skips the tail block in
+    # both passes of the second step, the final at the table's 0.001 skips nothing; and back again.
+    draft, final = cache("draft"), cache("final")
+    assert draft["threshold"] == 1.0 and draft["skipped"] == 2 and draft["calls"] == 8
+    assert final["threshold"] == 0.001 and final["skipped"] == 0 and final["calls"] == 8
+    assert "levels" not in draft and cache("draft") == draft
+
+    # MagCache reads its threshold from its config on every call: the error its ratios predict for the
+    # second step (|1 - 0.9| = 0.1) is under the draft's 0.2 and over the table's 0.06.
+    hooks.disable_cache()
+    settings = DiffusionSettings.model_validate({"cache": {
+        "kind": "mag", "mag_ratios": [1.0, 0.9], "retention_ratio": 0, "levels": {"draft": 0.2}}}).cache
+    assert settings is not None
+    backend.speedups.cache = install_cache("wan-i2v", backend.pipe, [hooks], settings)
+    draft, final = cache("draft"), cache("final")
+    assert (draft["threshold"], final["threshold"]) == (0.2, 0.06)
+    assert draft["skipped"] > final["skipped"] == 0
+
+
 def test_a_model_whose_blocks_the_cache_does_not_know_is_refused_at_load(load: Load,
                                                                           folders: dict[str, Path]) -> None:
     folders["svd"] = build_svd(folders["root"] / "svd")
@@ -133,6 +162,20 @@ def test_cache_tables_are_strict() -> None:
         DiffusionSettings.model_validate({"cache": {"kind": "mag", "threshold": 0.1}})
     with pytest.raises(ValueError, match="threshold"):
         DiffusionSettings.model_validate({"cache": {"kind": "first-block", "threshold": 0}})
+    # A threshold per quality level: level names only (a misspelt one is told the closest), the same
+    # range as `threshold`, and only on the kinds a threshold drives.
+    with pytest.raises(ValueError, match=r"levels\.drat\.\[key\]\n.*did you mean draft\?"):
+        DiffusionSettings.model_validate({"cache": {"kind": "first-block", "levels": {"drat": 0.2}}})
+    for wrong in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"levels\.draft\n"):
+            DiffusionSettings.model_validate({"cache": {"kind": "mag", "mag_ratios": [1.0, 0.9],
+                                                        "levels": {"draft": wrong}}})
+    with pytest.raises(ValueError, match="levels"):
+        DiffusionSettings.model_validate({"cache": {"kind": "pab", "levels": {"draft": 0.2}}})
+    cache = DiffusionSettings.model_validate({"cache": {"kind": "first-block", "threshold": 0.1,
+                                                        "levels": {"draft": 0.3}}}).cache
+    assert isinstance(cache, FirstBlockCache)
+    assert [cache.threshold_for(level) for level in ("draft", "standard", "final")] == [0.3, 0.1, 0.1]
 
 
 def test_the_attention_backend_is_one_installed_here() -> None:

@@ -346,7 +346,7 @@ class DiffusersBackend(Backend):
             with self._modules:
                 self._offloaded = True
                 enable_offload(pipe, plan.offload, device, self.settings.diffusion.offload_group_blocks)
-        self.speedups.before_job(params.steps)
+        self.speedups.before_job(params.steps, params.quality)
         try:
             generator = torch.Generator(device="cpu").manual_seed(params.seed)
             # A preload holds the first rung's size; a smaller rung resizes the input itself.

@@ -265,13 +265,21 @@ class CacheCounter:
         self.modules = 0
         self.calls = 0
         self.computed = 0
+        # What diffusers reads the threshold from while a job runs: MagCache's hooks share the
+        # denoiser's config object; First Block Cache's head hook keeps its own copy.
+        self.holders: list[Any] = []
+        self.threshold: float | None = None
 
     def watch(self, denoiser: Any, added: set[tuple[int, str]]) -> None:
         self.denoisers.append(denoiser)
+        if isinstance(self.cache, FirstBlockCache | MagCache):
+            self.holders.append(denoiser._cache_config)
         for module in denoiser.modules():
             registry: Any = getattr(module, "_diffusers_hook", None)
             names = [name for name in getattr(registry, "hooks", {}) if (id(module), name) in added]
             hooks = [registry.get_hook(name) for name in names]
+            if isinstance(self.cache, FirstBlockCache):
+                self.holders += [hook for hook in hooks if hasattr(hook, "threshold")]
             hooks = [hook for hook in hooks if hasattr(getattr(hook, "fn_ref", None), "original_forward")]
             if not hooks:
                 continue
@@ -289,11 +297,16 @@ class CacheCounter:
             return forward(*args, **kwargs)
         return computed
 
-    def before_job(self, steps: int) -> None:
-        """A clean cache for the next job (a failed one leaves its state behind), counters at zero, and
-        MagCache's ratios spread over this job's steps (it indexes them by step)."""
+    def before_job(self, steps: int, level: str | None = None) -> None:
+        """A clean cache for the next job (a failed one leaves its state behind), counters at zero,
+        the threshold of the job's quality level on the resident hooks, and MagCache's ratios spread
+        over this job's steps (it indexes them by step)."""
         from diffusers.hooks.mag_cache import nearest_interp
 
+        if isinstance(self.cache, FirstBlockCache | MagCache):
+            self.threshold = self.cache.threshold_for(level)
+            for holder in self.holders:
+                holder.threshold = self.threshold
         for denoiser in self.denoisers:
             denoiser._reset_stateful_cache()
             config = denoiser._cache_config
@@ -303,8 +316,12 @@ class CacheCounter:
         self.calls = self.computed = 0
 
     def record(self) -> dict[str, Any]:
-        """The cache's settings, and what it skipped in the job since the last reset()."""
-        return {**self.cache.model_dump(), "hooked_modules": self.modules, "calls": self.calls,
+        """The cache's settings (the threshold: the one the job ran with, its level's or the table's),
+        and what it skipped in the job since the last before_job()."""
+        settings = {"kind": self.cache.kind, **self.cache.model_dump(exclude={"levels"})}
+        if self.threshold is not None:
+            settings["threshold"] = self.threshold
+        return {**settings, "hooked_modules": self.modules, "calls": self.calls,
                 "computed": self.computed, "skipped": self.calls - self.computed}
 
 
@@ -318,9 +335,9 @@ class Speedups:
     offload: str = "none"
     cache: CacheCounter | None = None
 
-    def before_job(self, steps: int) -> None:
+    def before_job(self, steps: int, level: str | None = None) -> None:
         if self.cache is not None:
-            self.cache.before_job(steps)
+            self.cache.before_job(steps, level)
 
     def record(self) -> dict[str, Any]:
         return {"compile": self.compile, "attention_backend": self.attention_backend,
