@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 import structlog
-from test_diffusion import CPU, ignore, rgb
+from test_diffusion import CPU, Start, ignore, rgb, use
 
-from conftest import make_image
+from conftest import Folders, make_image
 from i2v_watcher.backends.base import Progress
 from i2v_watcher.backends.drafts import draft_fallback
 from i2v_watcher.backends.ltx_video import DISTILLED_TIMESTEPS, LtxVideoBackend
+from i2v_watcher.config.models import check_model_tables
 from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
@@ -127,6 +128,10 @@ def test_a_missing_draft_model_or_an_offloaded_pipeline_is_refused_before_the_we
     with pytest.raises(StartupError, match=r'cannot run with \[diffusion\] offload = "model"'):
         offloaded.load()
     assert offloaded.pipe is None
+    wan = Settings.model_validate({**offloaded.settings.model_dump(exclude={"models"}),
+                                   "models": {"wan-i2v": {"model": "x", "draft_model": "y"}}})
+    with pytest.raises(StartupError, match=r"\[models.wan-i2v\] draft_model: only \[models.ltx-video\]"):
+        check_model_tables(wan, ["wan-i2v", "ltx-video"], ["wan-i2v", "ltx-video"])
 
 
 def test_the_shipped_draft_without_a_draft_model_warns_once_at_start_up(
@@ -144,3 +149,22 @@ def test_the_shipped_draft_without_a_draft_model_warns_once_at_start_up(
     assert draft_fallback(backend_for(tmp_path, {"model": "/models/LTX-Video-0.9.7-distilled"})) is None
     own_draft = backend_for(tmp_path, {"model": str(ltx)}, quality={"draft": {"steps": 6}})
     assert draft_fallback(own_draft) is None  # the user's own draft level is what they chose
+
+
+@pytest.mark.slow
+def test_a_daemon_publishes_a_draft_of_the_draft_model_and_a_final_of_the_base_one(
+        folders: Folders, ltx: Path, draft: Path, start: Start) -> None:
+    """A real daemon with draft_model in its config file: the draft is published under its draft name
+    and its metadata names the draft transformer; the final's, the base one; no start-up warning."""
+    use(folders, {"ltx-video": ltx}, "ltx-video")
+    folders.write_config(models={"ltx-video": {"model": str(ltx), "draft_model": str(draft)}})
+    small = "prompt: a red fox\nnum_frames: 9\nresolution: 64p\nsteps: 2\nseed: 7\n"
+    for name in ("draft", "final"):
+        make_image(folders.inbox / f"{name}.png", (96, 72), seed=3)
+        (folders.inbox / f"{name}.yaml").write_text(f"{small}quality: {name}\n")
+    daemon = start(folders.config, "--once")
+    assert daemon.wait(timeout=300) == 0, daemon.log
+    drafted, final = folders.metadata("draft.draft")["generation"], folders.metadata("final")["generation"]
+    assert drafted["transformer"]["transformer"] == "draft" and drafted["denoiser_passes"] == 8
+    assert final["transformer"]["transformer"] == "base" and final["denoiser_passes"] == 4
+    assert not [e for e in daemon.events() if e["event"].startswith("the draft level runs")]
