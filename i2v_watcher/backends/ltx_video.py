@@ -99,7 +99,8 @@ class LtxOptions(BaseModel):
     distilled: bool | None = Field(default=None, description=(
         "the model is a guidance- and timestep-distilled checkpoint (LTX-Video 0.9.7/0.9.8 distilled): "
         "guidance 1 and its 8 timesteps, whatever steps and guidance_scale say; unset: as "
-        "[models.ltx-video] distilled says, else told from the model's name"))
+        "[models.ltx-video] distilled says, else told from the model's name. A draft-level job runs "
+        "[models.ltx-video] draft_model where it is set, unless this is false"))
     upsample: bool = Field(default=False, description=(
         "make the clip in two passes with the latent upsampler ([models.ltx-video] upsampler): 2/3 of "
         "the size, the latents upsampled 2x, a few steps at that size, resized to the size asked"))
