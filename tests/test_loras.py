@@ -17,7 +17,8 @@ from conftest import Folders, decode, make_image
 from i2v_watcher import backends
 from i2v_watcher.backends.base import card_defaults
 from i2v_watcher.backends.diffusion import DiffusersBackend
-from i2v_watcher.backends.loras import draft_fallback, load_loras, read_loras
+from i2v_watcher.backends.drafts import draft_fallback
+from i2v_watcher.backends.loras import load_loras, read_loras
 from i2v_watcher.config.loras import model_loras, with_loras
 from i2v_watcher.config.quality import levels_for
 from i2v_watcher.config.settings import Settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -228,6 +229,18 @@ def build_ltx_video(target: Path) -> Path:
     pipe = LTXConditionPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
                                 text_encoder=text_encoder, tokenizer=_t5_tokenizer())
     pipe.save_pretrained(target)
+    return target
+
+
+def build_ltx_draft(target: Path, ltx: Path, seed: int = 1, **changes: Any) -> Path:
+    """A distilled checkpoint's folder beside the tiny LTX-Video built into `ltx`, as draft_model loads
+    it: its transformer alone, with that model's config (or with `changes`: another architecture) and
+    other random weights."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    config = {**LTXVideoTransformer3DModel.load_config(ltx / "transformer"), **changes}
+    LTXVideoTransformer3DModel.from_config(config).save_pretrained(target / "transformer")
     return target
 
 

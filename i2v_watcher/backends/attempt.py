@@ -7,6 +7,8 @@ torch is imported inside the functions: the core install (preview backend) has n
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,15 @@ class Plan:
     num_frames: int
     offload: str | None = None
     rung: int = 0
+
+
+def free_memory() -> None:
+    """What an unloaded model or a failed attempt held, given back: Python's references collected and,
+    where PyTorch is in use, its CUDA cache emptied (so the next one finds the memory free, not cached)."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported here for a backend that does not use it
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 Fingerprint = tuple[int, int, str, bytes]

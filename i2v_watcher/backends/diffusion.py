@@ -5,7 +5,6 @@ are imported inside the methods: the core install (preview backend) has neither.
 
 from __future__ import annotations
 
-import gc
 import math
 import threading
 from collections.abc import Mapping
@@ -24,12 +23,14 @@ from i2v_watcher.backends.attempt import (
     Preloaded,
     StepProgress,
     fingerprint,
+    free_memory,
     is_oom,
     to_uint8,
 )
 from i2v_watcher.backends.base import Audio, Backend, Frames, Planned, Progress, card_defaults
 from i2v_watcher.backends.capacity import auto_short_side
 from i2v_watcher.backends.card import WEBUI_CARD
+from i2v_watcher.backends.drafts import DraftHint, warn_draft_fallback
 from i2v_watcher.backends.folder import (
     FolderCheck,
     Problem,
@@ -49,7 +50,7 @@ from i2v_watcher.backends.loading import (
     torch_dtype,
     unavailable,
 )
-from i2v_watcher.backends.loras import DraftLora, Loras, load_loras, read_loras
+from i2v_watcher.backends.loras import Loras, load_loras, read_loras
 from i2v_watcher.backends.speedups import Speedups, enable_offload, remove_offload
 from i2v_watcher.config.models import DEFAULT_MODELS, ModelSettings, OomRung
 from i2v_watcher.config.settings import Settings
@@ -89,8 +90,8 @@ class DiffusersBackend(Backend):
     # output_type="np" peaked at 24 (measured, 48 frames of 1280x720). On device = "cpu" the float clip
     # and the VAE's activations are host memory too: a setting for trials, outside this budget.
     host_bytes_per_pixel: ClassVar[int] = 3
-    # A distilled LoRA that would make the draft level fast: warned about at start-up while none is set.
-    draft_lora: ClassVar[DraftLora | None] = None
+    # A distilled LoRA or checkpoint that would make the draft level fast: warned about while none is set.
+    draft_hint: ClassVar[DraftHint | None] = None
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -127,6 +128,7 @@ class DiffusersBackend(Backend):
 
     def load(self) -> None:
         options = self.settings.diffusion
+        warn_draft_fallback(self)
         loras = read_loras(self)  # before the weights: a wrong LoRA path fails fast
         pipe = load_pipeline(self.name, self.pipeline_class, self.source, options, self.denoiser)
         self.speedups = apply_options(pipe, options, self.denoisers(pipe), self.name)
@@ -307,7 +309,7 @@ class DiffusersBackend(Backend):
             except Exception as exc:
                 if not is_oom(exc):
                     raise
-                self._free_memory()
+                free_memory()
                 log.warning("out of GPU memory, trying one rung down", tried=tried[-1])
                 continue
             details = {**notes, "width": plan.width, "height": plan.height, "num_frames": plan.num_frames,
@@ -390,10 +392,3 @@ class DiffusersBackend(Backend):
     def arguments(self, params: JobParams, plan: Plan) -> dict[str, Any]:
         """The job mapped onto this pipeline's arguments (size, frames, steps, guidance, …)."""
         raise NotImplementedError
-
-    def _free_memory(self) -> None:
-        import torch
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

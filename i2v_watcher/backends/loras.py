@@ -22,29 +22,33 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from i2v_watcher.backends.drafts import DraftHint
 from i2v_watcher.config.loras import LoraSettings
-from i2v_watcher.config.quality import is_shipped
 from i2v_watcher.errors import StartupError
 
 if TYPE_CHECKING:
     from i2v_watcher.backends.diffusion import DiffusersBackend
+    from i2v_watcher.config.models import ModelSettings
 
 log = structlog.get_logger("i2v_watcher.loras")
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives a folder's LoRA
 
 
 @dataclass(frozen=True)
-class DraftLora:
+class DraftLora(DraftHint):
     """A distilled LoRA that would make a backend's draft level fast, and the job fields its `loras`
     entry should carry: what the start-up warning suggests while no LoRA serves the draft level."""
 
     what: str  # e.g. "a 4-step distilled LoRA (lightx2v's)"
     fields: dict[str, Any] = field(default_factory=dict)  # e.g. {"steps": 4, "guidance_scale": 1.0}
 
-    def entry(self) -> str:
+    def setting(self, backend: str) -> str:
         """The `loras` entry as the config would hold it."""
         fields = "".join(f", {key} = {value}" for key, value in self.fields.items())
-        return f'{{path = "...", levels = ["draft"]{fields}}}'
+        return f'[models.{backend}] loras = [{{path = "...", levels = ["draft"]{fields}}}]'
+
+    def served(self, source: ModelSettings) -> bool:
+        return any("draft" in lora.levels for lora in source.loras)
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,7 @@ class LoraFile:
 
 
 def read_loras(backend: DiffusersBackend) -> list[LoraFile]:
-    """The backend's [models.<name>] loras read from disk (and, at the first load, the warning that the
-    shipped draft level runs without the LoRA that would make it fast); StartupErrors naming the entry."""
-    warning = draft_fallback(backend) if backend.loads == 0 else None
-    if warning is not None:
-        log.warning(warning, backend=backend.name)
+    """The backend's [models.<name>] loras read from disk; StartupErrors naming the entry."""
     if not backend.source.loras:
         return []
     try:
@@ -195,17 +195,3 @@ def weights_file(setting: str, where: str) -> Path:
                            f".safetensors file (it holds {held}); name the file itself")
     return found[0]
 
-
-def draft_fallback(backend: DiffusersBackend) -> str | None:
-    """While the shipped draft level runs a model that a distilled LoRA would make faster and no LoRA
-    serves the draft level: the warning that says what draft runs now and which setting to fill in."""
-    hint = backend.draft_lora
-    draft = backend.settings.quality.get("draft")
-    if hint is None or draft is None or not is_shipped("draft", draft):
-        return None  # the user's own draft level is what they chose
-    if any("draft" in lora.levels for lora in backend.source.loras):
-        return None
-    steps = draft.for_backend(backend.name).get("steps")
-    runs = f"{steps} steps of the base model" if steps else "the base model"
-    return (f"the draft level runs {runs}; {hint.what} in [models.{backend.name}] loras = "
-            f"[{hint.entry()}] makes it faster")

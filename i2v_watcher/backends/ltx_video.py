@@ -18,6 +18,11 @@ Lightricks/LTX-Video-0.9.8-13B-distilled). The backend reads the name; `[models.
 overrides it for a folder named otherwise, and a job's `backend_options.distilled` overrides both. The
 metadata records which it was and who decided (`generation.distilled`).
 
+`[models.ltx-video] draft_model` names a distilled checkpoint whose transformer the draft level's jobs run
+with, resident beside the base one (ltx_draft.py); `generation.transformer` says which ran and why.
+Without it, and with a base model that is not distilled, the shipped draft level runs fewer steps of the
+base model and the daemon says so once at start-up.
+
 `backend_options.upsample` runs the two-pass recipe of ltx_upsample.py with the latent upsampler named
 by `[models.ltx-video] upsampler`, loaded resident with the model.
 """
@@ -25,7 +30,6 @@ by `[models.ltx-video] upsampler`, loaded resident with the model.
 from __future__ import annotations
 
 import logging
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +39,15 @@ from i2v_watcher.backends.attempt import Plan
 from i2v_watcher.backends.base import Frames, Progress
 from i2v_watcher.backends.card import ModelCard
 from i2v_watcher.backends.diffusion import PROMPTED, DiffusersBackend
+from i2v_watcher.backends.ltx_draft import (
+    DraftCheckpoint,
+    DraftModel,
+    check_draft_setting,
+    draft_missing,
+    load_draft,
+    model_name,
+    transformer_choice,
+)
 from i2v_watcher.backends.ltx_upsample import (
     Passes,
     load_upsampler,
@@ -86,7 +99,8 @@ class LtxOptions(BaseModel):
     distilled: bool | None = Field(default=None, description=(
         "the model is a guidance- and timestep-distilled checkpoint (LTX-Video 0.9.7/0.9.8 distilled): "
         "guidance 1 and its 8 timesteps, whatever steps and guidance_scale say; unset: as "
-        "[models.ltx-video] distilled says, else told from the model's name"))
+        "[models.ltx-video] distilled says, else told from the model's name. A draft-level job runs "
+        "[models.ltx-video] draft_model where it is set, unless this is false"))
     upsample: bool = Field(default=False, description=(
         "make the clip in two passes with the latent upsampler ([models.ltx-video] upsampler): 2/3 of "
         "the size, the latents upsampled 2x, a few steps at that size, resized to the size asked"))
@@ -117,19 +131,27 @@ class LtxVideoBackend(DiffusersBackend):
     honours: ClassVar[frozenset[str]] = PROMPTED | {"backend_options"}
     options_model = LtxOptions
     card = LTX_VIDEO_09
+    draft_hint = DraftCheckpoint("a distilled checkpoint's folder (e.g. Lightricks/LTX-Video-0.9.7-distilled "
+                                 "for a 2B model; its 8 timesteps without guidance)")
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.upsampler: Any = None
+        self.draft: DraftModel | None = None
 
     def unavailable(self) -> str | None:
         missing = super().unavailable()
         if missing is None and self.source.upsampler is not None:
-            return upsampler_missing(self.source.upsampler)
+            missing = upsampler_missing(self.source.upsampler)
+        if missing is None and self.source.draft_model is not None:
+            missing = draft_missing(self.source.draft_model)
         return missing
 
     def load(self) -> None:
+        check_draft_setting(self.source, self.settings.diffusion)  # before the weights: fails fast
         super().load()
+        if self.source.draft_model is not None:
+            self.draft = load_draft(self.source.draft_model, self.pipe, self.settings.diffusion)
         if self.source.upsampler is not None:
             self.upsampler = load_upsampler(self.source.upsampler, self.settings.diffusion, self.pipe.vae)
         # A filter object added twice is kept once: loading again adds nothing.
@@ -141,9 +163,12 @@ class LtxVideoBackend(DiffusersBackend):
         return int(pipe.vae_spatial_compression_ratio) * int(pipe.transformer_spatial_patch_size)
 
     def distilled(self, params: JobParams) -> tuple[bool, str, str]:
-        """Whether the job runs the distilled schedule, who decided ("job", "config", "model name") and
-        why, in words."""
+        """Whether the job runs the distilled schedule, who decided ("draft_model", "job", "config",
+        "model name") and why, in words."""
         asked = self.options(params).distilled
+        draft, why = self.transformer(params)
+        if draft:
+            return True, "draft_model", f"{why}, a distilled checkpoint"
         if asked is not None:
             return asked, "job", f"backend_options.distilled: {str(asked).lower()}"
         if self.source.distilled is not None:
@@ -153,11 +178,19 @@ class LtxVideoBackend(DiffusersBackend):
         says = "says" if found else "does not say"
         return found, "model name", f"the model's name {name!r} {says} distilled"
 
+    def transformer(self, params: JobParams) -> tuple[bool, str]:
+        """Whether the job runs the draft transformer ([models.ltx-video] draft_model), and why."""
+        return transformer_choice(self.source, params.quality, self.options(params).distilled)
+
     def plan(self, image_size: tuple[int, int], params: JobParams, notes: dict[str, Any]) -> Plan:
         self._check_upsampler(params)
         plan = super().plan(image_size, params, notes)
         distilled, decided_by, why = self.distilled(params)
         notes["distilled"] = {"distilled": distilled, "decided_by": decided_by, "why": why}
+        if self.source.draft_model is not None:
+            draft, because = self.transformer(params)
+            notes["transformer"] = {"transformer": "draft" if draft else "base", "why": because,
+                                    "path": self.source.draft_model if draft else self.source.model}
         if distilled:  # what ran instead of the job's steps and guidance_scale
             notes["schedule"] = {"distilled": True, "timesteps": list(DISTILLED_TIMESTEPS),
                                  "steps": len(DISTILLED_TIMESTEPS), "guidance_scale": 1.0}
@@ -184,8 +217,14 @@ class LtxVideoBackend(DiffusersBackend):
 
     def generate(self, image: Image.Image, params: JobParams, progress: Progress,
                  preloaded: object | None = None) -> Frames:
-        frames = super().generate(image, params, progress, preloaded)
         options: LtxOptions = self.options(params)
+        draft = self.draft if self.transformer(params)[0] else None
+        if draft is None:
+            frames = super().generate(image, params, progress, preloaded)
+        else:
+            with draft.swapped_in(self.pipe, self._modules):
+                frames = super().generate(image, params, progress, preloaded)
+            frames.details["speedups"] = draft.speedups(frames.details["speedups"])
         if options.upsample:  # the passes of the attempt that made the clip (an OOM rung's, maybe)
             passes = self.passes(frames.details["width"], frames.details["height"], params)
             frames.details["upsample"] = {"upsampler": self.source.upsampler, **passes.record(),
@@ -221,11 +260,3 @@ class LtxVideoBackend(DiffusersBackend):
                 "decode_noise_scale": options.decode_noise_scale,
                 "image_cond_noise_scale": options.image_cond_noise_scale, **schedule}
 
-
-def model_name(model: str) -> str:
-    """The name a model goes by: a hub id's repo name, a folder's name, or for a folder inside the Hugging
-    Face cache (…/models--Lightricks--LTX-Video-0.9.7-distilled/snapshots/<hash>) its repo's."""
-    path = PurePath(model)
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name.split("--")[-1]
-    return path.name

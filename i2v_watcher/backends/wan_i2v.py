@@ -88,7 +88,7 @@ class WanImageToVideoBackend(DiffusersBackend):
     card = WAN_21_I2V_14B  # the default model's
     # LightX2V's step-distilled Wan LoRAs: 4 steps, no classifier-free guidance (14 s against 366 s for
     # Wan 2.1 I2V-14B at 480p, their benchmark); A14B has one per expert (into = "transformer_2").
-    draft_lora = DraftLora("a 4-step distilled LoRA (e.g. lightx2v's; Wan 2.2 A14B: one for each expert, "
+    draft_hint = DraftLora("a 4-step distilled LoRA (e.g. lightx2v's; Wan 2.2 A14B: one for each expert, "
                            'the second with into = "transformer_2")', {"steps": 4, "guidance_scale": 1.0})
     variant: ModelCard | None = None  # known once loaded
 

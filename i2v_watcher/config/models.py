@@ -27,11 +27,12 @@ class ModelSettings(BaseModel):
     variant: str | None = None  # e.g. "fp16": load the weights saved under that variant name
     upsampler: str | None = None  # ltx-video only: the latent upsampler (a folder or hub id) for upsample
     distilled: bool | None = None  # ltx-video only: the checkpoint is distilled (unset: told by its name)
+    draft_model: str | None = None  # ltx-video only: a distilled checkpoint's folder, for the draft level
     loras: list[LoraSettings] = Field(default_factory=list)  # LoRA files, switched per job by level
 
 
 # The [models.<name>] keys that only one backend reads: set on another's table, they are a start-up error.
-BACKEND_KEYS = {"upsampler": "ltx-video", "distilled": "ltx-video"}
+BACKEND_KEYS = {"upsampler": "ltx-video", "distilled": "ltx-video", "draft_model": "ltx-video"}
 
 
 DEFAULT_MODELS = {

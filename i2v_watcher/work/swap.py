@@ -21,8 +21,6 @@ Who decides what, and why here (work/, below both users):
 from __future__ import annotations
 
 import functools
-import gc
-import sys
 import threading
 import time
 import weakref
@@ -35,6 +33,7 @@ import structlog
 
 from i2v_watcher import backends
 from i2v_watcher.backends import Backend
+from i2v_watcher.backends.attempt import free_memory
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError, StartupError  # a backend's load says why in a StartupError
 from i2v_watcher.inbox.watch import Candidate
@@ -80,15 +79,6 @@ def _forget_made_with(preloads: dict[str, Future[Any]], key: str, done: Future[A
 
 class SwapNeeded(Exception):
     """A preload asked for a swap backend that the slot does not hold: prepared at its turn instead."""
-
-
-def free_memory() -> None:
-    """What an unloaded model held, given back: Python's references collected and, where PyTorch is
-    in use, its CUDA cache emptied (so the next model finds the memory free, not cached)."""
-    gc.collect()
-    torch = sys.modules.get("torch")  # never imported here for a backend that does not use it
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def with_swap(metadata: StagedMetadata, swapped: Swapped | None) -> StagedMetadata:
