@@ -92,7 +92,7 @@ def measure(name: str, folder: Path, quick: bool) -> list[dict[str, Any]]:
         got = frames.details
         rows.append({"backend": name, "level": level, **real[level],
                      "tiny steps": params.steps,
-                     "tiny passes planned": params.steps * backend.passes_per_step(params),
+                     "tiny passes planned": backend.planned_passes(params),
                      "tiny passes counted": got["denoiser_passes"], "tiny frames": got["num_frames"],
                      "tiny size": f"{got['width']}x{got['height']}",
                      "tiny work": got["denoiser_passes"] * got["num_frames"] * got["width"] * got["height"],

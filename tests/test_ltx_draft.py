@@ -83,6 +83,13 @@ def test_a_draft_job_runs_the_draft_transformer_and_the_next_final_the_base_one_
     assert details["schedule"]["timesteps"] == list(DISTILLED_TIMESTEPS)
     assert details["denoiser_passes"] == len(DISTILLED_TIMESTEPS) == 8
     assert after_details["denoiser_passes"] == 4 and "schedule" not in after_details
+    # What the docs' table and bench/levels.py plan is what ran.
+    planned = [with_draft.planned_passes(resolve(JobSpec.model_validate({**TINY, "quality": level}),
+                                                 with_draft.settings.defaults, backend=with_draft.name,
+                                                 seed=5, levels=levels_for(with_draft.settings.quality,
+                                                                           with_draft.name)))
+               for level in ("draft", "final")]
+    assert planned == [details["denoiser_passes"], after_details["denoiser_passes"]]
     assert details["speedups"]["compile"] is None and "draft transformer" in details["speedups"]["note"]
     # The same schedule on the base transformer (a final that asks for it) makes another clip.
     base_distilled, _ = clip(with_draft, "final", image, backend_options={"distilled": True})

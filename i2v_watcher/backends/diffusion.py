@@ -199,6 +199,10 @@ class DiffusersBackend(Backend):
         Classifier-free guidance runs above guidance 1 (svd: the guidance at the last frame)."""
         return 2 if params.guidance_scale > 1 else 1
 
+    def planned_passes(self, params: JobParams) -> int:
+        """Denoiser passes the whole job costs, as planned (a distilled schedule has steps of its own)."""
+        return params.steps * self.passes_per_step(params)
+
     # ---- fitting the job to the model ----------------------------------------------------------
     def size_multiple(self) -> int:
         """Sides must be multiples of this: the VAE's downscale times the denoiser's (and of 8, which

@@ -1,5 +1,5 @@
 """What a quality level costs on a diffusion backend, from the plan alone (no model loaded): its job's
-steps, guidance and frames, its denoiser passes (steps x the backend's passes a step) and its denoiser
+steps, guidance and frames, its denoiser passes (steps x the backend's passes a step, or a distilled schedule's) and its denoiser
 work (passes x frames x pixels) at the model card's aspect ratio. The docs' table of levels,
 bench/levels.py and the tests' check that a draft costs at most 1/5 of a final read it here; the metadata's
 `generation.denoiser_passes` is what a job really ran."""
@@ -44,6 +44,6 @@ def planned_work(backend: DiffusersBackend, params: JobParams) -> dict[str, Any]
     aspect = card.width / card.height if card is not None else 16 / 9
     width, height = round(short * max(aspect, 1 / aspect)), short
     frames = backend.fit_frames(params.num_frames)
-    passes = params.steps * backend.passes_per_step(params)
+    passes = backend.planned_passes(params)
     return {"steps": params.steps, "guidance": params.guidance_scale, "passes": passes, "frames": frames,
             "size": f"{width}x{height}", "work": passes * frames * width * height}

@@ -200,6 +200,12 @@ class LtxVideoBackend(DiffusersBackend):
         # Distilled: guidance 1, one pass. With `upsample`, the second pass's steps come on top.
         return 1 if self.distilled(params)[0] else super().passes_per_step(params)
 
+    def planned_passes(self, params: JobParams) -> int:
+        # The distilled schedule runs its own timesteps, whatever the job's steps (one pass each).
+        if self.distilled(params)[0] and not self.options(params).upsample:
+            return len(DISTILLED_TIMESTEPS)
+        return super().planned_passes(params)
+
     def _check_upsampler(self, params: JobParams) -> None:
         """Refuse `upsample` where this worker has no upsampler (before anything is planned)."""
         if self.options(params).upsample and self.source.upsampler is None:
