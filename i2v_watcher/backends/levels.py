@@ -1,8 +1,8 @@
 """What a quality level costs on a diffusion backend, from the plan alone (no model loaded): its job's
 steps, guidance and frames, its denoiser passes (steps x the backend's passes a step, or a distilled
 schedule's) and its denoiser work (passes x frames x pixels) at the model card's aspect ratio. The
-docs' table of levels, bench/levels.py and the tests' check that a draft costs at most 1/5 of a final read it here; the metadata's
-`generation.denoiser_passes` is what a job really ran."""
+docs' table of levels, bench/levels.py and the tests' check that a draft costs at most 1/5 of a final
+read it here; the metadata's `generation.denoiser_passes` is what a job really ran."""
 
 from __future__ import annotations
 
