@@ -132,3 +132,15 @@ def test_gate_tables_and_job_overrides() -> None:
         GateOverride.model_validate({"max_drift": "0.4"})  # strict, like the sidecar
     with pytest.raises(ValueError):
         GateOverride.model_validate({"maximum": 1})
+
+
+def test_the_docs_show_every_test_clip_in_a_small_picture() -> None:
+    from clip_strips import PICKS
+
+    from conftest import REPO
+
+    assert set(PICKS) == set(CLIPS)
+    page = (REPO / "docs" / "quality-gate.md").read_text()
+    for name in CLIPS:
+        picture = REPO / "docs" / "images" / f"clip-{name.replace('_', '-')}.png"
+        assert picture.stat().st_size < 30_000 and f"images/{picture.name}" in page, name

@@ -8,9 +8,9 @@ model's own fine texture (which differs from seed to seed) counts less against t
 Flow: OpenCV's DIS optical flow (Kroeger et al. 2016, its "medium" preset), backward: `flows[i]` maps
 each pixel of kept frame i+1 to where it was in kept frame i (`frame[i+1](p) ≈ frame[i](p + flows[i](p))`),
 so the frame before can be warped onto the next one with cv2.remap. DIS rather than Farneback: on the
-build machine a 256x256 pair cost 8.6 ms of CPU against Farneback's 21 ms (3 levels, 15-pixel window,
-3 iterations), with flows as close to the truth on the test clips (DIS's "fast" preset was not: it
-lost the zoom), and the scores' budget is a tenth of the clip's encode (bench/judge.py)."""
+benchmark's clip (bench/judge.py, 256x256) a pair cost 13.5 ms of CPU against Farneback's 18 ms (3
+levels, 15-pixel window, 3 iterations), with flows as close to the truth on the test clips (DIS's "fast"
+preset was not: it lost the zoom); the scores' budget is a tenth of the clip's encode."""
 
 from __future__ import annotations
 
