@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from clips import CLIPS, FPS, Clip, pan
 
-from i2v_watcher.config.gate import GateOverride, QualityGate, Thresholds
+from i2v_watcher.config.gate import GateOverride, QualityGate, Thresholds, check_gate_tables
+from i2v_watcher.errors import StartupError
 from i2v_watcher.judge import SCORES, SYMPTOMS, score
 from i2v_watcher.judge.advice import ADVICE, advice, reroll_changes, with_motion_words
 
@@ -144,3 +145,12 @@ def test_the_docs_show_every_test_clip_in_a_small_picture() -> None:
     for name in CLIPS:
         picture = REPO / "docs" / "images" / f"clip-{name.replace('_', '-')}.png"
         assert picture.stat().st_size < 30_000 and f"images/{picture.name}" in page, name
+
+
+def test_a_misspelt_backend_table_is_named_at_start_up() -> None:
+    known = ["i2vgen-xl", "preview", "svd", "wan-i2v"]
+    check_gate_tables(QualityGate.model_validate({"svd": {"max_drift": 0.4}}), known)
+    with pytest.raises(StartupError) as caught:
+        check_gate_tables(QualityGate.model_validate({"wan_i2v": {"max_drift": 0.4}}), known)
+    assert str(caught.value) == ("[quality_gate.wan_i2v] names no backend; did you mean "
+                                 "[quality_gate.wan-i2v]?; backends: i2vgen-xl, preview, svd, wan-i2v")

@@ -16,10 +16,12 @@ guidance is the one at the last frame, 3 by default (step 0.5, ceiling 4.5). A b
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
 
 Action = Literal["record", "reroll", "fail"]
@@ -138,3 +140,15 @@ class GateOverride(ThresholdOverrides):
     action: Action | None = None
     max_rerolls: int | None = Field(default=None, ge=0, le=8)
     on_exhausted: Exhausted | None = None
+
+
+def check_gate_tables(gate: QualityGate, known: Collection[str]) -> None:
+    """Every [quality_gate.<backend>] table the config wrote names a registered backend (after plugin
+    discovery, like the [quality.<level>.<backend>] tables): a misspelt one would be ignored."""
+    names = sorted(known)
+    unknown = [name for name in gate.backends if name not in known and name not in SHIPPED_BACKENDS]
+    if unknown:
+        raise StartupError("; ".join(
+            f"[quality_gate.{name}] names no backend" + did_you_mean(
+                name, names, lead="; ", shown=lambda found: f"[quality_gate.{found}]") for name in unknown)
+            + f"; backends: {', '.join(names) or '(none)'}")
