@@ -1,6 +1,7 @@
 """The quality gate's settings: `[quality_gate]` (what to do with a failing clip, and the thresholds each
-score is judged by), `[quality_gate.<backend>]` (one backend's thresholds and re-roll guidance), and the
-sidecar's `quality_gate:` (one job's own values).
+score is judged by), `[quality_gate.<backend>]` (one backend's thresholds and re-roll guidance), and how
+they combine with a sidecar's `quality_gate:` (one job's own values: job/gate.py, so that the sidecar
+schema below `config` can hold it) into the gate of one job (`QualityGate.for_job`).
 
 Thresholds are named for their direction: `min_*` fails a clip whose score is below it, `max_*` one whose
 score is above it (i2v_watcher/judge/ has each score's formula). The defaults are meant for real model
@@ -17,15 +18,14 @@ guidance is the one at the last frame, 3 by default (step 0.5, ceiling 4.5). A b
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from i2v_watcher.errors import StartupError
 from i2v_watcher.explain.core import did_you_mean
-
-Action = Literal["record", "reroll", "fail"]
-Exhausted = Literal["warn", "fail"]
+from i2v_watcher.job.gate import Action, Exhausted, ThresholdOverrides
+from i2v_watcher.job.gate import GateOverride as GateOverride  # the sidecar's, re-exported
 
 
 class Thresholds(BaseModel):
@@ -42,25 +42,6 @@ class Thresholds(BaseModel):
     max_black: float = Field(default=0.0, ge=0, le=1)  # share of blank frames
     max_drift: float = Field(default=0.5, ge=0, le=1)  # 1 - SSIM (or colour ΔE / 20) against the input
     min_sharpness: float = Field(default=0.3, ge=0, le=10)  # Laplacian variance against the input's
-
-
-class ThresholdOverrides(BaseModel):
-    """Thresholds and re-roll guidance for one backend: each one unset keeps the general value."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    min_motion: float | None = Field(default=None, ge=0, le=1)
-    motion_flow_px: float | None = Field(default=None, gt=0, le=256)
-    max_frozen: float | None = Field(default=None, ge=0, le=1)
-    max_flicker: float | None = Field(default=None, ge=0, le=255)
-    max_black: float | None = Field(default=None, ge=0, le=1)
-    max_drift: float | None = Field(default=None, ge=0, le=1)
-    min_sharpness: float | None = Field(default=None, ge=0, le=10)
-    guidance_step: float | None = Field(default=None, ge=0, le=10)
-    guidance_ceiling: float | None = Field(default=None, ge=0, le=100)
-
-    def values(self) -> dict[str, Any]:
-        return self.model_dump(include=set(ThresholdOverrides.model_fields), exclude_none=True)
 
 
 # The shipped [quality_gate.<backend>] tables: re-roll guidance by model (the module's docstring says why).
@@ -130,16 +111,6 @@ class QualityGate(Thresholds):
                   **(job.model_dump(exclude_none=True) if job is not None else {})}
         limits = {name: values.pop(name) for name in Thresholds.model_fields}
         return BackendGate(thresholds=Thresholds(**limits), **values)
-
-
-class GateOverride(ThresholdOverrides):
-    """A sidecar's `quality_gate:`: the same keys as [quality_gate], every one optional, strict."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    action: Action | None = None
-    max_rerolls: int | None = Field(default=None, ge=0, le=8)
-    on_exhausted: Exhausted | None = None
 
 
 def check_gate_tables(gate: QualityGate, known: Collection[str]) -> None:
