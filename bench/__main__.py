@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 from bench.report import machine, table  # noqa: E402
 
 # In the order they run (and appear): cheap and CPU-only first, the GPU one last.
-BENCHMARKS = ("postprocess", "verify", "overhead", "latency", "web", "pipeline", "workers", "levels",
+BENCHMARKS = ("postprocess", "judge", "verify", "overhead", "latency", "web", "pipeline", "workers", "levels",
               "speedups", "gpu_i2vgen_xl", "gpu_models")
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 SECTION = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n.*?<!-- /bench:(?P=name) -->\n", re.S)

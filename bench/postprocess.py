@@ -21,6 +21,7 @@ steadier than wall time on a shared machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,15 @@ TITLE = "Post-processing: the daemon's one-pass chain against the original WebUI
 TARGET = "ours ≥ 1.15x faster than webui-batch (2 encodes), PSNR no lower"
 SPEEDUP = 1.15
 RUNS, QUICK_RUNS = 7, 3
+
+
+@contextlib.contextmanager
+def workspace() -> Iterator[tuple[Path, Settings, np.ndarray]]:
+    """A temporary folder, settings whose folders lie in it, and the model-like frames."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        settings = Settings(**{n: str(root / n) for n in ("inbox", "outbox", "failed", "done", "work")})
+        yield root, settings, model_like_frames(settings)
 
 
 def model_like_frames(settings: Settings) -> np.ndarray:
@@ -128,6 +138,23 @@ def decode(binary: FFmpeg, source: list[str]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, 1920, 1080, 3)
 
 
+def interleaved(contenders: dict[str, Callable[[], object]], runs: int
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each contender's wall and CPU seconds over `runs` runs, after a warm-up (the page cache, the first
+    run of each binary), interleaved so that load on the machine hits every one alike."""
+    for flow in contenders.values():
+        flow()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, flow in contenders.items():
+            started, used = time.perf_counter(), cpu_seconds()
+            flow()
+            times[name].append(time.perf_counter() - started)
+            cpu[name].append(cpu_seconds() - used)
+    return times, cpu
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     count = min(len(a), len(b))
     mse = float(np.mean((a[:count].astype(np.float32) - b[:count].astype(np.float32)) ** 2))
@@ -137,24 +164,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def run(quick: bool = False, runs: int | None = None) -> tuple[str, list[dict[str, object]]]:
     runs = runs or (QUICK_RUNS if quick else RUNS)
     binary = find_ffmpeg(None)[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        settings = Settings(**{n: str(root / n) for n in ("inbox", "outbox", "failed", "done", "work")})
-        pixels = model_like_frames(settings)
+    with workspace() as (root, settings, pixels):
         reference = np.frombuffer(ffmpeg(binary, [*raw_input(), "-vf", f"{FIT},fps=30", "-f", "rawvideo",
                                                   "-pix_fmt", "rgb24", "pipe:"], pixels.tobytes()),
                                   dtype=np.uint8).reshape(-1, 1920, 1080, 3)
         contenders = flows(binary, settings, pixels, root)
-        for _, flow in contenders.values():  # a warm-up: the page cache, the first run of each binary
-            flow()
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        cpu: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(runs):  # interleaved, so load on the machine hits every flow alike
-            for name, (_, flow) in contenders.items():
-                started, used = time.perf_counter(), cpu_seconds()
-                flow()
-                times[name].append(time.perf_counter() - started)
-                cpu[name].append(cpu_seconds() - used)
+        times, cpu = interleaved({name: flow for name, (_, flow) in contenders.items()}, runs)
         ours = statistics.median(times["ours (1 encode)"])
         ours_cpu = statistics.median(cpu["ours (1 encode)"])
         rows: list[dict[str, object]] = []

@@ -180,6 +180,46 @@ def test_every_numeric_setting_has_its_range_tested() -> None:
     assert floats <= {name for name, *_ in RANGES}
 
 
+# [quality_gate] and its per-backend tables: (key, lowest, highest, just below, just above)
+GATE_RANGES = [
+    ("max_rerolls", 0, 8, -1, 9),
+    ("min_motion", 0, 1, -0.01, 1.01),
+    ("motion_flow_px", 0.01, 256, 0, 257),
+    ("max_frozen", 0, 1, -0.01, 1.01),
+    ("max_flicker", 0, 255, -0.1, 256),
+    ("max_black", 0, 1, -0.01, 1.01),
+    ("max_drift", 0, 1, -0.01, 1.01),
+    ("min_sharpness", 0, 10, -0.01, 10.1),
+    ("guidance_step", 0, 10, -0.1, 10.1),
+    ("guidance_ceiling", 0, 100, -0.1, 100.1),
+]
+BACKEND_ONLY = {"guidance_step", "guidance_ceiling"}
+
+
+@pytest.mark.parametrize("name,low,high,below,above", GATE_RANGES, ids=[r[0] for r in GATE_RANGES])
+def test_every_quality_gate_number_has_both_bounds(tmp_path: Path, name: str, low: float, high: float,
+                                                   below: float, above: float) -> None:
+    for table in ([] if name in BACKEND_ONLY else [[]]) + ([] if name == "max_rerolls" else [["svd"]]):
+        def gate(value: float, table: list[str] = table) -> dict[str, Any]:
+            return {"quality_gate": {table[0]: {name: value}} if table else {name: value}}
+
+        for value in (low, high):
+            settings = load(tmp_path, **gate(value))
+            found = settings.quality_gate.for_job(table[0] if table else "preview")
+            assert value in (getattr(found, name, None), getattr(found.thresholds, name, None))
+        for value in (below, above, math.inf, math.nan):
+            assert name in refused(tmp_path, **gate(value))
+
+
+def test_every_quality_gate_number_is_in_its_ranges() -> None:
+    from i2v_watcher.config.gate import QualityGate, ThresholdOverrides
+
+    numbers = {name for model in (QualityGate, ThresholdOverrides)
+               for name, field in model.model_fields.items()
+               if field.annotation in (float, float | None, int, int | None)}
+    assert numbers == {name for name, *_ in GATE_RANGES}
+
+
 def test_celery_coordination_needs_a_redis_broker(tmp_path: Path) -> None:
     assert load(tmp_path).coordination == "folders"  # the default needs no broker
     assert "broker_url is required" in refused(tmp_path, coordination="celery")

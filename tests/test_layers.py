@@ -17,8 +17,9 @@ PACKAGE = REPO / "i2v_watcher"
 # Upper to lower, in the order a job's data flows back up through them: the command line and the
 # dashboard use everything; `ops` (status, retry, submit, doctor) uses the services' start-up; each
 # service composes the stages of `run`, which take jobs from `work`, found in the `inbox`, run through
-# `backends` and `media` (ffmpeg), configured by `config`, whose presets are `steps`, about a `job`;
-# `explain` words mistakes, `fs` writes safely; `errors`, `faults` and `logs` are the floor.
+# `backends`, judged by `judge` and encoded by `media` (ffmpeg), configured by `config`, whose presets
+# are `steps`, about a `job`; `explain` words mistakes, `fs` writes safely; `errors`, `faults` and
+# `logs` are the floor.
 LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli", "spec"},
@@ -29,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"work"},
     {"inbox"},
     {"backends"},
+    {"judge"},
     {"media"},
     {"config"},
     {"steps"},

@@ -28,6 +28,7 @@ from i2v_watcher.config.checks import (
 )
 from i2v_watcher.config.checks import host_and_port as host_and_port  # re-exported for the web app
 from i2v_watcher.config.errors import explain, explain_environment
+from i2v_watcher.config.gate import QualityGate
 from i2v_watcher.config.models import DEFAULT_MODELS, DiffusionSettings, ModelSettings
 from i2v_watcher.config.quality import QualityLevel, with_shipped_levels
 from i2v_watcher.errors import StartupError
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     # What `quality: draft | standard | final` sets, per level and backend (config/quality.py).
     quality: dict[str, QualityLevel] = Field(default_factory=lambda: with_shipped_levels({}))
+    # What the judge's scores fail a clip by, and what then happens (config/gate.py).
+    quality_gate: QualityGate = Field(default_factory=QualityGate)
     presets: dict[str, Preset] = Field(default_factory=lambda: dict(SHIPPED_PRESETS))
     postprocess_overridable: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_OVERRIDABLE.items()})
