@@ -3,7 +3,8 @@ that a daemon will take or is waiting for, by the daemon's own rules (watch.Inbo
 
 - an image, with its sidecar or without one (ready, settling, or waiting for its sidecar);
 - a sidecar without an image: waited for `orphan_sidecar_s`, then taken into failed/ with a report;
-- an approve marker (`NAME.approve`, a kind of its own): acted on once by a daemon, then removed;
+- an approve marker (`NAME.approve`, a kind of its own): acted on once by a daemon, then removed (or,
+  approving nothing, taken into failed/ with a report);
 - a file that cannot be a job (an unsupported suffix, several images under one name, a link): taken
   into failed/ with a report, so queued until then.
 

@@ -30,17 +30,14 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import copy_atomic, read_json, safe_subdir, write_json_atomic
 from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.drop import clash_suffixes, new_owner, write_job
-from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES
-from i2v_watcher.job.records import MAX_RECORD_BYTES, MAX_STATE_BYTES, JobState, PublishedMetadata, Record
-from i2v_watcher.job.state import STATE_FILE, Job
+from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, Record
+from i2v_watcher.job.state import Job
 from i2v_watcher.work.liveness import probe_share_time
 
 DRAFTS = ".drafts"  # under work/: hidden, so no worker takes it for a worker's folder
 RECORD = "draft.json"
 APPROVED = "approved"
-MARKER_SUFFIX = ".approve"  # `NAME.approve` in the inbox: approve the draft NAME
 DAY_S = 86400.0
-MAX_STATES_READ = 1000  # jobs in progress looked at for a marker's draft (a share has a few)
 log = structlog.get_logger("i2v_watcher.run.drafts")
 
 
@@ -126,9 +123,9 @@ def approve(settings: Settings, name: str) -> Approval:
     kept = kept_drafts(settings)
     matching = [(folder, draft) for folder, draft in kept if key in (draft.key, draft.published_as)]
     if not matching:
-        names = ", ".join(sorted({draft.key for _, draft in kept})) or "none"
-        raise ApproveRefused(f"no draft named {key!r} is waiting for approval (kept drafts: {names}); a "
-                             "draft's final may be published already, or the draft expired")
+        waiting = ", ".join(sorted({d.key for f, d in kept if not os.path.lexists(f / APPROVED)})) or "none"
+        raise ApproveRefused(f"no draft named {key!r} is waiting for approval (drafts waiting: {waiting}); "
+                             "a draft's final may be published already, or the draft expired")
     folder, draft = matching[-1]
     try:
         fd = os.open(folder / APPROVED, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -147,6 +144,15 @@ def approve(settings: Settings, name: str) -> Approval:
         raise
     log.info("draft approved: final queued", draft=key, image=str(image))
     return Approval("queued", draft, f"the final of {key!r} is queued: {image}", image)
+
+
+def approved_at_ns(draft: DraftRecord, settings: Settings) -> int | None:
+    """When the draft was approved, on the share's clock (its `approved` file's change time): what a
+    marker's own arrival time is compared with. None when it is not (or no longer) approved."""
+    try:
+        return os.stat(drafts_root(settings) / draft.job_id / APPROVED).st_ctime_ns
+    except OSError:
+        return None
 
 
 def _approved_when(folder: Path) -> str:
@@ -168,35 +174,6 @@ def _queue_final(settings: Settings, folder: Path, draft: DraftRecord) -> Path:
         return write_job(target, stem, folder / draft.image, suffix, final_sidecar(draft))
     finally:
         release_name(target, stem, owner)
-
-
-def approve_marker(settings: Settings, marker: Path) -> bool:
-    """A `NAME.approve` file in the inbox, acted on once: the draft NAME approved (or a plain warning
-    why not), then the marker removed. False, with the marker left in place, while the draft it names
-    is still queued or being made: it is looked at again later."""
-    key = str(PurePosixPath(marker.relative_to(settings.inbox)))[: -len(MARKER_SUFFIX)]
-    try:
-        result = approve(settings, key)
-        log.info(result.message, marker=str(marker))
-    except ApproveRefused as exc:
-        if _draft_on_its_way(settings, key):
-            log.info("approve marker waits for its draft to be published", marker=str(marker))
-            return False
-        log.warning(f"approve marker ignored: {exc}", marker=str(marker))
-    with contextlib.suppress(FileNotFoundError):  # another worker removed it first
-        os.unlink(marker)
-    return True
-
-
-def _draft_on_its_way(settings: Settings, key: str) -> bool:
-    """An image of that name waits in the inbox, or a job of that name is in progress in work/."""
-    if any(os.path.lexists(settings.inbox / f"{key}{suffix}") for suffix in IMAGE_SUFFIXES):
-        return True
-    for path in list(settings.work.glob(f"*/*/{STATE_FILE}"))[:MAX_STATES_READ]:
-        with contextlib.suppress(OSError, ValueError):
-            if JobState.read(path, MAX_STATE_BYTES).key == key:
-                return True
-    return False
 
 
 def finish_draft(settings: Settings, job: Job) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import structlog
 
@@ -16,7 +18,7 @@ from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.watch import Candidate, Inbox, Scan, Watcher
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.state import Job
-from i2v_watcher.run.drafts import approve_marker
+from i2v_watcher.run.markers import MarkerRefused, approve_marker
 from i2v_watcher.service.parts import Part
 from i2v_watcher.work.claim import ClaimRefused, claim
 from i2v_watcher.work.routing import Router
@@ -110,16 +112,11 @@ class Intake(Part):
 
     def _take(self, candidate: Candidate) -> None:
         if candidate.marker is not None:  # an approval, not a job: acted on once, then gone
-            try:
-                if not approve_marker(self.settings, candidate.marker):
-                    self.inbox.taken(candidate)  # its draft is on its way: looked at again after rescan_s
-            except Exception as exc:  # the share's trouble: the marker stays, tried again later
-                log.warning("approve marker not acted on", marker=str(candidate.marker), error=str(exc))
-                self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")
-            # The final just written into the inbox: the next scan walks the whole inbox, so that it
-            # is waited for even before the watcher's news of it (`run --once` would end without it).
-            self.watcher.lost()
-            return
+            refused = self._approve(candidate, candidate.marker)
+            if refused is None:
+                return
+            # It approves nothing: to failed/ with a report saying why, as any file that is no job.
+            candidate = replace(candidate, marker=None, extra=(candidate.marker,), problem=refused)
         try:
             job = claim(self.settings, self.store, candidate, leave_specials=self.leave_specials)
             self.inbox.taken(candidate)  # not offered again while its files are as they were
@@ -137,6 +134,21 @@ class Intake(Part):
             if self.router is not None:
                 self.router.claimed(candidate)
             self.sink(job)
+
+    def _approve(self, candidate: Candidate, marker: Path) -> str | None:
+        """Act on an approve marker; the message of one that approves nothing (None otherwise)."""
+        try:
+            if not approve_marker(self.settings, marker):
+                self.inbox.taken(candidate)  # its draft is on its way: looked at again after rescan_s
+        except MarkerRefused as exc:
+            return str(exc)
+        except Exception as exc:  # the share's trouble: the marker stays, tried again later
+            log.warning("approve marker not acted on", marker=str(marker), error=str(exc))
+            self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")
+        # The final just written into the inbox: the next scan walks the whole inbox, so that it is
+        # waited for even before the watcher's news of it (`run --once` would end without it).
+        self.watcher.lost()
+        return None
 
     def _scan_due(self, now: float) -> bool:
         if self.scan is None or self.watcher.changed.is_set():

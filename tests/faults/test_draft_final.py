@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +30,11 @@ from i2v_watcher.run.drafts import (
     ApproveRefused,
     DraftRecord,
     approve,
-    approve_marker,
     drafts_root,
     expire_drafts,
     final_sidecar,
 )
+from i2v_watcher.run.markers import MarkerRefused, approve_marker
 from i2v_watcher.run.publish import wanted_name
 from i2v_watcher.web.app import create_app
 
@@ -118,7 +119,7 @@ def test_two_doors_approving_at_once_queue_one_final(tmp_path: Path) -> None:
         approve(chosen, "team/hare")
 
 
-def test_a_marker_waits_for_a_draft_still_on_its_way_and_is_dropped_for_none(tmp_path: Path) -> None:
+def test_a_marker_waits_for_a_draft_still_on_its_way_and_is_refused_for_none(tmp_path: Path) -> None:
     chosen = settings(tmp_path)
     (chosen.inbox / "team").mkdir()
     marker = chosen.inbox / "team" / "fox.approve"
@@ -126,7 +127,31 @@ def test_a_marker_waits_for_a_draft_still_on_its_way_and_is_dropped_for_none(tmp
     make_image(chosen.inbox / "team" / "fox.png")  # the draft itself, not taken yet
     assert approve_marker(chosen, marker) is False and marker.exists()
     (chosen.inbox / "team" / "fox.png").unlink()
-    assert approve_marker(chosen, marker) is True and not marker.exists()  # no draft coming: dropped
+    kept_draft(chosen, {"prompt": "a hare"}, key="team/hare")
+    with pytest.raises(MarkerRefused, match=r"^approve marker team/fox.approve: no draft named 'team/fox' "
+                       r"is waiting for approval \(drafts waiting: team/hare\)"):
+        approve_marker(chosen, marker)  # no draft coming: refused, the marker left for its report
+    assert marker.exists()
+
+
+def test_a_marker_that_came_after_the_approval_is_refused_one_that_was_there_is_removed(
+        tmp_path: Path) -> None:
+    chosen = settings(tmp_path)
+    kept_draft(chosen, {"prompt": "a fox"})
+    (chosen.inbox / "team").mkdir()
+    raced = chosen.inbox / "team" / "fox.approve"
+    raced.touch()  # there before the approval (another worker's, or a restart's): its request is met
+    time.sleep(0.05)  # the share's clock ticks between the two
+    assert approve(chosen, "team/fox").outcome == "queued"
+    assert approve_marker(chosen, raced) is True and not raced.exists()
+    time.sleep(0.05)
+    late = chosen.inbox / "team" / "fox.approve"
+    late.touch()  # a second approval
+    with pytest.raises(MarkerRefused, match=r"the draft 'team/fox' \(fox.draft\) was approved already at "
+                       r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: .*this marker came after that and queued nothing"):
+        approve_marker(chosen, late)
+    with pytest.raises(ApproveRefused, match=r"\(drafts waiting: none\)"):  # approved: no longer waiting
+        approve(chosen, "team/hare")
 
 
 def test_an_unapproved_draft_expires_after_draft_expiry_days(tmp_path: Path) -> None:
@@ -160,10 +185,10 @@ def test_a_draft_approved_through_the_cli_and_a_marker_after_a_restart_makes_one
     second = cli("approve", "team/fox", "--config", config)
     assert second.returncode == 0 and "approved already" in second.stderr and not second.stdout
     (folders.inbox / "team" / "hare.approve").touch()  # the share's door, for the other draft
-    (folders.inbox / "team" / "fox.approve").touch()  # fox again: no second final
+    (folders.inbox / "team" / "fox.approve").touch()  # fox again: no second final, a report
 
     daemon = start(folders.config, "--once")
-    assert daemon.wait(timeout=120) == 0, daemon.log
+    assert daemon.wait(timeout=120) == 3, daemon.log  # 3: the fox marker failed
     for name in ("fox", "hare"):
         final, drafted = folders.metadata(f"team/{name}"), f"team/{name}.draft"
         assert final["quality_level"] == "final" and final["parameters"]["num_frames"] == 6
@@ -174,6 +199,11 @@ def test_a_draft_approved_through_the_cli_and_a_marker_after_a_restart_makes_one
     published = folders.files("outbox")
     assert not [f for f in published if "fox-1" in f or "hare-1" in f], published  # one final each
     assert not list((folders.inbox / "team").iterdir())  # markers acted on once and removed
+    assert folders.files("failed") == ["team/fox.approve", "team/fox.approve.error.json"]
+    # Looked at while fox's final ran, or after it was published: either way it says why.
+    said = folders.report("team/fox.approve")["message"]
+    assert re.match(r"approve marker team/fox.approve: (the draft 'team/fox' \(fox.draft\) was approved "
+                    r"already|no draft named 'team/fox' is waiting)", said), said
     with pytest.raises(ApproveRefused, match="no draft named 'team/fox'"):  # its final is published
         approve(load_settings(folders.config), "team/fox")
 
