@@ -147,7 +147,7 @@ class JobMetadata(Record):
     there: the gallery and the metrics read older and partial files too."""
 
     WHAT = "metadata"
-    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "draft"})
+    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "draft", "quality"})
     job_id: str
     input: InputFile | None = None
     prompt: str = ""
@@ -168,6 +168,8 @@ class JobMetadata(Record):
     quality_level: str | None = None  # draft, standard or final
     quality_set: dict[str, Any] | None = None  # the fields the level gave the job (not its sidecar)
     draft: dict[str, Any] | None = None  # a final's draft: {job_id, name} (run.drafts)
+    # The quality gate's judgement (run.gate): scores, symptoms, verdict, details, attempts.
+    quality: dict[str, Any] | None = None
 
     @property
     def presets(self) -> list[str]:
@@ -177,8 +179,7 @@ class JobMetadata(Record):
 class StagedMetadata(JobMetadata):
     """The job state's copy of its metadata, with what only the next stage needs (never published)."""
 
-    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "draft", "frames_fps",
-                          "outputs"})
+    OPTIONAL = JobMetadata.OPTIONAL | {"frames_fps", "outputs"}
     frames_fps: float | None = None  # the generated frames' rate, until they are encoded
     outputs: list[StagedOutput] | None = None  # the encoded files, in publishing order
 
