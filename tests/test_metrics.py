@@ -191,6 +191,33 @@ def test_recording_from_a_jobs_metadata(metrics: tuple[DaemonMetrics, Activity])
                                     "job": "holiday/IMG_1"}) is None
 
 
+def test_verdicts_and_symptoms_of_published_clips(metrics: tuple[DaemonMetrics, Activity]) -> None:
+    daemon_metrics, _ = metrics
+    get = daemon_metrics.registry.get_sample_value
+    daemon_metrics.ready()  # every verdict and symptom of the default backend, at 0 from the start
+    assert get("i2v_clip_verdicts_total", {"backend": "i2vgen-xl", "verdict": "warn"}) == 0
+    assert get("i2v_clip_symptoms_total", {"backend": "i2vgen-xl", "symptom": "blur"}) == 0
+
+    def judged(verdict: object, symptoms: object, backend: str = "wan-i2v") -> JobMetadata:
+        return JobMetadata(job_id="j", backend=backend, quality={
+            "scores": {}, "symptoms": symptoms, "verdict": verdict, "attempts": [{}, {}]})
+
+    daemon_metrics.settled(judged("fail", ["no_motion", "flicker"]), "published")
+    daemon_metrics.settled(judged("warn", ["flicker"]), "published")
+    daemon_metrics.settled(judged("pass", []), "published")
+    daemon_metrics.settled(judged("fail", ["drift"]), "failed")  # the gate's "fail": not a clip
+    daemon_metrics.settled(JobMetadata(job_id="old", backend="wan-i2v"), "published")  # not judged
+    daemon_metrics.settled(judged("great", ["flicker"]), "published")  # not the gate's: not counted
+    daemon_metrics.settled(judged("fail", "flicker"), "published")  # its verdict, not the string
+    assert get("i2v_clip_verdicts_total", {"backend": "wan-i2v", "verdict": "fail"}) == 2
+    assert get("i2v_clip_verdicts_total", {"backend": "wan-i2v", "verdict": "warn"}) == 1
+    assert get("i2v_clip_verdicts_total", {"backend": "wan-i2v", "verdict": "pass"}) == 1
+    assert get("i2v_clip_symptoms_total", {"backend": "wan-i2v", "symptom": "flicker"}) == 2
+    assert get("i2v_clip_symptoms_total", {"backend": "wan-i2v", "symptom": "no_motion"}) == 1
+    assert get("i2v_clip_symptoms_total", {"backend": "wan-i2v", "symptom": "drift"}) is None
+    assert get("i2v_jobs_total", {"backend": "wan-i2v", "outcome": "published"}) == 6
+
+
 def test_gpu_peaks_only_from_a_torch_that_initialised_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     assert gpu_peaks() == {}  # no torch imported: none, and torch is not imported for it

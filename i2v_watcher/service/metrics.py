@@ -1,8 +1,9 @@
 """The daemon's own Prometheus metrics on http://metrics_address:metrics_port/metrics (`metrics_port`;
 off unless set): what this worker did (jobs by outcome, seconds per stage, OOM-ladder rungs, peak GPU
-memory) and what it is doing now (the progress of each busy stage, read from the activity at scrape
-time). The folder-level numbers (queue length, failed jobs, every worker's heartbeat) come from the web
-process (`i2v-watcher web`); docs/monitoring.md lists both, with alert rules.
+memory, the quality gate's verdicts and symptoms) and what it is doing now (the progress of each busy
+stage, read from the activity at scrape time). The folder-level numbers (queue length, failed jobs,
+every worker's heartbeat, the outbox's clips by verdict) come from the web process (`i2v-watcher web`);
+docs/monitoring.md lists both, with alert rules.
 
 A registry of its own, not prometheus_client's global one: nothing a library registers there leaks in.
 Recording never raises: a metric must never stop a job or the daemon's loop (it reads the job's typed
@@ -30,6 +31,8 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import JobMetadata
+from i2v_watcher.judge.score import SYMPTOMS
+from i2v_watcher.service.judged import VERDICTS, judged
 from i2v_watcher.service.metrics_http import BoundedWSGIServer, start_server
 from i2v_watcher.work.swap import Swapped
 
@@ -84,6 +87,12 @@ class DaemonMetrics:
         self.oom_rungs = Counter("i2v_oom_rungs_total", "Jobs that stepped down the OOM ladder, by the "
                                  "rung they finished on (1 = one step down)", ["backend", "rung"],
                                  registry=registry)
+        self.verdicts = Counter("i2v_clip_verdicts_total", "Clips this worker published, by backend and "
+                                "the quality gate's verdict (pass, warn, fail)", ["backend", "verdict"],
+                                registry=registry)
+        self.symptoms = Counter("i2v_clip_symptoms_total", "Clips this worker published with each symptom "
+                                "the quality gate found, by backend", ["backend", "symptom"],
+                                registry=registry)
         self.gpu_peak = Gauge("i2v_gpu_peak_memory_bytes", "Peak GPU memory PyTorch allocated while the "
                               "last job generated, per device", ["device"], registry=registry)
         self.swaps = Counter("i2v_model_swaps_total", "Model swaps of this worker (swap_backends), by the "
@@ -119,10 +128,15 @@ class DaemonMetrics:
             self.jobs.labels(backend, outcome)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        for verdict in VERDICTS:
+            self.verdicts.labels(default, verdict)
+        for symptom in SYMPTOMS:
+            self.symptoms.labels(default, symptom)
 
     def settled(self, metadata: JobMetadata | None, outcome: str) -> None:
-        """A job's outcome: counted when published or failed; its stage times (published only), OOM
-        rung and GPU peak from its metadata, where it has them (none: it failed before generating)."""
+        """A job's outcome: counted when published or failed; its stage times and the gate's verdict
+        and symptoms (published only), OOM rung and GPU peak from its metadata, where it has them (none:
+        it failed before generating)."""
         if outcome not in OUTCOMES:
             return
         backend = metadata.backend if metadata is not None and metadata.backend else UNKNOWN
@@ -133,6 +147,11 @@ class DaemonMetrics:
             for stage in STAGES:
                 if stage in metadata.timings_s:
                     self.stage_seconds.labels(stage).observe(metadata.timings_s[stage])
+            judgement = judged(metadata.quality)
+            if judgement is not None:  # judged by the gate (a clip it did not judge is not counted)
+                self.verdicts.labels(backend, judgement.verdict).inc()
+                for symptom in judgement.symptoms:
+                    self.symptoms.labels(backend, symptom).inc()
         # The backend's own record (a plugin's may lack these or give them another shape).
         rung = metadata.generation.get("oom_rung")
         if isinstance(rung, int) and rung > 0:

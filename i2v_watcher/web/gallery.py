@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata
 from i2v_watcher.ops.reading import UNREADABLE
+from i2v_watcher.service.judged import Judged, judged
 
 REFRESH_S = 0.5
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
@@ -33,6 +35,7 @@ class Clip:
     meta: PublishedMetadata
     files: tuple[str, ...]  # every output, relative to the outbox
     written_ns: int = 0  # the metadata file's mtime: when it was published, on the share's clock
+    judgement: Judged | None = None  # the quality gate's, where it judged the clip
 
     @property
     def video(self) -> str | None:
@@ -52,6 +55,14 @@ class Clip:
         text = f"{self.name}\n{self.prompt}\n{self.rel}".lower()
         return all(word in text for word in words)
 
+    def judged_as(self, verdict: str | None, symptom: str | None) -> bool:
+        """Whether the gate gave it this verdict and found this symptom (None: any, or none judged)."""
+        if verdict is None and symptom is None:
+            return True
+        found = self.judgement
+        return found is not None and verdict in (None, found.verdict) and \
+            (symptom is None or symptom in found.symptoms)
+
 
 def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
     """A clip from its metadata, with only the files beside it."""
@@ -61,7 +72,19 @@ def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
     # anywhere else (and every file is still opened through files.open_inside).
     listed = tuple(f for f in data.files if f.startswith(prefix) and "/" not in f[len(prefix):])
     return Clip(rel=rel, name=data.name, published_at=data.published_at, prompt=data.prompt,
-                negative_prompt=data.negative_prompt, meta=data, files=listed, written_ns=written_ns)
+                negative_prompt=data.negative_prompt, meta=data, files=listed, written_ns=written_ns,
+                judgement=judged(data.quality))
+
+
+def tally(clips: list[Clip]) -> tuple[Counter[str], Counter[str]]:
+    """How many of these clips have each verdict, and each symptom: the counts beside the filters."""
+    verdicts: Counter[str] = Counter()
+    symptoms: Counter[str] = Counter()
+    for clip in clips:
+        if clip.judgement is not None:
+            verdicts[clip.judgement.verdict] += 1
+            symptoms.update(clip.judgement.symptoms)
+    return verdicts, symptoms
 
 
 class Gallery:
@@ -120,9 +143,15 @@ class Gallery:
         except UNREADABLE:
             return None
 
-    def page(self, query: str, page: int, size: int) -> tuple[list[Clip], int]:
-        """One page of the clips matching every word of `query` (name, prompt), and how many match."""
+    def found(self, query: str) -> list[Clip]:
+        """The clips matching every word of `query` (name, prompt)."""
         words = query.lower().split()
-        clips = [c for c in self.clips() if c.matches(words)] if words else self.clips()
+        return [c for c in self.clips() if c.matches(words)] if words else self.clips()
+
+    def page(self, query: str, page: int, size: int, verdict: str | None = None,
+             symptom: str | None = None) -> tuple[list[Clip], int]:
+        """One page of the clips matching every word of `query` (name, prompt), with this verdict and
+        symptom where given, and how many match."""
+        clips = [c for c in self.found(query) if c.judged_as(verdict, symptom)]
         start = max(0, (page - 1) * size)
         return clips[start:start + size], len(clips)

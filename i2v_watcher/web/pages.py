@@ -4,6 +4,7 @@ does one guarded write (submit, retry) through the same code the command line us
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -19,14 +20,17 @@ from i2v_watcher import __version__
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
+from i2v_watcher.judge.advice import ADVICE
+from i2v_watcher.judge.score import SYMPTOMS
 from i2v_watcher.ops.reading import printable
 from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.run.drafts import ApproveRefused, approve
+from i2v_watcher.service.judged import VERDICTS, WORDS
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board, page, share_time, since_ns
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
-from i2v_watcher.web.gallery import Gallery
+from i2v_watcher.web.gallery import Gallery, tally
 from i2v_watcher.web.guard import COOKIE, BodyTooLarge, Forbidden, Guard, check_same_origin
 
 log = structlog.get_logger("i2v_watcher.web")
@@ -49,6 +53,7 @@ class Pages:
         self.templates.env.filters["printable_lines"] = lambda value: "\n".join(
             printable(line) for line in str(value).split("\n"))
         self.templates.env.tests["image"] = lambda name: str(name).lower().endswith(IMAGE_SUFFIXES)
+        self.templates.env.globals.update(verdicts=VERDICTS, symptoms=SYMPTOMS, words=WORDS, advice=ADVICE)
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.update(settings=self.settings, version=__version__, guard=self.guard,
@@ -73,11 +78,17 @@ class Pages:
         query = request.query_params.get("q", "")[:200]
         number = _positive(request.query_params.get("page"))
         size = self.settings.web_page_size
-        clips, total = self.gallery.page(query, number, size)
+        ignored: list[str] = []
+        verdict = _one_of(request.query_params.get("verdict"), "verdict", VERDICTS, ignored)
+        symptom = _one_of(request.query_params.get("symptom"), "symptom", SYMPTOMS, ignored)
+        clips, total = self.gallery.page(query, number, size, verdict, symptom)
+        verdicts, symptoms = tally(self.gallery.found(query))
         pages = max(1, math.ceil(total / size))
+        kept = {k: v for k, v in (("q", query), ("verdict", verdict), ("symptom", symptom)) if v}
         return self.render(request, "gallery.html", clips=clips, total=total, query=query, number=number,
+                           verdict=verdict, symptom=symptom, ignored=ignored, counts=(verdicts, symptoms),
                            notice=request.query_params.get("notice", "")[:500],
-                           pages=pages, link=lambda n: "/gallery?" + urlencode({"q": query, "page": n}))
+                           pages=pages, link=lambda n: "/gallery?" + urlencode({**kept, "page": n}))
 
     def failed_page(self, request: Request) -> Response:
         snap = self.board.snapshot()
@@ -287,8 +298,9 @@ class Pages:
         for clip in self.gallery.clips():
             source = clip.meta.input
             if source is not None and source.path.rpartition(".")[0] == job and clip.written_ns >= after:
+                judged = asdict(clip.judgement) if clip.judgement is not None else None
                 return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
-                        "files": list(clip.files)}
+                        "files": list(clip.files), "quality": judged}
         for failed in snap.failed:
             if failed.get("input") == job and snap.failed_written_ns.get(failed["name"], 0) >= after:
                 return {"state": "failed", "name": failed["name"], "stage": failed.get("stage"),
@@ -298,6 +310,16 @@ class Pages:
 
 def _positive(value: str | None, default: int = 1) -> int:
     return int(value) if value is not None and value.isdigit() and 0 < int(value) < 10**6 else default
+
+
+def _one_of(value: str | None, name: str, allowed: tuple[str, ...], ignored: list[str]) -> str | None:
+    """A filter's value when it is one of `allowed`; anything else is ignored, and said so on the page."""
+    if not value:
+        return None
+    if value in allowed:
+        return value
+    ignored.append(f"{name}={value[:40]!r} (not one of {', '.join(allowed)})")
+    return None
 
 
 def _local(target: str | None) -> str:
