@@ -17,9 +17,11 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 
 from conftest import Daemon, Folders, make_image, wait_for
 from web.conftest import ARTIFACTS, TOKEN, WebServer, writable
+from web.test_verdicts import CLIPS, publish
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -344,3 +346,34 @@ def test_read_only_dashboard_offers_no_writes(
     assert not driver.find_elements(By.CSS_SELECTOR, "button.retry")
     assert not driver.find_elements(By.CSS_SELECTOR, "form")
     assert "Sign in" not in driver.find_element(By.TAG_NAME, "main").text
+
+
+def test_gallery_shows_verdicts_and_filters_by_them(folders: Folders, web: Callable[..., WebServer],
+                                                    browser: WebDriver) -> None:
+    server = web()
+    for index, (name, judged) in enumerate(CLIPS.items()):
+        publish(folders.outbox, name, index, judged)
+        make_image(folders.outbox / f"{name}.jpg", size=(320, 180), seed=index)  # the card's poster
+    driver = browser
+    driver.get(f"{server.url}/gallery")
+    badges = js(driver, "return [...document.querySelectorAll('.clip')].map((c) => c.dataset.name + ':' +"
+                        "[...c.querySelectorAll('.judgement > *')].map((b) => b.innerText).join('|'))")
+    assert badges == ["old-clip:", "cat-warn:WARN|drift from the image|3 attempts", "cat-fail:FAIL|flicker",
+                      "fox-fail:FAIL|no motion|flicker", "fox-pass:PASS"], badges
+    shot(driver, "gallery-verdicts")
+
+    resize(driver, "phone")
+    Select(driver.find_element(By.CSS_SELECTOR, "form.search select[name=verdict]")).select_by_value("fail")
+    symptom = driver.find_element(By.CSS_SELECTOR, "form.search select[name=symptom]")
+    Select(symptom).select_by_value("flicker")
+    driver.find_element(By.CSS_SELECTOR, "form.search input[name=q]").send_keys("fox")
+    driver.find_element(By.CSS_SELECTOR, "form.search button[type=submit]").click()
+    wait_for(lambda: "verdict=fail" in driver.current_url, 15, "the filtered gallery to load")
+    assert [c.get_attribute("data-name") for c in driver.find_elements(By.CSS_SELECTOR, ".clip")] == \
+        ["fox-fail"]
+    assert js(driver, "return document.documentElement.scrollWidth <= window.innerWidth"), \
+        "the filters make the gallery scroll sideways on a phone"
+    shot(driver, "gallery-filtered-phone")
+    driver.find_element(By.CSS_SELECTOR, ".clip .judgement a.verdict").click()  # the badge: all failing
+    wait_for(lambda: driver.current_url.endswith("/gallery?verdict=fail"), 15, "the badge's link")
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".clip")) == 2
