@@ -377,3 +377,9 @@ def test_gallery_shows_verdicts_and_filters_by_them(folders: Folders, web: Calla
     driver.find_element(By.CSS_SELECTOR, ".clip .judgement a.verdict").click()  # the badge: all failing
     wait_for(lambda: driver.current_url.endswith("/gallery?verdict=fail"), 15, "the badge's link")
     assert len(driver.find_elements(By.CSS_SELECTOR, ".clip")) == 2
+
+    driver.get(f"{server.url}/follow?job=fox-fail")  # a job followed to its clip names the verdict too
+    until(driver, "return document.getElementById('follow').dataset.state === 'published'",
+          what="the follow page to find the clip")
+    assert driver.find_element(By.ID, "follow-state").text == \
+        "Published as fox-fail · quality gate: fail (no motion, flicker)"

@@ -51,6 +51,10 @@ function follow() {
     } else if (job.state === "published") {
       bar.hidden = true;
       state.textContent = "Published as " + job.name;
+      if (job.quality) {  // the quality gate's judgement, as the gallery's card shows it
+        const symptoms = job.quality.symptoms.map((s) => s.replace("_", " ")).join(", ");
+        state.textContent += " · quality gate: " + job.quality.verdict + (symptoms ? " (" + symptoms + ")" : "");
+      }
       result.replaceChildren();
       if (job.video) {
         const video = document.createElement("video");
