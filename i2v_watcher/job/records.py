@@ -246,7 +246,7 @@ class JobState(Record):
     """work/<worker_id>/<job_id>/job.json: where a claimed job stands, rewritten at every stage."""
 
     WHAT = "job state"
-    OPTIONAL = frozenset({"moved_dir"})
+    OPTIONAL = frozenset({"moved_dir", "changes", "gate_attempts", "best_attempt"})
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     worker_id: str = Field(pattern=WORKER_ID_PATTERN)
@@ -274,6 +274,11 @@ class JobState(Record):
     takeovers: list[Takeover] = Field(default_factory=list)
     metadata: StagedMetadata | None = None  # from generation on; `{}` in the file before
     error: JobFailure | None = None
+    # The quality gate's re-rolls (run.gate): the sidecar fields the next attempt changes, every
+    # attempt judged so far, and the best failing one's metadata (its frames wait in the job's folder).
+    changes: dict[str, Any] | None = None
+    gate_attempts: list[dict[str, Any]] | None = None
+    best_attempt: StagedMetadata | None = None
 
     @field_validator("metadata", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from i2v_watcher.explain.core import Problem, did_you_mean
 from i2v_watcher.explain.job import Written, explain_errors, problems_error
 from i2v_watcher.explain.job import describe_validation_error as describe_validation_error  # config, steps
 from i2v_watcher.fs.atomic import open_nofollow
+from i2v_watcher.job.gate import GateOverride
 from i2v_watcher.job.sidecar_yaml import MAX_DEPTH as MAX_DEPTH
 from i2v_watcher.job.sidecar_yaml import MAX_INT_DIGITS as MAX_INT_DIGITS
 from i2v_watcher.job.sidecar_yaml import load_yaml as load_yaml
@@ -215,6 +216,9 @@ class JobSpec(BaseModel):
         "Written by `i2v-watcher approve`: the draft ({job_id, name}) this job is the final of. The "
         "metadata records it, and the draft's kept image and (without keep_drafts) outputs go once the "
         "final is published."))
+    quality_gate: GateOverride | None = Field(default=None, description=(
+        "This job's own quality gate: any key of [quality_gate] (action record, reroll or fail; "
+        "max_rerolls; on_exhausted; the thresholds; guidance_step and guidance_ceiling)."))
     # Reserved for later stages: options a backend validates itself, post-processing overrides.
     backend_options: dict[str, Any] = Field(default_factory=dict, description=(
         "A mapping that the chosen backend validates: see each backend's options."))

@@ -37,6 +37,7 @@ COLOUR_SCALE = 20.0
 MIN_COVERED = 0.2
 MATCH_LEVELS = 30.0
 OUTSIDE = -1e4
+ZOOMS = tuple(1 + step / 20 for step in range(11))  # a first frame zoomed in up to 1.5x on the input
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
 
@@ -66,9 +67,40 @@ def lab(colour: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.cvtColor(pixel, cv2.COLOR_RGB2LAB)[0, 0], dtype=np.float64)
 
 
+def similarity(clip: Clip, index: int, positions: np.ndarray) -> float:
+    """Mean SSIM of kept frame `index` and the input warped by `positions`, over what they share."""
+    covered = cv2.erode(inside(positions).astype(np.uint8), np.ones((7, 7), np.uint8))
+    if covered.mean() < MIN_COVERED:
+        return -1.0
+    image = cv2.cvtColor(warp(clip.image, positions), cv2.COLOR_RGB2GRAY)
+    return float(cv2.mean(ssim_map(clip.greys[index], image), covered)[0])
+
+
+def start_alignment(clip: Clip, base: np.ndarray) -> tuple[np.ndarray, str]:
+    """Where each pixel of the first kept frame lies in the input: the frame's own place (a model that
+    starts from the image), or, where the clip opens on part of the picture (a camera already zoomed in
+    or shifted), the zoom and place of the input that the first frame matches best (normalised
+    cross-correlation over ZOOMS), whichever makes the first frame most like the input (SSIM)."""
+    first = clip.greys[clip.kept[0]]
+    height, width = first.shape
+    candidates = {"none": base}
+    best = (-1.0, 1.0, (0, 0))
+    for zoom in ZOOMS:
+        size = (round(width / zoom), round(height / zoom))
+        template = cv2.resize(first, size, interpolation=cv2.INTER_AREA)
+        _, found, _, place = cv2.minMaxLoc(cv2.matchTemplate(clip.image_grey, template, cv2.TM_CCOEFF_NORMED))
+        if found > best[0]:
+            best = (found, zoom, place)
+    _, zoom, (left, top) = best
+    matrix = np.array([[1 / zoom, 0, left], [0, 1 / zoom, top]], dtype=np.float32)
+    candidates["zoom"] = np.asarray(cv2.transform(base, matrix), dtype=np.float32)
+    name = max(candidates, key=lambda key: similarity(clip, clip.kept[0], candidates[key]))
+    return candidates[name], name if name == "none" else f"zoom {zoom:.2f} at ({left}, {top})"
+
+
 def judge(clip: Clip, limits: Thresholds) -> tuple[float, bool, dict[str, Any]]:
     base = grid(clip.size)
-    positions = base.copy()
+    positions, aligned = start_alignment(clip, base) if clip.kept else (base.copy(), "none")
     structure: list[float] = []
     colour: list[float] = []
     for order, index in enumerate(clip.kept):
@@ -93,7 +125,8 @@ def judge(clip: Clip, limits: Thresholds) -> tuple[float, bool, dict[str, Any]]:
     terms = [max(s, c / COLOUR_SCALE) for s, c in zip(structure, colour, strict=True)]
     score = min(1.0, max(terms)) if terms else 0.0
     details: dict[str, Any] = {"drift_structure": [round(s, 4) for s in structure],
-                               "drift_colour_delta_e": [round(c, 3) for c in colour]}
+                               "drift_colour_delta_e": [round(c, 3) for c in colour],
+                               "drift_start_alignment": aligned}
     if clip.kept:
         first = clip.kept[0]
         details["first_frame_ssim"] = round(float(ssim_map(clip.greys[first], clip.image_grey).mean()), 4)

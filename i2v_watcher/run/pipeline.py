@@ -18,10 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import replace
-from pathlib import Path
 from typing import Literal, TypeVar
 
-import numpy as np
 import structlog
 
 from i2v_watcher.backends import Backend
@@ -37,13 +35,13 @@ from i2v_watcher.errors import (
     is_transient,
 )
 from i2v_watcher.faults import crashpoint
-from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.records import JobFailure
 from i2v_watcher.job.state import Job
 from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import postprocess
 from i2v_watcher.run.fail import fail
+from i2v_watcher.run.gate import judge, resumed_frames
 from i2v_watcher.run.generate import generate
 from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
@@ -55,15 +53,12 @@ from i2v_watcher.work.store import Scratch
 from i2v_watcher.work.swap import SwapNeeded, SwapSlot, forget_preloads, noted
 
 # "generated": handed over to the next stage (a pipelined daemon), the frames in memory.
-Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated"]
+# "rerolled": judged and sent back to generation by the quality gate (a pipelined daemon's finishing stage).
+Outcome = Literal["published", "failed", "requeued", "interrupted", "held", "lost", "generated", "rerolled"]
 FINAL = ("published", "failed", "requeued", "lost")  # the job has left this worker's folder
 T = TypeVar("T")
 RISKY_STAGES = ("claimed", "generated")  # where a job itself can kill the process (memory, a driver)
 log = structlog.get_logger("i2v_watcher.run.pipeline")
-
-
-def save_frames(target: Path, pixels: np.ndarray) -> None:
-    write_durably(target, lambda handle: np.save(handle, pixels))
 
 
 class Pipeline:
@@ -77,6 +72,7 @@ class Pipeline:
             swap.unloading.append(lambda old: forget_preloads(self._preloads, old))
         self.ffmpeg = ffmpeg
         self.checkpoint = checkpoint
+        self.rerolls_go_back = False  # set on a finishing stage: it hands re-rolls back, never generates
         self.prep = Preparation(settings, backends, ffmpeg, default_backend, swap, checkpoint.activity)
         self.held_error = ""  # why the last job held back could not be finished
         self._preloader: ThreadPoolExecutor | None = None
@@ -126,7 +122,8 @@ class Pipeline:
         """The daemon stops: a job not generated yet goes back into the inbox, keeping its place in the
         queue; one further on stays in the work folder and is resumed at the next start."""
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
-            if job.state.stage == "claimed" and requeue(self.settings, job):
+            # A job being re-rolled keeps its attempts: resumed at the next start, not queued afresh.
+            if job.state.stage == "claimed" and not job.state.gate_attempts and requeue(self.settings, job):
                 log.info("stopped: job put back into the inbox")
                 self.forget_frames(job)
                 return "requeued"
@@ -172,16 +169,21 @@ class Pipeline:
                 raise explain_lone_sidecar(self.settings, job, JobError(
                     job.state.problem, stage="watch" if not job.state.deaths else "crash", hint=hint))
             if job.state.stage == "generated" and job.frames is None:
-                job.frames = self.scratch.load(job.id)
+                best = resumed_frames(job)  # a re-rolled job's best attempt, chosen before a restart
+                job.frames = best if best is not None else self.scratch.load(job.id)
                 if job.frames is None or soundtrack_lost(job):  # a host crash, or made on another host
                     log.warning("the generated frames are gone (a host crash, or a job taken over from "
                                 "another host; or their sound): generating them again")
                     job.advance("claimed")
-            if job.state.stage == "claimed":
-                self._enter("generate")
-                self._retrying(job, lambda: self._generate(job))
-            if job.state.stage == "generated" and hand_over:
-                return "generated"
+            while job.state.stage == "claimed" or self._unjudged(job):
+                if job.state.stage == "claimed":
+                    self._enter("generate")
+                    self._retrying(job, lambda: self._generate(job))
+                if hand_over:
+                    return "generated"
+                self._enter("judge")
+                if self._retrying(job, lambda: self._judge(job)) and self.rerolls_go_back:
+                    return "rerolled"  # the generation stage takes it again
             if job.state.stage == "generated":
                 self._enter("postprocess")
                 self._retrying(job, lambda: self._postprocess(job))
@@ -210,6 +212,23 @@ class Pipeline:
         assert job.state.stage == "failing", job.state.stage
         self._destination(job, "failed", lambda: fail(self.settings, job))
         return "failed"
+
+    def _unjudged(self, job: Job) -> bool:
+        metadata = job.state.metadata
+        return job.state.stage == "generated" and metadata is not None and metadata.quality is None
+
+    def _judge(self, job: Job) -> bool:
+        """The quality gate (run.gate) on the generated frames; True: the job is to be generated again."""
+        metadata = job.state.metadata
+        assert metadata is not None and job.state.image is not None
+        backend = self.prep.choices.get(metadata.backend or "")
+        gate = self.settings.quality_gate.for_job(metadata.backend or "",
+                                                  self.prep.check_sidecar(job).spec.quality_gate)
+        image = self.prep.source(job, job.state.image, "judge").image
+        rerolled = judge(job, image, gate, backend.honours if backend is not None else frozenset())
+        if rerolled:
+            self.forget_frames(job)
+        return rerolled
 
     def _enter(self, stage: str) -> None:
         """Shown by `status` and `systemctl status`, and on every log line (a journal field, STAGE)."""

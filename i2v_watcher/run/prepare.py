@@ -6,7 +6,7 @@ passes is `Prepared`: nothing found later can be the job's own fault."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -63,6 +63,8 @@ class Preparation:
         """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
         its backend."""
         checked = self.check_sidecar(job)
+        if job.state.changes:  # a re-roll's (run.gate): as if the sidecar had set them
+            checked = replace(checked, spec=checked.spec.model_copy(update=job.state.changes))
         spec = checked.spec
         if job.state.seed is None:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
@@ -91,13 +93,17 @@ class Preparation:
                              fields=fields)
         job.advance(job.state.stage, wanted_name=wanted)
         check_outbox_folder(self.settings, job)
-        read = self.read_input(job, job.state.image, self.settings.max_image_bytes, "load")
-        source = decode_input(read, max_pixels=self.settings.max_image_pixels,
-                              max_bytes=self.settings.max_image_bytes)
+        source = self.source(job, job.state.image, "load")
         planned = plan_job(backend, source.image.size, params, self.budget)
         clip = Clip(planned.width, planned.height, planned.frames, params.fps)
         check_cost(self.settings, checked.chains, clip)  # what the presets make of the frames
         return Prepared(checked.spec, params, backend, checked.chains, source, notes)
+
+    def source(self, job: Job, image: str, stage: str) -> Source:
+        """The job's image, read once and decoded within the limits."""
+        read = self.read_input(job, image, self.settings.max_image_bytes, stage)
+        return decode_input(read, max_pixels=self.settings.max_image_pixels,
+                            max_bytes=self.settings.max_image_bytes)
 
     def read_input(self, job: Job, name: str, max_bytes: int, stage: str) -> InputRead:
         """One of the job's inputs, read once through the descriptor whose link count was checked."""

@@ -51,6 +51,7 @@ class Stages:
         self.checkpoint = checkpoint
         self.front = make_pipeline(checkpoint.for_stage())  # generation: created first, shown first
         self.back = make_pipeline(checkpoint.for_stage())
+        self.back.rerolls_go_back = True  # a clip the quality gate re-rolls goes back to the generator
         self.results: queue.Queue[Result] = queue.Queue()
         self.done = wake  # set with every result, so the loop wakes at once
         self._to_generate: queue.Queue[Job] = queue.Queue()
@@ -143,7 +144,21 @@ class Stages:
 
     def _finish(self) -> None:
         while (job := self._next(self._to_finish, self._generator_done)) is not None:
-            self._report(run_guarded(self.back, job))
+            result = run_guarded(self.back, job)
+            if result.outcome == "rerolled" and not self._generator_done.is_set():
+                self._regenerate(job)
+            elif result.outcome == "rerolled":  # the generator has stopped: resumed at the next start
+                self._report(Result(job, "interrupted"))
+            else:
+                self._report(result)
+
+    def _regenerate(self, job: Job) -> None:
+        """A re-rolled job goes to the generator ahead of new claims (the loop claims none while it
+        waits); it keeps its place in flight, and gives back the slot the generator takes again."""
+        with self._lock:
+            self._waiting += 1
+        self._slots.release()
+        self._to_generate.put(job)
 
     def _left_generation(self, job: Job) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ import structlog
 from i2v_watcher import backends
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.speedups import check_swapped_caches
+from i2v_watcher.config.gate import check_gate_tables
 from i2v_watcher.config.models import check_model_tables, check_swap_models
 from i2v_watcher.config.quality import check_quality_tables
 from i2v_watcher.config.settings import Settings
@@ -89,6 +90,7 @@ def discover_backends(settings: Settings) -> None:
     check_model_tables(settings, backends.available(), backends.with_models())
     check_swap_models(settings, backends.available(), backends.with_models())
     check_quality_tables(settings, {name: backends.get(name).options_model for name in backends.available()})
+    check_gate_tables(settings.quality_gate, backends.available())
     check_swapped_caches(settings.diffusion.cache, settings.swap_backends)
 
 
