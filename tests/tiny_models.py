@@ -436,3 +436,31 @@ def build_ltx2(target: Path) -> Path:
         text_encoder=text_encoder, tokenizer=tokenizer, connectors=connectors, vocoder=vocoder)
     pipe.save_pretrained(target)
     return target
+
+
+# Words the tiny captioner can write (random weights: it writes them in a nonsense order).
+CAPTION_WORDS = ["a", "red", "fox", "runs", "in", "the", "snow", "cat", "sits", "on", "green", "grass", "."]
+
+
+def build_captioner(target: Path, positions: int = 128) -> Path:
+    """A tiny random BLIP captioner (the family of Salesforce/blip-image-captioning-base), its processor
+    and a word-level BERT vocabulary written in code: AutoModelForImageTextToText loads it. `positions`:
+    the longest text it can write (a caption that runs past it fails inside generate)."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip import BlipImageProcessorPil
+
+    torch.manual_seed(0)
+    target.mkdir(parents=True, exist_ok=True)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    (target / "vocab.txt").write_text("\n".join(special + CAPTION_WORDS) + "\n")
+    tokenizer = BertTokenizer(str(target / "vocab.txt"), bos_token="[DEC]")
+    text = {"vocab_size": len(tokenizer), "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "encoder_hidden_size": 8, "max_position_embeddings": positions,
+            "bos_token_id": tokenizer.bos_token_id, "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=8))
+    model.save_pretrained(target)
+    BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer).save_pretrained(target)
+    return target

@@ -25,6 +25,7 @@ import numpy as np
 import structlog
 
 from i2v_watcher.backends import Backend
+from i2v_watcher.backends.caption import Captioner
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -69,7 +70,7 @@ def save_frames(target: Path, pixels: np.ndarray) -> None:
 class Pipeline:
     def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg,
                  checkpoint: Checkpoint, default_backend: str, scratch: Scratch | None = None,
-                 swap: SwapSlot | None = None) -> None:
+                 swap: SwapSlot | None = None, captioner: Captioner | None = None) -> None:
         self.settings = settings
         self.scratch = scratch or Scratch(settings.scratch_dir)
         self.swap = swap  # the backends loaded on demand, one at a time (swap_backends)
@@ -77,7 +78,8 @@ class Pipeline:
             swap.unloading.append(lambda old: forget_preloads(self._preloads, old))
         self.ffmpeg = ffmpeg
         self.checkpoint = checkpoint
-        self.prep = Preparation(settings, backends, ffmpeg, default_backend, swap, checkpoint.activity)
+        self.prep = Preparation(settings, backends, ffmpeg, default_backend, swap, checkpoint.activity,
+                                captioner)
         self.held_error = ""  # why the last job held back could not be finished
         self._preloader: ThreadPoolExecutor | None = None
         self._preloads: dict[str, Future[Prepared | None]] = {}
