@@ -19,7 +19,7 @@ from i2v_watcher.errors import JobError, StartupError
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 from i2v_watcher.job.state import Job, JobState, new_job_id
 from i2v_watcher.run.prompting import Prompter, motion_prompt, prompt_source, subject_of
-from tiny_models import CAPTION_WORDS, build_captioner
+from tiny_models import CAPTION_WORDS, build_captioner, build_florence2
 
 CPU = DiffusionSettings(device="cpu")
 IMAGE = Image.new("RGB", (96, 72), (200, 30, 30))
@@ -64,6 +64,15 @@ def test_a_tiny_captioner_loads_through_the_auto_classes_and_captions_the_same_w
     assert caption_model_problem(loaded.settings) is None  # doctor agrees
 
 
+def test_florence2_gets_its_detailed_caption_task_and_writes_only_its_answer(tmp_path: Path) -> None:
+    loaded = captioner(build_florence2(tmp_path / "florence2"), max_new_tokens=8)
+    assert type(loaded.model).__name__ == "Florence2ForConditionalGeneration"
+    assert loaded.task == "<DETAILED_CAPTION>"  # the family's own; the processor asks it in words
+    text = loaded.caption(IMAGE)
+    asked = {"describe", "in", "detail", "what", "is", "shown", "image"}  # the words of its question
+    assert text and set(text.replace(".", " . ").split()) <= set(CAPTION_WORDS) | asked, text
+
+
 def test_a_missing_folder_or_one_without_a_captioner_stops_the_start(tmp_path: Path) -> None:
     from transformers import BertConfig, BertModel
 
@@ -77,6 +86,23 @@ def test_a_missing_folder_or_one_without_a_captioner_stops_the_start(tmp_path: P
     assert "is a bert model, not an image captioner" in str(
         caption_model_problem(CaptionSettings(model=str(text_only))))
     assert "does not exist" in str(caption_model_problem(CaptionSettings(model=str(tmp_path / "nowhere"))))
+
+
+def test_doctor_checks_the_caption_model_when_one_is_set(tmp_path: Path, tiny: Path) -> None:
+    from i2v_watcher.ops.findings import Context
+    from i2v_watcher.ops.model_check import check_caption
+
+    settings = settings_in(tmp_path)
+    assert check_caption(Context(settings)) == []  # off: nothing to check
+
+    def finding(model: Path) -> tuple[str, str]:
+        caption = CaptionSettings(model=str(model))
+        (found,) = check_caption(Context(settings.model_copy(update={"caption": caption})))
+        return found.status, found.message
+
+    assert finding(tiny) == ("ok", f"caption model {tiny}")
+    status, message = finding(tmp_path / "nowhere")
+    assert status == "error" and "does not exist" in message
 
 
 def make_job(tmp_path: Path) -> Job:
