@@ -77,7 +77,7 @@ def test_example_config_is_valid_and_documents_every_setting() -> None:
     text = example.read_text()
     for name in Settings.model_fields:
         assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE) or f"[{name}" in text, name
-    for table in ("defaults", "diffusion"):
+    for table in ("defaults", "diffusion", "caption"):
         model = type(getattr(settings, table))
         for name in model.model_fields:
             assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE), f"{table}.{name}"
@@ -172,6 +172,27 @@ def test_inf_and_nan_are_refused(tmp_path: Path, name: str, value: float) -> Non
 def test_inf_from_the_environment_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("I2V_POLL_INTERVAL_S", "inf")
     assert "poll_interval_s" in refused(tmp_path)
+
+
+# The numbers of the [caption] table: (field, lowest allowed, highest allowed, just below, just above).
+CAPTION_RANGES = [("max_new_tokens", 1, 512, 0, 513)]
+
+
+@pytest.mark.parametrize("name,low,high,below,above", CAPTION_RANGES, ids=[r[0] for r in CAPTION_RANGES])
+def test_every_caption_number_has_both_bounds(tmp_path: Path, name: str, low: int, high: int, below: int,
+                                              above: int) -> None:
+    for value in (low, high):
+        assert getattr(load(tmp_path, caption={name: value}).caption, name) == value
+    for value in (below, above):
+        assert f"caption.{name}" in refused(tmp_path, caption={name: value})
+
+
+def test_a_caption_template_names_known_placeholders_only(tmp_path: Path) -> None:
+    assert load(tmp_path).caption.model is None  # off by default
+    assert "{subject}" in load(tmp_path, caption={"template": "{subject}, slow motion"}).caption.template
+    assert "unknown placeholder {object}" in refused(tmp_path, caption={"template": "{object} moves"})
+    assert "neither {caption} nor {subject}" in refused(tmp_path, caption={"template": "a fox runs"})
+    assert "not a valid template" in refused(tmp_path, caption={"template": "{subject"})
 
 
 def test_every_numeric_setting_has_its_range_tested() -> None:

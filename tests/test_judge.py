@@ -49,7 +49,8 @@ def test_the_first_frame_against_the_input_is_in_the_details() -> None:
     frames, image = pan()
     details = score(frames, image, FPS).details
     assert details["first_frame_ssim"] > 0.95 and details["first_frame_psnr_db"] > 35
-    assert len(details["motion_pairs_top5_px"]) == 15 and details["motion_threshold_px"] == Thresholds().motion_flow_px * 96 / 256
+    flow_px = Thresholds().motion_flow_px
+    assert len(details["motion_pairs_top5_px"]) == 15 and details["motion_threshold_px"] == flow_px * 96 / 256
 
 
 def test_motion_is_sampled_at_about_8_fps() -> None:
@@ -58,7 +59,8 @@ def test_motion_is_sampled_at_about_8_fps() -> None:
     details = score(frames, image, 24.0).details
     assert details["motion_sample_fps"] == 8.0 and len(details["motion_pairs_top5_px"]) == 5
     # At 4 fps a pair is 1/4 s apart: VBench doubles the flow a pair must exceed.
-    assert score(frames, image, 4.0).details["motion_threshold_px"] == 2 * Thresholds().motion_flow_px * 96 / 256
+    flow_px = Thresholds().motion_flow_px
+    assert score(frames, image, 4.0).details["motion_threshold_px"] == 2 * flow_px * 96 / 256
 
 
 def test_thresholds_decide_the_symptoms() -> None:

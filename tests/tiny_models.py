@@ -449,3 +449,74 @@ def build_ltx2(target: Path) -> Path:
         text_encoder=text_encoder, tokenizer=tokenizer, connectors=connectors, vocoder=vocoder)
     pipe.save_pretrained(target)
     return target
+
+
+# Words the tiny captioner can write (random weights: it writes them in a nonsense order).
+CAPTION_WORDS = ["a", "red", "fox", "runs", "in", "the", "snow", "cat", "sits", "on", "green", "grass", "."]
+
+
+def build_captioner(target: Path, positions: int = 128) -> Path:
+    """A tiny random BLIP captioner (the family of Salesforce/blip-image-captioning-base), its processor
+    and a word-level BERT vocabulary written in code: AutoModelForImageTextToText loads it. `positions`:
+    the longest text it can write (a caption that runs past it fails inside generate)."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip import BlipImageProcessorPil
+
+    torch.manual_seed(0)
+    target.mkdir(parents=True, exist_ok=True)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    (target / "vocab.txt").write_text("\n".join(special + CAPTION_WORDS) + "\n")
+    tokenizer = BertTokenizer(str(target / "vocab.txt"), bos_token="[DEC]")
+    text = {"vocab_size": len(tokenizer), "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "encoder_hidden_size": 8, "max_position_embeddings": positions,
+            "bos_token_id": tokenizer.bos_token_id, "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=8))
+    model.save_pretrained(target)
+    BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer).save_pretrained(target)
+    return target
+
+
+def build_florence2(target: Path) -> Path:
+    """A tiny random Florence-2 (transformers' native `florence2`, the family of
+    florence-community/Florence-2-base): a two-stage DaViT, a one-layer BART, a word-level tokenizer
+    with its `<image>` token, and a CLIP image processor telling how many image tokens the 32x32 input
+    makes (8x8 → 4x4 patches, plus one)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        BartConfig,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        Florence2VisionConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    torch.manual_seed(1)
+    words = ["<pad>", "<s>", "</s>", "<unk>", "<image>", *CAPTION_WORDS,
+             *["describe", "in", "detail", "what", "is", "shown", "image"]]
+    vocab = {word: index for index, word in enumerate(dict.fromkeys(words))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>",
+                                        extra_special_tokens={"image_token": "<image>"})
+    vision = Florence2VisionConfig(
+        depths=(1, 1), patch_size=(7, 3), patch_stride=(4, 2), patch_padding=(3, 1),
+        patch_prenorm=(False, True), embed_dim=(8, 16), num_heads=(2, 2), num_groups=(2, 2), window_size=2,
+        projection_dim=16, max_position_embeddings=16, max_temporal_embeddings=4)
+    text = BartConfig(
+        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, decoder_start_token_id=2, forced_eos_token_id=2)
+    model = Florence2ForConditionalGeneration(Florence2Config(text_config=text, vision_config=vision,
+                                                              image_token_id=tokenizer.image_token_id))
+    model.generation_config.min_new_tokens = 4  # random weights end at once otherwise: a few words first
+    model.save_pretrained(target)
+    images = CLIPImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False)
+    images.image_seq_length = 17
+    Florence2Processor(image_processor=images, tokenizer=tokenizer).save_pretrained(target)
+    return target

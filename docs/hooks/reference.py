@@ -350,7 +350,7 @@ def setting_entry(name: str, info: FieldInfo, table: str, doc: ExampleConfig, le
     return lines
 
 
-TABLES = frozenset({"defaults", "diffusion", "models", "presets"})
+TABLES = frozenset({"defaults", "diffusion", "caption", "models", "presets"})
 
 
 def settings_reference() -> str:

@@ -47,14 +47,15 @@ def torch_dtype(options: DiffusionSettings) -> torch.dtype:
     return dtype
 
 
-def locate(name: str, source: ModelSettings) -> str:
-    """A local directory, or a hub id found in the Hugging Face cache; a StartupError otherwise."""
+def locate(name: str, source: ModelSettings, table: str | None = None) -> str:
+    """A local directory, or a hub id found in the Hugging Face cache; a StartupError otherwise, that
+    names the setting (`table`; unset: [models.<name>])."""
     model = source.model
     if Path(os.path.expanduser(model)).is_dir():
         return str(Path(os.path.expanduser(model)))
     if not model or model.startswith(("/", ".", "~")) or model.count("/") != 1:
         raise StartupError(f"the {name} model directory {model!r} does not exist "
-                           f"(set [models.{name}] model to a local directory or a hub id)")
+                           f"(set [{table or f'models.{name}'}] model to a local directory or a hub id)")
     return model
 
 

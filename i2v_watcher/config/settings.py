@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from i2v_watcher.config.caption import CaptionSettings
 from i2v_watcher.config.checks import (
     SettingsConflict,
     check_draft_template,
@@ -82,6 +83,8 @@ class Settings(BaseSettings):
     plugins: list[str] = Field(default_factory=list)
     models: dict[str, ModelSettings] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    # An image captioner that writes the prompt of a job that has none (off unless its model is set).
+    caption: CaptionSettings = Field(default_factory=CaptionSettings)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     # What `quality: draft | standard | final` sets, per level and backend (config/quality.py).
     quality: dict[str, QualityLevel] = Field(default_factory=lambda: with_shipped_levels({}))

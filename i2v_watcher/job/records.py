@@ -27,6 +27,7 @@ from typing_extensions import TypedDict  # pydantic reads TypedDicts from it bef
 
 from i2v_watcher.explain.job import describe_validation_error
 from i2v_watcher.fs.atomic import read_json
+from i2v_watcher.job.caption import CaptionRecord
 from i2v_watcher.job.spec import WORKER_ID_PATTERN
 
 # --- The job's records: published metadata, failure report, job state -------------------------------
@@ -147,11 +148,14 @@ class JobMetadata(Record):
     there: the gallery and the metrics read older and partial files too."""
 
     WHAT = "metadata"
-    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "draft", "quality"})
+    OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "draft", "prompt_source",
+                          "caption", "quality"})
     job_id: str
     input: InputFile | None = None
     prompt: str = ""
     negative_prompt: str = ""
+    prompt_source: str | None = None  # caption, sidecar or defaults (run.prompting)
+    caption: str | None = None  # what the captioner wrote, where the prompt was made of it
     seed: int | None = None
     backend: str | None = None
     model: str | None = None
@@ -246,7 +250,7 @@ class JobState(Record):
     """work/<worker_id>/<job_id>/job.json: where a claimed job stands, rewritten at every stage."""
 
     WHAT = "job state"
-    OPTIONAL = frozenset({"moved_dir", "changes", "gate_attempts", "best_attempt"})
+    OPTIONAL = frozenset({"moved_dir", "caption", "changes", "gate_attempts", "best_attempt"})
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     worker_id: str = Field(pattern=WORKER_ID_PATTERN)
@@ -272,6 +276,7 @@ class JobState(Record):
     moved_dir: RelativePath | None = None
     left_in_place: list[PlainName] = Field(default_factory=list)  # special files that could not move
     takeovers: list[Takeover] = Field(default_factory=list)
+    caption: CaptionRecord | None = None  # made once, where the job's prompt was written from its image
     metadata: StagedMetadata | None = None  # from generation on; `{}` in the file before
     error: JobFailure | None = None
     # The quality gate's re-rolls (run.gate): the sidecar fields the next attempt changes, every

@@ -178,7 +178,8 @@ class JobSpec(BaseModel):
 
     prompt: Prompt | None = Field(default=None, description=(
         "What should happen in the clip: subject, action, direction or speed, surroundings. Backends "
-        "without a text encoder (preview, svd) ignore it and note that in the metadata."))
+        "without a text encoder (preview, svd) ignore it and note that in the metadata. Left empty, with "
+        "[caption] model set: written from the image by the captioner."))
     negative_prompt: Prompt | None = Field(default=None, description=(
         "What the clip should not show (blur, distortion, text, watermark...)."))
     num_frames: NumFrames | None = Field(default=None, description=(

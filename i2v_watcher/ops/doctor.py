@@ -21,7 +21,7 @@ from i2v_watcher.config.settings import load_settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.perms import write_problem
 from i2v_watcher.ops.findings import INSTALL_EXTRA, RANK, Context, Finding, Status
-from i2v_watcher.ops.model_check import check_model
+from i2v_watcher.ops.model_check import check_caption, check_model
 
 EXIT_OK, EXIT_BLOCKING, EXIT_UNREADABLE = 0, 1, 2
 LABELS = {"ok": "ok", "info": "info", "warning": "warn", "error": "ERROR", "skipped": "skip"}
@@ -260,7 +260,8 @@ def check_systemd(ctx: Context) -> list[Finding]:
 
 CHECKS: list[tuple[str, Callable[[Context], list[Finding]]]] = [
     ("backend", check_backends), ("diffusion-extra", check_extra), ("gpu", check_gpu), ("model", check_model),
-    ("ffmpeg", check_ffmpeg), ("folders", check_folders), ("watch", check_watch), ("systemd", check_systemd)]
+    ("caption", check_caption), ("ffmpeg", check_ffmpeg), ("folders", check_folders), ("watch", check_watch),
+    ("systemd", check_systemd)]
 
 
 def diagnose(config: Path) -> tuple[list[Finding], int]:

@@ -85,3 +85,17 @@ def folder_findings(backend: DiffusersBackend, folder: Path, level: Status,
     variant = f" (variant {backend.source.variant})" if backend.source.variant else ""
     return [Finding("model", "ok", f"{backend.name}: {check.model}{variant} in {where}{folder}{weights}",
                     data=data), *found]
+
+
+def check_caption(ctx: Context) -> list[Finding]:
+    """The [caption] model, where one is set: found, and an image-text-to-text model by its config."""
+    if ctx.settings is None or ctx.settings.caption.model is None:
+        return []  # off: nothing to find
+    from i2v_watcher.backends.caption import caption_model_problem
+
+    model = ctx.settings.caption.model
+    problem = caption_model_problem(ctx.settings.caption)
+    if problem is None:
+        return [Finding("caption", "ok", f"caption model {model}", data={"model": model})]
+    return [Finding("caption", "error", problem, "point [caption] model at a folder or cached hub id of an "
+                    "image captioner (Florence-2, BLIP, SmolVLM), or leave it unset", {"model": model})]

@@ -90,9 +90,11 @@ def keep_draft(settings: Settings, job: Job) -> None:
     image = "image" + PurePosixPath(job.state.image).suffix.lower()
     if not (folder / image).exists():
         copy_atomic(job.input(job.state.image), folder / image, token=job.id, replace=True)
+    requested = metadata.requested
+    if metadata.prompt_source == "caption":  # the final gets the draft's prompt, not a caption of its own
+        requested = {**requested, "prompt": metadata.prompt}
     record = DraftRecord(job_id=job.id, key=job.state.key, name=job.state.output_name,
-                         files=job.state.published, requested=metadata.requested, seed=metadata.seed,
-                         image=image)
+                         files=job.state.published, requested=requested, seed=metadata.seed, image=image)
     write_json_atomic(folder / RECORD, record.to_json())
     log.info("draft kept for its final", draft=job.state.key, name=record.name)
 

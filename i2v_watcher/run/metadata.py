@@ -17,6 +17,7 @@ from i2v_watcher.media.ffmpeg import FFmpeg
 from i2v_watcher.media.graph import Output
 from i2v_watcher.media.images import Source
 from i2v_watcher.media.soundtrack import Soundtrack
+from i2v_watcher.run.prompting import prompt_source
 
 
 def library_versions() -> dict[str, str]:
@@ -34,10 +35,14 @@ def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Back
     path = job.input(job.state.image)
     image = source.image
     parameters = params.model_dump(mode="json", exclude={"explicit", "from_model", "from_level"})
+    caption = job.state.caption if prompt_source(job, params) == "caption" else None
+    if caption is not None:
+        timings = {**timings, "caption": caption.seconds}
     record = InputFile(path=f"{job.state.key}{path.suffix}", image=job.state.image, sidecar=job.state.sidecar,
                        sha256=source.sha256, bytes=source.size, width=image.width, height=image.height)
     return StagedMetadata(
         job_id=job.id, input=record, prompt=params.prompt, negative_prompt=params.negative_prompt,
+        prompt_source=prompt_source(job, params), caption=None if caption is None else caption.text,
         seed=params.seed, backend=backend.name, model=backend.model_id,
         parameters=parameters, quality_level=params.quality,
         quality_set={key: parameters[key] for key in sorted(params.from_level)},

@@ -23,6 +23,7 @@ from typing import Literal, TypeVar
 import structlog
 
 from i2v_watcher.backends import Backend
+from i2v_watcher.backends.caption import Captioner
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import (
     DestinationUnavailable,
@@ -64,7 +65,7 @@ log = structlog.get_logger("i2v_watcher.run.pipeline")
 class Pipeline:
     def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg,
                  checkpoint: Checkpoint, default_backend: str, scratch: Scratch | None = None,
-                 swap: SwapSlot | None = None) -> None:
+                 swap: SwapSlot | None = None, captioner: Captioner | None = None) -> None:
         self.settings = settings
         self.scratch = scratch or Scratch(settings.scratch_dir)
         self.swap = swap  # the backends loaded on demand, one at a time (swap_backends)
@@ -73,7 +74,8 @@ class Pipeline:
         self.ffmpeg = ffmpeg
         self.checkpoint = checkpoint
         self.rerolls_go_back = False  # set on a finishing stage: it hands re-rolls back, never generates
-        self.prep = Preparation(settings, backends, ffmpeg, default_backend, swap, checkpoint.activity)
+        self.prep = Preparation(settings, backends, ffmpeg, default_backend, swap, checkpoint.activity,
+                                captioner)
         self.held_error = ""  # why the last job held back could not be finished
         self._preloader: ThreadPoolExecutor | None = None
         self._preloads: dict[str, Future[Prepared | None]] = {}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from i2v_watcher.backends import Backend
+from i2v_watcher.backends.caption import Captioner
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.fs.inputs import InputRead, read_input
@@ -24,6 +25,7 @@ from i2v_watcher.media.images import Source, decode_input
 from i2v_watcher.media.probes import chain_problems
 from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_sources
 from i2v_watcher.run.generate import check_fields, memory_budget_bytes, plan_job
+from i2v_watcher.run.prompting import Prompter
 from i2v_watcher.run.publish import check_outbox_folder, wanted_name
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.swap import SwapSlot
@@ -48,7 +50,8 @@ class Preparation:
     """The checks of one worker: its resident backends, the ones it swaps in, and what its ffmpeg runs."""
 
     def __init__(self, settings: Settings, backends: dict[str, Backend], ffmpeg: FFmpeg,
-                 default_backend: str, swap: SwapSlot | None, activity: Activity) -> None:
+                 default_backend: str, swap: SwapSlot | None, activity: Activity,
+                 captioner: Captioner | None = None) -> None:
         self.settings = settings
         self.backends = backends  # the resident ones, loaded once at start-up
         self.swap = swap  # the backends loaded on demand, one at a time (swap_backends)
@@ -58,6 +61,7 @@ class Preparation:
         self.activity = activity
         self.budget = memory_budget_bytes(settings.memory_budget_mb)
         self._trials: dict[str, str | None] = {}  # hardware encoders' trial encodes, done once
+        self.prompter = Prompter(captioner, settings.caption.template)  # a prompt for a job without one
 
     def params(self, job: Job, swap: bool = True) -> tuple[CheckedSidecar, JobParams, Backend]:
         """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
@@ -94,6 +98,7 @@ class Preparation:
         job.advance(job.state.stage, wanted_name=wanted)
         check_outbox_folder(self.settings, job)
         source = self.source(job, job.state.image, "load")
+        params = self.prompter.prompted(job, params, backend, source.image)  # needs the image: here
         planned = plan_job(backend, source.image.size, params, self.budget)
         clip = Clip(planned.width, planned.height, planned.frames, params.fps)
         check_cost(self.settings, checked.chains, clip)  # what the presets make of the frames

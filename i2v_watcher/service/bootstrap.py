@@ -11,6 +11,7 @@ from typing import NoReturn
 import structlog
 
 from i2v_watcher import backends
+from i2v_watcher.backends.caption import Captioner
 from i2v_watcher.backends.diffusion import DiffusersBackend
 from i2v_watcher.backends.speedups import check_swapped_caches
 from i2v_watcher.config.gate import check_gate_tables
@@ -126,3 +127,17 @@ def load_backends(settings: Settings, extend: Extend | None = None
                      seconds=round(time.monotonic() - started, 2))
         resident[name] = backend
     return binary, default, resident
+
+
+def load_captioner(settings: Settings, extend: Extend | None = None) -> Captioner | None:
+    """The image captioner of [caption], loaded once beside the video model; None where it is off."""
+    if settings.caption.model is None:
+        return None
+    captioner = Captioner(settings.caption, settings.diffusion)
+    if extend is not None:
+        extend(settings.load_timeout_s, f"loading the caption model ({captioner.model_id})")
+    started = time.monotonic()
+    captioner.load()
+    log.info("caption model loaded", model=captioner.model_id, task=captioner.task,
+             seconds=round(time.monotonic() - started, 2))
+    return captioner

@@ -18,7 +18,7 @@ from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.run.pipeline import Pipeline
 from i2v_watcher.run.stages import Result
-from i2v_watcher.service.bootstrap import load_backends, prepare_scratch
+from i2v_watcher.service.bootstrap import load_backends, load_captioner, prepare_scratch
 from i2v_watcher.service.parts import Part, start_all, stop_all
 from i2v_watcher.service.runner import MakePipeline
 from i2v_watcher.service.signals import SignalReader
@@ -178,6 +178,7 @@ class Service(ABC):
         settings = self.settings
         prepare_scratch(settings)
         binary, default, resident = load_backends(settings, self.notifier.extend)
+        captioner = load_captioner(settings, self.notifier.extend)  # None: [caption] is off
         self.loaded = list(resident)  # what this worker serves (work.routing), `auto` resolved
         first = resident[default]
         self.notifier.about = {"backend": first.name, "model": first.model_id}
@@ -187,7 +188,7 @@ class Service(ABC):
             swap.listeners.append(self.metrics.swapped)
 
         def pipeline(part: Checkpoint) -> Pipeline:
-            return Pipeline(settings, resident, binary, part, default, scratch, swap)
+            return Pipeline(settings, resident, binary, part, default, scratch, swap, captioner)
 
         return pipeline, scratch, Heartbeat(settings, self.checkpoint.activity, first.name, first.model_id,
                                               list(resident), settings.swap_backends)
