@@ -17,7 +17,7 @@ import pytest
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.checkpoint import Activity
-from i2v_watcher.job.records import HeartbeatRecord, StatusSnapshot
+from i2v_watcher.job.worker_records import HeartbeatRecord, StatusSnapshot
 from i2v_watcher.ops.status import collect, snapshot
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.service.parts import Beating, Part, start_all

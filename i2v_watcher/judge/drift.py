@@ -90,7 +90,7 @@ def start_alignment(clip: Clip, base: np.ndarray) -> tuple[np.ndarray, str]:
         template = cv2.resize(first, size, interpolation=cv2.INTER_AREA)
         _, found, _, place = cv2.minMaxLoc(cv2.matchTemplate(clip.image_grey, template, cv2.TM_CCOEFF_NORMED))
         if found > best[0]:
-            best = (found, zoom, place)
+            best = (found, zoom, (int(place[0]), int(place[1])))
     _, zoom, (left, top) = best
     matrix = np.array([[1 / zoom, 0, left], [0, 1 / zoom, top]], dtype=np.float32)
     candidates["zoom"] = np.asarray(cv2.transform(base, matrix), dtype=np.float32)

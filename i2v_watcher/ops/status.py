@@ -16,8 +16,9 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.queue import queued_jobs, shown_file
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.job.records import MAX_STATE_BYTES, JobState, StatusCounts, StatusSnapshot, WorkerRow
+from i2v_watcher.job.records import MAX_STATE_BYTES, JobState
 from i2v_watcher.job.state import STATE_FILE, TRASH_PREFIX
+from i2v_watcher.job.worker_records import StatusCounts, StatusSnapshot, WorkerRow
 from i2v_watcher.ops.reading import (
     UNREADABLE,
     Warn,

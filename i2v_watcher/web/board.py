@@ -24,7 +24,7 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.job.records import WorkerRow
+from i2v_watcher.job.worker_records import WorkerRow
 from i2v_watcher.ops.reports import ReportCache
 from i2v_watcher.ops.status import jobs_in_progress, workers
 from i2v_watcher.work.routing import unroutable

@@ -26,8 +26,8 @@ from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.fs.atomic import write_json_atomic
 from i2v_watcher.job.checkpoint import Activity
-from i2v_watcher.job.records import BeatJob, HeartbeatRecord
 from i2v_watcher.job.state import utc_now
+from i2v_watcher.job.worker_records import BeatJob, HeartbeatRecord
 from i2v_watcher.work.liveness import TAKE_OVER, judge, thresholds
 from i2v_watcher.work.liveness import heartbeat_interval as heartbeat_interval  # its users import it here
 

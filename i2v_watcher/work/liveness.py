@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.job.records import HeartbeatRecord
+from i2v_watcher.job.worker_records import HeartbeatRecord
 
 ALIVE, LATE, STALE, STOPPED, DEAD, UNKNOWN = "alive", "late", "stale", "stopped", "dead", "unknown"
 STATES = (ALIVE, LATE, STALE, STOPPED, DEAD, UNKNOWN)

@@ -24,8 +24,8 @@ import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.inbox.watch import SIDECAR_SUFFIXES, Candidate, Queued
-from i2v_watcher.job.records import WorkerRow
 from i2v_watcher.job.spec import read_sidecar
+from i2v_watcher.job.worker_records import WorkerRow
 from i2v_watcher.work.lease import QUEUE
 from i2v_watcher.work.survey import survey
 from i2v_watcher.work.swap import SwapSlot

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.job.records import HeartbeatRecord, WorkerRow
+from i2v_watcher.job.worker_records import HeartbeatRecord, WorkerRow
 from i2v_watcher.work.lease import HEARTBEAT_FILE, LOCK_FILE, read_beat, worker_folders
 from i2v_watcher.work.liveness import activity, judge, process_state, share_now, thresholds
 
