@@ -7,12 +7,13 @@ import contextlib
 import os
 import secrets
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from i2v_watcher.fs.atomic import copy_atomic, write_bytes_atomic
+from i2v_watcher.fs.atomic import copy_atomic, safe_subdir, write_bytes_atomic
+from i2v_watcher.fs.reservations import release_name, reserve_name
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 
 
@@ -27,6 +28,19 @@ def new_owner(kind: str) -> str:
     """A reservation owner unique across processes and hosts sharing the inbox, readable in a stale
     marker (which host and process left it)."""
     return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def queue_job(inbox: Path, key: PurePosixPath, image: Path, sidecar: dict[str, Any], kind: str) -> Path:
+    """A new job at `key` (its folder and stem under the inbox; `name-1`… when that name is taken
+    meanwhile): `image` copied, `sidecar` written; `kind` names the writer in its reservation."""
+    target = safe_subdir(inbox, key.parent)
+    suffix = image.suffix
+    owner = new_owner(kind)
+    stem = reserve_name(target, key.name, clash_suffixes(suffix), owner)
+    try:
+        return write_job(target, stem, image, suffix, sidecar)
+    finally:
+        release_name(target, stem, owner)
 
 
 def write_job(inbox: Path, stem: str, image: Path, suffix: str, sidecar: dict[str, Any]) -> Path:

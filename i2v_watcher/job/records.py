@@ -149,7 +149,7 @@ class JobMetadata(Record):
 
     WHAT = "metadata"
     OPTIONAL = frozenset({"postprocess", "audio", "quality_level", "quality_set", "draft", "prompt_source",
-                          "caption", "quality"})
+                          "caption", "quality", "variant"})
     job_id: str
     input: InputFile | None = None
     prompt: str = ""
@@ -174,6 +174,7 @@ class JobMetadata(Record):
     draft: dict[str, Any] | None = None  # a final's draft: {job_id, name} (run.drafts)
     # The quality gate's judgement (run.gate): scores, symptoms, verdict, details, attempts.
     quality: dict[str, Any] | None = None
+    variant: dict[str, Any] | None = None  # one of a job's variants: {of, name, index, count} (run.variants)
 
     @property
     def presets(self) -> list[str]:
@@ -250,7 +251,8 @@ class JobState(Record):
     """work/<worker_id>/<job_id>/job.json: where a claimed job stands, rewritten at every stage."""
 
     WHAT = "job state"
-    OPTIONAL = frozenset({"moved_dir", "caption", "changes", "gate_attempts", "best_attempt"})
+    OPTIONAL = frozenset({"moved_dir", "caption", "changes", "gate_attempts", "best_attempt",
+                          "variants_written"})
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     worker_id: str = Field(pattern=WORKER_ID_PATTERN)
@@ -284,6 +286,7 @@ class JobState(Record):
     changes: dict[str, Any] | None = None
     gate_attempts: list[dict[str, Any]] | None = None
     best_attempt: StagedMetadata | None = None
+    variants_written: int | None = None  # variants 2.. of a `keep: all` job written into the inbox
 
     @field_validator("metadata", mode="before")
     @classmethod

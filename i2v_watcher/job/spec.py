@@ -8,7 +8,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -162,6 +162,9 @@ class JobDefaults(BaseModel):
         return presets_of(self.postprocess)
 
 
+MAX_VARIANTS = 8
+
+
 class DraftRef(BaseModel):
     """The draft a final was approved from, as `approve` writes it into the final's sidecar."""
 
@@ -169,6 +172,20 @@ class DraftRef(BaseModel):
 
     job_id: str = Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")  # records.JOB_ID_PATTERN
     name: str = Field(min_length=1, max_length=1024)  # its output name in the outbox
+
+
+class VariantRef(BaseModel):
+    """Which variant of which job this one is, as the daemon writes it into a variant's sidecar."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    of: str = Field(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")  # the first variant's job id
+    name: str = Field(min_length=1, max_length=1024)  # the first variant's name in the inbox
+    index: int = Field(ge=2, le=MAX_VARIANTS)
+    count: int = Field(ge=2, le=MAX_VARIANTS)
+
+
+VARIANT_FIELDS = ("variants", "keep", "variant")  # what makes a job a set of clips, not one clip
 
 
 class JobSpec(BaseModel):
@@ -217,6 +234,15 @@ class JobSpec(BaseModel):
         "Written by `i2v-watcher approve`: the draft ({job_id, name}) this job is the final of. The "
         "metadata records it, and the draft's kept image and (without keep_drafts) outputs go once the "
         "final is published."))
+    variants: int | None = Field(default=None, ge=1, le=MAX_VARIANTS, description=(
+        "Clips made from the image, with seeds seed, seed+1, ...: 1-8. See keep."))
+    keep: Literal["all", "best"] | None = Field(default=None, description=(
+        "With variants: all (default) publishes every clip, the first under the job's name and the others "
+        "as NAME.v2, NAME.v3, ... (each its own job, so they run side by side); best publishes the clip "
+        "the quality gate scores best under the job's name, the others' scores in its metadata."))
+    variant: VariantRef | None = Field(default=None, description=(
+        "Written by the daemon into the sidecar of variant 2, 3, ... of a job with variants and keep: "
+        "all: which job's variant it is."))
     quality_gate: GateOverride | None = Field(default=None, description=(
         "This job's own quality gate: any key of [quality_gate] (action record, reroll or fail; "
         "max_rerolls; on_exhausted; the thresholds; guidance_step and guidance_ceiling)."))

@@ -27,10 +27,10 @@ from typing import Any
 import structlog
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.fs.atomic import copy_atomic, read_json, safe_subdir, write_json_atomic
-from i2v_watcher.fs.reservations import release_name, reserve_name
-from i2v_watcher.inbox.drop import clash_suffixes, new_owner, write_job
+from i2v_watcher.fs.atomic import copy_atomic, read_json, write_json_atomic
+from i2v_watcher.inbox.drop import queue_job
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, Record
+from i2v_watcher.job.spec import VARIANT_FIELDS
 from i2v_watcher.job.state import Job
 from i2v_watcher.work.liveness import probe_share_time
 
@@ -100,8 +100,10 @@ def keep_draft(settings: Settings, job: Job) -> None:
 
 
 def final_sidecar(draft: DraftRecord) -> dict[str, Any]:
-    """The final's request: the draft's own (never what its level set), its seed, `quality: final`."""
-    return {**draft.requested, "seed": draft.seed, "quality": "final",
+    """The final's request: the draft's own (never what its level set), its seed, `quality: final`. A
+    variant's final is that one clip: not variants again."""
+    own = {key: value for key, value in draft.requested.items() if key not in VARIANT_FIELDS}
+    return {**own, "seed": draft.seed, "quality": "final",
             "draft": {"job_id": draft.job_id, "name": draft.name}}
 
 
@@ -167,15 +169,8 @@ def _approved_when(folder: Path) -> str:
 def _queue_final(settings: Settings, folder: Path, draft: DraftRecord) -> Path:
     """The draft's image and the final's sidecar into the inbox, where the draft's image was (under
     name-1… when that name is taken meanwhile)."""
-    key = PurePosixPath(draft.key)
-    target = safe_subdir(settings.inbox, key.parent)
-    suffix = PurePosixPath(draft.image).suffix
-    owner = new_owner("approve")
-    stem = reserve_name(target, key.name, clash_suffixes(suffix), owner)
-    try:
-        return write_job(target, stem, folder / draft.image, suffix, final_sidecar(draft))
-    finally:
-        release_name(target, stem, owner)
+    return queue_job(settings.inbox, PurePosixPath(draft.key), folder / draft.image, final_sidecar(draft),
+                     "approve")
 
 
 def finish_draft(settings: Settings, job: Job) -> None:

@@ -50,9 +50,11 @@ def rank(attempt: dict[str, Any]) -> tuple[int, float]:
     return len(attempt["symptoms"]), float(attempt["scores"].get("drift", 0.0))
 
 
-def judge(job: Job, image: Image.Image, gate: BackendGate, honoured: frozenset[str]) -> bool:
+def judge(job: Job, image: Image.Image, gate: BackendGate, honoured: frozenset[str],
+          variants: int = 1) -> bool:
     """Judge the job's generated frames; True: generated again (the job is back in stage `claimed`),
-    False: on to the encode, the judgement in its metadata. JobError for a clip the gate fails."""
+    False: on to the encode, the judgement in its metadata. JobError for a clip the gate fails.
+    `variants` (keep: best): that many attempts whatever their verdicts, the best one published."""
     frames, metadata = job.frames, job.state.metadata
     assert frames is not None and metadata is not None and metadata.frames_fps is not None
     height, width = frames.shape[1:3]
@@ -63,30 +65,46 @@ def judge(job: Job, image: Image.Image, gate: BackendGate, honoured: frozenset[s
     log.info("judged", verdict=judgement.verdict, symptoms=judgement.symptoms, attempt=len(attempts),
              scores=judgement.scores)
     quality = {**judgement.as_dict(), "attempts": attempts}
-    if judgement.verdict == "pass" or gate.action == "record":
-        job.advance("generated", metadata=metadata.model_copy(update={"quality": quality}))
-        return False
+    best = min(range(len(attempts)), key=lambda index: rank(attempts[index]))
+    passed = attempts[best]["verdict"] == "pass" or gate.action == "record"
+    more = len(attempts) < variants or (
+        not passed and gate.action == "reroll" and len(attempts) - variants < gate.max_rerolls)
+    if more and best == len(attempts) - 1:
+        _keep_best(job, frames, metadata, quality)
+    if len(attempts) < variants:  # keep: best: the next variant, whatever this one's verdict
+        return _again(job, metadata, {}, attempts, "next variant")
+    if passed:
+        return _publish(job, best, attempts, metadata, quality, None)
     if gate.action == "fail":
         raise _failed(attempts, "the clip failed the quality gate")
-    best = min(range(len(attempts)), key=lambda index: rank(attempts[index]))
-    if len(attempts) <= gate.max_rerolls:
-        if best == len(attempts) - 1:
-            _keep_best(job, frames, metadata, quality)
-        changes = {**(job.state.changes or {}), **reroll_changes(
-            judgement.symptoms, metadata.parameters, metadata.backend or "", gate, honoured)}
-        seed = ((metadata.seed or 0) + 1) % SEEDS
-        log.info("re-rolling", seed=seed, changes=changes, rerolls_left=gate.max_rerolls - len(attempts) + 1)
-        job.frames = None
-        job.advance("claimed", seed=seed, changes=changes, gate_attempts=attempts)
-        return True
+    if more:
+        changes = reroll_changes(judgement.symptoms, metadata.parameters, metadata.backend or "", gate,
+                                 honoured)
+        return _again(job, metadata, changes, attempts, "re-rolling")
     if gate.on_exhausted == "fail":
         raise _failed(attempts, f"no attempt passed the quality gate ({len(attempts)} attempts)")
+    log.warning("re-rolls ran out: publishing the best attempt, marked warn", seed=attempts[best]["seed"],
+                symptoms=attempts[best]["symptoms"])
+    return _publish(job, best, attempts, metadata, quality, "warn")
+
+
+def _again(job: Job, metadata: StagedMetadata, changes: dict[str, Any], attempts: list[dict[str, Any]],
+           why: str) -> bool:
+    """Back to generation with the next seed and these changes (on top of the earlier ones)."""
+    changes = {**(job.state.changes or {}), **changes}
+    seed = ((metadata.seed or 0) + 1) % SEEDS
+    log.info(why, seed=seed, changes=changes, attempt=len(attempts) + 1)
+    job.frames = None
+    job.advance("claimed", seed=seed, changes=changes, gate_attempts=attempts)
+    return True
+
+
+def _publish(job: Job, best: int, attempts: list[dict[str, Any]], metadata: StagedMetadata,
+             quality: dict[str, Any], verdict: str | None) -> bool:
+    """On to the encode with the best attempt (the last one's frames, or the kept ones)."""
     if best != len(attempts) - 1:
-        frames, metadata, quality = _take_best(job)
-        job.frames = frames
-    quality = {**quality, "verdict": "warn", "attempts": attempts}
-    log.warning("re-rolls ran out: publishing the best attempt, marked warn", seed=metadata.seed,
-                symptoms=quality["symptoms"])
+        job.frames, metadata, quality = _take_best(job)
+    quality = {**quality, "attempts": attempts, **({"verdict": verdict} if verdict else {})}
     job.advance("generated", metadata=metadata.model_copy(update={"quality": quality}))
     return False
 

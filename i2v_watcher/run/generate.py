@@ -27,7 +27,8 @@ from i2v_watcher.run.soundtrack import check_audio
 # place in the queue.
 # Fields the daemon itself acts on (`quality` becomes the level's other fields), whatever the backend.
 GENERIC_FIELDS = frozenset({"backend", "postprocess", "output_name", "postprocess_overrides", "seed",
-                            "priority", "quality", "draft", "quality_gate"})
+                            "priority", "quality", "draft", "quality_gate", "variants", "keep",
+                            "variant"})
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 GB = 1e9
 

@@ -18,6 +18,7 @@ from i2v_watcher.media.graph import Output
 from i2v_watcher.media.images import Source
 from i2v_watcher.media.soundtrack import Soundtrack
 from i2v_watcher.run.prompting import prompt_source
+from i2v_watcher.run.variants import variant_record
 
 
 def library_versions() -> dict[str, str]:
@@ -51,7 +52,7 @@ def generated_metadata(job: Job, spec: JobSpec, params: JobParams, backend: Back
         versions={**library_versions(), "ffmpeg": ffmpeg.version, **backend.versions()},
         worker_id=job.state.worker_id, claimed_at=job.state.claimed_at, frames_fps=frames.fps,
         audio=None if sound is None else sound.record(),
-        draft=None if spec.draft is None else spec.draft.model_dump())
+        draft=None if spec.draft is None else spec.draft.model_dump(), variant=variant_record(job, spec))
 
 
 def encoded_metadata(metadata: StagedMetadata, info: dict[str, Any], outputs: list[Output],

@@ -224,10 +224,11 @@ class Pipeline:
         metadata = job.state.metadata
         assert metadata is not None and job.state.image is not None
         backend = self.prep.choices.get(metadata.backend or "")
-        gate = self.settings.quality_gate.for_job(metadata.backend or "",
-                                                  self.prep.check_sidecar(job).spec.quality_gate)
+        spec = self.prep.check_sidecar(job).spec
+        gate = self.settings.quality_gate.for_job(metadata.backend or "", spec.quality_gate)
+        variants = spec.variants or 1 if spec.keep == "best" else 1
         image = self.prep.source(job, job.state.image, "judge").image
-        rerolled = judge(job, image, gate, backend.honours if backend is not None else frozenset())
+        rerolled = judge(job, image, gate, backend.honours if backend is not None else frozenset(), variants)
         if rerolled:
             self.forget_frames(job)
         return rerolled

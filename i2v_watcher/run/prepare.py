@@ -27,6 +27,7 @@ from i2v_watcher.run.check import CheckedSidecar, check_sidecar, job_sources
 from i2v_watcher.run.generate import check_fields, memory_budget_bytes, plan_job
 from i2v_watcher.run.prompting import Prompter
 from i2v_watcher.run.publish import check_outbox_folder, wanted_name
+from i2v_watcher.run.variants import fan_out
 from i2v_watcher.steps import Clip
 from i2v_watcher.work.swap import SwapSlot
 
@@ -67,12 +68,16 @@ class Preparation:
         """The job's checked sidecar, its effective parameters (the seed fixed once, in the state) and
         its backend."""
         checked = self.check_sidecar(job)
-        if job.state.changes:  # a re-roll's (run.gate): as if the sidecar had set them
-            checked = replace(checked, spec=checked.spec.model_copy(update=job.state.changes))
-        spec = checked.spec
         if job.state.seed is None:
-            seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
+            seed = checked.spec.seed if checked.spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
+        # A re-roll's changes (run.gate) stand as if the sidecar had set them, and so does its seed.
+        update = dict(job.state.changes or {})
+        if checked.spec.seed is not None and checked.spec.seed != job.state.seed:
+            update["seed"] = job.state.seed
+        if update:
+            checked = replace(checked, spec=checked.spec.model_copy(update=update))
+        spec = checked.spec
         assert job.state.seed is not None
         backend = self.backends.get(name := spec.backend or self.default_backend)
         if backend is None and self.swap is not None:  # still None: a name it does not swap either
@@ -102,6 +107,7 @@ class Preparation:
         planned = plan_job(backend, source.image.size, params, self.budget)
         clip = Clip(planned.width, planned.height, planned.frames, params.fps)
         check_cost(self.settings, checked.chains, clip)  # what the presets make of the frames
+        fan_out(self.settings, job, checked.spec, params.seed)  # a job that passed: its variants too
         return Prepared(checked.spec, params, backend, checked.chains, source, notes)
 
     def source(self, job: Job, image: str, stage: str) -> Source:

@@ -74,6 +74,12 @@ class Intake(Part):
         scan = self.scan
         return scan is not None and scan.waiting == 0 and scan.orphans == 0 and not scan.ready
 
+    def drained_after_full_scan(self) -> bool:
+        """drained(), by a scan of the whole inbox made now (a job found is taken)."""
+        self.watcher.lost()
+        self.scan = None
+        return not self.take_one() and self.drained()
+
     def blocked(self) -> int:
         return self.scan.blocked if self.scan is not None else 0
 

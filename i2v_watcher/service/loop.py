@@ -62,7 +62,9 @@ class Loop:
         if self.intake.take_one():
             return True
         if self.once and self.intake.drained() and not any(part.busy() for part in self.parts):
-            return False  # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported
+            # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported. A last full scan
+            # first: what the run itself queued (variants, finals) is part of the batch.
+            return not self.intake.drained_after_full_scan()
         wake = min(part.next_at() for part in self.parts) - time.monotonic()
         self.intake.wait(min(TICK_S, wake))
         return True
