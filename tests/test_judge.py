@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 import pytest
-from clips import CLIPS, FPS, Clip, pan
+from clips import CLIPS, FPS, H, T, W, Clip, pan, texture
 
 from i2v_watcher.config.gate import GateOverride, QualityGate, Thresholds, check_gate_tables
 from i2v_watcher.errors import StartupError
@@ -156,3 +157,18 @@ def test_a_misspelt_backend_table_is_named_at_start_up() -> None:
         check_gate_tables(QualityGate.model_validate({"wan_i2v": {"max_drift": 0.4}}), known)
     assert str(caught.value) == ("[quality_gate.wan_i2v] names no backend; did you mean "
                                  "[quality_gate.wan-i2v]?; backends: i2vgen-xl, preview, svd, wan-i2v")
+
+
+def test_a_clip_that_opens_zoomed_in_on_the_picture_is_not_drift() -> None:
+    """A camera already zoomed in 1.3x at its first frame, then panning (the preview backend's Ken Burns
+    clips): the first frame is matched to the part of the input it shows, not to the whole input."""
+    fine = texture(2 * H, 2 * W, seed=9)
+    image = cv2.resize(fine, (W, H), interpolation=cv2.INTER_AREA)
+    height, width = round(2 * H / 1.3), round(2 * W / 1.3)
+    frames = np.stack([cv2.resize(fine[20:20 + height, 4 * t:4 * t + width], (W, H),
+                                  interpolation=cv2.INTER_AREA) for t in range(T)])
+    judged = score(frames, image, FPS)
+    assert judged.details["drift_start_alignment"].startswith("zoom 1.3")
+    assert judged.symptoms == [] and judged.scores["drift"] < 0.3
+    # The same frames judged against another picture are still drift.
+    assert "drift" in score(frames, texture(H, W, seed=10), FPS).symptoms
