@@ -8,7 +8,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import pytest
-from clips import CLIPS, FPS, H, T, W, Clip, pan, texture
+from clips import CLIPS, FPS, Clip, H, T, W, pan, texture
 
 from i2v_watcher.config.gate import GateOverride, QualityGate, Thresholds, check_gate_tables
 from i2v_watcher.errors import StartupError
