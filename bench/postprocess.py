@@ -39,13 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from i2v_watcher.backends.preview import PreviewBackend
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.job.spec import JobDefaults, JobSpec, resolve
 from i2v_watcher.media.chains import build_chains
 from i2v_watcher.media.ffmpeg import FFmpeg, find_ffmpeg
 from i2v_watcher.media.graph import postprocess
 from i2v_watcher.media.probes import trial_encode
-from i2v_watcher.run.pipeline import save_frames
 
 FIT = "scale=1080:1920:force_original_aspect_ratio=decrease,pad=1080:1920:(ow-iw)/2:(oh-ih)/2,setsar=1"
 W, H, FRAMES, FPS = 512, 512, 16, 8
@@ -101,7 +101,8 @@ def flows(binary: FFmpeg, settings: Settings, pixels: np.ndarray, work: Path) \
         def ours() -> Path:
             job = work / preset
             job.mkdir(exist_ok=True)
-            save_frames(job / "frames.npy", pixels)  # the daemon keeps the raw frames until publishing
+            # the daemon keeps the raw frames until publishing (work.store.Scratch)
+            write_durably(job / "frames.npy", lambda handle: np.save(handle, pixels))
             outputs, _ = postprocess(pixels, FPS, job / "out", binary, chains, settings, Checkpoint())
             return job / "out" / outputs[0].file
 
