@@ -74,6 +74,10 @@ class Preparation:
             seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
             job.advance(job.state.stage, seed=seed)
         assert job.state.seed is not None
+        if job.state.gate_attempts and spec.seed is not None:  # a re-roll's next seed (run.gate), not
+            # the sidecar's: resolve() takes the sidecar's fields over its own `seed`
+            checked = replace(checked, spec=spec.model_copy(update={"seed": job.state.seed}))
+            spec = checked.spec
         backend = self.backends.get(name := spec.backend or self.default_backend)
         if backend is None and self.swap is not None:  # still None: a name it does not swap either
             backend = self.swap.backend(name, job.id, swap=swap, activity=self.activity)
