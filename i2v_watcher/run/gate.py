@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from i2v_watcher.config.gate import BackendGate
 from i2v_watcher.errors import JobError
+from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.records import StagedMetadata
 from i2v_watcher.job.state import Job
@@ -78,6 +79,7 @@ def judge(job: Job, image: Image.Image, gate: BackendGate, honoured: frozenset[s
         log.info("re-rolling", seed=seed, changes=changes, rerolls_left=gate.max_rerolls - len(attempts) + 1)
         job.frames = None
         job.advance("claimed", seed=seed, changes=changes, gate_attempts=attempts)
+        crashpoint("gate.after_reroll")
         return True
     if gate.on_exhausted == "fail":
         raise _failed(attempts, f"no attempt passed the quality gate ({len(attempts)} attempts)")
