@@ -11,11 +11,11 @@ attempt's go into the metadata's `generation`, where a test reads what a re-roll
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from i2v_watcher.backends import register
 from i2v_watcher.backends.base import Frames, Progress
@@ -32,22 +32,15 @@ def known(kind: str) -> str:
     return kind
 
 
+Kind = Annotated[str, AfterValidator(known)]
+
+
 class DefectsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    clip: str = Field(default="pan", description="The clip's kind, a name in tests/clips.py's CLIPS.")
-    clip_by_seed: dict[str, str] = Field(default_factory=dict, description=(
+    clip: Kind = Field(default="pan", description="The clip's kind, a name in tests/clips.py's CLIPS.")
+    clip_by_seed: dict[str, Kind] = Field(default_factory=dict, description=(
         "The clip's kind for some seeds (the seed as a string); the others get `clip`."))
-
-    @field_validator("clip")
-    @classmethod
-    def _known(cls, kind: str) -> str:
-        return known(kind)
-
-    @field_validator("clip_by_seed")
-    @classmethod
-    def _all_known(cls, kinds: dict[str, str]) -> dict[str, str]:
-        return {seed: known(kind) for seed, kind in kinds.items()}
 
 
 @register
