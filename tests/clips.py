@@ -1,6 +1,10 @@
 """Test clips with known defects, built in code: deterministic, 16 frames of 96x128 at 8 fps, each with
 the input image it was made from (what the backend would have resized to the frame size).
 
+A backend can build each clip from the picture it is given (`picture`, H x W: the clip starts from it,
+as a model's clip starts from its input image; tests/plugins/defects_backend.py); without one, each makes
+its own picture from a seed.
+
 Every clip carries a little per-frame grain (sigma 1.5 levels), as a model's frames do, so that only a real
 repetition is `frozen`. The good clips move by VBench's rule (a pan, an object crossing a still
 background, a zoom rendered from a finer source, as a model renders detail at its own size); each
@@ -42,9 +46,15 @@ def grain(frames: np.ndarray, seed: int, sigma: float = 1.5) -> np.ndarray:
     return (frames.astype(np.float32) + noise).clip(0, 255).round().astype(np.uint8)
 
 
-def pan(speed: int = 3, seed: int = 1) -> Clip:
+def around(picture: np.ndarray) -> np.ndarray:
+    """A canvas 40 pixels taller and 80 wider than `picture`, the picture at (8, 8), its borders mirrored:
+    a pan across it starts on the picture."""
+    return cv2.copyMakeBorder(picture, 8, 32, 8, 72, cv2.BORDER_REFLECT_101)
+
+
+def pan(speed: int = 3, seed: int = 1, picture: np.ndarray | None = None) -> Clip:
     """The camera pans right and down across a larger picture: `speed` and 1 pixels a frame."""
-    canvas = texture(H + 40, W + 80, seed)  # whole-pixel steps: no interpolation blur
+    canvas = texture(H + 40, W + 80, seed) if picture is None else around(picture)  # whole-pixel steps
     frames = []
     for t in range(T):
         shift = np.float32([[1, 0, -speed * t - 8], [0, 1, -t - 8]])
@@ -53,9 +63,9 @@ def pan(speed: int = 3, seed: int = 1) -> Clip:
     return grain(stack, seed), stack[0]
 
 
-def moving_object(seed: int = 2, background: np.ndarray | None = None) -> Clip:
+def moving_object(seed: int = 2, picture: np.ndarray | None = None) -> Clip:
     """A textured disc crosses a still background, 4 pixels a frame."""
-    scene = texture(H, W, seed) if background is None else background
+    scene = texture(H, W, seed) if picture is None else picture
     sprite = texture(40, 40, seed + 100)
     mask = np.zeros((40, 40), np.uint8)
     cv2.circle(mask, (20, 20), 17, 1, -1)
@@ -70,9 +80,18 @@ def moving_object(seed: int = 2, background: np.ndarray | None = None) -> Clip:
     return grain(stack, seed), stack[0]
 
 
-def zoom(seed: int = 3, end: float = 1.8) -> Clip:
+def finer(picture: np.ndarray, seed: int) -> np.ndarray:
+    """`picture` at 4x its size with fine detail of its own (a texture's high frequencies), as a model
+    renders detail where it zooms in: an enlargement alone is blurred."""
+    detail = texture(4 * H, 4 * W, seed).astype(np.float32)
+    detail -= cv2.GaussianBlur(detail, (0, 0), 4)
+    larger = cv2.resize(picture, (4 * W, 4 * H), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    return (larger + detail / 2).clip(0, 255).astype(np.uint8)  # half: as sharp as the picture, not more
+
+
+def zoom(seed: int = 3, end: float = 1.8, picture: np.ndarray | None = None) -> Clip:
     """A zoom into the centre, each frame rendered from a 4x finer source (no enlargement blur)."""
-    fine = texture(4 * H, 4 * W, seed)
+    fine = texture(4 * H, 4 * W, seed) if picture is None else finer(picture, seed)
     frames = []
     for t in range(T):
         scale = end ** (t / (T - 1))
@@ -84,70 +103,70 @@ def zoom(seed: int = 3, end: float = 1.8) -> Clip:
     return grain(stack, seed), stack[0]
 
 
-def frozen() -> Clip:
+def frozen(picture: np.ndarray | None = None) -> Clip:
     """The pan stalls: frame 5 is shown six times, then the pan goes on."""
-    frames, image = pan(seed=4)
+    frames, image = pan(seed=4, picture=picture)
     order = [0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 6, 7, 8, 9, 10]
     return frames[order], image
 
 
-def flickering() -> Clip:
+def flickering(picture: np.ndarray | None = None) -> Clip:
     """The moving object, each frame's brightness and colour jumping by up to ±8 levels."""
-    frames, image = moving_object(seed=5)
+    frames, image = moving_object(seed=5, picture=picture)
     jumps = np.random.default_rng(5).uniform(-8, 8, (T, 1, 1, 3)) + np.random.default_rng(6).uniform(
         -4, 4, (T, 1, 1, 1))
     return (frames.astype(np.float32) + jumps).clip(0, 255).round().astype(np.uint8), image
 
 
-def black_flashes() -> Clip:
+def black_flashes(picture: np.ndarray | None = None) -> Clip:
     """The pan with two black frames (6 and 11), a float16 overflow's look."""
-    frames, image = pan(seed=6)
+    frames, image = pan(seed=6, picture=picture)
     frames = frames.copy()
     frames[[6, 11]] = grain(np.zeros((2, H, W, 3), np.uint8), 6)
     return frames, image
 
 
-def no_motion() -> Clip:
+def no_motion(picture: np.ndarray | None = None) -> Clip:
     """The picture barely sways (a third of a pixel): alive, but nothing moves."""
-    image = texture(H, W, 7)
+    image = texture(H, W, 7) if picture is None else picture
     frames = [cv2.warpAffine(image, np.float32([[1, 0, 0.33 * np.sin(t / 2)], [0, 1, 0]]), (W, H),
                              borderMode=cv2.BORDER_REFLECT) for t in range(T)]
     return grain(np.stack(frames), 7), image
 
 
-def colour_drift() -> Clip:
+def colour_drift(picture: np.ndarray | None = None) -> Clip:
     """The pan slowly turns red and loses blue: by the end it is not the picture's colours."""
-    frames, image = pan(seed=8)
+    frames, image = pan(seed=8, picture=picture)
     ramp = np.linspace(0, 1, T).reshape(T, 1, 1, 1)
     shift = ramp * np.array([40, 0, -35], np.float32)
     return (frames.astype(np.float32) + shift).clip(0, 255).round().astype(np.uint8), image
 
 
-def structure_drift() -> Clip:
+def structure_drift(picture: np.ndarray | None = None) -> Clip:
     """The object crosses a background that turns, frame by frame, into another picture of the same
     colours: the subject's world is replaced."""
-    first, image = moving_object(seed=9)
+    first, image = moving_object(seed=9, picture=picture)
     background = texture(H, W, 99).astype(np.float32)
-    own = texture(H, W, 9).astype(np.float32)
+    own = (texture(H, W, 9) if picture is None else picture).astype(np.float32)
     background = (background - background.mean((0, 1))) / background.std((0, 1)) * own.std((0, 1)) \
         + own.mean((0, 1))
-    other, _ = moving_object(seed=9, background=background.clip(0, 255).astype(np.uint8))
+    other, _ = moving_object(seed=9, picture=background.clip(0, 255).astype(np.uint8))
     ramp = np.clip(np.linspace(-0.3, 1.2, T), 0, 1).reshape(T, 1, 1, 1)
     mixed = first.astype(np.float32) * (1 - ramp) + other.astype(np.float32) * ramp
     return mixed.round().astype(np.uint8), image
 
 
-def blurred() -> Clip:
+def blurred(picture: np.ndarray | None = None) -> Clip:
     """The pan goes soft: from frame 2 on, a Gaussian blur of sigma 2."""
-    frames, image = pan(seed=10)
+    frames, image = pan(seed=10, picture=picture)
     soft = frames.copy()
     for t in range(2, T):
         soft[t] = cv2.GaussianBlur(frames[t], (0, 0), 2.0)
     return soft, image
 
 
-GOOD: dict[str, Callable[[], Clip]] = {"pan": pan, "moving_object": moving_object, "zoom": zoom}
-DEFECTIVE: dict[str, tuple[Callable[[], Clip], list[str]]] = {
+GOOD: dict[str, Callable[..., Clip]] = {"pan": pan, "moving_object": moving_object, "zoom": zoom}
+DEFECTIVE: dict[str, tuple[Callable[..., Clip], list[str]]] = {
     "frozen": (frozen, ["frozen"]),
     "flicker": (flickering, ["flicker"]),
     "black_flashes": (black_flashes, ["black"]),
@@ -156,5 +175,5 @@ DEFECTIVE: dict[str, tuple[Callable[[], Clip], list[str]]] = {
     "structure_drift": (structure_drift, ["drift"]),
     "blur": (blurred, ["blur"]),
 }
-CLIPS: dict[str, tuple[Callable[[], Clip], list[str]]] = {
+CLIPS: dict[str, tuple[Callable[..., Clip], list[str]]] = {
     **{name: (make, []) for name, make in GOOD.items()}, **DEFECTIVE}

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from i2v_watcher.config.gate import BackendGate
 from i2v_watcher.errors import JobError
+from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.records import StagedMetadata
 from i2v_watcher.job.state import Job
@@ -96,6 +97,7 @@ def _again(job: Job, metadata: StagedMetadata, changes: dict[str, Any], attempts
     log.info(why, seed=seed, changes=changes, attempt=len(attempts) + 1)
     job.frames = None
     job.advance("claimed", seed=seed, changes=changes, gate_attempts=attempts)
+    crashpoint("gate.after_reroll")
     return True
 
 
