@@ -96,7 +96,8 @@ def _again(job: Job, metadata: StagedMetadata, changes: dict[str, Any], attempts
     seed = ((metadata.seed or 0) + 1) % SEEDS
     log.info(why, seed=seed, changes=changes, attempt=len(attempts) + 1)
     job.frames = None
-    job.advance("claimed", seed=seed, changes=changes, gate_attempts=attempts)
+    # An attempt judged is progress: the deaths in a row (max_job_crashes) count from here.
+    job.advance("claimed", seed=seed, changes=changes, gate_attempts=attempts, deaths=0)
     crashpoint("gate.after_reroll")
     return True
 
@@ -107,7 +108,7 @@ def _publish(job: Job, best: int, attempts: list[dict[str, Any]], metadata: Stag
     if best != len(attempts) - 1:
         job.frames, metadata, quality = _take_best(job)
     quality = {**quality, "attempts": attempts, **({"verdict": verdict} if verdict else {})}
-    job.advance("generated", metadata=metadata.model_copy(update={"quality": quality}))
+    job.advance("generated", metadata=metadata.model_copy(update={"quality": quality}), deaths=0)
     return False
 
 

@@ -138,8 +138,9 @@ def job_state(folders: Folders) -> tuple[Path, dict[str, Any]]:
 
 def test_a_kill_between_attempts_keeps_the_attempts_and_publishes_once(folders: Folders,
                                                                       start: Start) -> None:
-    # Two kills on one job: set aside at the second by the default max_job_crashes (deaths never reset).
-    folders.write_config(**DEFECTS, max_job_crashes=3, quality_gate={"action": "reroll", "max_rerolls": 1})
+    # Two kills on one job, each after an attempt was judged (progress): not set aside by the default
+    # max_job_crashes (2 deaths in a row).
+    folders.write_config(**DEFECTS, quality_gate={"action": "reroll", "max_rerolls": 1})
     picture = drop(folders, "a", 7, backend_options={"clip": "colour_drift", "clip_by_seed": {"7": "blur"}})
     first = start(folders.config, "--once", I2V_CRASH_AT="gate.after_reroll")
     assert first.wait() == -signal.SIGKILL, first.log
