@@ -211,10 +211,10 @@ def test_check_config_takes_config_or_the_positional_file(folders: Folders) -> N
 
 
 # ---- status: done jobs listed as the README says; folders that do not exist -----------------------
-def published(folders: Folders, name: str, when: float) -> None:
+def published(folders: Folders, name: str, when: float, **extra: Any) -> None:
     marker = folders.outbox / f"{name}.json"
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"job_id": name}))
+    marker.write_text(json.dumps({"job_id": name, **extra}))
     (folders.outbox / f"{name}.mp4").write_bytes(b"mp4")
     os.utime(marker, (when, when))
 
@@ -223,16 +223,22 @@ def test_status_lists_done_jobs_latest_last_in_text_and_json(folders: Folders) -
     for folder in ("work", "failed"):
         (folders.root / folder).mkdir()
     names = [f"clip{n:02d}" for n in range(12)] + ["trip/IMG_0002"]
+    # Variants of a set are marked (clip01; a `variant` of another shape is none, clip02).
+    of = {"of": "20261201T000000Z-00000001", "name": "clip00", "count": 3}
+    variants = {"clip01": {**of, "index": 2}, "clip02": {**of, "index": "2"}}
     for index, name in enumerate(reversed(names)):  # published in the reverse order of their names
-        published(folders, name, 1_700_000_000 + index)
+        published(folders, name, 1_700_000_000 + index,
+                  **({"variant": variants[name]} if name in variants else {}))
     data = json.loads(status(folders, "--json").stdout)
     assert data["counts"]["done"] == 13 and data["done"] == list(reversed(names))
+    assert data["done_variants"] == {"clip01": "variant 2 of 3"}
     text = status(folders)
     assert text.returncode == 0 and text.stderr == ""
     lines = text.stdout.splitlines()
     start = lines.index("done (latest last):")
     assert lines[start + 1] == "  … 3 earlier (`status --json` lists them all)"
-    assert lines[start + 2:start + 12] == [f"  {name}" for name in data["done"][-10:]]
+    assert lines[start + 2:start + 12] == [
+        f"  {name}" + ("  (variant 2 of 3)" if name == "clip01" else "") for name in data["done"][-10:]]
 
 
 def test_status_shows_folders_that_do_not_exist_as_unknown_not_zero(folders: Folders) -> None:

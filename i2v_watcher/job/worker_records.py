@@ -111,6 +111,8 @@ class StatusSnapshot(BaseModel):
     unroutable: dict[str, str] = {}
     in_progress: list[dict[str, Any]] = []
     done: list[str] = []
+    # The latest done jobs (as many as the text lists) that are variants of a set: "variant 2 of 3".
+    done_variants: dict[str, str] = {}
     failed: list[dict[str, Any]] = []
     warnings: list[str] = []
 

@@ -4,6 +4,6 @@ frozen.py, flicker.py, black.py, drift.py, sharpness.py), the judgement that nam
 (score.py), and the original WebUI's troubleshooting table as data, with the changes a re-roll makes
 for each symptom (advice.py). clip.py prepares what they share: the working size and the optical flow."""
 
-from i2v_watcher.judge.score import SCORES, SYMPTOMS, Judgement, score
+from i2v_watcher.judge.score import SCORES, SYMPTOMS, Judgement, rank, score
 
-__all__ = ["SCORES", "SYMPTOMS", "Judgement", "score"]
+__all__ = ["SCORES", "SYMPTOMS", "Judgement", "rank", "score"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,3 +58,10 @@ def score(frames: np.ndarray, image: np.ndarray, fps: float, thresholds: Thresho
     symptoms = [name for name in SYMPTOMS if name in found]
     return Judgement({key: scores[key] for key in SCORES}, symptoms, details,
                      "fail" if symptoms else "pass")
+
+
+def rank(attempt: Mapping[str, Any]) -> tuple[int, float]:
+    """Which of several judged clips of one image is best, lower first: fewer symptoms, then less drift
+    from the input. The quality gate keeps the best attempt by it (keep: best, re-rolls), and the
+    dashboard ranks the published variants of a set (keep: all) by it."""
+    return len(attempt["symptoms"]), float(attempt["scores"].get("drift", 0.0))

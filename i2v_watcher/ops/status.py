@@ -14,9 +14,10 @@ from typing import Any
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import InboxUnavailable
+from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.queue import queued_jobs, shown_file
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.job.records import MAX_STATE_BYTES, JobState
+from i2v_watcher.job.records import MAX_RECORD_BYTES, MAX_STATE_BYTES, JobState
 from i2v_watcher.job.state import STATE_FILE, TRASH_PREFIX
 from i2v_watcher.job.worker_records import StatusCounts, StatusSnapshot, WorkerRow
 from i2v_watcher.ops.reading import (
@@ -29,6 +30,7 @@ from i2v_watcher.ops.reading import (
     walk_folder,
 )
 from i2v_watcher.ops.reports import failed_jobs
+from i2v_watcher.service.ranks import variant
 from i2v_watcher.work.routing import unroutable, waiting_for
 from i2v_watcher.work.survey import survey
 
@@ -130,7 +132,24 @@ def snapshot(settings: Settings) -> StatusSnapshot:
         if not getattr(settings, folder).is_dir():
             setattr(counts, key, None)
     return StatusSnapshot(counts=counts, workers=found, queued=queued, unroutable=waiting,
-                          in_progress=in_progress, done=done, failed=failed, warnings=warnings)
+                          in_progress=in_progress, done=done, failed=failed, warnings=warnings,
+                          done_variants=done_variants(settings.outbox, done[-DONE_SHOWN:]))
+
+
+def done_variants(outbox: Path, names: list[str]) -> dict[str, str]:
+    """Which of these done jobs are variants of a set, from their metadata: read for the latest few
+    alone, so that `status` stays a walk of names however full the outbox is. The rank among the set
+    is the dashboard's (it needs the whole set read)."""
+    found = {}
+    for name in names:
+        try:
+            data = read_json(outbox / f"{name}.json", MAX_RECORD_BYTES)  # its `variant` is all we need
+        except UNREADABLE:
+            continue
+        one = variant(data.get("variant"))
+        if one is not None:
+            found[name] = f"variant {one.index} of {one.count}"
+    return found
 
 
 def missing_folders(settings: Settings) -> dict[str, Path]:
@@ -181,7 +200,9 @@ def render(status: StatusSnapshot) -> str:
         done = status.done
         earlier = [f"  … {len(done) - DONE_SHOWN} earlier (`status --json` lists them all)"] \
             if len(done) > DONE_SHOWN else []
-        lines += ["", "done (latest last):", *earlier] + [f"  {name}" for name in done[-DONE_SHOWN:]]
+        lines += ["", "done (latest last):", *earlier] + [
+            f"  {name}" + (f"  ({status.done_variants[name]})" if name in status.done_variants else "")
+            for name in done[-DONE_SHOWN:]]
     if status.failed:
         lines += ["", "failed:"] + [f"  {f['name']}  [{f.get('stage')}] {f.get('message')}"
                                     for f in status.failed]

@@ -29,7 +29,7 @@ from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import write_durably
 from i2v_watcher.job.records import StagedMetadata
 from i2v_watcher.job.state import Job
-from i2v_watcher.judge import score
+from i2v_watcher.judge import rank, score
 from i2v_watcher.judge.advice import advice, reroll_changes
 from i2v_watcher.run.soundtrack import WAV_NAME
 
@@ -44,11 +44,6 @@ def input_at(image: Image.Image, width: int, height: int) -> np.ndarray:
     keep its aspect ratio, rounded to their size multiple; CogVideoX 1.0 crops to 720x480)."""
     fitted = ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
     return np.asarray(fitted, dtype=np.uint8)
-
-
-def rank(attempt: dict[str, Any]) -> tuple[int, float]:
-    """Lower is better: fewer symptoms, then less drift from the input."""
-    return len(attempt["symptoms"]), float(attempt["scores"].get("drift", 0.0))
 
 
 def judge(job: Job, image: Image.Image, gate: BackendGate, honoured: frozenset[str],

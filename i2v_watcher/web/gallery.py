@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from i2v_watcher.config.settings import Settings
@@ -19,6 +19,7 @@ from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata
 from i2v_watcher.ops.reading import UNREADABLE
 from i2v_watcher.service.judged import Judged, judged
+from i2v_watcher.service.ranks import Placing, Variant, placings, variant
 
 REFRESH_S = 0.5
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
@@ -36,6 +37,8 @@ class Clip:
     files: tuple[str, ...]  # every output, relative to the outbox
     written_ns: int = 0  # the metadata file's mtime: when it was published, on the share's clock
     judgement: Judged | None = None  # the quality gate's, where it judged the clip
+    variant: Variant | None = None  # one of the clips of a `variants: N` job
+    placing: Placing | None = None  # the variant's rank among its set as published now (each walk's)
 
     @property
     def video(self) -> str | None:
@@ -73,7 +76,7 @@ def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
     listed = tuple(f for f in data.files if f.startswith(prefix) and "/" not in f[len(prefix):])
     return Clip(rel=rel, name=data.name, published_at=data.published_at, prompt=data.prompt,
                 negative_prompt=data.negative_prompt, meta=data, files=listed, written_ns=written_ns,
-                judgement=judged(data.quality))
+                judgement=judged(data.quality), variant=variant(data.variant))
 
 
 def tally(clips: list[Clip]) -> tuple[Counter[str], Counter[str]]:
@@ -134,6 +137,9 @@ class Gallery:
                         (identity, self._read(Path(entry.path), rel, st.st_mtime_ns))
         self._known = found
         clips = [clip for _, clip in found.values() if clip is not None]
+        # A variant's rank moves as the rest of its set is published: placed afresh on every walk.
+        placed = placings((c.rel, c.variant, c.meta.quality) for c in clips if c.variant is not None)
+        clips = [replace(c, placing=placed[c.rel]) if c.rel in placed else c for c in clips]
         return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
 
     def _read(self, path: Path, rel: str, written_ns: int) -> Clip | None:
@@ -149,9 +155,13 @@ class Gallery:
         return [c for c in self.clips() if c.matches(words)] if words else self.clips()
 
     def page(self, query: str, page: int, size: int, verdict: str | None = None,
-             symptom: str | None = None) -> tuple[list[Clip], int]:
+             symptom: str | None = None, variants: str | None = None) -> tuple[list[Clip], int]:
         """One page of the clips matching every word of `query` (name, prompt), with this verdict and
-        symptom where given, and how many match."""
+        symptom where given, and how many match; `variants` (a set's first job id): that set's
+        variants alone, best first."""
         clips = [c for c in self.found(query) if c.judged_as(verdict, symptom)]
+        if variants is not None:
+            clips = sorted((c for c in clips if c.variant is not None and c.variant.of == variants),
+                           key=lambda c: c.placing.rank if c.placing is not None else 0)
         start = max(0, (page - 1) * size)
         return clips[start:start + size], len(clips)

@@ -27,6 +27,7 @@ from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.run.drafts import ApproveRefused, approve
 from i2v_watcher.service.judged import VERDICTS, WORDS
+from i2v_watcher.service.ranks import JOB_ID
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board, page, share_time, since_ns
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
@@ -81,12 +82,15 @@ class Pages:
         ignored: list[str] = []
         verdict = _one_of(request.query_params.get("verdict"), "verdict", VERDICTS, ignored)
         symptom = _one_of(request.query_params.get("symptom"), "symptom", SYMPTOMS, ignored)
-        clips, total = self.gallery.page(query, number, size, verdict, symptom)
+        variants = _variants(request.query_params.get("variants"), ignored)
+        clips, total = self.gallery.page(query, number, size, verdict, symptom, variants)
         verdicts, symptoms = tally(self.gallery.found(query))
         pages = max(1, math.ceil(total / size))
-        kept = {k: v for k, v in (("q", query), ("verdict", verdict), ("symptom", symptom)) if v}
+        kept = {k: v for k, v in (("q", query), ("verdict", verdict), ("symptom", symptom),
+                                  ("variants", variants)) if v}
         return self.render(request, "gallery.html", clips=clips, total=total, query=query, number=number,
                            verdict=verdict, symptom=symptom, ignored=ignored, counts=(verdicts, symptoms),
+                           variants=variants,
                            notice=request.query_params.get("notice", "")[:500],
                            pages=pages, link=lambda n: "/gallery?" + urlencode({**kept, "page": n}))
 
@@ -299,8 +303,12 @@ class Pages:
             source = clip.meta.input
             if source is not None and source.path.rpartition(".")[0] == job and clip.written_ns >= after:
                 judged = asdict(clip.judgement) if clip.judgement is not None else None
+                placed = clip.placing
+                variant = None if clip.variant is None else {
+                    **asdict(clip.variant), **(asdict(placed) if placed else {}),
+                    "provisional": placed.provisional if placed else True}
                 return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
-                        "files": list(clip.files), "quality": judged}
+                        "files": list(clip.files), "quality": judged, "variant": variant}
         for failed in snap.failed:
             if failed.get("input") == job and snap.failed_written_ns.get(failed["name"], 0) >= after:
                 return {"state": "failed", "name": failed["name"], "stage": failed.get("stage"),
@@ -319,6 +327,16 @@ def _one_of(value: str | None, name: str, allowed: tuple[str, ...], ignored: lis
     if value in allowed:
         return value
     ignored.append(f"{name}={value[:40]!r} (not one of {', '.join(allowed)})")
+    return None
+
+
+def _variants(value: str | None, ignored: list[str]) -> str | None:
+    """The `variants` filter: a set's first job id, else ignored and said so."""
+    if not value:
+        return None
+    if JOB_ID.fullmatch(value):
+        return value
+    ignored.append(f"variants={value[:40]!r} (not a job id)")
     return None
 
 

@@ -383,3 +383,12 @@ def test_gallery_shows_verdicts_and_filters_by_them(folders: Folders, web: Calla
           what="the follow page to find the clip")
     assert driver.find_element(By.ID, "follow-state").text == \
         "Published as fox-fail · quality gate: fail (no motion, flicker)"
+
+    # One of a set's variants: its rank among those published so far, provisional (1 of 2 published).
+    publish(folders.outbox, "hen", 8, CLIPS["fox-pass"],
+            variant={"of": "20261208T000000Z-00000008", "name": "hen", "index": 1, "count": 2})
+    driver.get(f"{server.url}/follow?job=hen")
+    until(driver, "return document.getElementById('follow').dataset.state === 'published'",
+          what="the follow page to find the variant")
+    assert driver.find_element(By.ID, "follow-state").text == \
+        "Published as hen · quality gate: pass · variant 1 of 2 · rank 1 (provisional)"

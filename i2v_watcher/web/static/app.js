@@ -55,6 +55,10 @@ function follow() {
         const symptoms = job.quality.symptoms.map((s) => s.replace("_", " ")).join(", ");
         state.textContent += " · quality gate: " + job.quality.verdict + (symptoms ? " (" + symptoms + ")" : "");
       }
+      if (job.variant) {  // one of a set: its rank among the variants published so far
+        state.textContent += " · variant " + job.variant.index + " of " + job.variant.count
+          + (job.variant.rank ? " · rank " + job.variant.rank + (job.variant.provisional ? " (provisional)" : "") : "");
+      }
       result.replaceChildren();
       if (job.video) {
         const video = document.createElement("video");
