@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the tests build their models
@@ -127,6 +128,15 @@ class Folders:
     def report(self, name: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.failed / f"{name}.error.json").read_text())
         return data
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Each test starts from structlog's defaults: a command run in-process configures logging (its
+    level filters what `structlog.testing.capture_logs` sees), and with several test processes the
+    order of the files, so what ran before, differs from run to run."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from i2v_watcher.ops.submit import build_sidecar, check_submission
 from i2v_watcher.steps import available, step_class
 from i2v_watcher.steps.presets import SHIPPED_PRESETS
 
-TEST_COMMAND = "bash tests/setup.sh && .venv/bin/python -m pytest"
+TEST_COMMAND = "bash tests/setup.sh && .venv/bin/python -m pytest -n 2"
 README = REPO / "README.md"
 
 

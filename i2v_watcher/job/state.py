@@ -32,7 +32,7 @@ from i2v_watcher.job.records import JOB_ID_PATTERN as JOB_ID_PATTERN
 from i2v_watcher.job.records import MAX_STATE_BYTES, Stage
 from i2v_watcher.job.records import JobState as JobState
 from i2v_watcher.job.records import utc_now as utc_now
-from i2v_watcher.job.spec import MAX_NAME_BYTES, safe_stem
+from i2v_watcher.job.spec import MAX_NAME_BYTES, JobSpec, safe_stem
 
 if TYPE_CHECKING:  # only the type: the chains are built above this layer (media/chains.py)
     from i2v_watcher.media.chains import Chain
@@ -59,6 +59,8 @@ class Job:
         # Its post-processing chains, built once by the job check before generation and handed to the
         # encode stage with the frames; None before the check, or after a restart until checked again.
         self.chains: list[Chain] | None = None
+        # Its checked sidecar, kept with the chains for the quality gate (variants, its own gate).
+        self.spec: JobSpec | None = None
         # A job's state is changed from two threads at once in the pipelined daemon (the preload
         # fixes its seed and name while the generation marks it running): each change is written
         # whole, and the state is read for writing under the lock, so a write of an older copy can

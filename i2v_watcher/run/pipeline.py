@@ -159,7 +159,7 @@ class Pipeline:
 
     def forget_frames(self, job: Job) -> None:
         job.frames = None
-        job.chains = None
+        job.chains = job.spec = None
         self.scratch.drop(job.id)
 
     def _run(self, job: Job, hand_over: bool = False) -> Outcome:
@@ -224,7 +224,10 @@ class Pipeline:
         metadata = job.state.metadata
         assert metadata is not None and job.state.image is not None
         backend = self.prep.choices.get(metadata.backend or "")
-        spec = self.prep.check_sidecar(job).spec
+        if job.spec is None or job.chains is None:  # a resume: checked once, for the encode too
+            checked = self.prep.check_sidecar(job)
+            job.spec, job.chains = checked.spec, checked.chains
+        spec = job.spec
         gate = self.settings.quality_gate.for_job(metadata.backend or "", spec.quality_gate)
         variants = spec.variants or 1 if spec.keep == "best" else 1
         image = self.prep.source(job, job.state.image, "judge").image
@@ -299,7 +302,7 @@ class Pipeline:
         frames = generate(backend, ready.source.image, params, self.checkpoint, self.settings.progress_log_s,
                           ready.preloaded)
         timings["generate"] = time.monotonic() - started
-        job.frames, job.chains = frames.pixels, ready.chains  # both handed to the encode stage
+        job.frames, job.chains, job.spec = frames.pixels, ready.chains, ready.spec  # to the next stage
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
         sound = keep_soundtrack(job, frames.audio)  # in the job's folder: the encode reads it there

@@ -126,7 +126,7 @@ def test_the_follow_page_says_published_with_the_dashboards_clock_ten_minutes_ah
     clip(outbox, "fox-1", datetime.now(UTC).isoformat(timespec="seconds"))
     time.sleep(0.6)
     assert state() | {"files": None} == {"state": "published", "name": "fox-1", "video": "fox-1.mp4",
-                                         "poster": None, "files": None}
+                                         "poster": None, "files": None, "quality": None, "variant": None}
 
 
 def clip(outbox: Any, name: str, published_at: str) -> None:
