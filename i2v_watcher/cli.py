@@ -1,4 +1,5 @@
-"""The `i2v-watcher` command: run, worker, submit, status, retry, approve, web, check-config, doctor."""
+"""The `i2v-watcher` command: run, worker, submit, status, retry, approve, pause, resume, drain, web,
+check-config, doctor."""
 
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
                     "on stdout. Exit codes: 0, also when it was approved already (said on stderr); 2 when "
                     "no draft of that name is kept."))
     approve.add_argument("name", help="the draft's job name, as `status` lists it (e.g. team/fox)")
+    from i2v_watcher.ops.control import CONTROLS
+
+    for name, help_text, description in CONTROLS:
+        control = with_config(sub.add_parser(name, help=help_text, description=description))
+        control.add_argument("--worker", metavar="ID", help="this worker only (default: every worker)")
     with_config(sub.add_parser(
         "web", help="serve the dashboard: queue, workers, gallery, failed jobs, submit form, /metrics",
         description="A separate process that reads the shared folders and the workers' heartbeats; it "
@@ -277,6 +283,18 @@ def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.ops.control import pause_command
+
+    return pause_command(settings, args.worker, drain=args.command == "drain")
+
+
+def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.ops.control import resume_command
+
+    return resume_command(settings, args.worker)
+
+
 def _no_failed_jobs(settings: Settings) -> str:
     if settings.failed.is_dir():
         return f"there are no failed jobs in {settings.failed}"
@@ -353,4 +371,5 @@ def _masked(url: str) -> str:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "submit": cmd_submit, "status": cmd_status,
-            "retry": cmd_retry, "approve": cmd_approve, "web": cmd_web, "check-config": cmd_check_config}
+            "retry": cmd_retry, "approve": cmd_approve, "web": cmd_web, "check-config": cmd_check_config,
+            "pause": cmd_pause, "drain": cmd_pause, "resume": cmd_resume}

@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"backends"},
     {"judge"},
     {"media"},
+    {"control"},
     {"config"},
     {"steps"},
     {"job"},

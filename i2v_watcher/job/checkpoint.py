@@ -35,6 +35,7 @@ class Activity:
     published: int = 0
     failed: int = 0
     queued: int | None = None  # jobs ready in the inbox at the last scan (None: not known here)
+    paused: bool = False  # an operator's pause is in force: no claim starts (control.pause)
     parent: Activity | None = field(default=None, repr=False)
     stages: list[Activity] = field(default_factory=list, repr=False)
 

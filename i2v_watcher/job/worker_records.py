@@ -4,7 +4,7 @@ what a newer version writes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -52,6 +52,9 @@ class HeartbeatRecord(Record):
     published: int = 0
     failed: int = 0
     jobs: list[BeatJob] = Field(default_factory=list)
+    paused: bool | None = None  # an operator's pause is in force (control.pause); absent otherwise
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"paused"})
 
 
 class WorkerRow(BaseModel):
@@ -60,7 +63,7 @@ class WorkerRow(BaseModel):
 
     worker_id: str
     state: str  # alive | late | stale | stopped | dead | unknown
-    activity: str | None = None  # idle | working | stopped; None without a heartbeat
+    activity: str | None = None  # idle | working | paused | stopped; None without a heartbeat
     heartbeat_age_s: float | None = None  # since its last beat, on the share's clock
     clock: str | None = None  # what the age was measured against (see work.liveness.share_now)
     process: str | None = None  # running | frozen | gone: only where the worker runs on this host
@@ -83,6 +86,7 @@ class WorkerRow(BaseModel):
     started_at: str | None = None
     beat_at: str | None = None
     jobs: list[BeatJob] = Field(default_factory=list)
+    paused: bool | None = None
 
     @property
     def up(self) -> bool:
@@ -114,6 +118,8 @@ class StatusSnapshot(BaseModel):
     # The latest done jobs (as many as the text lists) that are variants of a set: "variant 2 of 3".
     done_variants: dict[str, str] = {}
     failed: list[dict[str, Any]] = []
+    # The operators' pauses in force (control.pause), by whom they pause ("all" or a worker id).
+    paused: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
 
     def as_json(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.pause import pause_line, pauses
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.inbox.queue import queued_jobs, shown_file
@@ -133,7 +134,8 @@ def snapshot(settings: Settings) -> StatusSnapshot:
             setattr(counts, key, None)
     return StatusSnapshot(counts=counts, workers=found, queued=queued, unroutable=waiting,
                           in_progress=in_progress, done=done, failed=failed, warnings=warnings,
-                          done_variants=done_variants(settings.outbox, done[-DONE_SHOWN:]))
+                          done_variants=done_variants(settings.outbox, done[-DONE_SHOWN:]),
+                          paused={k: r.model_dump(mode="json") for k, r in pauses(settings).items()})
 
 
 def done_variants(outbox: Path, names: list[str]) -> dict[str, str]:
@@ -170,6 +172,8 @@ def _worker_line(worker: WorkerRow) -> str:
         line += f" on {worker.host} (pid {worker.pid}, {worker.backend or '?'})"
     if worker.state not in ("alive", "stopped") and worker.heartbeat_age_s is not None:
         line += f", last beat {worker.heartbeat_age_s:g} s ago"
+    if worker.paused and worker.state != "stopped":
+        line += ", PAUSED"
     if worker.process == "frozen":
         line += ", its process is frozen (SIGSTOP)"
     if worker.job and worker.up:
@@ -188,6 +192,7 @@ def render(status: StatusSnapshot) -> str:
     counts = status.counts
     lines = [_count_line(key, label, getattr(counts, key)) for key, label in
              (("queued", "queued"), ("in_progress", "in progress"), ("done", "done"), ("failed", "failed"))]
+    lines += [pause_line(whom, record) for whom, record in status.paused.items()]
     if status.workers:
         lines += ["", "workers:"] + [_worker_line(w) for w in status.workers]
     if status.queued:

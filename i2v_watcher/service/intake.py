@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.pause import Gate
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.watch import Candidate, Inbox, Scan, Watcher
 from i2v_watcher.job.checkpoint import Activity
@@ -41,7 +42,8 @@ class Intake(Part):
         self.in_flight = in_flight  # the inbox names of jobs the sink still has
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
-        self.paused = False
+        self.paused = False  # the inbox went away (not an operator's pause: that is the gate's)
+        self.gate = Gate(settings)
         self.scan: Scan | None = None
         self._last_full = self._last_scan = time.monotonic()
         # A link or special file can only be moved to failed/ by a rename: on another filesystem
@@ -89,6 +91,8 @@ class Intake(Part):
         if self.paused:
             self._wait_for_inbox()
             return True
+        if not self.claims_allowed():  # an operator's pause: nothing scanned, nothing claimed
+            return False
         self.watcher.check()  # an observer that lost a thread is replaced at once, not at the next rescan
         now = time.monotonic()
         if self._scan_due(now):
@@ -109,12 +113,26 @@ class Intake(Part):
             self._last_scan = now
         if self.scan is not None:  # what waits besides the job taken now
             self.activity.queued = max(0, len(self.scan.ready) - 1) + self.scan.waiting
-        if self.scan and self.scan.ready and self.wants_work():
+        if self.scan and self.scan.ready and self.wants_work() and self.claims_allowed():
             candidate = self.scan.ready.pop(0)
             self.scan = None  # rescan after every job: the folder may have changed meanwhile
             self._take(candidate)
             return True
         return False
+
+    def claims_allowed(self) -> bool:
+        """No operator's pause in force (read now, and said in the activity): checked every turn, so
+        that the heartbeat says "paused" while idle too, and once more right before each claim."""
+        allowed = self.gate.claims_allowed()
+        if self.activity.paused != (not allowed):
+            said = "resumed: claiming again" if allowed else "paused by an operator: claiming nothing"
+            log.warning(said, worker_id=self.settings.worker_id, draining=self.gate.draining)
+        self.activity.paused = not allowed
+        return allowed
+
+    def draining(self) -> bool:
+        """A drain (see control.pause) asks this worker to exit once idle."""
+        return self.activity.paused and self.gate.draining
 
     def _take(self, candidate: Candidate) -> None:
         if candidate.marker is not None:  # an approval, not a job: acted on once, then gone

@@ -61,6 +61,10 @@ class Loop:
             part.tick()
         if self.intake.take_one():
             return True
+        if self.intake.draining() and not any(part.busy() for part in self.parts):
+            log.warning("drained: every job of this worker is finished, exiting (the pause stays until "
+                        "`i2v-watcher resume`)")
+            return False
         if self.once and self.intake.drained() and not any(part.busy() for part in self.parts):
             # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported. A last full scan
             # first: what the run itself queued (variants, finals) is part of the batch.

@@ -90,7 +90,7 @@ class Heartbeat:
             job_id=live.job_id, job=live.job, stage=live.stage, done=live.done, total=live.total,
             published=self.activity.published, failed=self.activity.failed,
             jobs=[BeatJob(job_id=b.job_id, job=b.job, stage=b.stage, done=b.done, total=b.total)
-                  for b in busy], **self.extra)
+                  for b in busy], paused=self.activity.paused or None, **self.extra)
         write_json_atomic(self.path, record.model_dump(mode="json"))
 
     def stop(self) -> None:

@@ -20,7 +20,8 @@ Liveness (`state`):
   removes the folder it took; one killed before its first beat leaves only its lock, and is no
   longer listed once any start would be over (work.survey).
 
-Activity is a separate field: idle, working (on the jobs listed) or stopped. A worker that is idle,
+Activity is a separate field: idle, working (on the jobs listed), paused (by an operator: it claims
+nothing, and finishes the jobs listed) or stopped. A worker that is idle,
 or paused while the inbox is away, is alive as long as it beats.
 
 The ages. Takeover (LeaseObserver) measures, as before, for how long the heartbeat's counter has not
@@ -102,6 +103,8 @@ def activity(beat: HeartbeatRecord | None) -> str | None:
         return None
     if beat.state == STOPPED:
         return STOPPED
+    if beat.paused:
+        return "paused"  # its jobs, if any, still listed: a paused worker finishes them
     return "working" if beat.jobs or beat.job_id else "idle"
 
 
