@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
                     "on stdout. Exit codes: 0, also when it was approved already (said on stderr); 2 when "
                     "no draft of that name is kept."))
     approve.add_argument("name", help="the draft's job name, as `status` lists it (e.g. team/fox)")
+    cancel = with_config(sub.add_parser(
+        "cancel", help="cancel queued or running jobs: each ends in failed/ with a `cancelled` report",
+        description="A queued job is moved to failed/ at once; a running one stops at its next progress "
+                    "point (within 15 s, on whichever worker runs it), its partial outputs removed, nothing "
+                    "published. One line per job on stdout. Exit codes: 0 every job cancelled; 1 one was "
+                    "being published already (it is published); 2 an unknown NAME."))
+    cancel.add_argument("names", nargs="+", metavar="NAME",
+                        help="a job's name, as `status` lists it (team/fox)")
     from i2v_watcher.ops.control import CONTROLS
 
     for name, help_text, description in CONTROLS:
@@ -289,6 +297,12 @@ def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
     return pause_command(settings, args.worker, drain=args.command == "drain")
 
 
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from i2v_watcher.ops.cancel import cancel_command
+
+    return cancel_command(settings, args.names)
+
+
 def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     from i2v_watcher.ops.control import resume_command
 
@@ -372,4 +386,4 @@ def _masked(url: str) -> str:
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "submit": cmd_submit, "status": cmd_status,
             "retry": cmd_retry, "approve": cmd_approve, "web": cmd_web, "check-config": cmd_check_config,
-            "pause": cmd_pause, "drain": cmd_pause, "resume": cmd_resume}
+            "cancel": cmd_cancel, "pause": cmd_pause, "drain": cmd_pause, "resume": cmd_resume}

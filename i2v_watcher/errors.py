@@ -86,3 +86,10 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_destination_problem(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS | OPERATOR_ERRNOS
+
+
+class JobCancelledByOperator(JobError):
+    """A person cancelled the job (`i2v-watcher cancel`): it ends in failed/ with a `cancelled` report."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, stage="cancelled", hint="`i2v-watcher retry NAME` queues it again")

@@ -11,9 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from i2v_watcher.errors import JobCancelled
+from i2v_watcher.errors import JobCancelled, JobCancelledByOperator
 
 Announce = Callable[[str, bool], None]  # (signal name, first) → log it
+CancelProbe = Callable[[str], str | None]  # job id → who cancelled it, in words (None: not cancelled)
+CANCEL_PROBE_S = 1.0  # how often a running job looks for a cancel: well within the 15 s promised
+UNCANCELLABLE = ("publish", "publishing", "published")  # past the commit point (control.cancel)
 
 
 @dataclass(eq=False)
@@ -85,6 +88,7 @@ class StopRequest:
     deadline: float | None = None
     force: bool = False
     unannounced: list[tuple[str, bool]] = field(default_factory=list)
+    cancel_probe: CancelProbe | None = None  # an operator's cancel of the running job (control.cancel)
 
 
 class Checkpoint:
@@ -95,6 +99,7 @@ class Checkpoint:
         self.activity = activity or Activity()
         self.request = request or StopRequest()
         self.announce = announce
+        self._probe_at = 0.0  # when the running job looks for a cancel next
 
     def for_stage(self) -> Checkpoint:
         """The same stop request, with a activity of the stage's own (see Activity)."""
@@ -144,3 +149,17 @@ class Checkpoint:
         self.announce_pending()
         if self.aborting:
             raise JobCancelled("the daemon is stopping")
+        now = time.monotonic()
+        if now >= self._probe_at:
+            self._probe_at = now + CANCEL_PROBE_S
+            said = self.cancel_requested()
+            if said is not None:
+                raise JobCancelledByOperator(said)
+
+    def cancel_requested(self) -> str | None:
+        """Whether an operator cancelled the job this checkpoint's stage runs, read now; never once it
+        publishes (the commit point, see control.cancel)."""
+        probe, live = self.request.cancel_probe, self.activity
+        if probe is None or live.job_id is None or live.stage in UNCANCELLABLE:
+            return None
+        return probe(live.job_id)

@@ -29,6 +29,7 @@ from i2v_watcher.errors import (
     DestinationUnavailable,
     FfmpegStalled,
     JobCancelled,
+    JobCancelledByOperator,
     JobError,
     JobLost,
     OutputInvalid,
@@ -124,6 +125,11 @@ class Pipeline:
         """The daemon stops: a job not generated yet goes back into the inbox, keeping its place in the
         queue; one further on stays in the work folder and is resumed at the next start."""
         with structlog.contextvars.bound_contextvars(job_id=job.id, job=job.state.key):
+            said = self.checkpoint.cancel_requested()  # a cancel comes first: never queued again
+            if said is not None:
+                cancel = JobCancelledByOperator(said)
+                self._fail(job, cancel, cancel.stage, cancel.message, cancel.hint)
+                return "failed"
             # A job being re-rolled keeps its attempts: resumed at the next start, not queued afresh.
             if job.state.stage == "claimed" and not job.state.gate_attempts and requeue(self.settings, job):
                 log.info("stopped: job put back into the inbox")
@@ -190,6 +196,7 @@ class Pipeline:
                 self._enter("postprocess")
                 self._retrying(job, lambda: self._postprocess(job))
             if job.state.stage in ("encoded", "publishing"):
+                self._last_cancel_check(job)
                 self._enter("publish")
                 self._destination(job, "outbox", lambda: publish(self.settings, job))
             if job.state.stage == "published":
@@ -214,6 +221,12 @@ class Pipeline:
         assert job.state.stage == "failing", job.state.stage
         self._destination(job, "failed", lambda: fail(self.settings, job))
         return "failed"
+
+    def _last_cancel_check(self, job: Job) -> None:
+        """The cancel's commit point (control.cancel): read once more before publishing, never after."""
+        said = self.checkpoint.cancel_requested() if job.state.stage == "encoded" else None
+        if said is not None:
+            raise JobCancelledByOperator(said)
 
     def _unjudged(self, job: Job) -> bool:
         metadata = job.state.metadata

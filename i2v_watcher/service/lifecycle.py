@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.cancel import cancelled
 from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.run.pipeline import Pipeline
@@ -67,6 +68,7 @@ class Service(ABC):
             announce_stop(signame, first, settings.stop_timeout_s, jobs)
 
         self.checkpoint = Checkpoint(announced)
+        self.checkpoint.request.cancel_probe = lambda job_id: cancelled(settings.worker_dir / job_id)
         self._signals = SignalReader((signal.SIGTERM, signal.SIGINT), self._counted)
         self._counting = False  # True while the reader counts the signals (else the handler does)
         self.notifier = Notifier(self.checkpoint.activity, settings.max_silent_s)

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -39,10 +40,11 @@ class ClaimRefused(Exception):
 
 
 def claim(settings: Settings, store: WorkStore, candidate: Candidate, *,
-          leave_specials: bool = False) -> Job | None:
+          leave_specials: bool = False, before: Callable[[Job], None] | None = None) -> Job | None:
     """Claim the candidate's files; None when another process took them first. With `leave_specials`
     (failed/ lies on another filesystem, where a link or special file could only be copied by opening
-    it) those files stay in the inbox and the report will name them."""
+    it) those files stay in the inbox and the report will name them. `before`: done to the job's folder
+    before its first file moves (a cancel's marker, which then holds whoever finishes the claim)."""
     files = candidate.files
     left = [p.name for p in files if _special(p)] if leave_specials and candidate.problem else []
     job = store.create(JobState(
@@ -52,6 +54,8 @@ def claim(settings: Settings, store: WorkStore, candidate: Candidate, *,
         sidecar=candidate.sidecar.name if candidate.sidecar else None,
         problem=candidate.problem, mtime=candidate.mtime, left_in_place=left,
     ))
+    if before is not None:
+        before(job)
     crashpoint("claim.before_rename")
     return _finish_claim(settings, job)
 
