@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
                     "being published already (it is published); 2 an unknown NAME."))
     cancel.add_argument("names", nargs="+", metavar="NAME",
                         help="a job's name, as `status` lists it (team/fox)")
+    priority = with_config(sub.add_parser(
+        "priority", help="change a queued job's priority without rewriting its sidecar",
+        description="Higher goes first; equal priorities go by arrival, which the job keeps. Held in "
+                    "work/.control/priority/ until a worker claims the job. Prints the job's place in the "
+                    "queue. Exit codes: 0; 2 when no job of that name is queued or N is out of range."))
+    priority.add_argument("name", help="a queued job's name, as `status` lists it (e.g. team/fox)")
+    priority.add_argument("priority", type=int, metavar="N", help="-100 to 100; 0 is normal")
     from i2v_watcher.ops.control import CONTROLS
 
     for name, help_text, description in CONTROLS:
@@ -291,22 +298,11 @@ def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.ops.control import pause_command
-
-    return pause_command(settings, args.worker, drain=args.command == "drain")
-
-
-def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.ops.cancel import cancel_command
-
-    return cancel_command(settings, args.names)
-
-
-def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
-    from i2v_watcher.ops.control import resume_command
-
-    return resume_command(settings, args.worker)
+def _ops(module: str, function: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """A command whose code is in i2v_watcher.ops.<module>, imported only when it runs."""
+    def command(settings: Settings, args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(f"i2v_watcher.ops.{module}"), function)(settings, args))
+    return command
 
 
 def _no_failed_jobs(settings: Settings) -> str:
@@ -386,4 +382,6 @@ def _masked(url: str) -> str:
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "submit": cmd_submit, "status": cmd_status,
             "retry": cmd_retry, "approve": cmd_approve, "web": cmd_web, "check-config": cmd_check_config,
-            "cancel": cmd_cancel, "pause": cmd_pause, "drain": cmd_pause, "resume": cmd_resume}
+            "cancel": _ops("cancel", "cancel_command"), "priority": _ops("control", "priority_command"),
+            "pause": _ops("control", "pause_command"), "drain": _ops("control", "pause_command"),
+            "resume": _ops("control", "resume_command")}

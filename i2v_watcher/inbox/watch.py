@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import structlog
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.priority import priorities
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fs.detours import existing_detour
 from i2v_watcher.inbox.bounds import folder_room
@@ -121,6 +122,7 @@ class Inbox:
         self._left: dict[str, Candidate] = {}  # reported once already: see _left_here_before
         self._timers: dict[str, float] = {}  # job key → when time alone can change what it is
         self._order: list[Candidate] | None = None  # self._ready sorted, until it changes
+        self._moved: dict[str, int] = {}  # operators' priorities, by job name (control.priority)
         self._last_full = -math.inf
         self._litter_logged: set[str] = set()
         self._was_mount = os.path.ismount(self.root)
@@ -182,6 +184,8 @@ class Inbox:
         (`Watcher.take_changes()`); only those are looked at, unless it is None or `rescan_s` passed
         since the last full walk: then the whole inbox is walked."""
         self.check_available()
+        if (moved := priorities(self.settings)) != self._moved:
+            self._moved, self._order = moved, None
         now = time.monotonic()
         # A path outside the inbox means the watcher spells paths otherwise: nothing it says is usable.
         full = changes is None or now - self._last_full >= self.settings.rescan_s \
@@ -273,7 +277,9 @@ class Inbox:
 
     def _ordered(self) -> list[Candidate]:
         if self._order is None:
-            self._order = sorted(self._ready.values(), key=lambda c: c.order)
+            moved = self._moved  # `priority NAME N` (control.priority): the arrival stays the sidecar's
+            self._order = sorted(self._ready.values(), key=lambda c: (
+                (-moved[c.key], *c.order[1:]) if c.key in moved else c.order))
         return self._order
 
     def _conclude(self, key: str, now: float) -> None:

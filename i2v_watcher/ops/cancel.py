@@ -6,6 +6,7 @@ its marker in work/cancel-…/, which a daemon takes over as any stale worker's 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -113,8 +114,9 @@ def _where(settings: Settings, job_id: str) -> JobState | None:
     return None
 
 
-def cancel_command(settings: Settings, names: list[str]) -> int:
+def cancel_command(settings: Settings, args: argparse.Namespace) -> int:
     """`cancel`: one line per job on stdout; 0 all cancelled, 1 some too late, 2 some unknown."""
+    names: list[str] = args.names
     missing = [str(folder) for folder in (settings.work, settings.failed) if not folder.is_dir()]
     if missing:  # before any job is claimed: a share not mounted, or paths that are wrong
         raise StartupError(f"cannot cancel: {' and '.join(missing)} do not exist (is the share mounted?)")

@@ -4,6 +4,7 @@ once no claim of its is under way (so none starts after `pause` returns)."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import time
@@ -11,13 +12,17 @@ from dataclasses import dataclass, field
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.control.pause import pause, pause_line, pauses, resume
+from i2v_watcher.control.priority import set_priority
 from i2v_watcher.errors import StartupError
+from i2v_watcher.inbox.queue import queued_jobs
+from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.spec import WORKER_ID_PATTERN
 from i2v_watcher.work.lease import QUEUE
 from i2v_watcher.work.liveness import heartbeat_interval
 from i2v_watcher.work.survey import survey
 
 POLL_S = 0.2
+PRIORITY_MIN, PRIORITY_MAX = -100, 100  # as a sidecar's `priority` (job.spec.Priority)
 # The commands, as the command line declares them: (name, help, description).
 CONTROLS = (
     ("pause", "stop claiming new jobs, on every worker or one (running jobs finish)",
@@ -57,9 +62,9 @@ def pause_and_wait(settings: Settings, worker: str | None = None, *, drain: bool
         time.sleep(POLL_S)
 
 
-def pause_command(settings: Settings, worker: str | None, *, drain: bool) -> int:
+def pause_command(settings: Settings, args: argparse.Namespace) -> int:
     """`pause` and `drain`: what is in force is said on stdout; 1 when a live worker did not confirm."""
-    worker = _worker_arg(worker)
+    worker, drain = _worker_arg(args.worker), args.command == "drain"
     outcome = pause_and_wait(settings, worker, drain=drain)
     what, target = "draining" if drain else "paused", _target(worker)
     if outcome.unconfirmed:
@@ -71,9 +76,9 @@ def pause_command(settings: Settings, worker: str | None, *, drain: bool) -> int
     return 0
 
 
-def resume_command(settings: Settings, worker: str | None) -> int:
+def resume_command(settings: Settings, args: argparse.Namespace) -> int:
     """`resume`: 0, also when there was no such pause (said on stderr, with the pauses in force)."""
-    worker = _worker_arg(worker)
+    worker = _worker_arg(args.worker)
     if resume(settings, worker):
         print(f"resumed {_target(worker)}")
         return 0
@@ -91,3 +96,20 @@ def _worker_arg(worker: str | None) -> str | None:
     if worker is not None and not re.fullmatch(WORKER_ID_PATTERN, worker):
         raise StartupError(f"--worker {worker!r} is not a worker id (as `status` lists them)")
     return worker
+
+
+def priority_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`priority NAME N`: the job's new place in the queue on stdout; 2 when no such job is queued."""
+    name, priority = str(args.name), int(args.priority)
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise StartupError(f"priority {priority} is out of range: {PRIORITY_MIN} to {PRIORITY_MAX}")
+    name = name.strip("/")
+    inbox = Inbox(settings)
+    if not any(job.key == name for job in queued_jobs(inbox, lambda line: None)):
+        raise StartupError(f"no queued job named {name!r} (see `i2v-watcher status`)")
+    set_priority(settings, name, priority)
+    time.sleep(settings.settle_s)  # a new Inbox sees files settle over settle_s: then it has the order
+    ready = [job.key for job in queued_jobs(inbox, lambda line: None) if job.why == "ready"]
+    place = f"{ready.index(name) + 1} of {len(ready)} ready" if name in ready else "waiting to settle"
+    print(f"{name}: priority {priority}; its place in the queue: {place}")
+    return 0

@@ -15,6 +15,7 @@ import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.control.pause import Gate
+from i2v_watcher.control.priority import forget_priority
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.watch import Candidate, Inbox, Scan, Watcher
 from i2v_watcher.job.checkpoint import Activity
@@ -155,6 +156,7 @@ class Intake(Part):
             self.inbox.block(candidate, f"{type(exc).__name__}: {exc}")
             return
         if job is not None:
+            forget_priority(self.settings, candidate.key)  # claimed: a later job of that name starts afresh
             if self.router is not None:
                 self.router.claimed(candidate)
             self.sink(job)

@@ -80,3 +80,19 @@ def test_pause_resume_drain_across_two_daemons_and_a_kill(folders: Folders, spaw
     drop_job(folders, "e")
     time.sleep(1.0)
     assert again.process.poll() is None and "e.png" in visible(folders.inbox)
+
+
+@pytest.mark.slow
+def test_priority_reorders_a_queued_job_without_its_sidecar(folders: Folders, spawn: Spawn) -> None:
+    folders.write_config(**SLOW)
+    for name in ("a", "b", "c"):
+        drop_job(folders, name)
+        time.sleep(0.02)  # arrival order: a, b, c
+    sidecar = (folders.inbox / "c.yaml").read_bytes()
+    assert "c: priority 5; its place in the queue: 1 of 3 ready" in control(folders, "priority", "c", "5")
+    assert (folders.inbox / "c.yaml").read_bytes() == sidecar
+    assert cli("priority", "nosuch", "1", "--config", str(folders.config)).returncode == 2
+    daemon = spawn(folders.config, "--once")
+    assert daemon.wait(60) == 0
+    assert claimed_by(daemon) == ["c", "a", "b"]
+    assert not list((folders.work / ".control" / "priority").iterdir())  # forgotten once claimed
