@@ -1,0 +1,76 @@
+"""The control files in-process: which pauses hold a worker, that a drain only ends the workers that
+were running when it came, how a pause and a cancel read in words, and a job's checkpoint stopping
+at an operator's cancel but never once it publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_liveness import settings_for
+
+from i2v_watcher.control.cancel import cancel_marker, cancelled
+from i2v_watcher.control.pause import Gate, pause, pause_line, pauses, resume
+from i2v_watcher.control.priority import forget_priority, priorities, set_priority
+from i2v_watcher.errors import JobCancelledByOperator
+from i2v_watcher.job.checkpoint import Activity, Checkpoint
+from i2v_watcher.service.systemd import status_line
+
+
+def test_a_pause_of_the_share_or_of_one_worker_holds_until_resumed(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    other = s.model_copy(update={"worker_id": "other"})
+    gate, others = Gate(s), Gate(other)
+    assert gate.claims_allowed() and others.claims_allowed()
+    pause(s, "me")
+    assert not gate.claims_allowed() and others.claims_allowed() and not gate.draining
+    pause(s)
+    assert not others.claims_allowed()
+    assert resume(s) and not resume(s)
+    assert not gate.claims_allowed() and others.claims_allowed()  # its own pause still holds
+    (line,) = [pause_line(whom, r.model_dump()) for whom, r in pauses(s).items()]
+    assert line.startswith("paused: worker me (by ") and "`i2v-watcher resume`" in line
+    resume(s, "me")
+    assert gate.claims_allowed()
+
+
+def test_a_drain_ends_the_workers_running_when_it_came_not_those_started_after(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    running = Gate(s)
+    pause(s, drain=True)
+    after_reboot = Gate(s)
+    assert not running.claims_allowed() and running.draining
+    assert not after_reboot.claims_allowed() and not after_reboot.draining  # paused, and stays alive
+
+
+def test_systemd_status_says_paused() -> None:
+    assert "PAUSED" in status_line(Activity(paused=True), {"backend": "preview"}, 60.0)
+    assert "PAUSED" not in status_line(Activity(), {"backend": "preview"}, 60.0)
+
+
+def test_a_checkpoint_stops_at_a_cancel_until_the_job_publishes(tmp_path: Path) -> None:
+    folder = tmp_path / "job"
+    folder.mkdir()
+    checkpoint = Checkpoint()
+    checkpoint.request.cancel_probe = lambda job_id: cancelled(tmp_path / job_id)
+    checkpoint.activity.working_on("job", "team/fox", "claimed")
+    checkpoint.check()
+    cancel_marker(folder)
+    checkpoint.activity.stage = "publish"  # past the commit point: too late
+    checkpoint._probe_at = 0.0  # the next look, without waiting a second
+    checkpoint.check()
+    assert checkpoint.cancel_requested() is None
+    checkpoint.activity.stage = "generate"
+    checkpoint._probe_at = 0.0  # the next look, without waiting a second
+    with pytest.raises(JobCancelledByOperator, match=r"cancelled by .* at ") as raised:
+        checkpoint.check()
+    assert raised.value.stage == "cancelled" and "retry" in raised.value.hint
+
+
+def test_priority_overrides_by_name(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    set_priority(s, "team/fox", 7)
+    set_priority(s, "x" * 300, -3)  # any name: the file is named by its hash
+    assert priorities(s) == {"team/fox": 7, "x" * 300: -3}
+    forget_priority(s, "team/fox")
+    assert priorities(s) == {"x" * 300: -3}
