@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"service"},
     {"run"},
     {"work"},
+    {"catalog"},
     {"inbox"},
     {"backends"},
     {"judge"},
