@@ -14,6 +14,7 @@ from i2v_watcher.catalog.index import Catalog, Filters, default_path
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.ops.retry import retry
 from i2v_watcher.web.gallery import Gallery
+from i2v_watcher.work.store import WorkStore
 
 __all__ = ["settings"]  # the fixture, shared with test_pipeline
 CLIPS = 300
@@ -152,3 +153,14 @@ def test_the_index_is_local_and_one_per_outbox(settings: Settings, monkeypatch: 
     there = default_path(settings.model_copy(update={"outbox": tmp_path / "other"}))
     assert here.parent == tmp_path / "xdg" / "i2v-watcher" and here != there
     assert default_path(settings.model_copy(update={"catalog_path": tmp_path / "c.db"})) == tmp_path / "c.db"
+
+
+def test_a_takeover_is_logged(settings: Settings) -> None:
+    job = job_for(settings)
+    other = settings.work / "other" / job.id
+    other.parent.mkdir()
+    job.dir.rename(other)
+    assert WorkStore(settings).take(other, "stale") is not None
+    line = json.loads(events.log_path(settings).read_text())
+    assert (line["kind"], line["job_id"], line["previous"]) == ("takeover", job.id, "other")
+    assert line["worker"] == "w" and line["reason"] == "stale"
