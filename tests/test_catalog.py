@@ -94,6 +94,10 @@ def test_events_keep_it_current_without_a_walk(settings: Settings, catalog: Cata
     again = Catalog(settings, catalog.path)
     publish(settings, 5002, event=True)
     assert again.follow() == 1 and again.count() == CLIPS + 3
+    (settings.outbox / rel).unlink()  # a draft's clip, once its final is published (run.drafts)
+    assert events.append(settings, "removed", path=rel)
+    again.refresh()
+    assert again.count() == CLIPS + 2 and "clip5000" not in names(again)
 
 
 def test_a_clip_removed_by_hand_disappears_at_the_reconciling_walk(settings: Settings,

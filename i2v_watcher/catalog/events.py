@@ -27,7 +27,8 @@ log = structlog.get_logger("i2v_watcher.catalog.events")
 
 EVENTS_DIR = ".events"  # under work/: hidden, so no worker takes it for a worker's folder
 SUFFIX = ".jsonl"
-Kind = Literal["published", "failed", "retried", "takeover", "cancelled", "paused", "resumed",
+# `path` (published, removed): a metadata file in the outbox, which the index reads again.
+Kind = Literal["published", "removed", "failed", "retried", "takeover", "cancelled", "paused", "resumed",
                "priority"]
 MAX_LINE_BYTES = 64 * 1024  # a longer line is someone else's file, not ours: skipped by readers
 

@@ -213,7 +213,7 @@ class Catalog:
         self._db.execute("INSERT INTO events (at, worker, kind, job_id, name, line) "
                          "VALUES (?, ?, ?, ?, ?, ?)", (*texts.values(), _dumped(event)))
         rel = self._inside(event.get("path"))
-        if event.get("kind") == "published" and rel is not None:
+        if rel is not None:  # published, or removed: the file as it is now says which
             self._index_file(rel)
 
     def _inside(self, rel: object) -> str | None:
