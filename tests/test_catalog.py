@@ -57,6 +57,7 @@ def names(catalog: Catalog, filters: Filters = EVERY, limit: int = 10_000) -> li
 
 def test_the_index_built_from_a_walk_matches_the_gallery(settings: Settings, catalog: Catalog) -> None:
     gallery = Gallery(settings).clips()
+    assert not catalog.indexing and Catalog(settings, catalog.path.with_name("new.sqlite")).indexing
     assert names(catalog) == [clip.name for clip in gallery] and catalog.count() == CLIPS
     assert [e.rel for e in catalog.page(Filters(), 24, 24)] == [c.rel for c in gallery[24:48]]
     newest = catalog.page(limit=1)[0]

@@ -29,6 +29,7 @@ from i2v_watcher.job.records import PublishedMetadata
 
 log = structlog.get_logger("i2v_watcher.catalog.index")
 
+BATCH = 2000  # metadata files read and written per transaction of a walk
 KEEP_EVENTS = 10_000  # the last events kept for the dashboard to show; the logs keep them all
 VERDICTS = ("pass", "warn", "fail")  # the quality gate's (service.judged): anything else is no verdict
 SCHEMA = """
@@ -37,6 +38,10 @@ CREATE TABLE IF NOT EXISTS clips (
     prompt TEXT NOT NULL, verdict TEXT, worker TEXT, job_id TEXT, ino INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, meta TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS clips_newest ON clips (published_at DESC, rel DESC);
+CREATE INDEX IF NOT EXISTS clips_verdict ON clips (verdict, published_at DESC);
+CREATE INDEX IF NOT EXISTS clips_backend ON clips (backend, published_at DESC);
+CREATE INDEX IF NOT EXISTS clips_model ON clips (model, published_at DESC);
+CREATE INDEX IF NOT EXISTS clips_worker ON clips (worker, published_at DESC);
 CREATE VIRTUAL TABLE IF NOT EXISTS clips_text USING fts5 (
     name, prompt, content='clips', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
 CREATE TRIGGER IF NOT EXISTS clips_added AFTER INSERT ON clips BEGIN
@@ -139,7 +144,8 @@ class Catalog:
         self.root = settings.outbox
         self.path = path or default_path(settings)
         self.skip = Inbox(settings).is_ignored
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the connection's
+        self._walking = threading.Lock()  # one reconciling walk at a time
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -180,12 +186,11 @@ class Catalog:
     def refresh(self) -> None:
         """Up to date: the new lines of every event log, and a reconciling walk where none was made in
         the last `catalog_rescan_s` (the first call on a new index walks the whole outbox)."""
-        with self._lock:
-            walked = self._fact("walked_at")
-            if walked is None or time.time() - float(walked) >= self.settings.catalog_rescan_s:
-                self.reconcile()
-            else:
-                self.follow()
+        walked = self._fact("walked_at")
+        if walked is None or time.time() - float(walked) >= self.settings.catalog_rescan_s:
+            self.reconcile()
+        else:
+            self.follow()
 
     def follow(self) -> int:
         """Apply the event logs' lines not read yet; how many events were read."""
@@ -235,9 +240,10 @@ class Catalog:
             return
         self._store(rel, identity(st))
 
-    def _store(self, rel: str, ident: Identity) -> None:
+    def _store(self, rel: str, ident: Identity, *, known: bool = True) -> None:
         data = read_metadata(self.root / rel)
-        self._forget(rel)
+        if known:  # a walk knows which are new: two deletes spared per file on the first one
+            self._forget(rel)
         if data is None:
             self._db.execute("INSERT INTO others (rel, ino, size, mtime_ns) VALUES (?, ?, ?, ?)",
                              (rel, *ident))
@@ -250,25 +256,42 @@ class Catalog:
 
     def reconcile(self) -> None:
         """A walk of the whole outbox: each metadata file read again only where it changed (inode, size,
-        mtime), the ones gone dropped. An outbox that cannot be read leaves the index as it is."""
-        with self._lock:
+        mtime), the ones gone dropped. An outbox that cannot be read leaves the index as it is. Written
+        BATCH files at a time, so that readers are served between batches (a first walk of 100,000
+        clips takes a while: `indexing` says so meanwhile); one walk at a time, a second caller only
+        follows the logs."""
+        if not self._walking.acquire(blocking=False):
+            self.follow()
+            return
+        try:
             self.follow()  # first: the events appended during the walk are read (again) next time
             started = time.monotonic()
             try:
-                found = dict((rel, identity(st)) for rel, st in metadata_files(self.root, self.skip))
+                found = {rel: identity(st) for rel, st in metadata_files(self.root, self.skip)}
             except OSError as exc:
                 log.warning("cannot read the outbox: the catalog stays as it was", error=str(exc))
                 return
-            known = {rel: (ino, size, mtime) for table in ("clips", "others") for rel, ino, size, mtime in
-                     self._db.execute(f"SELECT rel, ino, size, mtime_ns FROM {table}")}
+            with self._lock:
+                known = {rel: (ino, size, mtime) for table in ("clips", "others") for rel, ino, size, mtime
+                         in self._db.execute(f"SELECT rel, ino, size, mtime_ns FROM {table}")}
             with self._write():
                 for rel in known.keys() - found.keys():
                     self._forget(rel)
-                for rel, ident in found.items():
-                    if known.get(rel) != ident:
-                        self._store(rel, ident)
-                self._set_fact("walked_at", time.time())
-            log.debug("catalog reconciled", files=len(found), seconds=round(time.monotonic() - started, 3))
+            changed = [(rel, ident) for rel, ident in found.items() if known.get(rel) != ident]
+            for start in range(0, len(changed), BATCH):
+                with self._write():
+                    for rel, ident in changed[start:start + BATCH]:
+                        self._store(rel, ident, known=rel in known)
+            self._set_fact("walked_at", time.time())
+            log.debug("catalog reconciled", files=len(found), read=len(changed),
+                      seconds=round(time.monotonic() - started, 3))
+        finally:
+            self._walking.release()
+
+    @property
+    def indexing(self) -> bool:
+        """Whether the first walk of the outbox is still under way (the pages show what it found yet)."""
+        return self._fact("walked_at") is None
 
     # Reading it
 
