@@ -38,7 +38,7 @@ def events_dir(settings: Settings) -> Path:
 
 
 def log_path(settings: Settings, writer: str | None = None) -> Path:
-    """The log of this worker, or of a command (`writer`: e.g. `<worker_id>.cli`) run on this host."""
+    """The log of this worker, or of a command (`writer`: `<worker_id>.commands`) run on this host."""
     return events_dir(settings) / f"{writer or settings.worker_id}{SUFFIX}"
 
 
@@ -51,8 +51,8 @@ def append(settings: Settings, kind: Kind, *, writer: str | None = None, **field
         line = (json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
         if len(line) > MAX_LINE_BYTES:
             raise ValueError(f"an event of {len(line)} bytes (at most {MAX_LINE_BYTES})")
-        path.parent.mkdir(mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        path.parent.mkdir(exist_ok=True)  # the umask decides: every worker makes its own file here
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
             written = os.write(fd, line)
             if written != len(line):
