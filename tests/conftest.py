@@ -88,8 +88,11 @@ LEASE_FILES = ("heartbeat.json", ".lock")
 
 
 def is_lease_file(base: Path, path: Path) -> bool:
-    """work/<worker_id>/heartbeat.json and .lock: each daemon's lease, not a job's file."""
-    return base.name == "work" and path.name in LEASE_FILES and path.parent.parent == base
+    """work/<worker_id>/heartbeat.json and .lock: each daemon's lease, and work/.events/*.jsonl: the
+    event logs (catalog.events); not a job's file."""
+    if base.name != "work" or path.parent.parent != base:
+        return False
+    return path.name in LEASE_FILES or (path.parent.name == ".events" and path.suffix == ".jsonl")
 
 
 @dataclass

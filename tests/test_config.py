@@ -136,6 +136,7 @@ RANGES = [
     ("web_signin_failures", 1, 1000, 0, 1001),
     ("web_upload_max_mb", 1, 10 * 1024, 0, 10 * 1024 + 1),
     ("web_page_size", 1, 500, 0, 501),
+    ("catalog_rescan_s", 10, 86400, 9, 86401),
     ("web_max_connections", 8, 65536, 7, 65537),
     ("web_header_timeout_s", 0.5, 3600, 0.4, 3601),
     ("metrics_port", 1, 65535, 0, 65536),

@@ -16,7 +16,8 @@ from conftest import REPO
 PACKAGE = REPO / "i2v_watcher"
 # Upper to lower, in the order a job's data flows back up through them: the command line and the
 # dashboard use everything; `ops` (status, retry, submit, doctor) uses the services' start-up; each
-# service composes the stages of `run`, which take jobs from `work`, found in the `inbox`, run through
+# service composes the stages of `run`, which take jobs from `work` (found in the `inbox`) and tell the
+# `catalog` (the event log, and the index the dashboard reads) what became of them, run through
 # `backends`, judged by `judge` and encoded by `media` (ffmpeg), configured by `config`, whose presets
 # are `steps`, about a `job`; `explain` words mistakes, `fs` writes safely; `errors`, `faults` and
 # `logs` are the floor.
@@ -28,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"service"},
     {"run"},
     {"work"},
+    {"catalog"},
     {"inbox"},
     {"backends"},
     {"judge"},

@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     web_max_connections: int = Field(default=256, ge=8, le=65536)
     web_header_timeout_s: float = Field(default=10.0, ge=0.5, le=HOUR)
     web_page_size: int = Field(default=24, ge=1, le=500)
+    # The catalog of published clips that the dashboard reads (catalog.index): a LOCAL SQLite file
+    # (never on the share); unset: one per outbox in $CACHE_DIRECTORY or ~/.cache/i2v-watcher. And the
+    # seconds between its reconciling walks of the outbox (between them it follows the event logs).
+    catalog_path: Path | None = None
+    catalog_rescan_s: float = Field(default=600.0, ge=10, le=DAY)
     # The names the dashboard answers to in the Host header (`name`: any port, `name:port`: that one);
     # any other name is refused (DNS rebinding). Empty: web_listen's host and localhost, on its port.
     web_allowed_hosts: list[str] = Field(default_factory=list)
@@ -207,7 +212,8 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment overrides it.
         return env_settings, init_settings
 
-    @field_validator("inbox", "outbox", "failed", "done", "work", "scratch", "ffmpeg_path", mode="before")
+    @field_validator("inbox", "outbox", "failed", "done", "work", "scratch", "ffmpeg_path", "catalog_path",
+                     mode="before")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
         # Path("") is ".": an empty I2V_INBOX= would silently mean the directory the command runs in.
@@ -215,7 +221,7 @@ class Settings(BaseSettings):
             raise ValueError("an empty path (it would mean the current directory); give a path")
         return value
 
-    @field_validator("inbox", "outbox", "failed", "done", "work", "ffmpeg_path")
+    @field_validator("inbox", "outbox", "failed", "done", "work", "ffmpeg_path", "catalog_path")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Relative paths are taken from the directory the daemon was started in.

@@ -11,6 +11,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from i2v_watcher.catalog import events
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import NAME_MAX, kind_of, move, safe_subdir
 from i2v_watcher.fs.detours import is_detour
@@ -160,6 +161,10 @@ def retry(settings: Settings, report: Path) -> list[Path]:
     finally:
         release_name(target, stem, owner)
     report.unlink()
+    # Not a worker: a command's own log, so that it never appends to a running daemon's file.
+    events.append(settings, "retried", writer=f"{settings.worker_id}.commands", name=checked.stem,
+                  report=report.relative_to(settings.failed).as_posix(),
+                  to=[path.relative_to(settings.inbox).as_posix() for path in moved])
     return moved
 
 

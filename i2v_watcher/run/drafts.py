@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from i2v_watcher.catalog import events
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import copy_atomic, read_json, write_json_atomic
 from i2v_watcher.inbox.drop import queue_job
@@ -201,6 +202,7 @@ def _remove_outputs(settings: Settings, draft: DraftRecord) -> None:
         for rel in draft.files:  # the metadata last: it marks the outputs as complete
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(settings.outbox / rel)
+        events.append(settings, "removed", job_id=draft.job_id, name=draft.name, path=draft.files[-1])
 
 
 def _remove(folder: Path) -> None:

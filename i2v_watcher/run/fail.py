@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import structlog
 
+from i2v_watcher.catalog import events
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import kind_of, write_json_atomic
@@ -53,6 +54,8 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
     # The traceback is for whoever runs the daemon, here; the user's report points to it.
     trace = {"exception": failure.traceback} if failure.traceback else {}
     log.warning("failed", stage=report.stage, error=report.message, report=str(path), **trace)
+    events.append(settings, "failed", job_id=job.id, name=job.stem, stage=report.stage,
+                  report=path.relative_to(settings.failed).as_posix())
 
 
 def traceback_pointer(job: Job, failure: JobFailure) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from i2v_watcher.catalog import events
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import JobError
 from i2v_watcher.faults import crashpoint
@@ -166,6 +167,8 @@ def _publish_files(settings: Settings, job: Job, folder: Path) -> None:
     # The state keeps the publish time too, for the daemon's metrics (i2v_stage_seconds, metrics.py).
     job.advance("published", metadata=staged.model_copy(update={"timings_s": timings}))
     log.info("published", files=job.state.published)
+    events.append(settings, "published", job_id=job.id, name=chosen,
+                  path=marker.relative_to(settings.outbox).as_posix())
 
 
 def _inputs_reach(settings: Settings, job: Job) -> list[os.stat_result]:

@@ -7,17 +7,15 @@ and remembered; a walk of the folder's names (at most one per REFRESH_S) and a s
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 
+from i2v_watcher.catalog.walk import Identity, identity, metadata_files, read_metadata
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.inbox.watch import Inbox
-from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata
-from i2v_watcher.ops.reading import UNREADABLE
+from i2v_watcher.job.records import PublishedMetadata
 from i2v_watcher.service.judged import Judged, judged
 from i2v_watcher.service.ranks import Placing, Variant, placings, variant
 
@@ -94,7 +92,7 @@ class Gallery:
     def __init__(self, settings: Settings) -> None:
         self.root = settings.outbox
         self.skip = Inbox(settings).is_ignored
-        self._known: dict[str, tuple[tuple[int, int, int], Clip | None]] = {}
+        self._known: dict[str, tuple[Identity, Clip | None]] = {}
         self._lock = threading.Lock()
         self._sorted: list[Clip] | None = None
         self._walked_at = 0.0
@@ -110,31 +108,14 @@ class Gallery:
             return self._sorted
 
     def _walk(self) -> list[Clip]:
-        found: dict[str, tuple[tuple[int, int, int], Clip | None]] = {}
-        stack = [""]
-        while stack:  # names as strings: a Path per entry costs more than the file system does
-            rel_dir = stack.pop()
-            try:
-                entries = list(os.scandir(os.path.join(self.root, rel_dir)))
-            except OSError:
-                if not rel_dir:
-                    return []
-                continue  # one unreadable sub-folder hides its clips, not the others'
-            for entry in entries:
-                if self.skip(entry.name):
-                    continue
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(rel)
-                elif entry.name.endswith(".json"):
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-                    known = self._known.get(rel)
-                    found[rel] = known if known is not None and known[0] == identity else \
-                        (identity, self._read(Path(entry.path), rel, st.st_mtime_ns))
+        found: dict[str, tuple[Identity, Clip | None]] = {}
+        try:
+            for rel, st in metadata_files(self.root, self.skip):
+                known = self._known.get(rel)
+                found[rel] = known if known is not None and known[0] == identity(st) else \
+                    (identity(st), self._read(rel, st.st_mtime_ns))
+        except OSError:
+            return []
         self._known = found
         clips = [clip for _, clip in found.values() if clip is not None]
         # A variant's rank moves as the rest of its set is published: placed afresh on every walk.
@@ -142,12 +123,10 @@ class Gallery:
         clips = [replace(c, placing=placed[c.rel]) if c.rel in placed else c for c in clips]
         return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
 
-    def _read(self, path: Path, rel: str, written_ns: int) -> Clip | None:
+    def _read(self, rel: str, written_ns: int) -> Clip | None:
         """The clip, or None for a .json that is not a job's metadata (someone's file, a broken one)."""
-        try:
-            return _clip(rel, PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True), written_ns)
-        except UNREADABLE:
-            return None
+        data = read_metadata(self.root / rel)
+        return None if data is None else _clip(rel, data, written_ns)
 
     def found(self, query: str) -> list[Clip]:
         """The clips matching every word of `query` (name, prompt)."""

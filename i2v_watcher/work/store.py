@@ -16,6 +16,7 @@ import numpy as np
 import structlog
 from pydantic import ValidationError
 
+from i2v_watcher.catalog import events
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import rename_noreplace, write_durably
@@ -26,6 +27,7 @@ log = structlog.get_logger("i2v_watcher.work.store")
 
 class WorkStore:
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.root = settings.worker_dir
         self.worker_id = settings.worker_id
         self.in_flight: set[str] = set()
@@ -74,6 +76,8 @@ class WorkStore:
                                        "stage": job.state.stage, "reason": reason}])
             log.warning("took over a job", job_id=job.id, job=job.state.key, previous=folder.parent.name,
                         stage=job.state.stage, reason=reason)
+            events.append(self.settings, "takeover", job_id=job.id, name=job.state.key,
+                          previous=folder.parent.name, stage=job.state.stage, reason=reason)
         else:
             job.advance(job.state.stage, worker_id=self.worker_id)
         return job

@@ -1,0 +1,53 @@
+"""The outbox's metadata files (`<name>.json`, written last by the daemon as the marker that a job is
+complete) found by a walk, and read leniently: the one way the gallery and the index see the outbox."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata
+
+Identity = tuple[int, int, int]  # inode, size, mtime: a metadata file is read again only when it changes
+# What reading an untrusted JSON file can raise: missing, a link, too large, not JSON, nested too deep.
+UNREADABLE = (OSError, ValueError, RecursionError)
+
+
+def identity(st: os.stat_result) -> Identity:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def metadata_files(root: Path, skip: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result]]:
+    """Every `.json` below root (relative, '/'-separated) with its lstat; folders and files whose name
+    `skip` accepts are left out, links never followed, an unreadable sub-folder hides its own files
+    only. OSError where root itself cannot be read."""
+    stack = [""]
+    while stack:  # names as strings: a Path per entry costs more than the file system does
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel_dir)))
+        except OSError:
+            if not rel_dir:
+                raise
+            continue
+        for entry in entries:
+            if skip(entry.name):
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(rel)
+            elif entry.name.endswith(".json"):
+                try:
+                    yield rel, entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+
+
+def read_metadata(path: Path) -> PublishedMetadata | None:
+    """A clip's metadata, or None for a .json that is not a job's metadata (someone's file, a broken
+    one)."""
+    try:
+        return PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True)
+    except UNREADABLE:
+        return None
