@@ -74,3 +74,19 @@ def test_priority_overrides_by_name(tmp_path: Path) -> None:
     assert priorities(s) == {"team/fox": 7, "x" * 300: -3}
     forget_priority(s, "team/fox")
     assert priorities(s) == {"x" * 300: -3}
+
+
+def test_each_action_at_the_controls_is_in_the_event_log_with_who_and_when(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from i2v_watcher.catalog.events import log_path
+    from i2v_watcher.ops.control import pause_command, resume_command
+
+    s = settings_for(tmp_path)
+    assert pause_command(s, argparse.Namespace(worker="me", command="pause")) == 0  # no live worker
+    assert resume_command(s, argparse.Namespace(worker="me")) == 0
+    assert resume_command(s, argparse.Namespace(worker="me")) == 0  # not paused: nothing happened
+    lines = [json.loads(line) for line in log_path(s, f"{s.worker_id}.commands").read_text().splitlines()]
+    assert [(e["kind"], e["target"]) for e in lines] == [("paused", "me"), ("resumed", "me")]
+    assert all(e["by"] and e["at"] for e in lines) and lines[0]["drain"] is False

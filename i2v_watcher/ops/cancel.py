@@ -21,6 +21,7 @@ from i2v_watcher.errors import JobCancelledByOperator, StartupError
 from i2v_watcher.inbox.watch import Candidate, Inbox
 from i2v_watcher.job.records import MAX_STATE_BYTES, JobFailure, JobState
 from i2v_watcher.job.state import STATE_FILE, TRASH_PREFIX
+from i2v_watcher.ops.control import record
 from i2v_watcher.run.fail import fail
 from i2v_watcher.work.claim import claim
 from i2v_watcher.work.lease import worker_folders
@@ -129,6 +130,8 @@ def cancel_command(settings: Settings, args: argparse.Namespace) -> int:
             code = 2
             continue
         print(outcome.message)
+        if outcome.cancelled:
+            record(settings, "cancelled", name=outcome.name)
         if not outcome.cancelled:
             code = max(code, 1)
     return code

@@ -10,8 +10,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from i2v_watcher.catalog import events
+from i2v_watcher.catalog.events import Kind
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.control.pause import pause, pause_line, pauses, resume
+from i2v_watcher.control.pause import pause, pause_line, pauses, resume, who
 from i2v_watcher.control.priority import set_priority
 from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.queue import queued_jobs
@@ -62,11 +64,17 @@ def pause_and_wait(settings: Settings, worker: str | None = None, *, drain: bool
         time.sleep(POLL_S)
 
 
+def record(settings: Settings, kind: Kind, **fields: object) -> None:
+    """An action at the controls in the event log (who, what, when): the command's own log file."""
+    events.append(settings, kind, writer=f"{settings.worker_id}.commands", by=who(), **fields)
+
+
 def pause_command(settings: Settings, args: argparse.Namespace) -> int:
     """`pause` and `drain`: what is in force is said on stdout; 1 when a live worker did not confirm."""
     worker, drain = _worker_arg(args.worker), args.command == "drain"
     outcome = pause_and_wait(settings, worker, drain=drain)
     what, target = "draining" if drain else "paused", _target(worker)
+    record(settings, "paused", target=worker or "all", drain=drain)
     if outcome.unconfirmed:
         print(f"i2v-watcher: {what} {target}, but {', '.join(outcome.unconfirmed)} did not say so in time "
               "(an older version, or a share that lags); see `i2v-watcher status`", file=sys.stderr)
@@ -80,6 +88,7 @@ def resume_command(settings: Settings, args: argparse.Namespace) -> int:
     """`resume`: 0, also when there was no such pause (said on stderr, with the pauses in force)."""
     worker = _worker_arg(args.worker)
     if resume(settings, worker):
+        record(settings, "resumed", target=worker or "all")
         print(f"resumed {_target(worker)}")
         return 0
     left = [pause_line(whom, r.model_dump(mode="json")) for whom, r in pauses(settings).items()]
@@ -108,6 +117,7 @@ def priority_command(settings: Settings, args: argparse.Namespace) -> int:
     if not any(job.key == name for job in queued_jobs(inbox, lambda line: None)):
         raise StartupError(f"no queued job named {name!r} (see `i2v-watcher status`)")
     set_priority(settings, name, priority)
+    record(settings, "priority", name=name, priority=priority)
     time.sleep(settings.settle_s)  # a new Inbox sees files settle over settle_s: then it has the order
     ready = [job.key for job in queued_jobs(inbox, lambda line: None) if job.why == "ready"]
     place = f"{ready.index(name) + 1} of {len(ready)} ready" if name in ready else "waiting to settle"
