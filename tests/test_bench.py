@@ -161,3 +161,24 @@ def test_levels_counts_each_level_of_one_backend_on_its_tiny_model(monkeypatch: 
     draft, _, final = rows
     assert draft["passes"] == 20 and final["passes"] == 100 and draft["work / final"] <= 0.2
     assert final["tiny work / final"] == final["tiny wall / final"] == 1.0
+
+
+@pytest.mark.slow  # real daemons and a real redis-server
+def test_quick_workers_reports_jobs_per_minute_for_each_fleet(bench: ModuleType) -> None:
+    """The fleet benchmark in both modes: 1 and 2 real `run` daemons on one inbox, then a real
+    redis-server, a dispatching `run` and 1 and 2 `worker`s (a few short jobs: the structure, not the
+    figures; the full run's 4 workers are the target's)."""
+    workers = importlib.import_module("bench.workers")
+    title, rows = workers.run(quick=True, counts=(1, 2))
+    assert title == workers.TITLE
+    assert [(row["mode"], row["workers"]) for row in rows] == [
+        (mode, n) for mode in ("run (folders)", "celery workers") for n in (1, 2)]
+    for row in rows:
+        assert row["jobs"] == workers.QUICK[0] and row["wall s"] > workers.QUICK[2], row
+        assert row["jobs per minute"] == pytest.approx(60 * row["jobs"] / row["wall s"], abs=0.5), row
+        assert 0 < int(str(row["GPU busy"]).rstrip("%")) <= 100, row
+        # Jobs this short are mostly start-up and hand-over, and the machine is shared: sane, not fast.
+        assert 0.5 <= float(str(row["vs 1 worker"]).rstrip("x")) <= row["workers"] * 1.05, row
+    assert rows[0]["vs 1 worker"] == rows[2]["vs 1 worker"] == "1.00x"
+    assert not workers.meets_target(rows)  # no row of 4 workers: nothing to meet
+    assert workers.meets_target([{"workers": 4, "vs 1 worker": "3.60x"}])
