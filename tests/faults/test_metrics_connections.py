@@ -206,6 +206,9 @@ class IdleIntake:
     def drained(self) -> bool:
         return True
 
+    def draining(self) -> bool:  # no drain asked (control.pause)
+        return False
+
     def wait(self, seconds: float) -> None:
         time.sleep(min(seconds, 0.01))
 
