@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from typing import Any
 from urllib.parse import unquote_plus, urlencode
 
-from conftest import Folders, make_image
+from conftest import REPO, Folders, daemon_env, make_image
 from web.conftest import TOKEN, WebServer, writable
 from web.test_security import BEARER, request
 
@@ -56,9 +58,20 @@ def test_cancel_and_priority_need_the_token(folders: Folders, web: Any) -> None:
     session, _ = sign_in(server)
     assert post(server, "/jobs/cancel", {"name": "fox"}, session)[0] == 403  # the cookie alone: no CSRF
     assert sorted(p.name for p in folders.inbox.iterdir()) == ["fox.png"]
-    assert status(server)["actions"] == []
+    assert status(server)["actions"] == [] and status(server)["pauses"] == []
     page = request(server, "GET", "/")[2].decode()  # not signed in: no buttons, a way to sign in
     assert 'action="/jobs/' not in page and "Sign in to cancel" in page
+
+    # A pause from the command line (no worker runs: it is in force at once) is on the board and
+    # in the recent actions, with the login that paused.
+    cli = subprocess.run([sys.executable, "-m", "i2v_watcher", "pause", "--config", str(folders.config)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, env=daemon_env())
+    assert cli.returncode == 0, cli.stderr
+    time.sleep(0.6)  # the board's snapshot is at most REFRESH_S old
+    answer = status(server)
+    assert answer["pauses"][0].startswith("paused: every worker (by ")
+    assert [(a["kind"], a["what"]) for a in answer["actions"]] == [("paused", "paused every worker")]
+    assert "paused: every worker" in request(server, "GET", "/")[2].decode()
 
 
 def test_a_queued_job_is_cancelled_and_reordered_from_the_dashboard(folders: Folders, web: Any) -> None:
