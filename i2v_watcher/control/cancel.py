@@ -23,9 +23,10 @@ CANCEL_FILE = "cancel"
 MAX_CANCEL_BYTES = 64 * 1024
 
 
-def cancel_marker(job_dir: Path) -> None:
-    """Ask the worker that runs this job to cancel it."""
-    write_json_atomic(job_dir / CANCEL_FILE, {"by": who(), "host": socket.gethostname(), "at": utc_now()})
+def cancel_marker(job_dir: Path, by: str | None = None) -> None:
+    """Ask the worker that runs this job to cancel it; `by`: who asks (default: this login)."""
+    said = {"by": by or who(), "host": socket.gethostname(), "at": utc_now()}
+    write_json_atomic(job_dir / CANCEL_FILE, said)
 
 
 def cancel_message(by: object, at: object) -> str:

@@ -29,9 +29,10 @@ def _path(settings: Settings, key: str) -> Path:
     return _folder(settings) / f"{digest}.json"
 
 
-def set_priority(settings: Settings, key: str, priority: int) -> None:
+def set_priority(settings: Settings, key: str, priority: int, by: str | None = None) -> None:
     _folder(settings).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(_path(settings, key), {"key": key, "priority": priority, "by": who(), "at": utc_now()})
+    write_json_atomic(_path(settings, key), {"key": key, "priority": priority, "by": by or who(),
+                                             "at": utc_now()})
 
 
 def forget_priority(settings: Settings, key: str) -> None:

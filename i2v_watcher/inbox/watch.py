@@ -1,12 +1,11 @@
 """Watch: find the jobs in the inbox that are complete and ready to be claimed.
 
-A filesystem observer (inotify, or polling on network shares where inotify is blind) wakes the daemon
-up and says which paths changed; what counts is the inbox itself. A scan walks the whole inbox every
-`rescan_s` (and whenever the watcher cannot vouch for its list of changes); in between it looks only at
-the paths reported. Either way a file unchanged since the last look keeps what was concluded about it
-(see scan_cache), so a long queue or a folder full of litter does not slow every job down. A file is
-ready when its inode, size and mtime have been stable for `settle_s` and it could be opened once.
-"""
+A filesystem observer (inotify, or polling on network shares where inotify is blind) wakes the daemon up and
+says which paths changed; what counts is the inbox itself. A scan walks the whole inbox every `rescan_s` (and
+whenever the watcher cannot vouch for its list of changes); in between it looks only at the paths reported.
+Either way a file unchanged since the last look keeps what was concluded about it (see scan_cache), so a long
+queue or a folder full of litter does not slow every job down. A file is ready when its inode, size and mtime
+have been stable for `settle_s` and it could be opened once."""
 
 from __future__ import annotations
 
@@ -99,6 +98,7 @@ class Queued:
     image: Path | None
     files: tuple[Path, ...] = ()  # all of its files, its image first where it has one
     backend: str | None = None  # the backend its sidecar names (Candidate.backend)
+    priority: int | None = None  # a ready job's, as it is taken (an operator's `priority` first)
 
 
 @dataclass
@@ -238,7 +238,8 @@ class Inbox:
     def listing(self) -> list[Queued]:
         """What the last scan saw, for a person: ready jobs first, in the order they will be taken,
         then the ones that wait, each with why."""
-        rows = [Queued(c.key, "ready", None, c.image, tuple(c.files), c.backend) for c in self._ordered()]
+        rows = [Queued(c.key, "ready", None, c.image, tuple(c.files), c.backend,
+                       self._moved.get(c.key, c.priority)) for c in self._ordered()]
         waiting = [*sorted(self._waiting.items()),
                    *((key, "a sidecar without an image (yet)") for key in sorted(self._orphans))]
         for key, why in waiting:

@@ -38,15 +38,16 @@ class Outcome:
     message: str
 
 
-def cancel(settings: Settings, name: str) -> Outcome | None:
-    """Cancel one job by its name as `status` lists it; None when no queued or running job has it."""
+def cancel(settings: Settings, name: str, by: str | None = None) -> Outcome | None:
+    """Cancel one job by its name as `status` lists it; None when no queued or running job has it.
+    `by`: who cancels, as the report says it (default: this login; the dashboard: its session)."""
     candidate = _queued(settings, name)
     if candidate is not None:
-        outcome = _cancel_queued(settings, candidate)
+        outcome = _cancel_queued(settings, candidate, by)
         if outcome is not None:
             return outcome
     found = _running(settings, name)
-    return None if found is None else _cancel_running(settings, name, *found)
+    return None if found is None else _cancel_running(settings, name, *found, by=by)
 
 
 def _queued(settings: Settings, name: str) -> Candidate | None:
@@ -63,10 +64,10 @@ def _queued(settings: Settings, name: str) -> Candidate | None:
         time.sleep(min(0.2, settings.settle_s))
 
 
-def _cancel_queued(settings: Settings, candidate: Candidate) -> Outcome | None:
+def _cancel_queued(settings: Settings, candidate: Candidate, by: str | None) -> Outcome | None:
     """None when a worker claimed it first (then it is running)."""
     mine = settings.model_copy(update={"worker_id": f"cancel-{secrets.token_hex(4)}"})
-    job = claim(mine, WorkStore(mine), candidate, before=lambda job: cancel_marker(job.dir))
+    job = claim(mine, WorkStore(mine), candidate, before=lambda job: cancel_marker(job.dir, by))
     if job is None:
         return None
     said = cancelled(job.dir) or "cancelled"
@@ -91,10 +92,11 @@ def _running(settings: Settings, name: str) -> tuple[Path, JobState] | None:
     return None
 
 
-def _cancel_running(settings: Settings, name: str, folder: Path, state: JobState) -> Outcome:
+def _cancel_running(settings: Settings, name: str, folder: Path, state: JobState, *,
+                    by: str | None) -> Outcome:
     if state.stage in PUBLISHED:
         return Outcome(name, False, f"{name}: too late, it is being published (on {folder.parent.name})")
-    cancel_marker(folder)
+    cancel_marker(folder, by)
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         now = _where(settings, state.job_id)

@@ -64,9 +64,11 @@ def pause_and_wait(settings: Settings, worker: str | None = None, *, drain: bool
         time.sleep(POLL_S)
 
 
-def record(settings: Settings, kind: Kind, **fields: object) -> None:
-    """An action at the controls in the event log (who, what, when): the command's own log file."""
-    events.append(settings, kind, writer=f"{settings.worker_id}.commands", by=who(), **fields)
+def record(settings: Settings, kind: Kind, *, by: str | None = None, writer: str = "commands",
+           **fields: object) -> None:
+    """An action at the controls in the event log (who, what, when), in the log of its kind of writer
+    on this host (`commands`, `web`): one writer per file, never a worker's own."""
+    events.append(settings, kind, writer=f"{settings.worker_id}.{writer}", by=by or who(), **fields)
 
 
 def pause_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -109,17 +111,23 @@ def _worker_arg(worker: str | None) -> str | None:
 
 def priority_command(settings: Settings, args: argparse.Namespace) -> int:
     """`priority NAME N`: the job's new place in the queue on stdout; 2 when no such job is queued."""
-    name, priority = str(args.name), int(args.priority)
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise StartupError(f"priority {priority} is out of range: {PRIORITY_MIN} to {PRIORITY_MAX}")
-    name = name.strip("/")
+    name, priority = str(args.name).strip("/"), int(args.priority)
     inbox = Inbox(settings)
-    if not any(job.key == name for job in queued_jobs(inbox, lambda line: None)):
-        raise StartupError(f"no queued job named {name!r} (see `i2v-watcher status`)")
-    set_priority(settings, name, priority)
-    record(settings, "priority", name=name, priority=priority)
+    change_priority(settings, name, priority, inbox=inbox)
     time.sleep(settings.settle_s)  # a new Inbox sees files settle over settle_s: then it has the order
     ready = [job.key for job in queued_jobs(inbox, lambda line: None) if job.why == "ready"]
     place = f"{ready.index(name) + 1} of {len(ready)} ready" if name in ready else "waiting to settle"
     print(f"{name}: priority {priority}; its place in the queue: {place}")
     return 0
+
+
+def change_priority(settings: Settings, name: str, priority: int, *, by: str | None = None,
+                    writer: str = "commands", inbox: Inbox | None = None) -> None:
+    """Give a queued job a new priority and write the action to the event log; StartupError (said to
+    the person) when the number is out of range or no such job is queued."""
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise StartupError(f"priority {priority} is out of range: {PRIORITY_MIN} to {PRIORITY_MAX}")
+    if not any(job.key == name for job in queued_jobs(inbox or Inbox(settings), lambda line: None)):
+        raise StartupError(f"no queued job named {name!r} (see `i2v-watcher status`)")
+    set_priority(settings, name, priority, by)
+    record(settings, "priority", by=by, writer=writer, name=name, priority=priority)

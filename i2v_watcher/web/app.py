@@ -42,6 +42,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/failed", pages.failed_page),
         Route("/failed/retry", pages.retry, methods=["POST"]),
         Route("/gallery/approve", pages.approve, methods=["POST"]),
+        Route("/jobs/cancel", pages.cancel, methods=["POST"]),
+        Route("/jobs/priority", pages.priority, methods=["POST"]),
         Route("/submit", pages.submit_page, methods=["GET"]),
         Route("/submit", pages.submit, methods=["POST"]),
         Route("/follow", pages.follow_page),

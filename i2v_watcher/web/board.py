@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.pause import pause_line, pauses
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.worker_records import WorkerRow
 from i2v_watcher.ops.reports import ReportCache
 from i2v_watcher.ops.status import jobs_in_progress, workers
+from i2v_watcher.web.actions import RecentActions
 from i2v_watcher.work.routing import unroutable
 
 REFRESH_S = 0.5
+ACTIONS_SHOWN = 20
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -40,6 +43,8 @@ class Snapshot:
     in_progress: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pauses: list[str] = field(default_factory=list)  # the operators' pauses in force, in words
+    actions: list[dict[str, Any]] = field(default_factory=list)  # the newest first (web.actions)
     # When each failure report was written (its mtime, ns): the share's clock, as the follow page needs.
     failed_written_ns: dict[str, int] = field(default_factory=dict)
 
@@ -51,7 +56,8 @@ class Snapshot:
     def as_json(self) -> dict[str, Any]:
         return {"counts": self.counts, "queue": self.queue,
                 "workers": [w.model_dump(mode="json") for w in self.workers],
-                "in_progress": self.in_progress, "failed": self.failed, "warnings": self.warnings}
+                "in_progress": self.in_progress, "failed": self.failed, "warnings": self.warnings,
+                "pauses": self.pauses, "actions": self.actions}
 
 
 class Board:
@@ -62,6 +68,7 @@ class Board:
         self._snapshot: Snapshot | None = None
         self._taken_at = 0.0
         self._reports = ReportCache()
+        self._actions = RecentActions(settings)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -87,6 +94,9 @@ class Board:
         failed = self._reports.read(self.settings, warn)
         snap.failed = [entry for entry, _ in failed]
         snap.failed_written_ns = {entry["name"]: written for entry, written in failed}
+        snap.pauses = [pause_line(whom, r.model_dump(mode="json"))
+                       for whom, r in pauses(self.settings).items()]
+        snap.actions = self._actions.newest(ACTIONS_SHOWN)
         return snap
 
     def _queue(self, now: float, warn: Any, found: list[WorkerRow]) -> list[dict[str, Any]]:
@@ -101,7 +111,7 @@ class Board:
             image = None if row.image is None else str(row.image)[inside:]
             wait = None if row.until is None else max(0.0, round(row.until - now, 1))
             rows.append({"position": position if row.why == "ready" else None, "job": row.key,
-                         "why": row.why, "seconds_left": wait, "image": image})
+                         "why": row.why, "seconds_left": wait, "image": image, "priority": row.priority})
         return rows
 
 

@@ -97,6 +97,16 @@ class Guard:
     def signed_in(self, request: Request) -> bool:
         return self.session_nonce(request) is not None
 
+    def who(self, request: Request) -> str:
+        """Who acts, for the event log: the signed-in session (its nonce's first characters tell one
+        session from another and are no use for forging its cookie), or an API client with the
+        token; and from which address."""
+        client = request.client.host if request.client else "?"
+        if _bearer(request) is not None:
+            return f"web API token from {client}"
+        nonce = self.session_nonce(request)
+        return f"web session {nonce[:8]} from {client}" if nonce else f"web from {client}"
+
     def admit_write(self, request: Request, what: str) -> None:
         """Raise Forbidden unless this request may do `what` (submit, retry), judged on its headers alone:
         called before the body is read, so a client without the token cannot hold a connection open by

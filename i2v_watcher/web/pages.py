@@ -1,8 +1,10 @@
 """The dashboard's pages and API: each handler reads a snapshot (board, gallery) and renders it, or
-does one guarded write (submit, retry) through the same code the command line uses."""
+does one guarded write (submit, retry, approve, cancel, priority) through the same code the command
+line uses."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +24,8 @@ from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
 from i2v_watcher.judge.advice import ADVICE
 from i2v_watcher.judge.score import SYMPTOMS
+from i2v_watcher.ops.cancel import cancel
+from i2v_watcher.ops.control import change_priority, record
 from i2v_watcher.ops.reading import printable
 from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
@@ -73,7 +77,8 @@ class Pages:
     def _overview(self, request: Request, name: str) -> Response:
         snap = self.board.snapshot()
         queue = page(snap.queue, _positive(request.query_params.get("page")), self.settings.web_page_size)
-        return self.render(request, name, snap=snap, queue=queue, link=lambda n: f"/?page={n}")
+        return self.render(request, name, snap=snap, queue=queue, link=lambda n: f"/?page={n}",
+                           notice=request.query_params.get("notice", "")[:500])
 
     def gallery_page(self, request: Request) -> Response:
         query = request.query_params.get("q", "")[:200]
@@ -197,9 +202,10 @@ class Pages:
         return RedirectResponse(follow, status_code=303)
 
     async def retry(self, request: Request) -> Response:
-        wants_json, name = await self._named_write(request, "retry")
-        if isinstance(name, Response):
-            return name
+        wants_json, form = await self._named_write(request, "retry")
+        if isinstance(form, Response):
+            return form
+        name = form.get("name")
         warnings: list[str] = []
         reports = find_reports(self.settings, name, warnings.append) if isinstance(name, str) and name else []
         exact = [r for r in reports if report_name(self.settings, r) == name]
@@ -218,9 +224,10 @@ class Pages:
     async def approve(self, request: Request) -> Response:
         """A draft's Approve button (gated like retry: it puts a job into the inbox): its final queued
         once (run.drafts.approve); approved already is an answer, not an error."""
-        wants_json, name = await self._named_write(request, "retry")
-        if isinstance(name, Response):
-            return name
+        wants_json, form = await self._named_write(request, "retry")
+        if isinstance(form, Response):
+            return form
+        name = form.get("name")
         try:
             result = approve(self.settings, name if isinstance(name, str) else "")
         except ApproveRefused as exc:
@@ -233,9 +240,48 @@ class Pages:
             return JSONResponse({"approved": name, "outcome": result.outcome, "message": result.message})
         return RedirectResponse("/gallery?" + urlencode({"notice": result.message}), status_code=303)
 
+    async def cancel(self, request: Request) -> Response:
+        """A queued or running job's Cancel button (gated like retry): ops.cancel, as `i2v-watcher
+        cancel` does it, in a thread (a running job's worker is waited for, ops.cancel.WAIT_S at most)."""
+        wants_json, form = await self._named_write(request, "retry")
+        if isinstance(form, Response):
+            return form
+        name, by = str(form.get("name") or "").strip("/"), self.guard.who(request)
+        outcome = await anyio.to_thread.run_sync(cancel, self.settings, name, by) if name else None
+        if outcome is None:
+            return self._refuse(request, wants_json, 404, f"no queued or running job named {name!r}")
+        if outcome.cancelled:
+            record(self.settings, "cancelled", by=by, writer="web", name=outcome.name)
+        return self._acted(wants_json, {"name": outcome.name, "cancelled": outcome.cancelled},
+                           outcome.message)
+
+    async def priority(self, request: Request) -> Response:
+        """A queued job's priority control (gated like retry): ops.control.change_priority, as
+        `i2v-watcher priority` does it; the job keeps its arrival (control.priority)."""
+        wants_json, form = await self._named_write(request, "retry")
+        if isinstance(form, Response):
+            return form
+        name, by = str(form.get("name") or "").strip("/"), self.guard.who(request)
+        try:
+            value = int(str(form.get("priority") or "").strip())
+            await anyio.to_thread.run_sync(functools.partial(
+                change_priority, self.settings, name, value, by=by, writer="web"))
+        except ValueError:
+            return self._refuse(request, wants_json, 400, "priority: must be a whole number")
+        except StartupError as exc:
+            return self._refuse(request, wants_json, 409, str(exc))
+        return self._acted(wants_json, {"name": name, "priority": value}, f"{name}: priority {value}")
+
+    def _acted(self, wants_json: bool, answer: dict[str, Any], message: str) -> Response:
+        self.board.changed()
+        log.info("web control", **answer)
+        if wants_json:
+            return JSONResponse({**answer, "message": message})
+        return RedirectResponse("/?" + urlencode({"notice": message}), status_code=303)
+
     async def _named_write(self, request: Request, what: str) -> tuple[bool, Any]:
-        """A guarded write (`what`: retry) on one job: whether the answer is JSON, and the form's
-        `name` once the guard admits the write, else the refusal (a Response)."""
+        """A guarded write (`what`: retry) on one job: whether the answer is JSON, and the form once
+        the guard admits the write, else the refusal (a Response)."""
         wants_json = "application/json" in request.headers.get("accept", "")
         try:
             self.guard.admit_write(request, what)
@@ -243,7 +289,7 @@ class Pages:
             self.guard.check_form(request, form)
         except Forbidden as exc:
             return wants_json, self._refuse(request, wants_json, exc.status, str(exc), exc.headers)
-        return wants_json, form.get("name")
+        return wants_json, form
 
     def _refuse(self, request: Request, wants_json: bool, status: int, message: str,
                 headers: dict[str, str] | None = None) -> Response:

@@ -392,3 +392,31 @@ def test_gallery_shows_verdicts_and_filters_by_them(folders: Folders, web: Calla
           what="the follow page to find the variant")
     assert driver.find_element(By.ID, "follow-state").text == \
         "Published as hen · quality gate: pass · variant 1 of 2 · rank 1 (provisional)"
+
+
+def test_queued_jobs_reordered_and_cancelled_from_the_overview(
+        folders: Folders, web: Callable[..., WebServer], browser: WebDriver) -> None:
+    for name in ("first", "second"):
+        make_image(folders.inbox / f"{name}.png")
+    server = web(**writable())
+    driver = browser
+    sign_in(driver, server, "/")
+    until(driver, "return document.querySelectorAll('#queue button.up').length === 2",
+          what="both jobs ready, with their priority's buttons")
+
+    # Clicked from the page's own script: the live region is replaced every second.
+    js(driver, "document.querySelector('#queue tr[data-job=\"second\"] button.up').click()")
+    wait_for(lambda: "notice=" in driver.current_url, 15, "the page after the priority change")
+    assert driver.find_element(By.ID, "notice").text == "second: priority 1"
+    until(driver, "const r = document.querySelector('#queue tbody tr');"
+                  "return r && r.dataset.job === 'second'",
+          what="second first in line")
+
+    js(driver, "document.querySelector('#queue tr[data-job=\"first\"] button.cancel').click()")
+    wait_for(lambda: "first" in driver.current_url, 15, "the page after the cancel")
+    assert driver.find_element(By.ID, "notice").text.startswith("first: cancelled by web session ")
+    until(driver, "return [...document.querySelectorAll('#actions td')].map(t => t.textContent).join('|')"
+                  ".includes('cancelled first')", what="the cancel in the recent actions")
+    assert not driver.find_elements(By.CSS_SELECTOR, '#queue tr[data-job="first"]')
+    shot(driver, "overview-controls")
+    assert "first.png" in folders.files("failed") and "first.png" not in folders.files("inbox")
