@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from i2v_watcher.errors import JobLost
 from i2v_watcher.fs.atomic import (
@@ -59,8 +60,10 @@ class Job:
         # Its post-processing chains, built once by the job check before generation and handed to the
         # encode stage with the frames; None before the check, or after a restart until checked again.
         self.chains: list[Chain] | None = None
-        # Its checked sidecar, kept with the chains for the quality gate (variants, its own gate).
+        # Its checked sidecar and decoded image, kept with the chains for the quality gate (variants, its
+        # own gate; the image the frames are judged against), so the gate reads neither again.
         self.spec: JobSpec | None = None
+        self.image: Image.Image | None = None
         # A job's state is changed from two threads at once in the pipelined daemon (the preload
         # fixes its seed and name while the generation marks it running): each change is written
         # whole, and the state is read for writing under the lock, so a write of an older copy can

@@ -165,7 +165,7 @@ class Pipeline:
 
     def forget_frames(self, job: Job) -> None:
         job.frames = None
-        job.chains = job.spec = None
+        job.chains = job.spec = job.image = None
         self.scratch.drop(job.id)
 
     def _run(self, job: Job, hand_over: bool = False) -> Outcome:
@@ -242,8 +242,8 @@ class Pipeline:
             job.spec, job.chains = checked.spec, checked.chains
         spec = job.spec
         gate = self.settings.quality_gate.for_job(metadata.backend or "", spec.quality_gate)
-        variants = spec.variants or 1 if spec.keep == "best" else 1
-        image = self.prep.source(job, job.state.image, "judge").image
+        variants = (spec.variants or 1) if spec.keep == "best" else 1
+        image = job.image if job.image is not None else self.prep.source(job, job.state.image, "judge").image
         rerolled = judge(job, image, gate, backend.honours if backend is not None else frozenset(), variants)
         if rerolled:
             self.forget_frames(job)
@@ -315,7 +315,8 @@ class Pipeline:
         frames = generate(backend, ready.source.image, params, self.checkpoint, self.settings.progress_log_s,
                           ready.preloaded)
         timings["generate"] = time.monotonic() - started
-        job.frames, job.chains, job.spec = frames.pixels, ready.chains, ready.spec  # to the next stage
+        job.frames, job.chains = frames.pixels, ready.chains  # to the next stage, with
+        job.spec, job.image = ready.spec, ready.source.image  # what the quality gate needs
         log.info("generated", frames=frames.count, width=frames.width, height=frames.height,
                  seconds=round(timings["generate"], 2))
         sound = keep_soundtrack(job, frames.audio)  # in the job's folder: the encode reads it there
