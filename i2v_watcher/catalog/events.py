@@ -105,6 +105,24 @@ def read_new(path: Path, since: Position | None) -> tuple[list[dict[str, Any]], 
     return events, Position(st.st_ino, offset + whole)
 
 
+def read_tail(path: Path, size: int) -> list[dict[str, Any]]:
+    """The events of the last `size` bytes of `path` (the line they cut into left out), oldest first;
+    none where the log cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as file:
+        end = os.fstat(file.fileno()).st_size
+        start = max(0, end - size)
+        file.seek(start)
+        data = file.read(end - start)
+    if start:
+        cut = data.find(b"\n")
+        data = data[cut + 1:] if cut >= 0 else b""
+    return list(_parsed(path, data[:data.rfind(b"\n") + 1]))
+
+
 def _parsed(path: Path, data: bytes) -> Iterator[dict[str, Any]]:
     for number, raw in enumerate(data.splitlines()):
         try:

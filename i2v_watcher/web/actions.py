@@ -6,12 +6,11 @@ and only when the file changed, so a refresh costs a stat per log."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from i2v_watcher.catalog.events import SUFFIX, logs
+from i2v_watcher.catalog.events import SUFFIX, logs, read_tail
 from i2v_watcher.config.settings import Settings
 
 WRITERS = (f".commands{SUFFIX}", f".web{SUFFIX}")
@@ -47,25 +46,14 @@ class RecentActions:
                 st = os.stat(path)
                 version = (st.st_ino, st.st_size, st.st_mtime_ns)
                 cached = self._read.get(path)
-                seen[path] = cached if cached and cached[0] == version else (version, _tail(path, st.st_size))
+                seen[path] = cached if cached and cached[0] == version else (version, _tail(path))
                 found += reversed(seen[path][1])  # newest first: ties in time (a second) keep it
         self._read = seen  # logs gone are forgotten
         found.sort(key=lambda e: str(e["at"]), reverse=True)
         return found[:limit]
 
 
-def _tail(path: Path, size: int) -> list[dict[str, Any]]:
-    with open(path, "rb") as file:
-        start = max(0, size - TAIL_BYTES)
-        file.seek(start)
-        lines = file.read(TAIL_BYTES).split(b"\n")
-    if start:
-        lines = lines[1:]  # cut in the middle of a line
-    actions = []
-    for raw in lines:
-        with contextlib.suppress(ValueError, RecursionError):
-            event = json.loads(raw)
-            if isinstance(event, dict) and event.get("by") is not None:
-                actions.append({"at": str(event.get("at", "")), "by": str(event["by"]),
-                                "kind": str(event.get("kind")), "what": what(event)})
-    return actions
+def _tail(path: Path) -> list[dict[str, Any]]:
+    """The actions among the log's last TAIL_BYTES (events with who did them)."""
+    return [{"at": str(event.get("at", "")), "by": str(event["by"]), "kind": event["kind"],
+             "what": what(event)} for event in read_tail(path, TAIL_BYTES) if event.get("by") is not None]
