@@ -19,6 +19,9 @@ import pytest
 import structlog
 from PIL import Image
 
+from i2v_watcher.catalog import events
+from i2v_watcher.config.settings import Settings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the tests build their models
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = Path(__file__).resolve().parent / "plugins"
@@ -134,6 +137,14 @@ class Folders:
 
 
 @pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's catalog index (catalog.index.default_path) in a cache folder of its own, for the
+    commands it runs in-process and the processes it starts: never the user's ~/.cache."""
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def _fresh_structlog() -> Iterator[None]:
     """Each test starts from structlog's defaults: a command run in-process configures logging (its
     level filters what `structlog.testing.capture_logs` sees), and with several test processes the
@@ -153,6 +164,18 @@ def folders(tmp_path: Path) -> Folders:
         defaults=dict(SMALL),
     )
     return f
+
+
+def announce(outbox: Path, rel: str, kind: str = "published") -> None:
+    """The event line a daemon appends when it publishes (catalog.events), for a test that writes a
+    clip's metadata into `outbox` by hand while a dashboard runs (its work folder: beside the outbox);
+    nothing where that folder does not exist yet (the dashboard's first walk finds the clip)."""
+    work = outbox.parent / "work"
+    if work.is_dir():
+        root = outbox.parent
+        settings = Settings(inbox=root / "inbox", outbox=outbox, failed=root / "failed", done=root / "done",
+                            work=work, worker_id="hand")
+        assert events.append(settings, kind, path=rel)  # type: ignore[arg-type]
 
 
 def daemon_env(**extra: str) -> dict[str, str]:

@@ -13,7 +13,6 @@ from i2v_watcher.catalog import events
 from i2v_watcher.catalog.index import Catalog, Filters, default_path
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.ops.retry import retry
-from i2v_watcher.web.gallery import Gallery
 from i2v_watcher.work.store import WorkStore
 
 __all__ = ["settings"]  # the fixture, shared with test_pipeline
@@ -52,21 +51,27 @@ EVERY = Filters()
 
 
 def names(catalog: Catalog, filters: Filters = EVERY, limit: int = 10_000) -> list[str]:
-    return [entry.name for entry in catalog.page(filters, 0, limit)]
+    return [entry.meta.name for entry in catalog.page(filters, 0, limit)]
 
 
-def test_the_index_built_from_a_walk_matches_the_gallery(settings: Settings, catalog: Catalog) -> None:
-    gallery = Gallery(settings).clips()
+def test_the_index_built_from_a_walk_holds_every_clip_as_published(settings: Settings,
+                                                                   catalog: Catalog) -> None:
     assert not catalog.indexing and Catalog(settings, catalog.path.with_name("new.sqlite")).indexing
-    assert names(catalog) == [clip.name for clip in gallery] and catalog.count() == CLIPS
-    assert [e.rel for e in catalog.page(Filters(), 24, 24)] == [c.rel for c in gallery[24:48]]
+    newest_first = [f"clip{i:04d}" for i in reversed(range(CLIPS))]
+    assert names(catalog) == newest_first and catalog.count() == CLIPS
+    assert [e.meta.name for e in catalog.page(Filters(), 24, 24)] == newest_first[24:48]
     newest = catalog.page(limit=1)[0]
-    assert newest.meta == gallery[0].meta and newest.rel == gallery[0].rel
-    assert catalog.count(Filters(verdict="fail")) == sum(
-        1 for c in gallery if c.judgement is not None and c.judgement.verdict == "fail")
+    on_disk = json.loads((settings.outbox / newest.rel).read_text())
+    assert newest.rel == "team3/clip0299.json" and newest.meta.model_dump(mode="json", include=set(on_disk)) \
+        == on_disk
+    judged = [i for i in range(CLIPS) if i % 4]
+    assert catalog.count(Filters(verdict="fail")) == sum(1 for i in judged if i % 3 == 2)
     assert catalog.count(Filters(backend="svd", worker="host1")) == sum(
-        1 for c in gallery if c.meta.backend == "svd" and c.meta.worker_id == "host1")
+        1 for i in range(CLIPS) if i % 2 and i % 3 == 1)
     assert catalog.count(Filters(model="model-2", since="2026-11-01T00:02", until="2026-11-01T00:04")) == 24
+    tally = catalog.tally()
+    assert set(tally) == {"svd", "ltx-video"}
+    assert sum(v["pass"] for v, _ in tally.values()) == sum(1 for i in judged if i % 3 == 0)
 
 
 def test_search_finds_clips_by_the_words_of_their_prompt(settings: Settings, catalog: Catalog) -> None:

@@ -13,52 +13,42 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from i2v_watcher.catalog import events
+from i2v_watcher.catalog.schema import (
+    COLUMNS,
+    PLACES,
+    SCHEMA,
+    STORED,
+    TABLES,
+    VERSION,
+    Entry,
+    Filters,
+    entry,
+    row,
+)
 from i2v_watcher.catalog.walk import Identity, identity, metadata_files, read_metadata
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.records import PublishedMetadata
+from i2v_watcher.judge.score import SYMPTOMS
+
+__all__ = ["Catalog", "Entry", "Filters", "default_path"]
+T = TypeVar("T")
+EVERY = Filters()
 
 log = structlog.get_logger("i2v_watcher.catalog.index")
 
 BATCH = 2000  # metadata files read and written per transaction of a walk
 KEEP_EVENTS = 10_000  # the last events kept for the dashboard to show; the logs keep them all
-VERDICTS = ("pass", "warn", "fail")  # the quality gate's (service.judged): anything else is no verdict
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS clips (
-    rel TEXT PRIMARY KEY, name TEXT NOT NULL, published_at TEXT NOT NULL, backend TEXT, model TEXT,
-    prompt TEXT NOT NULL, verdict TEXT, worker TEXT, job_id TEXT, ino INTEGER NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, meta TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS clips_newest ON clips (published_at DESC, rel DESC);
-CREATE INDEX IF NOT EXISTS clips_verdict ON clips (verdict, published_at DESC);
-CREATE INDEX IF NOT EXISTS clips_backend ON clips (backend, published_at DESC);
-CREATE INDEX IF NOT EXISTS clips_model ON clips (model, published_at DESC);
-CREATE INDEX IF NOT EXISTS clips_worker ON clips (worker, published_at DESC);
-CREATE VIRTUAL TABLE IF NOT EXISTS clips_text USING fts5 (
-    name, prompt, content='clips', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
-CREATE TRIGGER IF NOT EXISTS clips_added AFTER INSERT ON clips BEGIN
-    INSERT INTO clips_text (rowid, name, prompt) VALUES (new.rowid, new.name, new.prompt); END;
-CREATE TRIGGER IF NOT EXISTS clips_dropped AFTER DELETE ON clips BEGIN
-    INSERT INTO clips_text (clips_text, rowid, name, prompt) VALUES ('delete', old.rowid, old.name,
-    old.prompt); END;
--- .json files that are not a clip's metadata: remembered, so that a walk reads them once per version
-CREATE TABLE IF NOT EXISTS others (rel TEXT PRIMARY KEY, ino INTEGER, size INTEGER, mtime_ns INTEGER);
-CREATE TABLE IF NOT EXISTS logs (name TEXT PRIMARY KEY, inode INTEGER NOT NULL, offset INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, at TEXT, worker TEXT, kind TEXT NOT NULL, job_id TEXT, name TEXT, line TEXT);
-CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value);
-"""
-COLUMNS = "rel, name, published_at, backend, model, prompt, verdict, worker, job_id, meta"  # an Entry's
-STORED = "rel, name, published_at, backend, model, prompt, verdict, worker, job_id, ino, size, mtime_ns, meta"
-PLACES = ", ".join("?" for _ in STORED.split(","))
+CACHED = 256  # answers kept for the index as it is now (a page, a count, a tally)
 
 
 def default_path(settings: Settings) -> Path:
@@ -74,70 +64,11 @@ def default_path(settings: Settings) -> Path:
     return base / f"catalog-{key}.sqlite"
 
 
-@dataclass(frozen=True)
-class Filters:
-    """What a page or a count keeps: every word of `query` (a prefix of a word of the name or prompt),
-    and each field given; `since`/`until`: published_at from/before (ISO dates or times)."""
-
-    query: str = ""
-    backend: str | None = None
-    model: str | None = None
-    verdict: str | None = None
-    worker: str | None = None
-    since: str | None = None
-    until: str | None = None
-
-    def where(self) -> tuple[str, list[Any]]:
-        terms, args = ["1"], []
-        words = [w for w in self.query.split() if any(c.isalnum() for c in w)]
-        if words:
-            terms.append("rowid IN (SELECT rowid FROM clips_text WHERE clips_text MATCH ?)")
-            args.append(" ".join('"' + w.replace('"', '""') + '"*' for w in words))
-        for column in ("backend", "model", "verdict", "worker"):
-            if getattr(self, column) is not None:
-                terms.append(f"{column} = ?")
-                args.append(getattr(self, column))
-        if self.since is not None:
-            terms.append("published_at >= ?")
-            args.append(self.since)
-        if self.until is not None:
-            terms.append("published_at < ?")
-            args.append(self.until)
-        return " AND ".join(terms), args
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A published clip as the index holds it; `meta` is its whole metadata, as read."""
-
-    rel: str  # the metadata file, relative to the outbox
-    name: str
-    published_at: str
-    backend: str | None
-    model: str | None
-    prompt: str
-    verdict: str | None
-    worker: str | None
-    job_id: str | None
-    meta: PublishedMetadata
-
-
-def _entry(row: tuple[Any, ...]) -> Entry:
-    rel, name, published_at, backend, model, prompt, verdict, worker, job_id, meta = row
-    return Entry(rel, name, published_at, backend, model, prompt, verdict, worker, job_id,
-                 PublishedMetadata.model_validate_json(meta))
-
-
-def _row(rel: str, ident: Identity, data: PublishedMetadata) -> tuple[Any, ...]:
-    quality = data.quality if isinstance(data.quality, dict) else {}
-    verdict = quality.get("verdict") if quality.get("verdict") in VERDICTS else None
-    return (rel, data.name, data.published_at, data.backend, data.model, data.prompt, verdict,
-            data.worker_id, data.job_id, *ident, data.model_dump_json())
-
-
 class Catalog:
     """The index of one outbox. Thread-safe (one connection behind a lock: the dashboard's threads
-    share it); `refresh()` brings it up to date cheaply and is meant to be called before each read."""
+    share it); `refresh()` brings it up to date cheaply and is meant to be called before each read.
+    Answers are kept while the index does not change (a dashboard's tabs ask the same questions every
+    second), whoever changed it: this process, or another on this host sharing the file."""
 
     def __init__(self, settings: Settings, path: Path | None = None) -> None:
         self.settings = settings
@@ -146,10 +77,17 @@ class Catalog:
         self.skip = Inbox(settings).is_ignored
         self._lock = threading.RLock()  # the connection's
         self._walking = threading.Lock()  # one reconciling walk at a time
+        self._refreshed = -float("inf")  # when refresh() last looked (time.monotonic)
+        self._answers: dict[tuple[Any, ...], Any] = {}
+        self._answered_at: tuple[int, int] | None = None  # the index's version the answers are of
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last writes costs a walk
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+            for table in TABLES:  # another version's cache (or none yet): built again
+                self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            self._db.execute(f"PRAGMA user_version = {VERSION}")
         self._db.executescript(SCHEMA)
         if self._fact("outbox") not in (None, str(self.root)):  # a catalog_path shared by another outbox
             with self._write():
@@ -174,8 +112,8 @@ class Catalog:
 
     def _fact(self, key: str) -> Any:
         with self._lock:
-            row = self._db.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+            found = self._db.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
+        return found[0] if found else None
 
     def _set_fact(self, key: str, value: Any) -> None:
         with self._lock:
@@ -183,13 +121,26 @@ class Catalog:
 
     # Keeping it current
 
-    def refresh(self) -> None:
+    def refresh(self, *, every_s: float = 0.0, wait_s: float | None = None) -> None:
         """Up to date: the new lines of every event log, and a reconciling walk where none was made in
-        the last `catalog_rescan_s` (the first call on a new index walks the whole outbox)."""
+        the last `catalog_rescan_s` (the first call on a new index walks the whole outbox). Nothing
+        where the last call was under `every_s` ago. `wait_s`: the walk runs in the background and
+        this call waits for it that long at most (a dashboard serves what is indexed so far)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._refreshed < every_s:
+                return
+            self._refreshed = now
         walked = self._fact("walked_at")
-        if walked is None or time.time() - float(walked) >= self.settings.catalog_rescan_s:
+        if walked is not None and time.time() - float(walked) < self.settings.catalog_rescan_s:
+            self.follow()
+        elif wait_s is None:
             self.reconcile()
-        else:
+        elif not self._walking.locked():
+            walk = threading.Thread(target=self.reconcile, name="catalog-walk", daemon=True)
+            walk.start()
+            walk.join(wait_s)
+        else:  # a walk is under way: what it has not written yet comes with its next batch
             self.follow()
 
     def follow(self) -> int:
@@ -218,8 +169,14 @@ class Catalog:
         self._db.execute("INSERT INTO events (at, worker, kind, job_id, name, line) "
                          "VALUES (?, ?, ?, ?, ?, ?)", (*texts.values(), _dumped(event)))
         rel = self._inside(event.get("path"))
-        if rel is not None:  # published, or removed: the file as it is now says which
-            self._index_file(rel)
+        if rel is None:
+            return
+        try:  # published, or removed: the file as it is now says which
+            ident = identity(os.lstat(self.root / rel))
+        except OSError:
+            self._forget(rel)
+            return
+        self._store(rel, ident, read_metadata(self.root / rel))
 
     def _inside(self, rel: object) -> str | None:
         """An event's `path` where it can only name a metadata file inside the outbox that a walk would
@@ -231,24 +188,16 @@ class Catalog:
             return None
         return rel
 
-    def _index_file(self, rel: str) -> None:
-        """(In a write) the clip at rel as it is now on the share: added, changed or gone."""
-        try:
-            st = os.lstat(self.root / rel)
-        except OSError:
-            self._forget(rel)
-            return
-        self._store(rel, identity(st))
-
-    def _store(self, rel: str, ident: Identity, *, known: bool = True) -> None:
-        data = read_metadata(self.root / rel)
+    def _store(self, rel: str, ident: Identity, data: PublishedMetadata | None, *,
+               known: bool = True) -> None:
+        """(In a write) the clip at rel as read: a clip, or another .json remembered as not one."""
         if known:  # a walk knows which are new: two deletes spared per file on the first one
             self._forget(rel)
         if data is None:
             self._db.execute("INSERT INTO others (rel, ino, size, mtime_ns) VALUES (?, ?, ?, ?)",
                              (rel, *ident))
         else:
-            self._db.execute(f"INSERT INTO clips ({STORED}) VALUES ({PLACES})", _row(rel, ident, data))
+            self._db.execute(f"INSERT INTO clips ({STORED}) VALUES ({PLACES})", row(rel, ident, data))
 
     def _forget(self, rel: str) -> None:
         self._db.execute("DELETE FROM clips WHERE rel = ?", (rel,))
@@ -256,10 +205,10 @@ class Catalog:
 
     def reconcile(self) -> None:
         """A walk of the whole outbox: each metadata file read again only where it changed (inode, size,
-        mtime), the ones gone dropped. An outbox that cannot be read leaves the index as it is. Written
-        BATCH files at a time, so that readers are served between batches (a first walk of 100,000
-        clips takes a while: `indexing` says so meanwhile); one walk at a time, a second caller only
-        follows the logs."""
+        mtime), the ones gone dropped. An outbox that cannot be read leaves the index as it is. Read
+        and written BATCH files at a time, the files read outside the lock, so that readers are served
+        between batches (a first walk of 100,000 clips takes a while: `indexing` says so meanwhile);
+        one walk at a time, a second caller only follows the logs."""
         if not self._walking.acquire(blocking=False):
             self.follow()
             return
@@ -274,14 +223,18 @@ class Catalog:
             with self._lock:
                 known = {rel: (ino, size, mtime) for table in ("clips", "others") for rel, ino, size, mtime
                          in self._db.execute(f"SELECT rel, ino, size, mtime_ns FROM {table}")}
-            with self._write():
-                for rel in known.keys() - found.keys():
-                    self._forget(rel)
+            gone = known.keys() - found.keys()
+            if gone:
+                with self._write():
+                    for rel in gone:
+                        self._forget(rel)
             changed = [(rel, ident) for rel, ident in found.items() if known.get(rel) != ident]
             for start in range(0, len(changed), BATCH):
+                batch = [(rel, ident, read_metadata(self.root / rel))
+                         for rel, ident in changed[start:start + BATCH]]
                 with self._write():
-                    for rel, ident in changed[start:start + BATCH]:
-                        self._store(rel, ident, known=rel in known)
+                    for rel, ident, data in batch:
+                        self._store(rel, ident, data, known=rel in known)
             self._set_fact("walked_at", time.time())
             log.debug("catalog reconciled", files=len(found), read=len(changed),
                       seconds=round(time.monotonic() - started, 3))
@@ -295,26 +248,67 @@ class Catalog:
 
     # Reading it
 
-    def page(self, filters: Filters = Filters(), offset: int = 0, limit: int = 24) -> list[Entry]:
-        """The clips that match, newest first by published_at."""
-        where, args = filters.where()
+    def _answer(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """An answer as of the index's current version: computed again only after the index changed
+        (data_version: another connection's commits; total_changes: this one's)."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {COLUMNS} FROM clips WHERE {where} "
-                                    "ORDER BY published_at DESC, rel DESC LIMIT ? OFFSET ?",
-                                    (*args, limit, max(0, offset))).fetchall()
-        return [_entry(row) for row in rows]
+            version = (self._db.total_changes, self._db.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._answered_at:
+                self._answers.clear()
+                self._answered_at = version
+            if key not in self._answers:
+                if len(self._answers) >= CACHED:
+                    self._answers.clear()
+                self._answers[key] = compute()
+            answer: T = self._answers[key]
+            return answer
 
-    def count(self, filters: Filters = Filters()) -> int:
+    def _rows(self, sql: str, args: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
+        return self._answer((sql, *args), lambda: self._db.execute(sql, args).fetchall())
+
+    def page(self, filters: Filters = EVERY, offset: int = 0, limit: int = 24) -> list[Entry]:
+        """The clips that match, newest first by published_at."""
+        return self._entries("ORDER BY published_at DESC, rel DESC LIMIT ? OFFSET ?", filters,
+                             limit, max(0, offset))
+
+    def _entries(self, order: str, filters: Filters, *more: Any) -> list[Entry]:
         where, args = filters.where()
-        with self._lock:
-            row = self._db.execute(f"SELECT count(*) FROM clips WHERE {where}", args).fetchone()
-        return int(row[0])
+        sql = f"SELECT {COLUMNS} FROM clips WHERE {where} {order}"
+        return self._answer((sql, *args, *more),
+                            lambda: [entry(found) for found in self._db.execute(sql, (*args, *more))])
+
+    def count(self, filters: Filters = EVERY) -> int:
+        where, args = filters.where()
+        return int(self._rows(f"SELECT count(*) FROM clips WHERE {where}", args)[0][0])
+
+    def tally(self, filters: Filters = EVERY) -> dict[str, tuple[Counter[str], Counter[str]]]:
+        """Of the clips that match, per backend: how many have each verdict, and each symptom."""
+        where, args = filters.where()
+        found = self._rows("SELECT coalesce(backend, ''), verdict, count(*), "
+                           + ", ".join(f"sum(instr(symptoms, ' {s} ') > 0)" for s in SYMPTOMS)
+                           + f" FROM clips WHERE {where} AND verdict IS NOT NULL GROUP BY 1, 2", args)
+        tallies: dict[str, tuple[Counter[str], Counter[str]]] = {}
+        for backend, verdict, clips, *symptoms in found:
+            verdicts, seen = tallies.setdefault(backend, (Counter(), Counter()))
+            verdicts[verdict] += clips
+            seen.update({s: n for s, n in zip(SYMPTOMS, symptoms, strict=True) if n})
+        return tallies
+
+    def published_from(self, source: str, written_ns: int = 0) -> Entry | None:
+        """The latest clip made from the inbox job `source` (its path without suffix) whose metadata
+        was written at or after `written_ns`."""
+        found = self._entries("AND source = ? AND mtime_ns >= ? ORDER BY mtime_ns DESC LIMIT 1", EVERY,
+                              source, written_ns)
+        return found[0] if found else None
+
+    def names(self) -> list[str]:
+        """Every clip's metadata file (relative to the outbox), oldest first."""
+        return [rel for rel, in self._rows("SELECT rel FROM clips ORDER BY published_at, rel", ())]
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
         """The last events read from the logs, newest first (what each was: its line as written)."""
-        with self._lock:
-            rows = self._db.execute("SELECT line FROM events ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-        return [json.loads(line) for line, in rows]
+        return [json.loads(line) for line, in self._rows(
+            "SELECT line FROM events ORDER BY seq DESC LIMIT ?", (limit,))]
 
 
 def _dumped(event: dict[str, Any]) -> str:

@@ -9,9 +9,12 @@ report is shown as unreadable.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+from i2v_watcher.catalog.index import Catalog, default_path
+from i2v_watcher.catalog.ranks import variant
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.control.pause import pause_line, pauses
 from i2v_watcher.errors import InboxUnavailable
@@ -31,7 +34,6 @@ from i2v_watcher.ops.reading import (
     walk_folder,
 )
 from i2v_watcher.ops.reports import failed_jobs
-from i2v_watcher.service.ranks import variant
 from i2v_watcher.work.routing import unroutable, waiting_for
 from i2v_watcher.work.survey import survey
 
@@ -118,14 +120,10 @@ def collect(settings: Settings) -> dict[str, Any]:
 def snapshot(settings: Settings) -> StatusSnapshot:
     """Counts and lists of jobs from the folders, and `warnings` for what could not be read."""
     warnings: list[str] = []
-    skip = Inbox(settings).is_ignored
     found = workers(settings, warnings.append)
     queued, waiting = queued_files(settings, warnings.append, found)
     in_progress = jobs_in_progress(settings, warnings.append)
-    # Done: published jobs, whose `<name>.json` metadata is written last; oldest first (publishing order).
-    outbox = walk_folder("outbox", settings.outbox, skip, warnings.append)
-    markers = [(st.st_mtime, path) for path, st in outbox if path.suffix == ".json"]
-    done = [str(path.with_suffix("")) for _, path in sorted(markers)]
+    done = published(settings, warnings.append)
     failed = failed_jobs(settings, warnings.append)
     counts = StatusCounts(queued=len(queued), in_progress=len(in_progress), done=len(done),
                           failed=len(failed), workers_alive=sum(w.up for w in found))
@@ -136,6 +134,26 @@ def snapshot(settings: Settings) -> StatusSnapshot:
                           in_progress=in_progress, done=done, failed=failed, warnings=warnings,
                           done_variants=done_variants(settings.outbox, done[-DONE_SHOWN:]),
                           paused={k: r.model_dump(mode="json") for k, r in pauses(settings).items()})
+
+
+def published(settings: Settings, warn: Warn) -> list[str]:
+    """Done: the published jobs, oldest first, from this host's catalog (catalog.index: kept current
+    from the event logs, so `status` never walks a large outbox), or where it cannot be used, from a
+    walk of the outbox's names (a metadata file `<name>.json` is written last)."""
+    if not settings.outbox.is_dir():
+        return []
+    try:
+        catalog = Catalog(settings)
+        try:
+            catalog.refresh()
+            return [rel.removesuffix(".json") for rel in catalog.names()]
+        finally:
+            catalog.close()
+    except (OSError, sqlite3.Error) as exc:
+        warn(f"cannot use the catalog at {default_path(settings)}: {reason(exc)}; walking the outbox")
+    outbox = walk_folder("outbox", settings.outbox, Inbox(settings).is_ignored, warn)
+    markers = [(st.st_mtime, path) for path, st in outbox if path.suffix == ".json"]
+    return [str(path.with_suffix("")) for _, path in sorted(markers)]
 
 
 def done_variants(outbox: Path, names: list[str]) -> dict[str, str]:

@@ -27,12 +27,12 @@ from prometheus_client import (
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from i2v_watcher import __version__
+from i2v_watcher.catalog.judged import VERDICTS, judged
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import JobMetadata
 from i2v_watcher.judge.score import SYMPTOMS
-from i2v_watcher.service.judged import VERDICTS, judged
 from i2v_watcher.service.metrics_http import BoundedWSGIServer, start_server
 from i2v_watcher.work.swap import Swapped
 

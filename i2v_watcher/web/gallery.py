@@ -1,25 +1,24 @@
-"""The published clips, newest first, from the outbox's metadata files (`<name>.json`, written last by
-the daemon as the marker that a job is complete).
-
-An outbox holds thousands of clips: each metadata file is read once per version (inode, size, mtime)
-and remembered; a walk of the folder's names (at most one per REFRESH_S) and a sort make a page.
+"""The published clips, newest first, as the catalog (catalog.index) holds them: a page, a search, a
+count or a tally is a query of the local index, never a walk of the outbox. The index is brought up to
+date at most every REFRESH_S (the event logs' new lines); its first walk of a large outbox runs in the
+background, and the pages show what it has found so far meanwhile (`indexing`).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from i2v_watcher.catalog.walk import Identity, identity, metadata_files, read_metadata
+from i2v_watcher.catalog.index import Catalog, Entry, Filters
+from i2v_watcher.catalog.judged import Judged, judged
+from i2v_watcher.catalog.ranks import Placing, Variant, placings, variant
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.records import PublishedMetadata
-from i2v_watcher.service.judged import Judged, judged
-from i2v_watcher.service.ranks import Placing, Variant, placings, variant
+from i2v_watcher.job.spec import MAX_VARIANTS
 
 REFRESH_S = 0.5
+SET_LIMIT = 8 * MAX_VARIANTS  # variants of one set shown (retries publish one again)
+FIRST_WAIT_S = 2.0  # how long a request waits for the first walk before it shows what is indexed yet
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 STILL_SUFFIXES = (".jpg", ".png")
 
@@ -52,18 +51,6 @@ class Clip:
     def presets(self) -> list[str]:
         return self.meta.presets
 
-    def matches(self, words: list[str]) -> bool:
-        text = f"{self.name}\n{self.prompt}\n{self.rel}".lower()
-        return all(word in text for word in words)
-
-    def judged_as(self, verdict: str | None, symptom: str | None) -> bool:
-        """Whether the gate gave it this verdict and found this symptom (None: any, or none judged)."""
-        if verdict is None and symptom is None:
-            return True
-        found = self.judgement
-        return found is not None and verdict in (None, found.verdict) and \
-            (symptom is None or symptom in found.symptoms)
-
 
 def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
     """A clip from its metadata, with only the files beside it."""
@@ -77,70 +64,54 @@ def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
                 judgement=judged(data.quality), variant=variant(data.variant))
 
 
-def tally(clips: list[Clip]) -> tuple[Counter[str], Counter[str]]:
-    """How many of these clips have each verdict, and each symptom: the counts beside the filters."""
-    verdicts: Counter[str] = Counter()
-    symptoms: Counter[str] = Counter()
-    for clip in clips:
-        if clip.judgement is not None:
-            verdicts[clip.judgement.verdict] += 1
-            symptoms.update(clip.judgement.symptoms)
-    return verdicts, symptoms
+
+def _from(found: Entry) -> Clip:
+    return _clip(found.rel, found.meta, found.written_ns)
 
 
 class Gallery:
-    def __init__(self, settings: Settings) -> None:
-        self.root = settings.outbox
-        self.skip = Inbox(settings).is_ignored
-        self._known: dict[str, tuple[Identity, Clip | None]] = {}
-        self._lock = threading.Lock()
-        self._sorted: list[Clip] | None = None
-        self._walked_at = 0.0
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.catalog = catalog or Catalog(settings)
 
-    def clips(self) -> list[Clip]:
-        """Every clip in the outbox, newest first; an outbox that cannot be read shows none. One walk
-        serves every caller within REFRESH_S (pages, the API, the metrics scrape)."""
-        with self._lock:
-            now = time.monotonic()
-            if self._sorted is None or now - self._walked_at >= REFRESH_S:
-                self._sorted = self._walk()
-                self._walked_at = now
-            return self._sorted
+    def fresh(self) -> Catalog:
+        """The index, brought up to date (at most every REFRESH_S)."""
+        self.catalog.refresh(every_s=REFRESH_S, wait_s=FIRST_WAIT_S)
+        return self.catalog
 
-    def _walk(self) -> list[Clip]:
-        found: dict[str, tuple[Identity, Clip | None]] = {}
-        try:
-            for rel, st in metadata_files(self.root, self.skip):
-                known = self._known.get(rel)
-                found[rel] = known if known is not None and known[0] == identity(st) else \
-                    (identity(st), self._read(rel, st.st_mtime_ns))
-        except OSError:
-            return []
-        self._known = found
-        clips = [clip for _, clip in found.values() if clip is not None]
-        # A variant's rank moves as the rest of its set is published: placed afresh on every walk.
-        placed = placings((c.rel, c.variant, c.meta.quality) for c in clips if c.variant is not None)
-        clips = [replace(c, placing=placed[c.rel]) if c.rel in placed else c for c in clips]
-        return sorted(clips, key=lambda c: (c.published_at, c.rel), reverse=True)
+    @property
+    def indexing(self) -> bool:
+        return self.catalog.indexing
 
-    def _read(self, rel: str, written_ns: int) -> Clip | None:
-        """The clip, or None for a .json that is not a job's metadata (someone's file, a broken one)."""
-        data = read_metadata(self.root / rel)
-        return None if data is None else _clip(rel, data, written_ns)
-
-    def found(self, query: str) -> list[Clip]:
-        """The clips matching every word of `query` (name, prompt)."""
-        words = query.lower().split()
-        return [c for c in self.clips() if c.matches(words)] if words else self.clips()
-
-    def page(self, query: str, page: int, size: int, verdict: str | None = None,
-             symptom: str | None = None, variants: str | None = None) -> tuple[list[Clip], int]:
-        """One page of the clips matching every word of `query` (name, prompt), with this verdict and
-        symptom where given, and how many match; `variants` (a set's first job id): that set's
-        variants alone, best first."""
-        clips = [c for c in self.found(query) if c.judged_as(verdict, symptom)]
-        if variants is not None:
-            clips = sorted((c for c in clips if c.variant is not None and c.variant.of == variants),
-                           key=lambda c: c.placing.rank if c.placing is not None else 0)
+    def page(self, filters: Filters, page: int, size: int) -> tuple[list[Clip], int]:
+        """One page of the clips that match, newest first, and how many match; a `variants` filter (a
+        set's first job id): that set's variants alone, best first."""
+        catalog = self.fresh()
         start = max(0, (page - 1) * size)
-        return clips[start:start + size], len(clips)
+        if filters.variants is not None:
+            members = self._placed([_from(e) for e in catalog.page(filters, 0, SET_LIMIT)])
+            members.sort(key=lambda c: c.placing.rank if c.placing is not None else 0)
+            return members[start:start + size], len(members)
+        return self._placed([_from(e) for e in catalog.page(filters, start, size)]), catalog.count(filters)
+
+    def _placed(self, clips: list[Clip]) -> list[Clip]:
+        """The clips, each variant with its rank among its set as published now."""
+        sets = {c.variant.of for c in clips if c.variant is not None}
+        members = [(e.rel, one, e.meta.quality) for of in sets
+                   for e in self.catalog.page(Filters(variants=of), 0, SET_LIMIT)
+                   for one in [e.variant] if one is not None]
+        placed = placings(members)
+        return [replace(c, placing=placed[c.rel]) if c.rel in placed else c for c in clips]
+
+    def tally(self, filters: Filters) -> tuple[Counter[str], Counter[str]]:
+        """How many of the clips that match have each verdict, and each symptom (every backend)."""
+        verdicts: Counter[str] = Counter()
+        symptoms: Counter[str] = Counter()
+        for by_verdict, by_symptom in self.fresh().tally(filters).values():
+            verdicts.update(by_verdict)
+            symptoms.update(by_symptom)
+        return verdicts, symptoms
+
+    def published_from(self, job: str, written_ns: int) -> Clip | None:
+        """The latest clip of the inbox job `job` published at or after written_ns (the share's clock)."""
+        found = self.fresh().published_from(job, written_ns)
+        return None if found is None else self._placed([_from(found)])[0]

@@ -19,6 +19,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.templating import Jinja2Templates
 
 from i2v_watcher import __version__
+from i2v_watcher.catalog.index import Filters
+from i2v_watcher.catalog.judged import VERDICTS, WORDS
+from i2v_watcher.catalog.ranks import JOB_ID
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
@@ -30,12 +33,10 @@ from i2v_watcher.ops.reading import printable
 from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.run.drafts import ApproveRefused, approve
-from i2v_watcher.service.judged import VERDICTS, WORDS
-from i2v_watcher.service.ranks import JOB_ID
 from i2v_watcher.web import forms
 from i2v_watcher.web.board import Board, page, share_time, since_ns
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
-from i2v_watcher.web.gallery import Gallery, tally
+from i2v_watcher.web.gallery import Gallery
 from i2v_watcher.web.guard import COOKIE, BodyTooLarge, Forbidden, Guard, check_same_origin
 
 log = structlog.get_logger("i2v_watcher.web")
@@ -88,14 +89,15 @@ class Pages:
         verdict = _one_of(request.query_params.get("verdict"), "verdict", VERDICTS, ignored)
         symptom = _one_of(request.query_params.get("symptom"), "symptom", SYMPTOMS, ignored)
         variants = _variants(request.query_params.get("variants"), ignored)
-        clips, total = self.gallery.page(query, number, size, verdict, symptom, variants)
-        verdicts, symptoms = tally(self.gallery.found(query))
+        clips, total = self.gallery.page(Filters(query=query, verdict=verdict, symptom=symptom,
+                                                 variants=variants), number, size)
+        verdicts, symptoms = self.gallery.tally(Filters(query=query))
         pages = max(1, math.ceil(total / size))
         kept = {k: v for k, v in (("q", query), ("verdict", verdict), ("symptom", symptom),
                                   ("variants", variants)) if v}
         return self.render(request, "gallery.html", clips=clips, total=total, query=query, number=number,
                            verdict=verdict, symptom=symptom, ignored=ignored, counts=(verdicts, symptoms),
-                           variants=variants,
+                           variants=variants, indexing=self.gallery.indexing,
                            notice=request.query_params.get("notice", "")[:500],
                            pages=pages, link=lambda n: "/gallery?" + urlencode({**kept, "page": n}))
 
@@ -321,7 +323,8 @@ class Pages:
         size = min(_positive(request.query_params.get("per_page"), API_PAGE), MAX_API_PAGE)
         snap = self.board.snapshot()
         answer = snap.as_json()
-        answer["counts"]["published"] = len(self.gallery.clips())
+        answer["counts"]["published"] = self.gallery.fresh().count()
+        answer["indexing"] = self.gallery.indexing
         queue, failed = page(snap.queue, number, size), page(snap.failed, number, size)
         answer.update(queue=queue.rows, failed=failed.rows,
                       page={"number": number, "per_page": size, "queue_pages": queue.pages,
@@ -345,16 +348,15 @@ class Pages:
                 return {"state": "in progress", "stage": entry.get("live_stage") or entry["stage"],
                         "done": entry.get("done"), "total": entry.get("total"),
                         "worker_id": entry["worker_id"]}
-        for clip in self.gallery.clips():
-            source = clip.meta.input
-            if source is not None and source.path.rpartition(".")[0] == job and clip.written_ns >= after:
-                judged = asdict(clip.judgement) if clip.judgement is not None else None
-                placed = clip.placing
-                variant = None if clip.variant is None else {
-                    **asdict(clip.variant), **(asdict(placed) if placed else {}),
-                    "provisional": placed.provisional if placed else True}
-                return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
-                        "files": list(clip.files), "quality": judged, "variant": variant}
+        clip = self.gallery.published_from(job, after)
+        if clip is not None:
+            judged = asdict(clip.judgement) if clip.judgement is not None else None
+            placed = clip.placing
+            variant = None if clip.variant is None else {
+                **asdict(clip.variant), **(asdict(placed) if placed else {}),
+                "provisional": placed.provisional if placed else True}
+            return {"state": "published", "name": clip.name, "video": clip.video, "poster": clip.poster,
+                    "files": list(clip.files), "quality": judged, "variant": variant}
         for failed in snap.failed:
             if failed.get("input") == job and snap.failed_written_ns.get(failed["name"], 0) >= after:
                 return {"state": "failed", "name": failed["name"], "stage": failed.get("stage"),

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from i2v_watcher.catalog.judged import VERDICTS
 from i2v_watcher.judge.score import SYMPTOMS
-from i2v_watcher.service.judged import VERDICTS
 from i2v_watcher.service.metrics import UNKNOWN
 from i2v_watcher.web.board import Board
-from i2v_watcher.web.gallery import Clip, Gallery
+from i2v_watcher.web.gallery import Gallery
 from i2v_watcher.work.liveness import STATES
 
 
@@ -29,9 +29,9 @@ class FolderMetrics(Collector):
         yield GaugeMetricFamily("i2v_in_progress_jobs", "Jobs claimed by a worker and not finished",
                                 len(snap.in_progress))
         yield GaugeMetricFamily("i2v_failed_jobs", "Failed jobs with a report in failed/", len(snap.failed))
-        clips = self.gallery.clips()
-        yield GaugeMetricFamily("i2v_published_clips", "Published clips in the outbox", len(clips))
-        yield from judged_clips(clips)
+        catalog = self.gallery.fresh()
+        yield GaugeMetricFamily("i2v_published_clips", "Published clips in the outbox", catalog.count())
+        yield from judged_clips(catalog.tally())
         age = GaugeMetricFamily("i2v_worker_heartbeat_age_seconds",
                                 "Seconds since the worker's last heartbeat, on the share's clock",
                                 labels=["worker_id"])
@@ -51,27 +51,25 @@ class FolderMetrics(Collector):
         yield state
 
 
-def judged_clips(clips: list[Clip]) -> Iterator[Metric]:
-    """The outbox's clips by the quality gate's verdict and by symptom, per backend: every verdict and
-    symptom of a backend with a judged clip has a series (0 included), so that ratios need no
-    `or vector(0)`; a clip the gate did not judge is in neither."""
-    verdicts: Counter[tuple[str, str]] = Counter()
-    symptoms: Counter[tuple[str, str]] = Counter()
-    for clip in clips:
-        if clip.judgement is not None:
-            backend = clip.meta.backend or UNKNOWN
-            verdicts[backend, clip.judgement.verdict] += 1
-            symptoms.update((backend, s) for s in clip.judgement.symptoms)
+def judged_clips(tallies: dict[str, tuple[Counter[str], Counter[str]]]) -> Iterator[Metric]:
+    """The outbox's clips by the quality gate's verdict and by symptom, per backend (the catalog's
+    tally): every verdict and symptom of a backend with a judged clip has a series (0 included), so
+    that ratios need no `or vector(0)`; a clip the gate did not judge is in neither."""
     by_verdict = GaugeMetricFamily("i2v_published_clip_verdicts", "Published clips in the outbox by "
                                    "backend and the quality gate's verdict (pass, warn, fail)",
                                    labels=["backend", "verdict"])
     by_symptom = GaugeMetricFamily("i2v_published_clip_symptoms", "Published clips in the outbox with "
                                    "each symptom the quality gate found, by backend",
                                    labels=["backend", "symptom"])
-    for backend in sorted({b for b, _ in verdicts}):
+    labelled: dict[str, tuple[Counter[str], Counter[str]]] = {}
+    for backend, (verdicts, symptoms) in tallies.items():  # a clip that names no backend: "unknown"
+        counts = labelled.setdefault(backend or UNKNOWN, (Counter(), Counter()))
+        counts[0].update(verdicts)
+        counts[1].update(symptoms)
+    for backend, (verdicts, symptoms) in sorted(labelled.items()):
         for verdict in VERDICTS:
-            by_verdict.add_metric([backend, verdict], verdicts[backend, verdict])
+            by_verdict.add_metric([backend, verdict], verdicts[verdict])
         for symptom in SYMPTOMS:
-            by_symptom.add_metric([backend, symptom], symptoms[backend, symptom])
+            by_symptom.add_metric([backend, symptom], symptoms[symptom])
     yield by_verdict
     yield by_symptom

@@ -1,7 +1,7 @@
 """A set's variants (`variants: N`, `keep: all`) on the dashboard: each card says which variant of how
 many it is and its rank among the set as published so far (provisional until the set is complete),
 `/gallery?variants=<of>` lists the set best first, `/api/job` carries the variant with its rank; the
-rank itself (service.ranks) in the quality gate's order."""
+rank itself (catalog.ranks) in the quality gate's order."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import Folders
+from i2v_watcher.catalog.ranks import Placing, Variant, placings, ranked, variant
 from i2v_watcher.judge import rank
-from i2v_watcher.service.ranks import Placing, Variant, placings, ranked, variant
 from i2v_watcher.web.gallery import REFRESH_S
 from web.conftest import WebServer
 from web.test_verdicts import cards, get, publish

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Folders
+from conftest import Folders, announce
+from i2v_watcher.catalog.judged import WORDS
 from i2v_watcher.judge.score import SCORES, SYMPTOMS
-from i2v_watcher.service.judged import WORDS
 from web.conftest import WebServer
 from web.test_web_metrics import scrape
 
@@ -46,6 +46,7 @@ def publish(outbox: Path, name: str, index: int, judged: tuple[str, str, list[st
                           "verdict": verdict} for n in range(attempts)]})
     data.update(extra)
     (outbox / f"{name}.json").write_text(json.dumps(data))
+    announce(outbox, f"{name}.json")
 
 
 def get(server: WebServer, path: str) -> tuple[int, str]:

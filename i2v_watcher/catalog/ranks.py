@@ -20,10 +20,10 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from i2v_watcher.catalog.judged import judged
 from i2v_watcher.job.records import JOB_ID_PATTERN
 from i2v_watcher.job.spec import MAX_VARIANTS
 from i2v_watcher.judge.score import SYMPTOMS, rank
-from i2v_watcher.service.judged import judged
 
 K = TypeVar("K", bound=Hashable)
 JOB_ID = re.compile(JOB_ID_PATTERN, re.ASCII)
