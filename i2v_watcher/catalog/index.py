@@ -48,6 +48,7 @@ log = structlog.get_logger("i2v_watcher.catalog.index")
 
 BATCH = 2000  # metadata files read and written per transaction of a walk
 KEEP_EVENTS = 10_000  # the last events kept for the dashboard to show; the logs keep them all
+CHOICES = 100  # values of a column offered as a filter
 CACHED = 256  # answers kept for the index as it is now (a page, a count, a tally)
 
 
@@ -176,7 +177,7 @@ class Catalog:
         except OSError:
             self._forget(rel)
             return
-        self._store(rel, ident, read_metadata(self.root / rel))
+        self._store([(rel, ident, read_metadata(self.root / rel))])
 
     def _inside(self, rel: object) -> str | None:
         """An event's `path` where it can only name a metadata file inside the outbox that a walk would
@@ -188,16 +189,17 @@ class Catalog:
             return None
         return rel
 
-    def _store(self, rel: str, ident: Identity, data: PublishedMetadata | None, *,
+    def _store(self, found: list[tuple[str, Identity, tuple[PublishedMetadata, str] | None]], *,
                known: bool = True) -> None:
-        """(In a write) the clip at rel as read: a clip, or another .json remembered as not one."""
-        if known:  # a walk knows which are new: two deletes spared per file on the first one
-            self._forget(rel)
-        if data is None:
-            self._db.execute("INSERT INTO others (rel, ino, size, mtime_ns) VALUES (?, ?, ?, ?)",
-                             (rel, *ident))
-        else:
-            self._db.execute(f"INSERT INTO clips ({STORED}) VALUES ({PLACES})", row(rel, ident, data))
+        """(In a write) each metadata file as read: a clip, or another .json remembered as not one.
+        `known`: whether any may be in the index already (a first walk spares the deletes)."""
+        if known:
+            self._db.executemany("DELETE FROM clips WHERE rel = ?", ((rel,) for rel, _, _ in found))
+            self._db.executemany("DELETE FROM others WHERE rel = ?", ((rel,) for rel, _, _ in found))
+        self._db.executemany("INSERT INTO others (rel, ino, size, mtime_ns) VALUES (?, ?, ?, ?)",
+                             ((rel, *ident) for rel, ident, read in found if read is None))
+        self._db.executemany(f"INSERT INTO clips ({STORED}) VALUES ({PLACES})",
+                             (row(rel, ident, *read) for rel, ident, read in found if read is not None))
 
     def _forget(self, rel: str) -> None:
         self._db.execute("DELETE FROM clips WHERE rel = ?", (rel,))
@@ -230,11 +232,10 @@ class Catalog:
                         self._forget(rel)
             changed = [(rel, ident) for rel, ident in found.items() if known.get(rel) != ident]
             for start in range(0, len(changed), BATCH):
-                batch = [(rel, ident, read_metadata(self.root / rel))
-                         for rel, ident in changed[start:start + BATCH]]
+                batch = changed[start:start + BATCH]
+                read = [(rel, ident, read_metadata(self.root / rel)) for rel, ident in batch]
                 with self._write():
-                    for rel, ident, data in batch:
-                        self._store(rel, ident, data, known=rel in known)
+                    self._store(read, known=any(rel in known for rel, _ in batch))
             self._set_fact("walked_at", time.time())
             log.debug("catalog reconciled", files=len(found), read=len(changed),
                       seconds=round(time.monotonic() - started, 3))
@@ -293,6 +294,14 @@ class Catalog:
             verdicts[verdict] += clips
             seen.update({s: n for s, n in zip(SYMPTOMS, symptoms, strict=True) if n})
         return tallies
+
+    def values(self, column: str) -> list[str]:
+        """The values one of the filtered columns holds (backend, model, worker), for a page's choices:
+        at most CHOICES (a hand-edited share could hold a value per clip)."""
+        if column not in ("backend", "model", "worker"):
+            raise ValueError(f"not a column to choose from: {column}")
+        return [value for value, in self._rows(
+            f"SELECT DISTINCT {column} FROM clips WHERE {column} IS NOT NULL ORDER BY 1 LIMIT ?", (CHOICES,))]
 
     def published_from(self, source: str, written_ns: int = 0) -> Entry | None:
         """The latest clip made from the inbox job `source` (its path without suffix) whose metadata

@@ -10,7 +10,7 @@ from typing import Any
 
 from i2v_watcher.catalog.judged import judged
 from i2v_watcher.catalog.ranks import Variant, variant
-from i2v_watcher.catalog.walk import Identity
+from i2v_watcher.catalog.walk import Identity, stored
 from i2v_watcher.job.records import PublishedMetadata
 
 VERSION = 2
@@ -103,15 +103,16 @@ class Entry:
 
 def entry(row: tuple[Any, ...]) -> Entry:
     rel, written_ns, meta = row
-    return Entry(rel, written_ns, PublishedMetadata.model_validate_json(meta))
+    return Entry(rel, written_ns, stored(meta))
 
 
-def row(rel: str, ident: Identity, data: PublishedMetadata) -> tuple[Any, ...]:
+def row(rel: str, ident: Identity, data: PublishedMetadata, text: str) -> tuple[Any, ...]:
     """The clips table's row for a metadata file: the gate's verdict and symptoms, the variant set and
-    the inbox job it came from, as the dashboard filters them (read leniently: see catalog.judged)."""
+    the inbox job it came from, as the dashboard filters them (read leniently: see catalog.judged);
+    `text`: the JSON it was read from."""
     found, one = judged(data.quality), variant(data.variant)
     symptoms = "".join(f" {s} " for s in found.symptoms) if found is not None else ""
     source = data.input.path.rpartition(".")[0] if data.input is not None else None
     return (rel, data.name, data.published_at, data.backend, data.model, data.prompt,
             found.verdict if found is not None else None, symptoms, one.of if one is not None else None,
-            source, data.worker_id, data.job_id, *ident, data.model_dump_json())
+            source, data.worker_id, data.job_id, *ident, text)

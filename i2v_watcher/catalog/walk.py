@@ -1,12 +1,14 @@
 """The outbox's metadata files (`<name>.json`, written last by the daemon as the marker that a job is
-complete) found by a walk, and read leniently: the one way the gallery and the index see the outbox."""
+complete) found by a walk, and read leniently: the one way the catalog's index sees the outbox."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from i2v_watcher.fs.atomic import read_json
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata
 
 Identity = tuple[int, int, int]  # inode, size, mtime: a metadata file is read again only when it changes
@@ -44,10 +46,16 @@ def metadata_files(root: Path, skip: Callable[[str], bool]) -> Iterator[tuple[st
                     continue
 
 
-def read_metadata(path: Path) -> PublishedMetadata | None:
-    """A clip's metadata, or None for a .json that is not a job's metadata (someone's file, a broken
-    one)."""
+def read_metadata(path: Path) -> tuple[PublishedMetadata, str] | None:
+    """A clip's metadata, and the JSON it was read from (what the index keeps: `stored`), or None for
+    a .json that is not a job's metadata (someone's file, a broken one)."""
     try:
-        return PublishedMetadata.read(path, MAX_RECORD_BYTES, lenient=True)
+        data = read_json(path, MAX_RECORD_BYTES)
+        return PublishedMetadata.from_data(data, lenient=True), json.dumps(data, ensure_ascii=False)
     except UNREADABLE:
         return None
+
+
+def stored(text: str) -> PublishedMetadata:
+    """The metadata kept by the index (read_metadata's JSON), read as it was then."""
+    return PublishedMetadata.from_data(json.loads(text), lenient=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -19,9 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.templating import Jinja2Templates
 
 from i2v_watcher import __version__
-from i2v_watcher.catalog.index import Filters
 from i2v_watcher.catalog.judged import VERDICTS, WORDS
-from i2v_watcher.catalog.ranks import JOB_ID
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.watch import IMAGE_SUFFIXES
@@ -34,6 +32,7 @@ from i2v_watcher.ops.reports import find_reports, report_name
 from i2v_watcher.ops.retry import RetryRefused, retry
 from i2v_watcher.run.drafts import ApproveRefused, approve
 from i2v_watcher.web import forms
+from i2v_watcher.web.asked import Asked
 from i2v_watcher.web.board import Board, page, share_time, since_ns
 from i2v_watcher.web.files import Refused, Thumbnails, file_response, open_inside, thumbnail_response
 from i2v_watcher.web.gallery import Gallery
@@ -82,24 +81,20 @@ class Pages:
                            notice=request.query_params.get("notice", "")[:500])
 
     def gallery_page(self, request: Request) -> Response:
-        query = request.query_params.get("q", "")[:200]
+        asked = Asked(request.query_params, self.gallery.fresh())
         number = _positive(request.query_params.get("page"))
         size = self.settings.web_page_size
-        ignored: list[str] = []
-        verdict = _one_of(request.query_params.get("verdict"), "verdict", VERDICTS, ignored)
-        symptom = _one_of(request.query_params.get("symptom"), "symptom", SYMPTOMS, ignored)
-        variants = _variants(request.query_params.get("variants"), ignored)
-        clips, total = self.gallery.page(Filters(query=query, verdict=verdict, symptom=symptom,
-                                                 variants=variants), number, size)
-        verdicts, symptoms = self.gallery.tally(Filters(query=query))
-        pages = max(1, math.ceil(total / size))
-        kept = {k: v for k, v in (("q", query), ("verdict", verdict), ("symptom", symptom),
-                                  ("variants", variants)) if v}
-        return self.render(request, "gallery.html", clips=clips, total=total, query=query, number=number,
-                           verdict=verdict, symptom=symptom, ignored=ignored, counts=(verdicts, symptoms),
-                           variants=variants, indexing=self.gallery.indexing,
+        clips, total = self.gallery.page(asked.filters, number, size)
+        filters = asked.filters
+        return self.render(request, "gallery.html", clips=clips, total=total, number=number, asked=asked,
+                           query=filters.query, verdict=filters.verdict, symptom=filters.symptom,
+                           variants=filters.variants, ignored=asked.ignored,
+                           counts=self.gallery.tally(replace(filters, verdict=None, symptom=None,
+                                                             variants=None)),
+                           indexing=self.gallery.indexing,
                            notice=request.query_params.get("notice", "")[:500],
-                           pages=pages, link=lambda n: "/gallery?" + urlencode({**kept, "page": n}))
+                           pages=max(1, math.ceil(total / size)),
+                           link=lambda n: "/gallery?" + urlencode({**asked.kept, "page": n}))
 
     def failed_page(self, request: Request) -> Response:
         snap = self.board.snapshot()
@@ -366,26 +361,6 @@ class Pages:
 
 def _positive(value: str | None, default: int = 1) -> int:
     return int(value) if value is not None and value.isdigit() and 0 < int(value) < 10**6 else default
-
-
-def _one_of(value: str | None, name: str, allowed: tuple[str, ...], ignored: list[str]) -> str | None:
-    """A filter's value when it is one of `allowed`; anything else is ignored, and said so on the page."""
-    if not value:
-        return None
-    if value in allowed:
-        return value
-    ignored.append(f"{name}={value[:40]!r} (not one of {', '.join(allowed)})")
-    return None
-
-
-def _variants(value: str | None, ignored: list[str]) -> str | None:
-    """The `variants` filter: a set's first job id, else ignored and said so."""
-    if not value:
-        return None
-    if JOB_ID.fullmatch(value):
-        return value
-    ignored.append(f"variants={value[:40]!r} (not a job id)")
-    return None
 
 
 def _local(target: str | None) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Folders
+from i2v_watcher.catalog import walk as walk_module
 from i2v_watcher.catalog.index import Filters
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.job import records as records_module
 from i2v_watcher.web import gallery as gallery_module
 from i2v_watcher.web.gallery import Gallery
 from web.conftest import WebServer
@@ -60,8 +60,8 @@ def test_thousands_of_clips_page_newest_first_and_are_read_once(tmp_path: Path,
     assert gallery.page(Filters(query="clip0042"), 1, 10)[1] == 1
 
     reads: list[Path] = []
-    real = records_module.read_json  # the index reads each metadata file through its record
-    monkeypatch.setattr(records_module, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
+    real = walk_module.read_json  # how the index reads a metadata file
+    monkeypatch.setattr(walk_module, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
     monkeypatch.setattr(gallery_module, "REFRESH_S", 0.0)  # every call looks at the event logs again
     gallery.page(every, 1, 24)
     assert reads == []  # nothing changed: nothing read again
