@@ -13,6 +13,7 @@ from i2v_watcher.catalog import events
 from i2v_watcher.catalog.index import Catalog, Filters, default_path
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.ops.retry import retry
+from i2v_watcher.ops.status import snapshot
 from i2v_watcher.work.store import WorkStore
 
 __all__ = ["settings"]  # the fixture, shared with test_pipeline
@@ -174,3 +175,22 @@ def test_a_takeover_is_logged(settings: Settings) -> None:
     line = json.loads(events.log_path(settings).read_text())
     assert (line["kind"], line["job_id"], line["previous"]) == ("takeover", job.id, "other")
     assert line["worker"] == "w" and line["reason"] == "stale"
+
+
+def test_status_lists_the_done_jobs_from_the_index(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for i in range(3):
+        publish(settings, i, folder="team")
+    first = snapshot(settings)
+    assert first.done == ["team/clip0000", "team/clip0001", "team/clip0002"] and first.counts.done == 3
+    assert default_path(settings).exists() and first.warnings == []
+    publish(settings, 3, event=True)  # a worker's publish: in the next status at once
+    (settings.outbox / "team" / "clip0000.json").unlink()  # by hand: at the next reconciling walk
+    assert snapshot(settings).done == ["team/clip0000", "team/clip0001", "team/clip0002", "clip0003"]
+
+    # A cache folder that cannot be written: the outbox's names are walked, and status says why.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(settings.outbox / "team" / "clip0001.json"))
+    fallback = snapshot(settings)
+    assert fallback.done == ["team/clip0001", "team/clip0002", "clip0003"]
+    assert len(fallback.warnings) == 1 and "cannot use the catalog" in fallback.warnings[0]
