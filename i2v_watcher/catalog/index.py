@@ -79,6 +79,8 @@ class Catalog:
         self._lock = threading.RLock()  # the connection's
         self._walking = threading.Lock()  # one reconciling walk at a time
         self._refreshed = -float("inf")  # when refresh() last looked (time.monotonic)
+        self._walker: threading.Thread | None = None  # the walk refresh() runs in the background
+        self._walk_began = 0.0
         self._answers: dict[tuple[Any, ...], Any] = {}
         self._answered_at: tuple[int, int] | None = None  # the index's version the answers are of
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,24 +127,31 @@ class Catalog:
     def refresh(self, *, every_s: float = 0.0, wait_s: float | None = None) -> None:
         """Up to date: the new lines of every event log, and a reconciling walk where none was made in
         the last `catalog_rescan_s` (the first call on a new index walks the whole outbox). Nothing
-        where the last call was under `every_s` ago. `wait_s`: the walk runs in the background and
-        this call waits for it that long at most (a dashboard serves what is indexed so far)."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._refreshed < every_s:
-                return
-            self._refreshed = now
+        where the last call with `every_s` was under `every_s` ago. `wait_s`: the walk runs in the
+        background and this call waits for it that long at most (a dashboard serves what is indexed
+        so far)."""
+        if every_s > 0:  # a caller that asks again and again (the dashboard's requests)
+            with self._lock:
+                now = time.monotonic()
+                if now - self._refreshed < every_s:
+                    return
+                self._refreshed = now
         walked = self._fact("walked_at")
         if walked is not None and time.time() - float(walked) < self.settings.catalog_rescan_s:
             self.follow()
         elif wait_s is None:
             self.reconcile()
-        elif not self._walking.locked():
-            walk = threading.Thread(target=self.reconcile, name="catalog-walk", daemon=True)
-            walk.start()
-            walk.join(wait_s)
-        else:  # a walk is under way: what it has not written yet comes with its next batch
-            self.follow()
+        else:
+            with self._lock:
+                if self._walker is None or not self._walker.is_alive():
+                    self._walker = threading.Thread(target=self.reconcile, name="catalog-walk", daemon=True)
+                    self._walker.start()
+                    self._walk_began = time.monotonic()
+                walker = self._walker
+            if walked is None:  # the first walk: waited for, at most wait_s after it began
+                walker.join(max(0.0, self._walk_began + wait_s - time.monotonic()))
+            else:  # a later one: what it finds comes with its batches
+                self.follow()
 
     def follow(self) -> int:
         """Apply the event logs' lines not read yet; how many events were read."""

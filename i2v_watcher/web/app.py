@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
@@ -59,7 +61,12 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     body_cap = min(settings.web_upload_max_mb * 1024 * 1024, settings.max_image_bytes) + FORM_OVERHEAD
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders),
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        pages.gallery.start()
+        yield
+
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders),
                                                 Middleware(HostCheck, hosts=AllowedHosts(settings)),
                                                 Middleware(BodyLimit, max_bytes=body_cap)])
 

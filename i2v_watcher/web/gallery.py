@@ -78,6 +78,11 @@ class Gallery:
         self.catalog.refresh(every_s=REFRESH_S, wait_s=FIRST_WAIT_S)
         return self.catalog
 
+    def start(self) -> None:
+        """Begin the index's first walk (or its overdue reconciling one) in the background, so that
+        it is under way before the first page is asked for."""
+        self.catalog.refresh(wait_s=0.0)
+
     @property
     def indexing(self) -> bool:
         return self.catalog.indexing

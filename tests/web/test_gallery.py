@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Folders
+from conftest import Folders, announce
 from i2v_watcher.catalog import walk as walk_module
 from i2v_watcher.catalog.index import Filters
 from i2v_watcher.config.settings import Settings
@@ -34,6 +34,7 @@ def publish(outbox: Path, name: str, prompt: str, published_at: str, folder: str
     (where / f"{name}.json").write_text(json.dumps({
         "job_id": name, "name": name, "prompt": prompt, "published_at": published_at,
         "files": [f"{prefix}{name}.mp4", f"{prefix}{name}.jpg", f"{prefix}{name}.json"]}))
+    announce(outbox, f"{prefix}{name}.json")
 
 
 def test_thousands_of_clips_page_newest_first_and_are_read_once(tmp_path: Path,
