@@ -126,9 +126,15 @@ class Intake(Part):
         that the heartbeat says "paused" while idle too, and once more right before each claim."""
         allowed = self.gate.claims_allowed()
         if self.activity.paused != (not allowed):
-            said = "resumed: claiming again" if allowed else "paused by an operator: claiming nothing"
-            log.warning(said, worker_id=self.settings.worker_id, draining=self.gate.draining)
-        self.activity.paused = not allowed
+            if allowed:
+                log.warning("resumed: claiming again", worker_id=self.settings.worker_id)
+            else:  # said once per pause: who paused, when, and what ends it (`run --once` waits too)
+                held = self.gate.in_force()
+                log.warning("paused by an operator: claiming nothing", worker_id=self.settings.worker_id,
+                            draining=self.gate.draining, paused_by=held and held.by, since=held and held.at,
+                            until="`i2v-watcher resume`" + (" (this worker exits once idle)"
+                                                            if self.gate.draining else ""))
+        self.activity.paused, self.activity.draining = not allowed, self.gate.draining
         return allowed
 
     def draining(self) -> bool:
