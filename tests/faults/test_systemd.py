@@ -168,6 +168,27 @@ def test_a_start_up_error_is_in_the_status_line(folders: Folders, spawn: Spawn,
     assert not any(m.has("READY=1") for m in messages(notify_socket))
 
 
+def test_a_pause_and_a_drain_are_in_the_status_line(folders: Folders, spawn: Spawn,
+                                                    notify_socket: Datagrams) -> None:
+    from i2v_watcher.config.settings import load_settings
+    from i2v_watcher.ops.control import pause_and_wait
+
+    folders.write_config(lease_timeout_s=6.0)  # a beat a second: the pause is confirmed sooner
+    settings = load_settings(folders.config)
+    daemon = spawn(folders.config, NOTIFY_SOCKET=str(notify_socket.path))
+    wait_for(lambda: any(m.has("READY=1") for m in messages(notify_socket)), 60, what="READY=1")
+
+    def statuses() -> list[str]:
+        return [m.value("STATUS") or "" for m in messages(notify_socket)]
+
+    assert pause_and_wait(settings).confirmed == ["testhost"]
+    wait_for(lambda: any("PAUSED (claims nothing new" in s for s in statuses()), 10, what="PAUSED")
+    assert pause_and_wait(settings, drain=True).confirmed == ["testhost"]
+    assert daemon.wait(30) == 0  # idle: it exits at once, and says why on its way out
+    assert any(s.startswith("stopping: ") and "DRAINING (claims nothing new, exits once its jobs are "
+               "done)" in s for s in statuses()), statuses()
+
+
 def test_without_systemd_python_the_daemon_runs_and_says_so_once(
         folders: Folders, spawn: Spawn, notify_socket: Datagrams, tmp_path: Path) -> None:
     fake = tmp_path / "site" / "systemd"
