@@ -1,7 +1,7 @@
 """Pause, resume and drain through the command line, with two real daemons on one share: a paused
 worker claims nothing and says so (heartbeat, `status`), a pause survives a kill -9 and a restart
 until `resume`, and a drain lets the running job publish, then the daemons exit 0, leaving the pause.
-`run --once` while paused says so once and waits for the resume; a drain ends it with 0 once idle."""
+(`run --once` under a pause and a drain: test_systemd.py, which also reads what it tells systemd.)"""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import time
 import pytest
 
 from conftest import Folders, cli, make_image, wait_for
-from i2v_watcher.config.settings import load_settings
-from i2v_watcher.control.pause import pause, resume
-from i2v_watcher.ops.control import pause_and_wait
 from i2v_watcher.work.lease import read_heartbeat
 
 from .conftest import LiveDaemon, Spawn, visible
@@ -101,32 +98,3 @@ def test_priority_reorders_a_queued_job_without_its_sidecar(folders: Folders, sp
     assert claimed_by(daemon) == ["c", "a", "b"]
     assert not list((folders.work / ".control" / "priority").iterdir())  # forgotten once claimed
 
-
-@pytest.mark.slow
-def test_run_once_waits_while_paused_and_a_drain_ends_it(folders: Folders, spawn: Spawn) -> None:
-    folders.write_config(**SLOW, lease_timeout_s=6.0)  # a beat a second: a pause confirmed sooner
-    drop_job(folders, "a")
-    settings = load_settings(folders.config)  # the controls in-process: the batch is the real process
-    pause(settings)  # before any worker ever started: the work folder is made for it
-    batch = spawn(folders.config, "--once")
-    said = batch.read_until("paused by an operator: claiming nothing")
-    assert said["level"] == "warning" and said["paused_by"] and said["since"]
-    assert said["until"] == "`i2v-watcher resume`"
-    wait_for(lambda: read_heartbeat(folders.work / "testhost").get("paused"), 10, what="a paused heartbeat")
-    time.sleep(1.0)  # more than two loop turns and a settle_s: it waits, it neither claims nor exits
-    assert batch.process.poll() is None and "a.png" in visible(folders.inbox) and not claimed_by(batch)
-    resume(settings)
-    assert batch.wait(60) == 0
-    assert "a.json" in visible(folders.outbox)
-    assert len(batch.find("paused by an operator: claiming nothing")) == 1  # said once, not every turn
-
-    # A drain while the batch runs a job: that job is published, the batch exits 0, what came after
-    # the drain stays queued (and the pause with it).
-    drop_job(folders, "b", delay_s=0.5)
-    batch = spawn(folders.config, "--once")
-    batch.read_until("claimed", job="b")
-    assert pause_and_wait(settings, drain=True).confirmed == ["testhost"]
-    drop_job(folders, "c")
-    assert batch.wait(60) == 0
-    assert "b.json" in visible(folders.outbox) and "c.png" in visible(folders.inbox)
-    assert claimed_by(batch) == ["b"] and batch.find("paused by an operator: claiming nothing", draining=True)
