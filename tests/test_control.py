@@ -43,9 +43,21 @@ def test_a_drain_ends_the_workers_running_when_it_came_not_those_started_after(t
     assert not after_reboot.claims_allowed() and not after_reboot.draining  # paused, and stays alive
 
 
-def test_systemd_status_says_paused() -> None:
+def test_systemd_status_and_status_say_paused_or_draining(tmp_path: Path) -> None:
     assert "PAUSED" in status_line(Activity(paused=True), {"backend": "preview"}, 60.0)
     assert "PAUSED" not in status_line(Activity(), {"backend": "preview"}, 60.0)
+    draining = status_line(Activity(paused=True, draining=True), {"backend": "preview"}, 60.0)
+    assert "DRAINING (claims nothing new, exits once its jobs are done)" in draining
+    assert "PAUSED" not in draining and "idle" not in draining
+
+    # `status`: each pause in force, a drain said as one; a share never paused before gets its folder.
+    s = settings_for(tmp_path / "fresh")
+    s.work.rmdir()
+    pause(s, drain=True, by="web session 0123abcd from 10.0.0.7")
+    pause(s, "w1")
+    lines = sorted(pause_line(whom, r.model_dump()) for whom, r in pauses(s).items())
+    assert lines[0].startswith("draining: every worker (by web session 0123abcd from 10.0.0.7 on ")
+    assert lines[1].startswith("paused: worker w1 (by ")
 
 
 def test_a_checkpoint_stops_at_a_cancel_until_the_job_publishes(tmp_path: Path) -> None:

@@ -58,11 +58,13 @@ def who() -> str:
         return f"uid {os.getuid()}"
 
 
-def pause(settings: Settings, worker: str | None = None, *, drain: bool = False) -> Path:
-    """Write the pause (a drain: with a new token); a second pause replaces the first."""
+def pause(settings: Settings, worker: str | None = None, *, drain: bool = False,
+          by: str | None = None) -> Path:
+    """Write the pause (a drain: with a new token); a second pause replaces the first. `by`: who
+    pauses (default: this login; the dashboard names its signed-in session)."""
     folder = control_dir(settings)
-    folder.mkdir(exist_ok=True)
-    record = PauseRecord(by=who(), host=socket.gethostname(), at=utc_now(),
+    folder.mkdir(parents=True, exist_ok=True)  # a share paused before its first worker ever started
+    record = PauseRecord(by=by or who(), host=socket.gethostname(), at=utc_now(),
                          drain=secrets.token_hex(8) if drain else None)
     path = pause_file(settings, worker)
     write_json_atomic(path, record.model_dump(mode="json"))
@@ -112,6 +114,11 @@ class Gate:
     def _records(self) -> list[PauseRecord]:
         return [r for r in map(read_pause, self.files) if r is not None]
 
+    def in_force(self) -> PauseRecord | None:
+        """The pause that holds this worker (its own first), for saying who paused it and when."""
+        found = (r for r in map(read_pause, reversed(self.files)) if r is not None)
+        return next(found, None) if self.paused else None
+
     def claims_allowed(self) -> bool:
         """Read the pauses now; True when this worker may claim a job."""
         if not any(os.path.lexists(path) for path in self.files):  # the usual case: two stats
@@ -125,7 +132,7 @@ class Gate:
 
 def pause_line(whom: str, record: dict[str, object]) -> str:
     """A pause in force, in words (`status`)."""
-    what = "drain" if record.get("drain") else "paused"
+    what = "draining" if record.get("drain") else "paused"
     target = "every worker" if whom == ALL else f"worker {whom}"
     by = " ".join(f"{word} {record[key]}" for word, key in (("by", "by"), ("on", "host"), ("at", "at"))
                   if record.get(key))

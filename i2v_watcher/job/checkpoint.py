@@ -39,6 +39,7 @@ class Activity:
     failed: int = 0
     queued: int | None = None  # jobs ready in the inbox at the last scan (None: not known here)
     paused: bool = False  # an operator's pause is in force: no claim starts (control.pause)
+    draining: bool = False  # and it is a drain for this run: the daemon exits once idle
     parent: Activity | None = field(default=None, repr=False)
     stages: list[Activity] = field(default_factory=list, repr=False)
 

@@ -39,7 +39,8 @@ class Daemon(Service):
         router = Router(settings, self.loaded, backends.available(), once=self.once, swap=self.swap,
                         in_flight=lambda: self.runner.keys)
         self.intake = Intake(settings, store, self.checkpoint.activity, self._submit, router=router,
-                             wants_work=lambda: self.runner.wants_work(), in_flight=lambda: self.runner.keys)
+                             wants_work=lambda: self.runner.wants_work(), in_flight=lambda: self.runner.keys,
+                             gate=self.gate)
         self.runner = Runner(settings, pipeline, self.checkpoint, store, wake=self.intake.watcher.changed)
         self.recovery = Recovery(settings, store, self.checkpoint, self._submit)
         self.runner.listeners += [self.recovery.settled, self.report]

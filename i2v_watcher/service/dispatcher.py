@@ -161,7 +161,7 @@ class Dispatcher(Service):
         store = WorkStore(settings)
         broker = Broker(settings)
         self.enqueuer = Enqueuer(settings, store, self.checkpoint, broker)
-        self.intake = Intake(settings, store, self.checkpoint.activity, self.enqueuer.claimed)
+        self.intake = Intake(settings, store, self.checkpoint.activity, self.enqueuer.claimed, gate=self.gate)
         heartbeat = Heartbeat(settings, self.checkpoint.activity)
         self.compose([Retention(settings), broker, Beating(heartbeat), self.enqueuer, self.intake])
         self.intake.announce(once=self.once, coordination="celery", broker=safe_url(settings.broker_url),

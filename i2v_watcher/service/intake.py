@@ -33,7 +33,8 @@ log = structlog.get_logger("i2v_watcher.service.intake")
 class Intake(Part):
     def __init__(self, settings: Settings, store: WorkStore, activity: Activity, sink: Callable[[Job], None],
                  *, wants_work: Callable[[], bool] = lambda: True,
-                 in_flight: Callable[[], set[str]] = set, router: Router | None = None) -> None:
+                 in_flight: Callable[[], set[str]] = set, router: Router | None = None,
+                 gate: Gate | None = None) -> None:
         self.settings = settings
         self.router = router  # which jobs are this worker's (None: all of them, as a dispatcher's)
         self.store = store
@@ -44,7 +45,7 @@ class Intake(Part):
         self.inbox = Inbox(settings)
         self.watcher = Watcher(settings)
         self.paused = False  # the inbox went away (not an operator's pause: that is the gate's)
-        self.gate = Gate(settings)
+        self.gate = gate or Gate(settings)  # the service's, made at its start (service.lifecycle)
         self.scan: Scan | None = None
         self._last_full = self._last_scan = time.monotonic()
         # A link or special file can only be moved to failed/ by a rename: on another filesystem
@@ -126,9 +127,15 @@ class Intake(Part):
         that the heartbeat says "paused" while idle too, and once more right before each claim."""
         allowed = self.gate.claims_allowed()
         if self.activity.paused != (not allowed):
-            said = "resumed: claiming again" if allowed else "paused by an operator: claiming nothing"
-            log.warning(said, worker_id=self.settings.worker_id, draining=self.gate.draining)
-        self.activity.paused = not allowed
+            if allowed:
+                log.warning("resumed: claiming again", worker_id=self.settings.worker_id)
+            else:  # said once per pause: who paused, when, and what ends it (`run --once` waits too)
+                held = self.gate.in_force()
+                log.warning("paused by an operator: claiming nothing", worker_id=self.settings.worker_id,
+                            draining=self.gate.draining, paused_by=held and held.by, since=held and held.at,
+                            until="`i2v-watcher resume`" + (" (this worker exits once idle)"
+                                                            if self.gate.draining else ""))
+        self.activity.paused, self.activity.draining = not allowed, self.gate.draining
         return allowed
 
     def draining(self) -> bool:

@@ -15,6 +15,7 @@ import structlog
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.control.cancel import cancelled
+from i2v_watcher.control.pause import Gate
 from i2v_watcher.errors import StartupError, StartupInterrupted
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.run.pipeline import Pipeline
@@ -60,6 +61,9 @@ class Service(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The drains already written when the process starts are not for it (control.pause); one
+        # written while its models load is, so the gate is made now, not once they are loaded.
+        self.gate = Gate(settings)
 
         def announced(signame: str, first: bool) -> None:
             if first:

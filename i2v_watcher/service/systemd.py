@@ -57,7 +57,9 @@ def status_line(live: Activity, about: dict[str, str], max_silent_s: float) -> s
     for busy in live.busy():
         progress = f" {busy.done}/{busy.total}" if busy.total else ""
         parts.append(f"job {busy.job} [{busy.job_id}]: {busy.stage or 'starting'}{progress}")
-    if live.paused:
+    if live.draining:
+        parts.append("DRAINING (claims nothing new, exits once its jobs are done)")
+    elif live.paused:
         parts.append("PAUSED (claims nothing new; `i2v-watcher resume` ends it)")
     elif not live.busy():
         parts.append("idle")

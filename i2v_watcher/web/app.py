@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.errors import StartupError
+from i2v_watcher.web.controls import Controls
 from i2v_watcher.web.guard import FORM_OVERHEAD, BodyLimit, SecurityHeaders
 from i2v_watcher.web.hosts import AllowedHosts, HostCheck
 from i2v_watcher.web.pages import Pages
@@ -28,6 +29,7 @@ log = structlog.get_logger("i2v_watcher.web")
 
 def create_app(settings: Settings) -> Starlette:
     pages = Pages(settings)
+    controls = Controls(pages)
     registry = CollectorRegistry(auto_describe=False)  # a description would scan the folders now
     registry.register(FolderMetrics(pages.board, pages.gallery))
 
@@ -46,6 +48,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/gallery/approve", pages.approve, methods=["POST"]),
         Route("/jobs/cancel", pages.cancel, methods=["POST"]),
         Route("/jobs/priority", pages.priority, methods=["POST"]),
+        Route("/workers/pause", controls.pause, methods=["POST"]),
+        Route("/workers/drain", controls.drain, methods=["POST"]),
+        Route("/workers/resume", controls.resume, methods=["POST"]),
         Route("/submit", pages.submit_page, methods=["GET"]),
         Route("/submit", pages.submit, methods=["POST"]),
         Route("/follow", pages.follow_page),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from i2v_watcher.config.settings import Settings
-from i2v_watcher.control.pause import pause_line, pauses
+from i2v_watcher.control.pause import ALL, pause_line, pauses
 from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.watch import Inbox
@@ -44,6 +44,7 @@ class Snapshot:
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pauses: list[str] = field(default_factory=list)  # the operators' pauses in force, in words
+    paused: dict[str, dict[str, Any]] = field(default_factory=dict)  # and as records, by whom they pause
     actions: list[dict[str, Any]] = field(default_factory=list)  # the newest first (web.actions)
     # When each failure report was written (its mtime, ns): the share's clock, as the follow page needs.
     failed_written_ns: dict[str, int] = field(default_factory=dict)
@@ -57,7 +58,22 @@ class Snapshot:
         return {"counts": self.counts, "queue": self.queue,
                 "workers": [w.model_dump(mode="json") for w in self.workers],
                 "in_progress": self.in_progress, "failed": self.failed, "warnings": self.warnings,
-                "pauses": self.pauses, "actions": self.actions}
+                "pauses": self.pauses, "paused": self.paused, "actions": self.actions}
+
+    def pause_state(self, worker: WorkerRow) -> str | None:
+        """A running worker's pause as the board says it: "pausing" from the pause until its heartbeat
+        says paused (a dashboard's button does not wait for that, unlike `i2v-watcher pause`), then
+        "paused"; "resuming" from a resume until its heartbeat says so."""
+        if not worker.up:
+            return None
+        held = worker.worker_id in self.paused or ALL in self.paused
+        if held:
+            return "paused" if worker.paused else "pausing"
+        return "resuming" if worker.paused else None
+
+    def drains(self, worker: WorkerRow) -> bool:
+        """A drain is among the pauses that hold this worker."""
+        return any(self.paused.get(whom, {}).get("drain") for whom in (worker.worker_id, ALL))
 
 
 class Board:
@@ -94,8 +110,8 @@ class Board:
         failed = self._reports.read(self.settings, warn)
         snap.failed = [entry for entry, _ in failed]
         snap.failed_written_ns = {entry["name"]: written for entry, written in failed}
-        snap.pauses = [pause_line(whom, r.model_dump(mode="json"))
-                       for whom, r in pauses(self.settings).items()]
+        snap.paused = {whom: r.model_dump(mode="json") for whom, r in pauses(self.settings).items()}
+        snap.pauses = [pause_line(whom, record) for whom, record in snap.paused.items()]
         snap.actions = self._actions.newest(ACTIONS_SHOWN)
         return snap
 

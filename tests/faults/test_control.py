@@ -1,6 +1,7 @@
 """Pause, resume and drain through the command line, with two real daemons on one share: a paused
 worker claims nothing and says so (heartbeat, `status`), a pause survives a kill -9 and a restart
-until `resume`, and a drain lets the running job publish, then the daemons exit 0, leaving the pause."""
+until `resume`, and a drain lets the running job publish, then the daemons exit 0, leaving the pause.
+(`run --once` under a pause and a drain: test_systemd.py, which also reads what it tells systemd.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 import pytest
 
 from conftest import Folders, cli, make_image, wait_for
+from i2v_watcher.config.settings import load_settings
+from i2v_watcher.control.pause import pause
 from i2v_watcher.work.lease import read_heartbeat
 
 from .conftest import LiveDaemon, Spawn, visible
@@ -96,3 +99,18 @@ def test_priority_reorders_a_queued_job_without_its_sidecar(folders: Folders, sp
     assert daemon.wait(60) == 0
     assert claimed_by(daemon) == ["c", "a", "b"]
     assert not list((folders.work / ".control" / "priority").iterdir())  # forgotten once claimed
+
+
+
+@pytest.mark.slow
+def test_a_drain_written_while_the_models_load_ends_that_daemon(folders: Folders, spawn: Spawn) -> None:
+    """The drain is for the daemons running when it came, and one still loading its model is running:
+    it exits once loaded and idle, instead of staying paused as a daemon started after the drain."""
+    folders.write_config(backend="slow-load", plugins=["slow_load"])
+    daemon = spawn(folders.config, SLOW_LOAD_S="2")
+    daemon.read_until("ffmpeg found")  # before the backend loads
+    pause(load_settings(folders.config), drain=True)
+    drop_job(folders, "a")
+    assert daemon.wait(30) == 0
+    assert daemon.find("paused by an operator: claiming nothing", draining=True)
+    assert not daemon.find("claimed") and "a.png" in visible(folders.inbox)

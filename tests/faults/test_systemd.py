@@ -1,6 +1,7 @@
 """The daemon as systemd sees it, with real sockets: sd_notify datagrams on a NOTIFY_SOCKET the test
 binds (READY=1 after start-up and before a resumed job, STATUS= with progress, WATCHDOG=1 only while the
-daemon makes progress, STOPPING=1 on SIGTERM), and journal entries on a journald socket the test binds
+daemon makes progress, STOPPING=1 on SIGTERM, PAUSED and DRAINING under an operator's pause and drain,
+with `run --once` waiting out a pause), and journal entries on a journald socket the test binds
 in a private mount namespace (one field per key, so `journalctl JOB_ID=…` follows a job)."""
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from pathlib import Path
 import pytest
 
 from conftest import PLUGINS, REPO, Folders, make_image, wait_for
-from faults.conftest import Spawn
+from faults.conftest import Spawn, visible
+from faults.test_control import drop_job
+from i2v_watcher.config.settings import load_settings
+from i2v_watcher.control.pause import pause, resume
+from i2v_watcher.ops.control import pause_and_wait
+from i2v_watcher.work.lease import read_heartbeat
 
 SLOW = {"backend": "slow", "plugins": ["slow_backend"]}
 
@@ -96,6 +102,10 @@ def messages(sock: Datagrams) -> list[Message]:
     return [Message(at, notify_fields(data)) for at, data in list(sock.received)]
 
 
+def statuses(sock: Datagrams) -> list[str]:
+    return [m.value("STATUS") or "" for m in messages(sock)]
+
+
 def first(found: list[Message], prefix: str) -> int:
     return next(i for i, m in enumerate(found) if m.has(prefix))
 
@@ -166,6 +176,43 @@ def test_a_start_up_error_is_in_the_status_line(folders: Folders, spawn: Spawn,
     statuses = [m.value("STATUS") or "" for m in messages(notify_socket)]
     assert any(s.startswith("cannot start:") and "no-ffmpeg" in s for s in statuses), statuses
     assert not any(m.has("READY=1") for m in messages(notify_socket))
+
+
+def test_run_once_waits_while_paused_a_drain_ends_it_and_the_status_line_says_so(
+        folders: Folders, spawn: Spawn, notify_socket: Datagrams) -> None:
+    """`run --once` under a pause claims nothing, says so once (who, since when, what ends it) and
+    waits; resumed, it runs its batch. A drain while it runs a job: the job is published, the batch
+    exits 0, what came after stays queued. systemd's STATUS says PAUSED, then DRAINING."""
+    folders.write_config(**SLOW, lease_timeout_s=6.0)  # a beat a second: a pause confirmed sooner
+    drop_job(folders, "a")
+    settings = load_settings(folders.config)  # the controls in-process: the batch is the real process
+    pause(settings)  # before any worker ever started: the work folder is made for it
+    batch = spawn(folders.config, "--once", NOTIFY_SOCKET=str(notify_socket.path))
+    said = batch.read_until("paused by an operator: claiming nothing")
+    assert said["level"] == "warning" and said["paused_by"] and said["since"]
+    assert said["until"] == "`i2v-watcher resume`"
+    wait_for(lambda: read_heartbeat(folders.work / "testhost").get("paused"), 10, what="a paused heartbeat")
+    wait_for(lambda: any("PAUSED (claims nothing new" in s for s in statuses(notify_socket)), 10,
+             what="PAUSED in the status line")
+    time.sleep(0.5)  # with the waits above, more than two loop turns and a settle_s
+    assert batch.process.poll() is None and "a.png" in visible(folders.inbox) and not batch.find("claimed")
+    resume(settings)
+    assert batch.wait(60) == 0
+    assert "a.json" in visible(folders.outbox)
+    assert len(batch.find("paused by an operator: claiming nothing")) == 1  # said once, not every turn
+
+    drop_job(folders, "b", delay_s=0.5)
+    notify_socket.received.clear()
+    batch = spawn(folders.config, "--once", NOTIFY_SOCKET=str(notify_socket.path))
+    batch.read_until("claimed", job="b")
+    assert pause_and_wait(settings, drain=True).confirmed == ["testhost"]
+    drop_job(folders, "c")
+    assert batch.wait(60) == 0
+    assert "b.json" in visible(folders.outbox) and "c.png" in visible(folders.inbox)
+    assert [e["job"] for e in batch.find("claimed")] == ["b"]
+    assert batch.find("paused by an operator: claiming nothing", draining=True)
+    assert any("DRAINING (claims nothing new, exits once its jobs are done)" in s
+               for s in statuses(notify_socket)), statuses(notify_socket)
 
 
 def test_without_systemd_python_the_daemon_runs_and_says_so_once(

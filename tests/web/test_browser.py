@@ -420,3 +420,39 @@ def test_queued_jobs_reordered_and_cancelled_from_the_overview(
     assert not driver.find_elements(By.CSS_SELECTOR, '#queue tr[data-job="first"]')
     shot(driver, "overview-controls")
     assert "first.png" in folders.files("failed") and "first.png" not in folders.files("inbox")
+
+
+def test_a_running_worker_paused_and_resumed_from_the_overview(
+        folders: Folders, start: Callable[..., Daemon], web: Callable[..., WebServer],
+        browser: WebDriver) -> None:
+    daemon = start(folders.config)
+    server = web(**writable())
+    driver = browser
+    sign_in(driver, server, "/")
+    card = 'article.worker.alive[data-worker="testhost"]'
+    until(driver, exists(f"{card} button.pause"), timeout=60, what="the running worker and its Pause button")
+
+    js(driver, f"document.querySelector('{card} button.pause').click()")
+    wait_for(lambda: "notice=" in driver.current_url, 15, "the page after the pause")
+    assert driver.find_element(By.ID, "notice").text.startswith("pausing worker testhost")
+    until(driver, f"const s = document.querySelector('{card} .state.paused');"
+                  "return s && s.textContent === 'paused'", what="the worker's heartbeat to say paused")
+    assert js(driver, "return document.querySelector('.pause[data-pause=\"testhost\"]').textContent"
+                      ".includes('paused: worker testhost (by web session ')")
+
+    make_image(folders.inbox / "held.png", seed=4)
+    until(driver, "const r = document.querySelector('#queue tr[data-job=\"held\"]');"
+                  "return r && r.cells[3].textContent.includes('next in line')", what="the job ready")
+    time.sleep(1.5)  # three of the daemon's loop turns: it would have claimed the job by now
+    assert "held.png" in folders.files("inbox") and not folders.files("outbox")
+    shot(driver, "overview-paused")
+
+    js(driver, "document.querySelector('.pause[data-pause=\"testhost\"] button.resume').click()")
+    wait_for(lambda: "notice=" in driver.current_url, 15, "the page after the resume")
+    wait_for(lambda: folders.files("outbox"), 60, "the job published once resumed")
+    until(driver, "const t = [...document.querySelectorAll('#actions td')].map(t => t.textContent);"
+                  "return t.includes('resumed worker testhost') && t.includes('paused worker testhost')",
+          what="the pause and the resume in the recent actions")
+    stopped(daemon)
+    order = ["paused by an operator: claiming nothing", "resumed: claiming again", "claimed"]
+    assert [e["event"] for e in daemon.events() if e.get("event") in order] == order, daemon.log

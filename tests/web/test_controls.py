@@ -1,5 +1,6 @@
-"""Cancel and priority on the dashboard, and its list of recent actions, against a running
-`i2v-watcher web` (no daemon: the queued jobs stay queued until acted on)."""
+"""Cancel, priority, pause, drain and resume on the dashboard, and its list of recent actions, against
+a running `i2v-watcher web` (no daemon: the queued jobs stay queued until acted on; a worker on
+another host is its heartbeat)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 from typing import Any
 from urllib.parse import unquote_plus, urlencode
+
+from test_liveness import write_beat
 
 from conftest import REPO, Folders, daemon_env, make_image
 from web.conftest import TOKEN, WebServer, writable
@@ -43,7 +46,8 @@ def sign_in(server: WebServer) -> tuple[dict[str, str], str]:
     headers = request(server, "POST", "/login", f"token={TOKEN}".encode(), FORM)[1]
     session = {"Cookie": headers["set-cookie"].split(";", 1)[0], "Origin": server.url}
     page = request(server, "GET", "/", headers=session)[2].decode()
-    found = re.search(r'action="/jobs/cancel"[^<]*<input type="hidden" name="csrf" value="([0-9a-f]+)"', page)
+    form = r'action="/(?:jobs|workers)/[a-z]+"[^<]*<input type="hidden" name="csrf" value="([0-9a-f]+)"'
+    found = re.search(form, page)
     assert found is not None, page
     return session, found.group(1)
 
@@ -104,3 +108,62 @@ def test_a_queued_job_is_cancelled_and_reordered_from_the_dashboard(folders: Fol
     assert who.fullmatch(actions[1]["by"]) and actions[0]["by"] == "web API token from 127.0.0.1"
     page = request(server, "GET", "/")[2].decode()
     assert "cancelled third&lt;b&gt;" in page and "third<b>" not in page
+
+
+def test_a_worker_and_the_share_paused_drained_and_resumed_from_the_dashboard(
+        folders: Folders, web: Any) -> None:
+    server = web(**writable())
+    # A live worker on another host, whose heartbeat does not say paused yet.
+    write_beat(folders.work / "w1", interval_s=30.0, backend="preview")
+    for path in ("/workers/pause", "/workers/drain", "/workers/resume"):
+        assert post(server, path, {}, {"Accept": "application/json"})[0] == 401
+        assert post(server, path, {"worker": "w1"},
+                    {"Authorization": "Bearer wrong-token-wrong-token"})[0] == 401
+    assert 'action="/workers/' not in request(server, "GET", "/")[2].decode()  # not signed in: no buttons
+    session, csrf = sign_in(server)
+    assert post(server, "/workers/pause", {}, session)[0] == 403  # the cookie alone: no CSRF
+    elsewhere = {**session, "Origin": "http://elsewhere.example"}
+    assert post(server, "/workers/drain", {"csrf": csrf}, elsewhere)[0] == 403
+    assert not (folders.work / ".control").exists() and status(server)["actions"] == []
+    who = re.compile(r"web session [0-9a-f]{8} from 127\.0\.0\.1")
+    page = request(server, "GET", "/", headers=session)[2].decode()
+    assert 'action="/workers/pause"' in page and 'name="worker" value="w1"' in page
+
+    answer = post(server, "/workers/pause", {"worker": "w1", "csrf": csrf}, session)
+    assert answer[0] == 303 and unquote_plus(answer[1]["location"]).startswith("/?notice=pausing worker w1")
+    held = json.loads((folders.work / ".control" / "pause-w1").read_text())
+    assert who.fullmatch(held["by"]) and held["at"] and held["drain"] is None
+    time.sleep(0.6)  # the board's snapshot is at most REFRESH_S old
+    page = request(server, "GET", "/", headers=session)[2].decode()
+    assert '<span class="state pausing">pausing…</span>' in page  # until its heartbeat says so
+    write_beat(folders.work / "w1", interval_s=30.0, backend="preview", paused=True)
+    time.sleep(0.6)
+    page = request(server, "GET", "/", headers=session)[2].decode()
+    assert '<span class="state paused">paused</span>' in page and "paused: worker w1 (by web session" in page
+
+    assert post(server, "/workers/drain", {"csrf": csrf}, session)[0] == 303  # the whole share
+    assert post(server, "/workers/pause", {"worker": "../w1", "csrf": csrf}, session)[0] == 400
+    answer = status(server)
+    assert set(answer["paused"]) == {"all", "w1"} and answer["paused"]["all"]["drain"]
+    assert any(line.startswith("draining: every worker (by web session ") for line in answer["pauses"])
+    assert "paused (drain)" in request(server, "GET", "/", headers=session)[2].decode()
+
+    assert post(server, "/workers/resume", {"csrf": csrf}, session)[0] == 303
+    answer = post(server, "/workers/resume", {"worker": "w1"}, {"Accept": "application/json", **BEARER})
+    assert json.loads(answer[2]) == {"target": "w1", "action": "resume", "resumed": True,
+                                     "message": "resumed worker w1"}
+    answer = post(server, "/workers/resume", {"worker": "w1"}, {"Accept": "application/json", **BEARER})
+    assert json.loads(answer[2])["message"] == "worker w1 was not paused"  # said, and not logged
+    time.sleep(0.6)
+    answer = status(server)
+    assert answer["paused"] == {} and answer["pauses"] == []
+    page = request(server, "GET", "/", headers=session)[2].decode()
+    assert '<span class="state resuming">resuming…</span>' in page  # its heartbeat still says paused
+    actions = answer["actions"]
+    assert [a["what"] for a in actions] == ["resumed worker w1", "resumed every worker",
+                                            "drained every worker", "paused worker w1"]
+    assert actions[0]["by"] == "web API token from 127.0.0.1"
+    assert all(who.fullmatch(a["by"]) for a in actions[1:])
+    no_retry = web(web_allow_retry=False)  # retry (so every control) off: refused even with the token
+    assert post(no_retry, "/workers/pause", {})[0] == 403
+    assert not list((folders.work / ".control").glob("pause-*"))
