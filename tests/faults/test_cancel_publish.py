@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, Folders, cli, daemon_env, make_image, wait_for
 from i2v_watcher.control.cancel import cancel_marker
 
-from .conftest import Spawn, visible
+from .conftest import Spawn, hidden, visible
 from .test_workers import worker_config
 
 FAST = {"backend": "slow", "plugins": ["slow_backend"], "lease_timeout_s": 2.0, "rescan_s": 1.0}
@@ -29,6 +29,7 @@ def drop_job(folders: Folders, name: str) -> None:
 
 
 def job_dir(folders: Folders, worker: str) -> Path:
+    """The one job folder in a worker's folder."""
     (found,) = [p for p in (folders.work / worker).iterdir() if p.is_dir() and not p.name.startswith(".")]
     return found
 
@@ -53,7 +54,7 @@ def assert_ended_once(folders: Folders, name: str, published: bool) -> None:
         assert outbox == [] and done == [] and failed == [f"{name}.error.json", f"{name}.png", f"{name}.yaml"]
         report = json.loads((folders.failed / f"{name}.error.json").read_text())
         assert report["stage"] == "cancelled" and report["error_class"] == "JobCancelledByOperator", report
-    assert mine(folders.inbox) == []
+    assert mine(folders.inbox) == [] and hidden(folders.outbox) == []  # no reservation or part left
 
 
 @pytest.mark.slow
@@ -73,36 +74,45 @@ def test_a_cancel_around_a_kill_ends_in_exactly_one_outcome_on_the_other_daemon(
     wait_for(lambda: list(folders.work.glob("w0/*/cancel")), 30, what="the cancel marker written")
     w0.resume()
     assert w0.wait() == -9, w0.log
-    w1 = spawn(configs["w1"], I2V_CRASH_AT="publish.after_file")
+    w1 = spawn(configs["w1"], I2V_CRASH_AT="publish.after_reserve")
     out, err = command.communicate(timeout=60)
     assert command.returncode == 0 and "early: cancelled (was running" in out, out + err
     assert w1.find("took over a job", previous="w0") and not w1.find("published")
     assert_ended_once(folders, "early", published=False)
 
-    # Past the commit point: w1 dies between two published files. `cancel` says it is too late and
-    # writes nothing; a marker that raced in anyway (written by a cancel that read the state just before
-    # `publishing`) changes nothing: w0, started again, takes the job over and goes on publishing, dies
-    # once more after the metadata, and w1, started again, completes it; the marker goes with the
-    # job's folder.
-    drop_job(folders, "late")
+    # Still before the commit point, the cancel after the kill: w1 dies once its outbox name is
+    # reserved, before `publishing`. w0, started again, takes the job over: cancelled, and the name's
+    # reservation let go (no `.mid.reserved` left in the outbox).
+    drop_job(folders, "mid")
     assert w1.wait() == -9, w1.log
-    late = job_dir(folders, "w1")
+    assert hidden(folders.outbox) == [".mid.reserved"]
+    command = cancel("mid", configs["w0"])
+    wait_for(lambda: list(folders.work.glob("w1/*/cancel")), 30, what="the cancel marker written")
+    w0 = spawn(configs["w0"], I2V_CRASH_AT="publish.after_file")
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 0 and "mid: cancelled (was running" in out, out + err
+    assert w0.find("took over a job", previous="w1", stage="encoded")
+    assert_ended_once(folders, "mid", published=False)
+
+    # Past the commit point: w0 dies between two published files. `cancel` says it is too late and
+    # writes nothing; a marker that raced in anyway (written by a cancel that read the state just before
+    # `publishing`) changes nothing: w1, started again, takes the job over and finishes the publish;
+    # the marker goes with the job's folder.
+    drop_job(folders, "late")
+    assert w0.wait() == -9, w0.log
+    late = job_dir(folders, "w0")
     assert json.loads((late / "job.json").read_text())["stage"] == "publishing"
     assert visible(folders.outbox) and "late.json" not in visible(folders.outbox)
     done = cli("cancel", "late", "--config", str(configs["w0"]))
     assert done.returncode == 1 and done.stdout == (
-        "late: too late to cancel, it is being published (on w1); it will be in the outbox, not failed/\n"), (
+        "late: too late to cancel, it is being published (on w0); it will be in the outbox, not failed/\n"), (
         done.stdout + done.stderr)
     assert not (late / "cancel").exists()
     cancel_marker(late, "a racing cancel")
-    w0 = spawn(configs["w0"], I2V_CRASH_AT="publish.after_metadata")
-    assert w0.wait(30) == -9, w0.log  # still alive: it failed the job instead (the marker obeyed)
-    assert w0.find("took over a job", previous="w1", stage="publishing")
     w1 = spawn(configs["w1"])
     w1.read_until("published", job="late")
     wait_for(lambda: not list(folders.work.glob("w*/2*")), 10, what="the job's folder gone, with its marker")
     assert_ended_once(folders, "late", published=True)
     meta = folders.metadata("late")
-    # As w0 wrote it: w0 published the files; w1 only found the job published and disposed of it.
-    assert meta["job_id"] == late.name and meta["worker_id"] == "w0"
-    assert [t["from"] for t in meta["takeovers"]] == ["w1"] and w1.find("took over a job", previous="w0")
+    assert meta["job_id"] == late.name and meta["worker_id"] == "w1"
+    assert [t["from"] for t in meta["takeovers"]] == ["w0"]
