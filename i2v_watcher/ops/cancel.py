@@ -59,7 +59,8 @@ def cancel(settings: Settings, name: str, by: str | None = None) -> Outcome | No
         outcome = _cancel_in_queue(settings, name, waiting[0], by)
         if outcome is not None:
             return outcome
-    found = _running(settings, name)
+    # A second look: a takeover may move the folder into a worker's folder already looked at.
+    found = _running(settings, name) or _running(settings, name)
     return None if found is None else _cancel_running(settings, name, *found, by=by)
 
 
