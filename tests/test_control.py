@@ -4,17 +4,25 @@ at an operator's cancel but never once it publishes."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from test_liveness import settings_for
 
-from i2v_watcher.control.cancel import cancel_marker, cancelled
+from conftest import wait_for
+from i2v_watcher.catalog import events
+from i2v_watcher.control.cancel import CANCEL_FILE, cancel_marker, cancelled
 from i2v_watcher.control.pause import Gate, pause, pause_line, pauses, resume
 from i2v_watcher.control.priority import forget_priority, priorities, set_priority
 from i2v_watcher.errors import JobCancelledByOperator
 from i2v_watcher.job.checkpoint import Activity, Checkpoint
+from i2v_watcher.job.records import JobState
+from i2v_watcher.job.state import new_job_id
+from i2v_watcher.ops.cancel import cancel
 from i2v_watcher.service.systemd import status_line
+from i2v_watcher.work.store import WorkStore
 
 
 def test_a_pause_of_the_share_or_of_one_worker_holds_until_resumed(tmp_path: Path) -> None:
@@ -102,3 +110,32 @@ def test_each_action_at_the_controls_is_in_the_event_log_with_who_and_when(tmp_p
     lines = [json.loads(line) for line in log_path(s, f"{s.worker_id}.commands").read_text().splitlines()]
     assert [(e["kind"], e["target"]) for e in lines] == [("paused", "me"), ("resumed", "me")]
     assert all(e["by"] and e["at"] for e in lines) and lines[0]["drain"] is False
+
+
+@pytest.mark.parametrize(("ending", "said"), [
+    ({"kind": "published", "name": "fox", "path": "fox.json"},
+     "fox: too late to cancel, it was published before the cancel was seen; it will be in the outbox"),
+    ({"kind": "failed", "name": "fox", "stage": "cancelled", "report": "fox.error.json"},
+     "fox: cancelled (was running; its files are in failed/)"),
+], ids=["published", "cancelled"])
+def test_cancel_of_a_running_job_says_how_it_ended_as_the_event_log_has_it(
+        tmp_path: Path, ending: dict[str, str], said: str) -> None:
+    """The job's folder is gone between two looks of the command (its worker, a thread here, acts
+    within the 0.2 s between them): the event log, not the folder's absence, says how it ended."""
+    owner = settings_for(tmp_path, worker_id="w0")
+    owner.worker_dir.mkdir()
+    job = WorkStore(owner).create(JobState(job_id=new_job_id(), worker_id="w0", stage="encoded", key="fox",
+                                           inputs=["fox.png"]))
+
+    def worker() -> None:
+        wait_for(lambda: (job.dir / CANCEL_FILE).exists(), 10, what="the cancel marker")
+        shutil.rmtree(job.dir)
+        events.append(owner, ending["kind"], job_id=job.id,  # type: ignore[arg-type]
+                      **{k: v for k, v in ending.items() if k != "kind"})
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    outcome = cancel(settings_for(tmp_path), "fox", by="me")
+    thread.join()
+    assert outcome is not None and outcome.message.startswith(said), outcome
+    assert outcome.cancelled == (ending["kind"] == "failed")

@@ -29,8 +29,8 @@ def assert_published_once(folders: Folders, name: str = "a") -> dict[str, object
 
 
 @pytest.mark.parametrize("point", [
-    "claim.before_rename", "claim.after_rename", "publish.after_file", "publish.after_metadata",
-    "dispose.after_move",
+    "claim.before_rename", "claim.after_rename", "publish.after_reserve", "publish.after_file",
+    "publish.after_metadata", "dispose.after_move",
 ])
 def test_crash_at_any_instant_then_restart_publishes_exactly_once(folders: Folders, start: Start,
                                                                   point: str) -> None:

@@ -46,6 +46,19 @@ def reserve_name(folder: Path, stem: str, suffixes: list[str], owner: str) -> st
     raise FileExistsError(errno.EEXIST, f"no free name for {stem!r}", str(folder))
 
 
+def release_own(folder: Path, stem: str, suffixes: list[str], owner: str) -> None:
+    """Release the name that reserve_name gave `owner` for this stem, where it holds one, found by the
+    same walk: it ends at the first name that is neither in use nor reserved."""
+    for n in range(10_000):
+        candidate = stem if n == 0 else f"{stem}-{n}"
+        marker = reservation(folder, candidate)
+        if _reserved_by(marker) == owner:
+            release_name(folder, candidate, owner)
+            return
+        if not os.path.lexists(marker) and not _in_use(folder, candidate, suffixes):
+            return
+
+
 def _in_use(folder: Path, stem: str, suffixes: list[str]) -> bool:
     return any(os.path.lexists(folder / f"{stem}{suffix}") for suffix in suffixes)
 

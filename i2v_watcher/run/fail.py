@@ -14,6 +14,8 @@ import structlog
 
 from i2v_watcher.catalog import events
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.cancel import cancel_message, cancelled
+from i2v_watcher.errors import JobCancelledByOperator
 from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import kind_of, write_json_atomic
 from i2v_watcher.fs.detours import blocked_part
@@ -56,6 +58,16 @@ def fail(settings: Settings, job: Job, error: JobFailure | None = None) -> None:
     log.warning("failed", stage=report.stage, error=report.message, report=str(path), **trace)
     events.append(settings, "failed", job_id=job.id, name=job.stem, stage=report.stage,
                   report=path.relative_to(settings.failed).as_posix())
+
+
+def fail_cancelled(settings: Settings, job: Job) -> str:
+    """A job cancelled before it ran (its cancel marker in its folder: control.cancel) goes straight to
+    failed/ with a `cancelled` report; the cancel's words."""
+    said = cancelled(job.dir) or cancel_message(None, None)
+    error = JobCancelledByOperator(said)
+    fail(settings, job, JobFailure(stage=error.stage, error_class=type(error).__name__, message=said,
+                                   hint=error.hint))
+    return said
 
 
 def traceback_pointer(job: Job, failure: JobFailure) -> str:

@@ -48,7 +48,7 @@ from i2v_watcher.run.generate import generate
 from i2v_watcher.run.lone import explain_lone_sidecar
 from i2v_watcher.run.metadata import encoded_metadata, generated_metadata
 from i2v_watcher.run.prepare import Preparation, Prepared
-from i2v_watcher.run.publish import dispose_inputs, publish
+from i2v_watcher.run.publish import dispose_inputs, publish, release_reserved
 from i2v_watcher.run.soundtrack import keep_soundtrack, kept_soundtrack, soundtrack_lost
 from i2v_watcher.work.claim import requeue
 from i2v_watcher.work.store import Scratch
@@ -226,6 +226,7 @@ class Pipeline:
         """The cancel's commit point (control.cancel): read once more before publishing, never after."""
         said = self.checkpoint.cancel_requested() if job.state.stage == "encoded" else None
         if said is not None:
+            release_reserved(self.settings, job)
             raise JobCancelledByOperator(said)
 
     def _unjudged(self, job: Job) -> bool:

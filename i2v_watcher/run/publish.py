@@ -26,7 +26,7 @@ from i2v_watcher.faults import crashpoint
 from i2v_watcher.fs.atomic import FolderBlocked, copy_atomic, safe_subdir, same_content, write_json_atomic
 from i2v_watcher.fs.detours import blocked_part
 from i2v_watcher.fs.perms import output_perms
-from i2v_watcher.fs.reservations import release_name, reserve_name
+from i2v_watcher.fs.reservations import release_name, release_own, reserve_name
 from i2v_watcher.job.records import MAX_RECORD_BYTES, PublishedMetadata, StagedMetadata
 from i2v_watcher.job.spec import check_output_name, safe_stem
 from i2v_watcher.job.state import Job
@@ -119,13 +119,27 @@ def _choose_name(settings: Settings, job: Job, folder: Path) -> None:
     wanted = job.state.wanted_name or wanted_name(  # none in a job claimed by an older version
         settings, job, quality=meta.quality_level, output_name=None,
         fields={"seed": job.state.seed, "preset": meta.presets[0], "backend": meta.backend})
-    suffixes = [public[len(wanted):] for _, public in _public_names(settings, job, wanted)] + [".json"]
+    suffixes = _suffixes(settings, job, wanted)
     name = reserve_name(folder, wanted, suffixes, job.id)
+    crashpoint("publish.after_reserve")
     files = [name + suffix for suffix in suffixes]
     job.advance("publishing", output_name=name,
                 published=[str(job.rel_dir / f) if str(job.rel_dir) != "." else f for f in files])
     if name != wanted:
         log.info("name taken in the outbox, using a suffix", wanted=wanted, name=name)
+
+
+def _suffixes(settings: Settings, job: Job, name: str) -> list[str]:
+    """What follows the output name in each published file's name, the metadata's last."""
+    return [public[len(name):] for _, public in _public_names(settings, job, name)] + [".json"]
+
+
+def release_reserved(settings: Settings, job: Job) -> None:
+    """An encoded job that will not be published (cancelled at the commit point) lets go of the outbox
+    name it may have reserved: a crash between the reservation and `publishing` leaves one behind."""
+    wanted = job.state.wanted_name
+    if wanted is not None and job.state.stage == "encoded":
+        release_own(settings.outbox / job.rel_dir, wanted, _suffixes(settings, job, wanted), job.id)
 
 
 def _publish_files(settings: Settings, job: Job, folder: Path) -> None:

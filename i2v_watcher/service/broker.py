@@ -25,6 +25,10 @@ TASK = "i2v_watcher.process_job"
 BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 # A send that cannot reach the broker gives up after about 1.5 s; the job waits in work/queue/.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
+# How long the task of a job cancelled while queued is known as such: its worker says so rather than
+# "not found"; a task that waits longer (no worker for a week) is still a no-op, only said less well.
+CANCELLED_TTL_S = 7 * 24 * 3600
+CANCEL_TIMEOUT_S = 2.0  # `cancel` does not wait long for a broker that is away: the folders decide
 
 
 def as_queue(settings: Settings) -> Settings:
@@ -80,6 +84,25 @@ def make_app(settings: Settings, process: Callable[[str], str] | None = None) ->
     return app
 
 
+def cancelled_key(settings: Settings, job_id: str) -> str:
+    return f"i2v-watcher:{settings.celery_queue}:cancelled:{job_id}"
+
+
+def note_cancel(settings: Settings, job_id: str, said: str) -> None:
+    """Before `cancel` takes a queued job out of work/queue/: its task, still in the broker, is then
+    known as a cancelled job's (Broker.cancelled). Best-effort: the folder, not this note, makes the
+    task a no-op, so a broker that cannot be reached costs only the worker's words."""
+    assert settings.broker_url is not None
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=CANCEL_TIMEOUT_S,
+                                  socket_timeout=CANCEL_TIMEOUT_S)
+    try:
+        with contextlib.suppress(*BROKER_ERRORS):
+            client.set(cancelled_key(settings, job_id), said, ex=CANCELLED_TTL_S)
+    finally:
+        with contextlib.suppress(*BROKER_ERRORS):
+            client.close()
+
+
 class Broker(Part):
     """The Redis side: sending a job's task, and the record of when each queued job's task was last
     sent (a hash in the same Redis). A task is always sent before it is recorded: a crash in between
@@ -109,6 +132,14 @@ class Broker(Part):
             with contextlib.suppress(ValueError):
                 found[key.decode() if isinstance(key, bytes) else key] = float(value)
         return found
+
+    def cancelled(self, job_id: str) -> str | None:
+        """Who cancelled this job while it was queued, in words (note_cancel); None when not known."""
+        with contextlib.suppress(*BROKER_ERRORS):
+            said = self.redis.get(cancelled_key(self.settings, job_id))
+            if said is not None:
+                return said.decode(errors="replace") if isinstance(said, bytes) else str(said)
+        return None
 
     def forget(self, job_ids: list[str]) -> None:
         if job_ids:

@@ -27,8 +27,10 @@ from celery.exceptions import CPendingDeprecationWarning, Reject
 from celery.worker import state as celery_state
 
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.control.cancel import cancelled
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.state import JOB_ID_PATTERN, Job
+from i2v_watcher.run.fail import fail_cancelled
 from i2v_watcher.run.stages import Result
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.service.broker import BROKER_ERRORS, Broker, as_queue, safe_url
@@ -167,6 +169,15 @@ class QueueWorker(Service):
                 job = resume_claim(self.settings, job)
                 if job is None:
                     return "nothing to do"
+            if job.state.stage == "claimed" and cancelled(job.dir) is not None:
+                # Cancelled while queued, taken here before the cancel could take it (or left by a
+                # `cancel` killed half-way): failed as cancelled, never generated.
+                log.info("task of a cancelled job: failed without running it", job=job.state.key)
+                try:
+                    fail_cancelled(self.settings, job)
+                    return "cancelled"
+                except OSError as exc:  # failed/ away: the stages finish the failure, with their retries
+                    log.warning("cannot move the cancelled job to failed/ now", error=str(exc))
             self._submit(job)
             return "handed to the finishing stage"
 
@@ -207,7 +218,11 @@ class QueueWorker(Service):
                 continue
             owner = self._owner_of(job_id)
             if owner is None:
-                log.info("job not found in the work folder: finished already, nothing to do")
+                said = self.broker.cancelled(job_id)
+                if said is not None:
+                    log.info("task of a cancelled job: nothing to do", cancel=said)
+                else:
+                    log.info("job not found in the work folder: finished already, nothing to do")
                 return None
             if not self._expired(owner):
                 log.info("job is with a live worker: left to it", worker=owner.name)

@@ -20,6 +20,7 @@ import pytest
 from test_metrics import jobs, scrape, value
 
 from conftest import Folders, cli, decode, make_image, wait_for, write_toml
+from i2v_watcher.control.cancel import cancel_marker
 
 from .celery_helpers import RedisServer, free_port
 from .conftest import LiveDaemon as Process
@@ -352,3 +353,52 @@ def test_each_backend_has_its_queue_and_only_workers_that_loaded_it_consume_it(
     for name in names:
         meta = folders.metadata(name)
         assert meta["worker_id"] == ("w2" if meta["backend"] == "slow" else "w1"), name
+
+
+def queued_ids(folders: Folders) -> dict[str, str]:
+    """Name → job id of the jobs waiting in work/queue/."""
+    return {json.loads((p / "job.json").read_text())["key"]: p.name
+            for p in (folders.work / "queue").iterdir() if p.is_dir()}
+
+
+def test_cancel_makes_a_queued_jobs_task_a_no_op_and_stops_a_running_one(
+        folders: Folders, redis_server: RedisServer, start: Start) -> None:
+    """job00 is cancelled while its task waits in the broker: the command fails it at once, and the task
+    does nothing. job01 carries a cancel marker into the worker (a cancel killed before it could take
+    the folder): failed, never generated. job02 is cancelled while it generates; job03 is published."""
+    names = drop(folders, 4, "num_frames: 4\nbackend_options: {delay_s: 0.1}\n")
+    (folders.inbox / "job02.yaml").write_text("num_frames: 8\nbackend_options: {delay_s: 1.0}\n")
+    fast = {**SLOW, "progress_log_s": 0.0}
+    shared = config(folders, redis_server, "disp", **fast)
+    dispatcher = start("run", shared)
+    wait_for(lambda: len(dispatcher.find("enqueued")) == len(names), timeout=30, what="every job enqueued")
+    ids = queued_ids(folders)
+    done = cli("cancel", "job00", "--config", str(shared))
+    assert done.returncode == 0 and "job00: cancelled by" in done.stdout and "was queued" in done.stdout, (
+        done.stdout + done.stderr)
+    assert sorted(queued_ids(folders)) == names[1:]
+    cancel_marker(folders.work / "queue" / ids["job01"], "the test")
+
+    worker = start("worker", config(folders, redis_server, "w1", **fast))
+    worker.read_until("progress", job_id=ids["job02"])
+    done = cli("cancel", "job02", "--config", str(shared))
+    assert done.returncode == 0 and "job02: cancelled (was running" in done.stdout, done.stdout + done.stderr
+    wait_for(lambda: markers(folders) == ["job03.json"], timeout=60, what="job03 published")
+    stop_all(dispatcher, worker)
+
+    def logged(job: str) -> list[dict[str, Any]]:
+        return [e for e in worker.events() if e.get("job_id") == ids[job]]
+
+    (noop,) = logged("job00")  # the task's only line: no folder taken or made, nothing published
+    assert noop["event"] == "task of a cancelled job: nothing to do", worker.log
+    assert noop["cancel"].startswith("cancelled by")
+    assert [e["event"] for e in logged("job01")] == [
+        "took job from the queue", "task of a cancelled job: failed without running it", "failed"]
+    for name in names[:3]:
+        report = json.loads((folders.failed / f"{name}.error.json").read_text())
+        assert report["stage"] == "cancelled" and report["job_id"] == ids[name], report
+        assert (folders.failed / f"{name}.png").is_file() and (folders.failed / f"{name}.yaml").is_file()
+    assert "by the test" in json.loads((folders.failed / "job01.error.json").read_text())["message"]
+    assert not worker.find("published", job_id=ids["job02"]) and folders.files("inbox") == []
+    assert job_folders(folders) == [] and sorted(p.name for p in folders.work.iterdir()) == [
+        ".events", "queue", "w1"]  # no folder left by the command
