@@ -14,6 +14,7 @@ be N times one; what they lose is the coordination's cost and the machine's core
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,8 +91,9 @@ def processes(root: Path, commands: list[tuple[str, str]], base: dict[str, objec
                 process.wait()
 
 
-def one_run(mode: str, jobs: int, workers: int, gpu_s: float) -> float:
-    """Seconds from the batch's drop into the inbox to its last publish."""
+def one_run(mode: str, jobs: int, workers: int, gpu_s: float) -> tuple[float, str]:
+    """Seconds from the batch's drop into the inbox to its last publish, and how many jobs each
+    worker published (from the metadata's worker_id, most first)."""
     root = Path(tempfile.mkdtemp(prefix=f"i2v-bench-workers-{mode}-"))
     redis = RedisServer(root / "redis") if mode == "celery" else None
     try:
@@ -114,7 +117,10 @@ def one_run(mode: str, jobs: int, workers: int, gpu_s: float) -> float:
                     raise SystemExit(f"{mode}, {workers} workers: not every job published "
                                      f"(failed: {[p.name for p in failed]})\n{logs}")
                 time.sleep(0.05)
-            return time.monotonic() - dropped
+            seconds = time.monotonic() - dropped
+        published = Counter(json.loads(path.read_text()).get("worker_id")
+                            for path in (root / "outbox").glob("*.json"))
+        return seconds, "/".join(str(n) for _, n in published.most_common())
     finally:
         if redis is not None:
             redis.kill()
@@ -129,12 +135,12 @@ def run(quick: bool = False, jobs: int | None = None, counts: tuple[int, ...] | 
     for mode, label in MODES.items():
         base = None
         for workers in counts:
-            seconds = one_run(mode, jobs, workers, gpu_s)
+            seconds, spread = one_run(mode, jobs, workers, gpu_s)
             base = base or seconds
             rows.append({"mode": label, "workers": workers, "jobs": jobs, "GPU s/job": gpu_s,
                          "wall s": round(seconds, 2), "jobs per minute": round(60 * jobs / seconds, 1),
                          "vs 1 worker": f"{base / seconds:.2f}x",
-                         "GPU busy": f"{jobs * gpu_s / (workers * seconds):.0%}"})
+                         "GPU busy": f"{jobs * gpu_s / (workers * seconds):.0%}", "jobs per worker": spread})
     return TITLE, rows
 
 

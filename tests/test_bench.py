@@ -177,6 +177,8 @@ def test_quick_workers_reports_jobs_per_minute_for_each_fleet(bench: ModuleType)
         assert row["jobs"] == workers.QUICK[0] and row["wall s"] > workers.QUICK[2], row
         assert row["jobs per minute"] == pytest.approx(60 * row["jobs"] / row["wall s"], abs=0.5), row
         assert 0 < int(str(row["GPU busy"]).rstrip("%")) <= 100, row
+        spread = [int(n) for n in str(row["jobs per worker"]).split("/")]
+        assert sum(spread) == row["jobs"] and len(spread) <= row["workers"], row
         # Jobs this short are mostly start-up and hand-over, and the machine is shared: sane, not fast.
         assert 0.5 <= float(str(row["vs 1 worker"]).rstrip("x")) <= row["workers"] * 1.05, row
     assert rows[0]["vs 1 worker"] == rows[2]["vs 1 worker"] == "1.00x"
