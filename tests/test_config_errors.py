@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,13 @@ def test_check_config_takes_config_or_the_positional_file(folders: Folders) -> N
 
 # ---- status: done jobs listed as the README says; folders that do not exist -----------------------
 def published(folders: Folders, name: str, when: float, **extra: Any) -> None:
+    """A clip's metadata as the daemon writes it (the catalog's index counts a clip by it), published
+    at `when`."""
     marker = folders.outbox / f"{name}.json"
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"job_id": name, **extra}))
+    stamp = datetime.fromtimestamp(when, UTC).isoformat()
+    marker.write_text(json.dumps({"job_id": name, "name": name, "files": [f"{name}.mp4", f"{name}.json"],
+                                  "published_at": stamp, **extra}))
     (folders.outbox / f"{name}.mp4").write_bytes(b"mp4")
     os.utime(marker, (when, when))
 

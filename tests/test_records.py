@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Folders, cli
+from i2v_watcher.catalog.index import Filters
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.records import (
     MAX_RECORD_BYTES,
@@ -149,7 +150,7 @@ def test_status_and_the_gallery_show_an_edited_file_as_unreadable_or_none(folder
     edited |= {"seed": "lucky", "postprocess": {"presets": "all"}, "published_at": "2030"}
     (folders.outbox / "presets.json").write_text(json.dumps(edited))
     (folders.outbox / "nameless.json").write_text(json.dumps({**edited, "name": 5}))
-    clips = Gallery(Settings(**folders.settings)).clips()
+    clips = Gallery(Settings(**folders.settings)).page(Filters(), 1, 100)[0]
     assert [c.name for c in clips] == ["presets", "plain"]
     assert clips[0].meta.seed is None and clips[0].presets == [] and clips[0].prompt == "a windy field"
     with pytest.raises(ValueError, match=r"^invalid metadata: seed"):

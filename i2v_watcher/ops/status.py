@@ -140,7 +140,7 @@ def published(settings: Settings, warn: Warn) -> list[str]:
     """Done: the published jobs, oldest first, from this host's catalog (catalog.index: kept current
     from the event logs, so `status` never walks a large outbox), or where it cannot be used, from a
     walk of the outbox's names (a metadata file `<name>.json` is written last)."""
-    if not settings.outbox.is_dir():
+    if not folder_exists("outbox", settings.outbox, warn):
         return []
     try:
         catalog = Catalog(settings)
