@@ -19,7 +19,7 @@ from web.conftest import TOKEN, WebServer, writable
 from web.conftest import web as web  # the fixture that starts `i2v-watcher web`
 from web.test_security import multipart, png_bytes
 
-from conftest import Folders, make_image
+from conftest import Folders, announce, make_image
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -135,3 +135,4 @@ def clip(outbox: Any, name: str, published_at: str) -> None:
     (outbox / f"{name}.json").write_text(json.dumps({
         "job_id": name, "name": name, "prompt": "a fox", "published_at": published_at,
         "input": {"path": "fox.png"}, "files": [f"{name}.mp4", f"{name}.json"]}))
+    announce(outbox, f"{name}.json")
