@@ -431,6 +431,15 @@ def test_web_runs_the_dashboard_as_the_daemon_with_its_config(web: Unit) -> None
     assert web.values("EnvironmentFile") == ["-/etc/i2v-watcher/web.env"]
 
 
+def test_web_keeps_its_catalog_in_a_local_cache_of_its_own(web: Unit) -> None:
+    """The catalog's index (catalog.index.default_path: $CACHE_DIRECTORY) needs a writable local folder
+    under ProtectSystem=strict and ProtectHome=yes, not the daemons' model cache."""
+    assert web.last("ProtectSystem") == "strict" and web.last("ProtectHome") in TRUE
+    assert web.values("CacheDirectory") == ["i2v-watcher-web"]
+    daemons = {value for unit in map(load_unit, DAEMON_UNITS) for value in unit.values("CacheDirectory")}
+    assert "i2v-watcher-web" not in daemons
+
+
 def test_web_is_a_plain_service(web: Unit) -> None:
     """uvicorn sends no READY=1 and no WATCHDOG=1: notify or a watchdog would kill a healthy dashboard."""
     assert web.last("Type") in ("simple", "exec")
@@ -471,7 +480,7 @@ def test_web_writes_only_the_data_folders(web: Unit) -> None:
     roots = writable(web)
     for name, folder in load_settings(CONFIG).folders().items():
         assert covered(folder, roots), f"{name} = {folder} is read-only for the dashboard (submit, retry)"
-    assert not web.values("StateDirectory") and not web.values("CacheDirectory")  # no state, no cache
+    assert not web.values("StateDirectory")  # no state; its one cache: the catalog (test above)
     assert web.last("PrivateTmp") in TRUE  # uploads are checked in a private /tmp
 
 
