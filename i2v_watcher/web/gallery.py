@@ -6,13 +6,15 @@ background, and the pages show what it has found so far meanwhile (`indexing`).
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from i2v_watcher.catalog.index import Catalog, Entry, Filters
+from i2v_watcher.catalog.index import Catalog, Entry, Filters, default_path
 from i2v_watcher.catalog.judged import Judged, judged
 from i2v_watcher.catalog.ranks import Placing, Variant, placings, variant
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import StartupError
 from i2v_watcher.job.records import PublishedMetadata
 from i2v_watcher.job.spec import MAX_VARIANTS
 
@@ -71,7 +73,11 @@ def _from(found: Entry) -> Clip:
 
 class Gallery:
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
-        self.catalog = catalog or Catalog(settings)
+        try:
+            self.catalog = catalog or Catalog(settings)
+        except (OSError, sqlite3.Error) as exc:  # a dashboard without its index would walk the share
+            raise StartupError(f"cannot open the catalog's index at {default_path(settings)}: {exc}; set "
+                               "catalog_path to a file on a local disk this user can write") from exc
 
     def fresh(self) -> Catalog:
         """The index, brought up to date (at most every REFRESH_S)."""

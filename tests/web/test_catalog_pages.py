@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from i2v_watcher.catalog import events
 from i2v_watcher.catalog import index as index_module
 from i2v_watcher.config.settings import Settings
+from i2v_watcher.errors import StartupError
 from i2v_watcher.web import gallery as gallery_module
 from i2v_watcher.web.app import create_app
 
@@ -117,3 +118,10 @@ def test_a_first_walk_serves_what_it_has_indexed_and_says_so(tmp_path: Path, oft
         assert answer["counts"]["published"] == 12
         page = web.get("/gallery").text
         assert 'id="indexing"' not in page and total(page) == 12
+
+
+def test_a_dashboard_without_a_writable_index_refuses_to_start(tmp_path: Path) -> None:
+    values = settings(tmp_path).model_copy(update={"catalog_path": tmp_path / "outbox" / "x" / "c.sqlite"})
+    (tmp_path / "outbox" / "x").write_text("a file where the index's folder belongs")
+    with pytest.raises(StartupError, match=r"cannot open the catalog's index at .*c\.sqlite: .*catalog_path"):
+        create_app(values)
