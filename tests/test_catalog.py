@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_pipeline import job_for, pipeline, settings
 
 from i2v_watcher.catalog import events
+from i2v_watcher.catalog import index as index_module
 from i2v_watcher.catalog.index import Catalog, Filters, default_path
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.ops.retry import retry
@@ -194,3 +196,25 @@ def test_status_lists_the_done_jobs_from_the_index(settings: Settings, monkeypat
     fallback = snapshot(settings)
     assert fallback.done == ["team/clip0001", "team/clip0002", "clip0003"]
     assert len(fallback.warnings) == 1 and "cannot use the catalog" in fallback.warnings[0]
+
+
+def test_two_readers_on_one_host_walk_the_same_index_at_once(settings: Settings, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard and `status` on one host share the index: a walk that finds the clips it is about
+    to add already added by the other's walk still ends with each clip once."""
+    for i in range(5):
+        publish(settings, i)
+    path = tmp_path / "shared.sqlite"
+    first, second = Catalog(settings, path), Catalog(settings, path)
+    real, raced = index_module.read_metadata, []
+
+    def racing(file: Path) -> Any:  # the first walk's first read: the other walk runs to its end
+        if not raced:
+            raced.append(file)
+            second.reconcile()
+        return real(file)
+
+    monkeypatch.setattr(index_module, "read_metadata", racing)
+    first.reconcile()
+    assert raced and second.count() == first.count() == 5
+    assert names(first, Filters(query="number")) == [f"clip{i:04d}" for i in reversed(range(5))]

@@ -243,8 +243,12 @@ class Catalog:
             for start in range(0, len(changed), BATCH):
                 batch = changed[start:start + BATCH]
                 read = [(rel, ident, read_metadata(self.root / rel)) for rel, ident in batch]
-                with self._write():
-                    self._store(read, known=any(rel in known for rel, _ in batch))
+                try:
+                    with self._write():
+                        self._store(read, known=any(rel in known for rel, _ in batch))
+                except sqlite3.IntegrityError:  # another process on this host indexed some meanwhile
+                    with self._write():
+                        self._store(read)
             self._set_fact("walked_at", time.time())
             log.debug("catalog reconciled", files=len(found), read=len(changed),
                       seconds=round(time.monotonic() - started, 3))
