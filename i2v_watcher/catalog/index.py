@@ -144,7 +144,8 @@ class Catalog:
         else:
             with self._lock:
                 if self._walker is None or not self._walker.is_alive():
-                    self._walker = threading.Thread(target=self.reconcile, name="catalog-walk", daemon=True)
+                    self._walker = threading.Thread(target=self._reconcile_logged, name="catalog-walk",
+                                                    daemon=True)
                     self._walker.start()
                     self._walk_began = time.monotonic()
                 walker = self._walker
@@ -254,6 +255,14 @@ class Catalog:
                       seconds=round(time.monotonic() - started, 3))
         finally:
             self._walking.release()
+
+    def _reconcile_logged(self) -> None:
+        """A walk in the background: what stops it is logged (the next refresh tries again)."""
+        try:
+            self.reconcile()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("the catalog's walk stopped: it is tried again at the next refresh", error=str(exc),
+                      index=str(self.path))
 
     @property
     def indexing(self) -> bool:
