@@ -231,8 +231,11 @@ def read_json(path: Path, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
 
 
 def _read_capped(path: Path, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes (one more tells a file too large), asked for by the file's size:
+    a buffer of the cap for every small record costs more than reading it (the catalog reads
+    100,000). A file that grows after the fstat reads as its first bytes, so as broken this time."""
     with open(path, "rb", opener=open_nofollow) as handle:
-        return handle.read(max_bytes + 1)
+        return handle.read(min(os.fstat(handle.fileno()).st_size, max_bytes) + 1)
 
 
 def copy_atomic(source: Path, final: Path, *, token: str | None = None, replace: bool = False,
