@@ -164,9 +164,14 @@ class QueueWorker(Service):
 
     def _claims_allowed(self) -> bool:
         """The pauses read now (control.pause.Gate.check); the queues closed at once when paused."""
-        allowed = self.gate.check(self.checkpoint.activity)
-        if not allowed:
-            self.tap.open(False)
+        bound = structlog.contextvars.get_contextvars()
+        structlog.contextvars.unbind_contextvars("job_id")  # read inside a task too: not that job's lines
+        try:
+            allowed = self.gate.check(self.checkpoint.activity)
+            if not allowed:
+                self.tap.open(False)
+        finally:
+            structlog.contextvars.bind_contextvars(**bound)
         return allowed
 
     def process(self, job_id: str) -> str:
