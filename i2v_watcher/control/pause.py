@@ -20,15 +20,18 @@ import secrets
 import socket
 from pathlib import Path
 
+import structlog
 from pydantic import BaseModel, ConfigDict
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.fs.atomic import read_json, write_json_atomic
+from i2v_watcher.job.checkpoint import Activity
 from i2v_watcher.job.records import utc_now
 
 CONTROL_DIR = ".control"  # hidden: never taken for a worker's folder (work.lease.worker_folders)
 ALL = "all"
 MAX_PAUSE_BYTES = 64 * 1024
+log = structlog.get_logger("i2v_watcher.control.pause")
 
 
 class PauseRecord(BaseModel):
@@ -105,6 +108,7 @@ class Gate:
     """A worker's view of the pauses that concern it (its own and the share's)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.worker_id = settings.worker_id
         self.files = (pause_file(settings, None), pause_file(settings, settings.worker_id))
         # Drains already there at start-up are not for this run (see the module's docstring).
         self._old_drains = {r.drain for r in self._records() if r.drain}
@@ -128,6 +132,29 @@ class Gate:
         self.paused = bool(records)
         self.draining = any(r.drain and r.drain not in self._old_drains for r in records)
         return not self.paused
+
+    def check(self, activity: Activity) -> bool:
+        """claims_allowed(), said: in the activity (the heartbeat's "paused", systemd's STATUS) and, once
+        per change, in the log. Every service that claims (the daemon's intake, a Celery worker's
+        consumer) checks here before each claim and while idle, from the thread that claims."""
+        allowed = self.claims_allowed()
+        if activity.paused != (not allowed):
+            if allowed:
+                log.warning("resumed: claiming again", worker_id=self.worker_id)
+            else:  # said once per pause: who paused, when, and what ends it (`run --once` waits too)
+                held = self.in_force()
+                log.warning("paused by an operator: claiming nothing", worker_id=self.worker_id,
+                            draining=self.draining, paused_by=held and held.by, since=held and held.at,
+                            until="`i2v-watcher resume`" + (" (this worker exits once idle)"
+                                                            if self.draining else ""))
+        activity.paused, activity.draining = not allowed, self.draining
+        return allowed
+
+
+def say_drained() -> None:
+    """A drained worker's last word before it exits (the daemon's loop, a Celery worker's tick)."""
+    log.warning("drained: every job of this worker is finished, exiting (the pause stays until "
+                "`i2v-watcher resume`)")
 
 
 def pause_line(whom: str, record: dict[str, object]) -> str:

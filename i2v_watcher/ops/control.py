@@ -19,7 +19,6 @@ from i2v_watcher.errors import StartupError
 from i2v_watcher.inbox.queue import queued_jobs
 from i2v_watcher.inbox.watch import Inbox
 from i2v_watcher.job.spec import WORKER_ID_PATTERN
-from i2v_watcher.work.lease import QUEUE
 from i2v_watcher.work.liveness import heartbeat_interval
 from i2v_watcher.work.survey import survey
 
@@ -55,7 +54,9 @@ def pause_and_wait(settings: Settings, worker: str | None = None, *, drain: bool
     limit = timeout_s if timeout_s is not None else 3 * heartbeat_interval(settings) + 2.0
     deadline = time.monotonic() + limit
     while True:
-        rows = [row for row in survey(settings) if row.up and row.worker_id != QUEUE
+        # Celery mode's `run` (the worker "queue") is waited for under a pause of the whole share: it
+        # then claims nothing from the inbox into work/queue/ either.
+        rows = [row for row in survey(settings, queue=worker is None) if row.up
                 and row.activity != "stopped" and worker in (None, row.worker_id)]
         outcome = PauseOutcome(confirmed=[r.worker_id for r in rows if r.paused],
                                unconfirmed=[r.worker_id for r in rows if not r.paused])

@@ -8,7 +8,11 @@ finishing stage, or done with): from then on the folder, not the queue, keeps th
 that dies during the encode resumes it at its next start (or another worker takes it over), as `run`
 does. So one task at a time is unacknowledged (prefetch stays at one), at most `pipeline_depth` jobs
 are in the worker's folder, and a job still generating when its worker dies is redelivered (after
-`visibility_timeout_s`) as before."""
+`visibility_timeout_s`) as before.
+
+An operator's pause (control.pause) stops the worker consuming (consuming.py): it finishes the jobs it
+has, takes no task, and its heartbeat says "paused"; a drain then ends it once idle. The tasks stay
+in Redis for the other workers."""
 
 from __future__ import annotations
 
@@ -22,19 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from celery import bootsteps
 from celery.exceptions import CPendingDeprecationWarning, Reject
 from celery.worker import state as celery_state
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.control.cancel import cancelled
+from i2v_watcher.control.pause import say_drained
 from i2v_watcher.errors import StartupError
 from i2v_watcher.job.state import JOB_ID_PATTERN, Job
 from i2v_watcher.run.fail import fail_cancelled
 from i2v_watcher.run.stages import Result
 from i2v_watcher.service.bootstrap import prepare_folders
 from i2v_watcher.service.broker import BROKER_ERRORS, Broker, as_queue, safe_url
-from i2v_watcher.service.lifecycle import Service
+from i2v_watcher.service.consuming import Tap, tick_step
+from i2v_watcher.service.lifecycle import EXIT_OK, Service
 from i2v_watcher.service.parts import Beating, Part
 from i2v_watcher.service.runner import Runner
 from i2v_watcher.work.claim import resume_claim
@@ -48,7 +53,6 @@ from i2v_watcher.work.lease import (
 from i2v_watcher.work.routing import backend_queue, check_auto_backend
 from i2v_watcher.work.store import WorkStore
 
-TICK_S = 1.0  # the worker's idle tick: activity, signals, outcomes, lease history
 WAIT_S = 0.2  # how often a task that waits for the stages looks again
 log = structlog.get_logger("i2v_watcher.service.celery_worker")
 
@@ -93,6 +97,7 @@ class QueueWorker(Service):
         self.broker = Broker(settings, self.process)
         self.leases = LeaseWatch(settings)
         self.observer = self.leases.observer
+        self.tap = Tap(self.queues)
         self.compose([self.broker, Beating(heartbeat), self.leases, self.runner])
 
     def work(self) -> None:
@@ -108,7 +113,7 @@ class QueueWorker(Service):
     def resume_leftovers(self) -> None:
         """The jobs this worker left in its folder (killed, stopped), before it takes new ones."""
         for job in self.store.leftovers():
-            if self.checkpoint.stopping or not self._wait(self._room, self.reported, stoppable=True):
+            if self.checkpoint.stopping or not self._wait(self._room, self.reported, until=self._stopping):
                 return
             log.info("resuming job", job_id=job.id, job=job.state.key, stage=job.state.stage)
             self._submit(job)
@@ -121,7 +126,7 @@ class QueueWorker(Service):
     def consume(self) -> None:
         settings = self.settings
         app = self.broker.app
-        app.steps["consumer"].add(tick_step(self.tick))
+        app.steps["consumer"].add(tick_step(self.tap, self.on_timer))
         # Celery warns at every lost connection that it lets late-acknowledged tasks run on: intended.
         warnings.filterwarnings("ignore", category=CPendingDeprecationWarning)
         controller = app.WorkController(
@@ -139,11 +144,35 @@ class QueueWorker(Service):
     def tick(self) -> None:
         """Every TICK_S while the Celery loop turns, and while a task waits for the stages: the worker
         is alive (its heartbeat beats), a stop request is announced, the stages' outcomes are
-        reported, the other workers' leases are watched."""
+        reported, the other workers' leases are watched, and the pauses read (`pause` waits for the
+        heartbeat's "paused", said only once the queues are closed)."""
         self.checkpoint.activity.touch()
         self.checkpoint.announce_pending()
         for part in self.parts:
             part.tick()
+        self._claims_allowed()
+
+    def on_timer(self) -> None:
+        """The tick on the Celery loop's timer, between tasks: the queues opened again after a pause;
+        a drained worker stops."""
+        self.tick()
+        if not self.checkpoint.activity.paused:
+            self.tap.open(True)
+        elif self.gate.draining and not self.runner.busy() and celery_state.should_stop is None:
+            say_drained()
+            celery_state.should_stop = EXIT_OK  # a warm shutdown at the loop's next turn, exit code 0
+
+    def _claims_allowed(self) -> bool:
+        """The pauses read now (control.pause.Gate.check); the queues closed at once when paused."""
+        bound = structlog.contextvars.get_contextvars()
+        structlog.contextvars.unbind_contextvars("job_id")  # read inside a task too: not that job's lines
+        try:
+            allowed = self.gate.check(self.checkpoint.activity)
+            if not allowed:
+                self.tap.open(False)
+        finally:
+            structlog.contextvars.bind_contextvars(**bound)
+        return allowed
 
     def process(self, job_id: str) -> str:
         """One task. Returns (the task is acknowledged) once its job is past generation in this worker's
@@ -159,9 +188,13 @@ class QueueWorker(Service):
                 return "nothing to do"
             if not self.runner.has_room():
                 log.info("the stages are full: the task waits for a free slot, its job in the queue")
-            if not self._wait(self._room, self.reported, stoppable=True):
+            waited = self._wait(self._room, self.reported, until=self._interrupted)
+            if not waited and self.checkpoint.stopping:
                 log.info("stopping: the task goes back to the queue")
                 raise Reject("the worker is stopping", requeue=True)
+            if not waited or not self._claims_allowed():  # the last look before the claim
+                log.info("paused: the task goes back to the queue, for another worker")
+                raise Reject("the worker is paused", requeue=True)
             job = self._find(job_id)
             if job is None:
                 return "nothing to do"
@@ -184,17 +217,25 @@ class QueueWorker(Service):
     def _submit(self, job: Job) -> None:
         """Into the stages; back once the job has left generation (the GPU is free for the next)."""
         generated = self.runner.submit(job)
-        self._wait(generated.is_set, generated, stoppable=False)
+        self._wait(generated.is_set, generated)
 
     def _room(self) -> bool:
         self.reported.clear()  # before looking: a job done with after the look wakes the wait at once
         return self.runner.has_room()
 
-    def _wait(self, ready: Callable[[], bool], wake: threading.Event, *, stoppable: bool) -> bool:
-        """Tick until `ready()`, looking again when `wake` is set, or after WAIT_S; False when a stop
-        came first (only when `stoppable`)."""
+    def _stopping(self) -> bool:
+        return self.checkpoint.stopping
+
+    def _interrupted(self) -> bool:
+        """A task's wait for the stages ends at a stop or a pause (seen by the ticks meanwhile)."""
+        return self.checkpoint.stopping or self.checkpoint.activity.paused
+
+    def _wait(self, ready: Callable[[], bool], wake: threading.Event, *,
+              until: Callable[[], bool] | None = None) -> bool:
+        """Tick until `ready()`, looking again when `wake` is set, or after WAIT_S; False when
+        `until()` came first."""
         while not ready():
-            if stoppable and self.checkpoint.stopping:
+            if until is not None and until():
                 return False
             self.tick()
             wake.wait(WAIT_S)
@@ -273,27 +314,3 @@ class QueueWorker(Service):
                 self.broker.enqueue(job.id, countdown=delay)
             except BROKER_ERRORS as exc:  # `run` sends it, as it does every queued job without a task
                 log.warning("could not enqueue the job again", job_id=job.id, error=str(exc))
-
-
-
-def tick_step(tick: Callable[[], None]) -> type[bootsteps.StartStopStep]:
-    """A consumer step that calls `tick` every TICK_S on the Celery loop's own timer; started again
-    after every reconnection to the broker (the consumer restarts its steps then)."""
-
-    class Tick(bootsteps.StartStopStep):  # type: ignore[misc]
-        def __init__(self, parent: Any, **kwargs: Any) -> None:
-            super().__init__(parent, **kwargs)
-            self.tref: Any = None
-
-        def start(self, parent: Any) -> None:
-            self.tref = parent.timer.call_repeatedly(TICK_S, tick)
-
-        def stop(self, parent: Any) -> None:
-            if self.tref is not None:
-                self.tref.cancel()
-                self.tref = None
-
-        def shutdown(self, parent: Any) -> None:
-            self.stop(parent)
-
-    return Tick

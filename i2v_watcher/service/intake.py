@@ -123,20 +123,9 @@ class Intake(Part):
         return False
 
     def claims_allowed(self) -> bool:
-        """No operator's pause in force (read now, and said in the activity): checked every turn, so
-        that the heartbeat says "paused" while idle too, and once more right before each claim."""
-        allowed = self.gate.claims_allowed()
-        if self.activity.paused != (not allowed):
-            if allowed:
-                log.warning("resumed: claiming again", worker_id=self.settings.worker_id)
-            else:  # said once per pause: who paused, when, and what ends it (`run --once` waits too)
-                held = self.gate.in_force()
-                log.warning("paused by an operator: claiming nothing", worker_id=self.settings.worker_id,
-                            draining=self.gate.draining, paused_by=held and held.by, since=held and held.at,
-                            until="`i2v-watcher resume`" + (" (this worker exits once idle)"
-                                                            if self.gate.draining else ""))
-        self.activity.paused, self.activity.draining = not allowed, self.gate.draining
-        return allowed
+        """No operator's pause in force (control.pause.Gate.check): checked every turn, so that the
+        heartbeat says "paused" while idle too, and once more right before each claim."""
+        return self.gate.check(self.activity)
 
     def draining(self) -> bool:
         """A drain (see control.pause) asks this worker to exit once idle."""

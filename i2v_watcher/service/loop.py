@@ -14,6 +14,7 @@ import time
 
 import structlog
 
+from i2v_watcher.control.pause import say_drained
 from i2v_watcher.job.checkpoint import Checkpoint
 from i2v_watcher.service.intake import TICK_S, Intake
 from i2v_watcher.service.parts import Part
@@ -62,8 +63,7 @@ class Loop:
         if self.intake.take_one():
             return True
         if self.intake.draining() and not any(part.busy() for part in self.parts):
-            log.warning("drained: every job of this worker is finished, exiting (the pause stays until "
-                        "`i2v-watcher resume`)")
+            say_drained()
             return False
         if self.once and self.intake.drained() and not any(part.busy() for part in self.parts):
             # drained; a lone sidecar is waited for (orphan_sidecar_s), then reported. A last full scan

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from i2v_watcher.config.settings import Settings
 from i2v_watcher.job.worker_records import HeartbeatRecord, WorkerRow
-from i2v_watcher.work.lease import HEARTBEAT_FILE, LOCK_FILE, read_beat, worker_folders
+from i2v_watcher.work.lease import HEARTBEAT_FILE, LOCK_FILE, QUEUE, read_beat, worker_folders
 from i2v_watcher.work.liveness import activity, judge, process_state, share_now, thresholds
 
 NO_HEARTBEAT = "no readable heartbeat"
@@ -47,10 +47,14 @@ def _never_ran(settings: Settings, at: float | None, now: float | None) -> bool:
     return at is not None and now is not None and now - at > longest_start
 
 
-def survey(settings: Settings) -> list[WorkerRow]:
+def survey(settings: Settings, *, queue: bool = False) -> list[WorkerRow]:
     """Each worker's liveness, activity and heartbeat, in name order; not a start that never ran
-    (_never_ran). OSError: work/ cannot be read."""
-    seen = {folder: _seen(folder) for folder in worker_folders(settings)}
+    (_never_ran). With `queue`, last, the Celery dispatcher's (`run`, which holds work/queue/ as a
+    worker of that name) where that folder exists. OSError: work/ cannot be read."""
+    folders = worker_folders(settings)
+    if queue and (settings.work / QUEUE).is_dir():
+        folders.append(settings.work / QUEUE)
+    seen = {folder: _seen(folder) for folder in folders}
     now, clock = share_now(settings.work, [at for beat, at in seen.values() if beat is not None and at])
     return [_row(folder.name, beat, at, now, clock, settings) for folder, (beat, at) in seen.items()
             if beat is not None or not (_never_ran(settings, at, now) and _lock_only(folder))]

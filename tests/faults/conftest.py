@@ -28,6 +28,8 @@ import pytest
 
 from conftest import FAST, REPO, SMALL, Daemon, Folders, daemon_env, is_lease_file, make_image, wait_for
 
+from .celery_helpers import RedisServer
+
 
 def entries(root: Path) -> dict[str, str]:
     """Every entry below root that is not a folder (hidden ones included), with what it is (lstat only:
@@ -198,6 +200,25 @@ def spawn(spawned: list[LiveDaemon]) -> Spawn:
         spawned.append(daemon)
         return daemon
     return _spawn
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def processes(redis_server: RedisServer) -> Iterator[list[LiveDaemon]]:
+    """Killed at teardown, before the Redis server they use."""
+    started: list[LiveDaemon] = []
+    yield started
+    for process in started:
+        process.stop()
+        # Shown by pytest when the test failed.
+        print(f"---- {process.process.args[3]} (exit {process.process.returncode}) ----\n{process.log}")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import itertools
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,34 +19,24 @@ from typing import Any
 import pytest
 from test_metrics import jobs, scrape, value
 
-from conftest import Folders, cli, decode, make_image, wait_for, write_toml
+from conftest import Folders, cli, decode, make_image, wait_for
 from i2v_watcher.control.cancel import cancel_marker
 
-from .celery_helpers import RedisServer, free_port
+from .celery_helpers import (
+    RedisServer,
+    assert_each_published_once,
+    config,
+    free_port,
+    job_folders,
+    markers,
+    queued_ids,
+    stop_all,
+)
 from .conftest import LiveDaemon as Process
 from .conftest import drop
 
 SLOW = {"backend": "slow", "plugins": ["slow_backend"]}
 Start = Callable[..., Process]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def processes(redis_server: RedisServer) -> Iterator[list[Process]]:
-    """Killed at teardown, before the Redis server they use."""
-    started: list[Process] = []
-    yield started
-    for process in started:
-        process.stop()
-        # Shown by pytest when the test failed.
-        print(f"---- {process.process.args[3]} (exit {process.process.returncode}) ----\n{process.log}")
 
 
 @pytest.fixture
@@ -56,46 +46,6 @@ def start(processes: list[Process]) -> Start:
         processes.append(process)
         return process
     return _start
-
-
-def config(folders: Folders, redis_server: RedisServer, name: str, **changes: Any) -> Path:
-    """The shared config in celery mode, with this process's worker_id."""
-    settings = {**folders.settings, "coordination": "celery", "broker_url": redis_server.url,
-                "worker_id": name, "lease_timeout_s": 3.0, "visibility_timeout_s": 60.0, **changes}
-    path = folders.config.with_name(f"{name}.toml")
-    write_toml(path, settings)
-    return path
-
-
-def markers(folders: Folders) -> list[str]:
-    return sorted(p.name for p in folders.outbox.glob("*.json"))
-
-
-def job_folders(folders: Folders) -> list[str]:
-    """Job folders anywhere under work/ (heartbeats and locks are not jobs)."""
-    return sorted(str(p.relative_to(folders.work)) for p in folders.work.glob("*/*") if p.is_dir())
-
-
-def assert_each_published_once(folders: Folders, names: list[str]) -> None:
-    assert markers(folders) == sorted(f"{name}.json" for name in names)
-    ids = set()
-    for name in names:
-        meta = folders.metadata(name)
-        ids.add(meta["job_id"])
-        assert decode(folders.outbox / f"{name}.mp4").frames == meta["parameters"]["num_frames"]
-    assert len(ids) == len(names)
-    visible = sorted(p.name for p in folders.outbox.iterdir() if not p.name.startswith("."))
-    assert visible == sorted(f"{n}{ext}" for n in names for ext in (".mp4", ".jpg", ".json"))
-    assert [p.name for p in folders.outbox.iterdir() if p.name.startswith(".")] == []
-    assert folders.files("failed") == [] and folders.files("inbox") == []
-    assert job_folders(folders) == []
-
-
-def stop_all(*processes: Process) -> None:
-    for process in processes:
-        process.signal(signal.SIGTERM)
-    for process in processes:
-        assert process.wait() == 0, process.log
 
 
 def test_one_run_and_two_workers_publish_every_job_once(folders: Folders, redis_server: RedisServer,
@@ -353,12 +303,6 @@ def test_each_backend_has_its_queue_and_only_workers_that_loaded_it_consume_it(
     for name in names:
         meta = folders.metadata(name)
         assert meta["worker_id"] == ("w2" if meta["backend"] == "slow" else "w1"), name
-
-
-def queued_ids(folders: Folders) -> dict[str, str]:
-    """Name → job id of the jobs waiting in work/queue/."""
-    return {json.loads((p / "job.json").read_text())["key"]: p.name
-            for p in (folders.work / "queue").iterdir() if p.is_dir()}
 
 
 def test_cancel_makes_a_queued_jobs_task_a_no_op_and_stops_a_running_one(
