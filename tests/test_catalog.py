@@ -218,3 +218,29 @@ def test_two_readers_on_one_host_walk_the_same_index_at_once(settings: Settings,
     first.reconcile()
     assert raced and second.count() == first.count() == 5
     assert names(first, Filters(query="number")) == [f"clip{i:04d}" for i in reversed(range(5))]
+
+
+def test_a_first_walk_builds_search_once_and_one_stopped_half_way_is_made_whole(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(23):
+        publish(settings, i, prompt=f"a kite number {i}")
+    monkeypatch.setattr(index_module, "BATCH", 5)
+    real, reads = index_module.read_metadata, []
+
+    def stopping(file: Path) -> Any:  # the disk goes away in the third batch
+        reads.append(file)
+        if len(reads) == 12:
+            raise OSError("the share went away")
+        return real(file)
+
+    monkeypatch.setattr(index_module, "read_metadata", stopping)
+    catalog = Catalog(settings, tmp_path / "c.sqlite")
+    with pytest.raises(OSError):
+        catalog.reconcile()
+    assert catalog.indexing and catalog.count() == 10  # two batches in, search not built yet
+    again = Catalog(settings, catalog.path)  # a restarted reader: the trigger is back, search is not
+    publish(settings, 99, prompt="a lone kite", event=True)
+    again.follow()
+    again.reconcile()
+    assert not again.indexing and again.count(Filters(query="kite")) == 24
+    assert names(again, Filters(query="number 7")) == ["clip0007"]

@@ -23,6 +23,7 @@ import structlog
 
 from i2v_watcher.catalog import events
 from i2v_watcher.catalog.schema import (
+    ADDED,
     COLUMNS,
     PLACES,
     SCHEMA,
@@ -221,8 +222,9 @@ class Catalog:
         """A walk of the whole outbox: each metadata file read again only where it changed (inode, size,
         mtime), the ones gone dropped. An outbox that cannot be read leaves the index as it is. Read
         and written BATCH files at a time, the files read outside the lock, so that readers are served
-        between batches (a first walk of 100,000 clips takes a while: `indexing` says so meanwhile);
-        one walk at a time, a second caller only follows the logs."""
+        between batches (a first walk of 100,000 clips takes a while: `indexing` says so meanwhile, and
+        search finds its clips once it is done); one walk at a time, a second caller only follows the
+        logs."""
         if not self._walking.acquire(blocking=False):
             self.follow()
             return
@@ -243,6 +245,10 @@ class Catalog:
                     for rel in gone:
                         self._forget(rel)
             changed = [(rel, ident) for rel, ident in found.items() if known.get(rel) != ident]
+            if not known and len(changed) > BATCH:  # a first walk: search is rebuilt once at its end
+                with self._write():
+                    self._db.execute("INSERT OR REPLACE INTO facts (key, value) VALUES ('search_stale', 1)")
+                    self._db.execute("DROP TRIGGER IF EXISTS clips_added")
             for start in range(0, len(changed), BATCH):
                 batch = changed[start:start + BATCH]
                 read = [(rel, ident, read_metadata(self.root / rel)) for rel, ident in batch]
@@ -252,6 +258,11 @@ class Catalog:
                 except sqlite3.IntegrityError:  # another process on this host indexed some meanwhile
                     with self._write():
                         self._store(read)
+            if self._fact("search_stale"):  # this walk's, or one that stopped half-way
+                with self._write():
+                    self._db.execute("INSERT INTO clips_text (clips_text) VALUES ('rebuild')")
+                    self._db.execute(ADDED)
+                    self._db.execute("DELETE FROM facts WHERE key = 'search_stale'")
             self._set_fact("walked_at", time.time())
             log.debug("catalog reconciled", files=len(found), read=len(changed),
                       seconds=round(time.monotonic() - started, 3))

@@ -15,6 +15,10 @@ from i2v_watcher.job.records import PublishedMetadata
 
 VERSION = 3
 TABLES = ("clips", "clips_text", "others", "logs", "events", "facts")
+# Search's index follows each insert; a first walk of a large outbox drops it and rebuilds the search
+# index once at its end (catalog.index.reconcile), several times faster than a row at a time.
+ADDED = """CREATE TRIGGER IF NOT EXISTS clips_added AFTER INSERT ON clips BEGIN
+    INSERT INTO clips_text (rowid, name, prompt) VALUES (new.rowid, new.name, new.prompt); END;"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clips (
     rel TEXT PRIMARY KEY, name TEXT NOT NULL, published_at TEXT NOT NULL, backend TEXT, model TEXT,
@@ -29,8 +33,7 @@ CREATE INDEX IF NOT EXISTS clips_variants ON clips (variant_of) WHERE variant_of
 CREATE INDEX IF NOT EXISTS clips_source ON clips (source);
 CREATE VIRTUAL TABLE IF NOT EXISTS clips_text USING fts5 (
     name, prompt, content='clips', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
-CREATE TRIGGER IF NOT EXISTS clips_added AFTER INSERT ON clips BEGIN
-    INSERT INTO clips_text (rowid, name, prompt) VALUES (new.rowid, new.name, new.prompt); END;
+""" + ADDED + """
 CREATE TRIGGER IF NOT EXISTS clips_dropped AFTER DELETE ON clips BEGIN
     INSERT INTO clips_text (clips_text, rowid, name, prompt) VALUES ('delete', old.rowid, old.name,
     old.prompt); END;
