@@ -66,7 +66,6 @@ def _clip(rel: str, data: PublishedMetadata, written_ns: int = 0) -> Clip:
                 judgement=judged(data.quality), variant=variant(data.variant))
 
 
-
 def _from(found: Entry) -> Clip:
     return _clip(found.rel, found.meta, found.written_ns)
 
