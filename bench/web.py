@@ -129,7 +129,18 @@ def metadata(index: int, name: str, rel: str) -> dict[str, Any]:
         "published_at": stamp,
         "attempts": 1,
         "takeovers": [],
+        "quality": quality(index),
     }
+
+
+def quality(index: int) -> dict[str, Any]:
+    """The quality gate's record (run/gate.py) as every clip has it: one in 4 with a symptom."""
+    symptoms = [("no_motion", "flicker", "drift", "blur")[index // 4 % 4]] if index % 4 == 3 else []
+    scores = {"motion": 0.7, "frozen": 0.0, "flicker": 0.12, "black": 0.0, "drift": 0.02, "sharpness": 0.9}
+    return {"scores": scores, "symptoms": symptoms, "verdict": "warn" if symptoms else "pass",
+            "details": {"working_size": [256, 144], "motion_threshold_px": 2.0},
+            "attempts": [{"seed": 1000 + index, "changes": {}, "scores": scores, "symptoms": symptoms,
+                          "verdict": "warn" if symptoms else "pass"}]}
 
 
 def make_root(clips: int, jobs: int = 0, litter: int = 0) -> tuple[Path, Settings]:

@@ -25,6 +25,7 @@ from i2v_watcher.catalog import events
 from i2v_watcher.catalog.schema import (
     ADDED,
     COLUMNS,
+    INDEXES,
     PLACES,
     SCHEMA,
     STORED,
@@ -51,6 +52,7 @@ BATCH = 2000  # metadata files read and written per transaction of a walk
 KEEP_EVENTS = 10_000  # the last events kept for the dashboard to show; the logs keep them all
 CACHE_KIB = 32 * 1024  # SQLite's page cache for this connection (its default: 2 MiB)
 CHOICES = 100  # values of a column offered as a filter
+CHOICES_S = 60.0
 CACHED = 256  # answers kept for the index as it is now (a page, a count, a tally)
 
 
@@ -84,6 +86,7 @@ class Catalog:
         self._walker: threading.Thread | None = None  # the walk refresh() runs in the background
         self._walk_began = 0.0
         self._answers: dict[tuple[Any, ...], Any] = {}
+        self._choices: dict[str, tuple[float, list[str]]] = {}  # column: (when, values)
         self._answered_at: tuple[int, int] | None = None  # the index's version the answers are of
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -97,7 +100,7 @@ class Catalog:
         self._db.executescript(SCHEMA)
         if self._fact("outbox") not in (None, str(self.root)):  # a catalog_path shared by another outbox
             with self._write():
-                for table in ("clips", "others", "logs", "events", "facts"):
+                for table in ("clips", "clips_meta", "others", "logs", "events", "facts"):
                     self._db.execute(f"DELETE FROM {table}")
         self._set_fact("outbox", str(self.root))
 
@@ -211,8 +214,14 @@ class Catalog:
             self._db.executemany("DELETE FROM others WHERE rel = ?", ((rel,) for rel, _, _ in found))
         self._db.executemany("INSERT INTO others (rel, ino, size, mtime_ns) VALUES (?, ?, ?, ?)",
                              ((rel, *ident) for rel, ident, read in found if read is None))
-        self._db.executemany(f"INSERT INTO clips ({STORED}) VALUES ({PLACES})",
-                             (row(rel, ident, *read) for rel, ident, read in found if read is not None))
+        # The rowids given here (in a write: no one else adds meanwhile) tie each clip to its metadata.
+        last = self._db.execute("SELECT coalesce(max(rowid), 0) FROM clips").fetchone()[0]
+        clips = [(last + n, rel, ident, data, text) for n, (rel, ident, (data, text)) in
+                 enumerate(((rel, ident, read) for rel, ident, read in found if read is not None), start=1)]
+        self._db.executemany(f"INSERT INTO clips (rowid, {STORED}) VALUES (?, {PLACES})",
+                             ((rowid, *row(rel, ident, data)) for rowid, rel, ident, data, _ in clips))
+        self._db.executemany("INSERT INTO clips_meta (id, meta) VALUES (?, ?)",
+                             ((rowid, text) for rowid, _, _, _, text in clips))
 
     def _forget(self, rel: str) -> None:
         self._db.execute("DELETE FROM clips WHERE rel = ?", (rel,))
@@ -245,10 +254,12 @@ class Catalog:
                     for rel in gone:
                         self._forget(rel)
             changed = [(rel, ident) for rel, ident in found.items() if known.get(rel) != ident]
-            if not known and len(changed) > BATCH:  # a first walk: search is rebuilt once at its end
+            if not known and len(changed) > BATCH:  # a first walk: its indexes are built at its end
                 with self._write():
                     self._db.execute("INSERT OR REPLACE INTO facts (key, value) VALUES ('search_stale', 1)")
                     self._db.execute("DROP TRIGGER IF EXISTS clips_added")
+                    for name in INDEXES:
+                        self._db.execute(f"DROP INDEX IF EXISTS {name}")
             for start in range(0, len(changed), BATCH):
                 batch = changed[start:start + BATCH]
                 read = [(rel, ident, read_metadata(self.root / rel)) for rel, ident in batch]
@@ -263,6 +274,8 @@ class Catalog:
                     self._db.execute("INSERT INTO clips_text (clips_text) VALUES ('rebuild')")
                     self._db.execute(ADDED)
                     self._db.execute("DELETE FROM facts WHERE key = 'search_stale'")
+                with self._lock:
+                    self._db.executescript(SCHEMA)  # the indexes, each built in one pass
             self._set_fact("walked_at", time.time())
             log.debug("catalog reconciled", files=len(found), read=len(changed),
                       seconds=round(time.monotonic() - started, 3))
@@ -318,25 +331,34 @@ class Catalog:
         return int(self._rows(f"SELECT count(*) FROM clips WHERE {where}", args)[0][0])
 
     def tally(self, filters: Filters = EVERY) -> dict[str, tuple[Counter[str], Counter[str]]]:
-        """Of the clips that match, per backend: how many have each verdict, and each symptom."""
+        """Of the clips that match, per backend: how many have each verdict, and each symptom. Counted
+        by the set of symptoms a clip has (a few distinct ones), so that no row is looked into six
+        times."""
         where, args = filters.where()
-        found = self._rows("SELECT coalesce(backend, ''), verdict, count(*), "
-                           + ", ".join(f"sum(instr(symptoms, ' {s} ') > 0)" for s in SYMPTOMS)
-                           + f" FROM clips WHERE {where} AND verdict IS NOT NULL GROUP BY 1, 2", args)
+        found = self._rows("SELECT coalesce(backend, ''), verdict, symptoms, count(*) FROM clips "
+                           f"WHERE {where} AND verdict IS NOT NULL GROUP BY backend, verdict, symptoms", args)
         tallies: dict[str, tuple[Counter[str], Counter[str]]] = {}
-        for backend, verdict, clips, *symptoms in found:
+        for backend, verdict, symptoms, clips in found:
             verdicts, seen = tallies.setdefault(backend, (Counter(), Counter()))
             verdicts[verdict] += clips
-            seen.update({s: n for s, n in zip(SYMPTOMS, symptoms, strict=True) if n})
+            seen.update({s: clips for s in symptoms.split() if s in SYMPTOMS})
         return tallies
 
     def values(self, column: str) -> list[str]:
         """The values one of the filtered columns holds (backend, model, worker), for a page's choices:
-        at most CHOICES (a hand-edited share could hold a value per clip)."""
+        at most CHOICES (a hand-edited share could hold a value per clip). Looked up again at most
+        every CHOICES_S whatever changed (a full scan: a new model's name may take that long to be
+        offered)."""
         if column not in ("backend", "model", "worker"):
             raise ValueError(f"not a column to choose from: {column}")
-        return [value for value, in self._rows(
-            f"SELECT DISTINCT {column} FROM clips WHERE {column} IS NOT NULL ORDER BY 1 LIMIT ?", (CHOICES,))]
+        with self._lock:
+            known = self._choices.get(column)
+            if known is None or time.monotonic() - known[0] >= CHOICES_S:
+                found = [value for value, in self._db.execute(
+                    f"SELECT DISTINCT {column} FROM clips WHERE {column} IS NOT NULL ORDER BY 1 LIMIT ?",
+                    (CHOICES,))]
+                known = self._choices[column] = (time.monotonic(), found)
+            return known[1]
 
     def published_from(self, source: str, written_ns: int = 0) -> Entry | None:
         """The latest clip made from the inbox job `source` (its path without suffix) whose metadata
