@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import io
 import json
 import logging
@@ -38,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,7 +266,8 @@ def requests(settings: Settings, url: str, warm: int, after: int, pause: float, 
 
 def idle_cpu(settings: Settings, seconds: float) -> tuple[float, float]:
     """An idle dashboard: a real `web` process over an index already built, one overview tab polling
-    `/live` every second and a scrape of `/metrics` every 15 s: its CPU seconds over `seconds` of
+    `/live` every second over a kept-alive connection, as a browser does, and a scrape of `/metrics`
+    every 15 s: its CPU seconds over `seconds` of
     wall time (from /proc, after a warm-up), and the CPU seconds of one reconciling walk (nothing
     changed), which it makes every catalog_rescan_s."""
     import socket
@@ -281,11 +282,24 @@ def idle_cpu(settings: Settings, seconds: float) -> tuple[float, float]:
     env.update(I2V_WEB_LISTEN=f"127.0.0.1:{port}", PYTHONPATH=str(REPO))
     server = subprocess.Popen([sys.executable, "-m", "i2v_watcher", "web", "--config", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
     try:
+        connection = [http.client.HTTPConnection("127.0.0.1", port, timeout=30)]
+
         def get(path: str) -> None:
-            with urllib.request.urlopen(base + path, timeout=30) as response:
-                response.read()
+            """As a browser tab asks: over one kept-alive connection, opened again when it is closed."""
+            for attempt in (1, 2):
+                try:
+                    connection[0].request("GET", path)
+                    response = connection[0].getresponse()
+                    response.read()
+                    if response.status != 200:
+                        raise OSError(f"{path}: {response.status}")
+                    return
+                except (OSError, http.client.HTTPException):
+                    connection[0].close()
+                    connection[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    if attempt == 2:
+                        raise
 
         deadline = time.monotonic() + 60
         while True:

@@ -33,17 +33,19 @@ def metadata_files(root: Path, skip: Callable[[str], bool]) -> Iterator[tuple[st
             if not rel_dir:
                 raise
             continue
-        for entry in entries:
-            if skip(entry.name):
+        for entry in entries:  # two in three are a clip's video and poster: passed over first
+            name = entry.name
+            folder = entry.is_dir(follow_symlinks=False)
+            if not (folder or name.endswith(".json")) or skip(name):
                 continue
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if entry.is_dir(follow_symlinks=False):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if folder:
                 stack.append(rel)
-            elif entry.name.endswith(".json"):
-                try:
-                    yield rel, entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
+                continue
+            try:
+                yield rel, entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
 
 
 def read_metadata(path: Path) -> tuple[PublishedMetadata, str] | None:

@@ -10,11 +10,9 @@ have been stable for `settle_s` and it could be opened once."""
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import math
 import os
-import re
 import stat
 import time
 from collections.abc import Collection
@@ -29,6 +27,7 @@ from i2v_watcher.errors import InboxUnavailable
 from i2v_watcher.fs.detours import existing_detour
 from i2v_watcher.inbox.bounds import folder_room
 from i2v_watcher.inbox.events import Watcher as Watcher
+from i2v_watcher.inbox.ignore import ignored
 from i2v_watcher.inbox.scan_cache import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from i2v_watcher.inbox.scan_cache import SIDECAR_SUFFIXES as SIDECAR_SUFFIXES
 from i2v_watcher.inbox.scan_cache import FileInfo, Tree, identity
@@ -112,8 +111,7 @@ class Inbox:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.inbox
-        # One expression for all patterns: every name of a full walk is matched against it.
-        self._ignore = re.compile("|".join(fnmatch.translate(p) for p in settings.ignore_patterns) or "(?!)")
+        self._ignore = ignored(tuple(settings.ignore_patterns))
         self._tree = Tree(self.root, self._skip_logged, folder_room(
             (settings.inbox, settings.outbox, settings.done, settings.failed)))
         self._ready: dict[str, Candidate] = {}
