@@ -8,13 +8,12 @@ local folder (never on the share: SQLite's locks are not safe on NFS).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from i2v_watcher.catalog import events
 from i2v_watcher.catalog.schema import (
     ADDED,
     COLUMNS,
+    EARLIER,
     INDEXES,
     PLACES,
     SCHEMA,
@@ -49,7 +49,6 @@ EVERY = Filters()
 log = structlog.get_logger("i2v_watcher.catalog.index")
 
 BATCH = 2000  # metadata files read and written per transaction of a walk
-KEEP_EVENTS = 10_000  # the last events kept for the dashboard to show; the logs keep them all
 CACHE_KIB = 32 * 1024  # SQLite's page cache for this connection (its default: 2 MiB)
 CHOICES = 100  # values of a column offered as a filter
 CHOICES_S = 60.0
@@ -94,14 +93,15 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last writes costs a walk
         self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # a walk's inserts touch pages all over
         if self._db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
-            for table in TABLES:  # another version's cache (or none yet): built again
+            for table in (*TABLES, *EARLIER):  # another version's cache (or none yet): built again
                 self._db.execute(f"DROP TABLE IF EXISTS {table}")
             self._db.execute(f"PRAGMA user_version = {VERSION}")
         self._db.executescript(SCHEMA)
         if self._fact("outbox") not in (None, str(self.root)):  # a catalog_path shared by another outbox
             with self._write():
-                for table in ("clips", "clips_meta", "others", "logs", "events", "facts"):
-                    self._db.execute(f"DELETE FROM {table}")
+                for table in TABLES:
+                    if table != "clips_text":  # emptied with clips (its trigger)
+                        self._db.execute(f"DELETE FROM {table}")
         self._set_fact("outbox", str(self.root))
 
     def close(self) -> None:
@@ -175,23 +175,20 @@ class Catalog:
                         self._apply(event)
                     self._db.execute("INSERT OR REPLACE INTO logs (name, inode, offset) VALUES (?, ?, ?)",
                                      (path.name, position.inode, position.offset))
-                    self._db.execute("DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?",
-                                     (KEEP_EVENTS,))
                 read += len(found)
         return read
 
     def _apply(self, event: dict[str, Any]) -> None:
-        texts = {k: v if isinstance(v, str) else None for k in ("at", "worker", "kind", "job_id", "name")
-                 for v in [event.get(k)]}
-        self._db.execute("INSERT INTO events (at, worker, kind, job_id, name, line) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (*texts.values(), _dumped(event)))
+        """(In a write) an event that names a clip's metadata file: the file as it is now says whether
+        it was published or removed. Other events change no clip (the dashboard's recent actions read
+        the command logs themselves: web.actions)."""
         rel = self._inside(event.get("path"))
         if rel is None:
             return
-        try:  # published, or removed: the file as it is now says which
+        try:
             ident = identity(os.lstat(self.root / rel))
         except OSError:
-            self._forget(rel)
+            self._forget([rel])
             return
         self._store([(rel, ident, read_metadata(self.root / rel))])
 
@@ -210,22 +207,22 @@ class Catalog:
         """(In a write) each metadata file as read: a clip, or another .json remembered as not one.
         `known`: whether any may be in the index already (a first walk spares the deletes)."""
         if known:
-            self._db.executemany("DELETE FROM clips WHERE rel = ?", ((rel,) for rel, _, _ in found))
-            self._db.executemany("DELETE FROM others WHERE rel = ?", ((rel,) for rel, _, _ in found))
+            self._forget([rel for rel, _, _ in found])
         self._db.executemany("INSERT INTO others (rel, ino, size, mtime_ns) VALUES (?, ?, ?, ?)",
                              ((rel, *ident) for rel, ident, read in found if read is None))
         # The rowids given here (in a write: no one else adds meanwhile) tie each clip to its metadata.
         last = self._db.execute("SELECT coalesce(max(rowid), 0) FROM clips").fetchone()[0]
-        clips = [(last + n, rel, ident, data, text) for n, (rel, ident, (data, text)) in
-                 enumerate(((rel, ident, read) for rel, ident, read in found if read is not None), start=1)]
+        clips = [(rel, ident, *read) for rel, ident, read in found if read is not None]
         self._db.executemany(f"INSERT INTO clips (rowid, {STORED}) VALUES (?, {PLACES})",
-                             ((rowid, *row(rel, ident, data)) for rowid, rel, ident, data, _ in clips))
+                             ((last + n, *row(rel, ident, data)) for n, (rel, ident, data, _)
+                              in enumerate(clips, start=1)))
         self._db.executemany("INSERT INTO clips_meta (id, meta) VALUES (?, ?)",
-                             ((rowid, text) for rowid, _, _, _, text in clips))
+                             ((last + n, text) for n, (_, _, _, text) in enumerate(clips, start=1)))
 
-    def _forget(self, rel: str) -> None:
-        self._db.execute("DELETE FROM clips WHERE rel = ?", (rel,))
-        self._db.execute("DELETE FROM others WHERE rel = ?", (rel,))
+    def _forget(self, rels: Collection[str]) -> None:
+        """(In a write) these files out of the index, clips or not."""
+        for table in ("clips", "others"):
+            self._db.executemany(f"DELETE FROM {table} WHERE rel = ?", ((rel,) for rel in rels))
 
     def reconcile(self) -> None:
         """A walk of the whole outbox: each metadata file read again only where it changed (inode, size,
@@ -251,12 +248,11 @@ class Catalog:
             gone = known.keys() - found.keys()
             if gone:
                 with self._write():
-                    for rel in gone:
-                        self._forget(rel)
+                    self._forget(gone)
             changed = [(rel, ident) for rel, ident in found.items() if known.get(rel) != ident]
             if not known and len(changed) > BATCH:  # a first walk: its indexes are built at its end
                 with self._write():
-                    self._db.execute("INSERT OR REPLACE INTO facts (key, value) VALUES ('search_stale', 1)")
+                    self._set_fact("search_stale", 1)
                     self._db.execute("DROP TRIGGER IF EXISTS clips_added")
                     for name in INDEXES:
                         self._db.execute(f"DROP INDEX IF EXISTS {name}")
@@ -370,12 +366,3 @@ class Catalog:
     def names(self) -> list[str]:
         """Every clip's metadata file (relative to the outbox), oldest first."""
         return [rel for rel, in self._rows("SELECT rel FROM clips ORDER BY published_at, rel", ())]
-
-    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The last events read from the logs, newest first (what each was: its line as written)."""
-        return [json.loads(line) for line, in self._rows(
-            "SELECT line FROM events ORDER BY seq DESC LIMIT ?", (limit,))]
-
-
-def _dumped(event: dict[str, Any]) -> str:
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))

@@ -13,8 +13,9 @@ from i2v_watcher.catalog.ranks import Variant, variant
 from i2v_watcher.catalog.walk import Identity, stored
 from i2v_watcher.job.records import PublishedMetadata
 
-VERSION = 4
-TABLES = ("clips", "clips_meta", "clips_text", "others", "logs", "events", "facts")
+VERSION = 5
+TABLES = ("clips", "clips_meta", "clips_text", "others", "logs", "facts")
+EARLIER = ("events",)  # tables of earlier versions, dropped with the rest
 # Search's index and the indexes below follow each insert; a first walk of a large outbox drops them
 # and builds them once at its end (catalog.index.reconcile), several times faster than a row at a time.
 INDEXES = ("clips_newest", "clips_verdict", "clips_variants", "clips_source", "clips_judged")
@@ -46,8 +47,6 @@ CREATE TRIGGER IF NOT EXISTS clips_dropped AFTER DELETE ON clips BEGIN
 -- .json files that are not a clip's metadata: remembered, so that a walk reads them once per version
 CREATE TABLE IF NOT EXISTS others (rel TEXT PRIMARY KEY, ino INTEGER, size INTEGER, mtime_ns INTEGER);
 CREATE TABLE IF NOT EXISTS logs (name TEXT PRIMARY KEY, inode INTEGER NOT NULL, offset INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, at TEXT, worker TEXT, kind TEXT NOT NULL, job_id TEXT, name TEXT, line TEXT);
 CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value);
 """
 COLUMNS = "rel, mtime_ns, (SELECT meta FROM clips_meta WHERE id = clips.rowid)"  # an Entry's

@@ -204,6 +204,6 @@ def cancel_command(settings: Settings, args: argparse.Namespace) -> int:
         print(outcome.message)
         if outcome.cancelled:
             record(settings, "cancelled", name=outcome.name)
-        if not outcome.cancelled:
+        else:
             code = max(code, 1)
     return code
