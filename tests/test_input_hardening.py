@@ -327,3 +327,16 @@ def test_a_host_out_of_descriptors_is_retried_not_reported_as_a_damaged_image(tm
     truncated = io.BytesIO(buffer.getvalue()[:len(buffer.getvalue()) // 2])
     with pytest.raises(JobError, match="damaged or truncated"):
         decode_image(truncated, max_pixels=10_000, max_bytes=1 << 20)
+
+
+def test_a_small_limit_is_this_decode_s_and_not_the_process_s(tmp_path: Path) -> None:
+    """Pillow's own limit is global: a job's small max_image_pixels must not make the daemon's next
+    unrelated open (a frame, a thumbnail) a decompression bomb."""
+    small, big = io.BytesIO(), tmp_path / "big.png"
+    Image.new("RGB", (32, 32)).save(small, "PNG")
+    Image.new("RGB", (400, 300)).save(big)
+    decode_image(small, max_pixels=4096, max_bytes=1 << 20)
+    with Image.open(big) as reopened:  # 120,000 pixels: 29x the limit just used
+        reopened.load()
+    with pytest.raises(JobError, match=r"400x300 = 120000 pixels, over the limit of 4096"):
+        load_image(big, max_pixels=4096, max_bytes=1 << 20)

@@ -52,7 +52,9 @@ def decode_image(handle: BinaryIO, *, max_pixels: int, max_bytes: int,
     check_file_size(handle.getbuffer().nbytes if isinstance(handle, io.BytesIO)
                     else os.fstat(handle.fileno()).st_size, max_bytes)
     try:
-        Image.MAX_IMAGE_PIXELS = max_pixels  # our own check below runs first; this is a backstop
+        # Pillow's limit is process-wide: only ever raised to ours, so our check below (with its clear
+        # message) is what refuses an input, and a small limit never fails an unrelated open elsewhere.
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(handle, formats=FORMATS)
