@@ -77,16 +77,14 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
-    from i2v_watcher.web.server import ensure_descriptors, uvicorn_config
+    from i2v_watcher.web.server import QuietServer, ensure_descriptors, uvicorn_config
 
     app = create_app(settings)  # refuses to start (StartupError) before the port is taken
     ensure_descriptors(settings)
     log.info("web dashboard", url=f"http://{settings.web_listen}/",
              writes=[w for w, on in (("submit", settings.web_allow_submit),
                                      ("retry", settings.web_allow_retry)) if on] or "none (read-only)")
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    server = QuietServer(uvicorn_config(app, settings))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn's answer to a port it cannot bind (it has logged why)
