@@ -1,5 +1,6 @@
-"""The dashboard's limits that need no server: which byte ranges it serves, and the open-files limit it
-needs for web_max_connections. The same limits against a real server: tests/faults/test_web_limits.py."""
+"""The dashboard's limits that need no daemon: which byte ranges it serves, the open-files limit it needs
+for web_max_connections, and its server's tick (a server in a thread). The limits against a real `web`
+process: tests/faults/test_web_limits.py."""
 
 from __future__ import annotations
 
