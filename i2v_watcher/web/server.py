@@ -134,4 +134,5 @@ class QuietServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         if self._loop is not None and self._wake is not None:  # a signal handler: through the loop's pipe
-            self._loop.call_soon_threadsafe(self._wake.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed already: nothing left to wake
+                self._loop.call_soon_threadsafe(self._wake.set)
