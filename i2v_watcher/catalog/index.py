@@ -212,12 +212,12 @@ class Catalog:
                              ((rel, *ident) for rel, ident, read in found if read is None))
         # The rowids given here (in a write: no one else adds meanwhile) tie each clip to its metadata.
         last = self._db.execute("SELECT coalesce(max(rowid), 0) FROM clips").fetchone()[0]
-        clips = [(rel, ident, *read) for rel, ident, read in found if read is not None]
+        clips = list(enumerate(((rel, ident, read) for rel, ident, read in found if read is not None),
+                               start=last + 1))
         self._db.executemany(f"INSERT INTO clips (rowid, {STORED}) VALUES (?, {PLACES})",
-                             ((last + n, *row(rel, ident, data)) for n, (rel, ident, data, _)
-                              in enumerate(clips, start=1)))
+                             ((rowid, *row(rel, ident, data)) for rowid, (rel, ident, (data, _)) in clips))
         self._db.executemany("INSERT INTO clips_meta (id, meta) VALUES (?, ?)",
-                             ((last + n, text) for n, (_, _, _, text) in enumerate(clips, start=1)))
+                             ((rowid, text) for rowid, (_, _, (_, text)) in clips))
 
     def _forget(self, rels: Collection[str]) -> None:
         """(In a write) these files out of the index, clips or not."""
